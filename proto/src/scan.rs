@@ -1,0 +1,230 @@
+//! Lexical pieces of RFC 3261 section 25 shared by the typed views: whitespace, tokens,
+//! quoted strings, comma-separated lists and `;name=value` parameters. Every function is a
+//! single forward scan, so no input makes them quadratic.
+
+use std::borrow::Cow;
+
+/// `token` characters (RFC 3261 25.1).
+pub fn is_token(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+}
+
+/// Linear white space as it may remain inside a header value after unfolding.
+pub fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+pub fn trim(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if !is_ws(*first) {
+            break;
+        }
+        b = rest;
+    }
+    while let [rest @ .., last] = b {
+        if !is_ws(*last) {
+            break;
+        }
+        b = rest;
+    }
+    b
+}
+
+/// Parses a non-empty run of decimal digits that fits in a u32; anything else (sign, space,
+/// overflow, empty) is `None`. Numbers in SIP never carry a sign.
+pub fn parse_u32(b: &[u8]) -> Option<u32> {
+    if b.is_empty() || b.len() > 10 {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(c - b'0');
+    }
+    u32::try_from(n).ok()
+}
+
+/// Where the quoted string that starts at `b[0] == b'"'` ends: the index just past its closing
+/// quote, honouring `\` escapes (RFC 3261 25.1 quoted-pair). `None` if it is unterminated.
+pub fn quoted_end(b: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The content of a value that may be a quoted string, without the quotes and with escapes
+/// resolved. A value that is not quoted is returned as it is.
+pub fn unquote(b: &[u8]) -> Cow<'_, [u8]> {
+    let b = trim(b);
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return Cow::Borrowed(b);
+    }
+    let inner = &b[1..b.len() - 1];
+    if !inner.contains(&b'\\') {
+        return Cow::Borrowed(inner);
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut it = inner.iter();
+    while let Some(&c) = it.next() {
+        if c == b'\\' {
+            if let Some(&n) = it.next() {
+                out.push(n);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Splits a header value at the top-level occurrences of `sep`: not inside a quoted string and
+/// not inside `<...>`. Pieces are trimmed; empty pieces are kept so that callers can reject
+/// `a,,b` where the grammar forbids it. Unbalanced quotes or brackets make the rest of the value
+/// one piece (the typed parser of the piece then rejects it).
+pub fn split_top(value: &[u8], sep: u8) -> SplitTop<'_> {
+    SplitTop { rest: Some(value), sep }
+}
+
+pub struct SplitTop<'a> {
+    rest: Option<&'a [u8]>,
+    sep: u8,
+}
+
+impl<'a> Iterator for SplitTop<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let b = self.rest?;
+        let mut i = 0;
+        let mut angle = false;
+        while i < b.len() {
+            let c = b[i];
+            if c == b'"' {
+                match quoted_end(&b[i..]) {
+                    Some(n) => i += n,
+                    None => break,
+                }
+                continue;
+            }
+            if c == b'<' {
+                angle = true;
+            } else if c == b'>' {
+                angle = false;
+            } else if c == self.sep && !angle {
+                self.rest = Some(&b[i + 1..]);
+                return Some(trim(&b[..i]));
+            }
+            i += 1;
+        }
+        self.rest = None;
+        Some(trim(b))
+    }
+}
+
+/// Splits a comma-separated header value into its elements (RFC 3261 7.3.1).
+pub fn split_commas(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    split_top(value, b',').filter(|p| !p.is_empty())
+}
+
+/// `;name[=value]` parameters, as found after a URI, a name-addr, a Via, an Event. Looked up
+/// lazily: most messages ask for one or two of them.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Params<'a>(&'a [u8]);
+
+impl<'a> Params<'a> {
+    /// `raw` is the text from the first `;` (included or not) to the end of the parameters.
+    pub fn new(raw: &'a [u8]) -> Params<'a> {
+        Params(raw)
+    }
+
+    pub fn raw(&self) -> &'a [u8] {
+        self.0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> {
+        split_top(self.0, b';').filter(|p| !p.is_empty()).map(|p| match p.iter().position(|&c| c == b'=') {
+            Some(eq) => (trim(&p[..eq]), Some(trim(&p[eq + 1..]))),
+            None => (p, None),
+        })
+    }
+
+    /// The value of the parameter `name` (case-insensitive): `Some(None)` for a flag such as
+    /// `;lr` or `;rport`, `Some(Some(v))` for `name=v` (raw, quotes kept), `None` if absent.
+    pub fn get(&self, name: &str) -> Option<Option<&'a [u8]>> {
+        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+    }
+
+    /// The value of `name` with quotes removed; `None` if absent or a flag.
+    pub fn value(&self, name: &str) -> Option<Cow<'a, [u8]>> {
+        self.get(name).flatten().map(unquote)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+}
+
+impl std::fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Params({:?})", String::from_utf8_lossy(self.0))
+    }
+}
+
+/// Splits `b` at the first top-level `;` (outside quotes and angle brackets): what comes before,
+/// and the parameters after it.
+pub fn split_params(b: &[u8]) -> (&[u8], Params<'_>) {
+    let mut it = split_top(b, b';');
+    let head = it.next().unwrap_or_default();
+    let consumed = head.as_ptr() as usize - b.as_ptr() as usize + head.len();
+    let rest = &b[consumed.min(b.len())..];
+    (head, Params(rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn u32_is_strict() {
+        assert_eq!(parse_u32(b"0"), Some(0));
+        assert_eq!(parse_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32(b"4294967296"), None);
+        assert_eq!(parse_u32(b"99999999999999999999"), None);
+        assert_eq!(parse_u32(b"-1"), None);
+        assert_eq!(parse_u32(b"+1"), None);
+        assert_eq!(parse_u32(b""), None);
+        assert_eq!(parse_u32(b"1 "), None);
+    }
+
+    #[test]
+    fn split_respects_quotes_and_brackets() {
+        let v = br#""Doe, John" <sip:a@b;x=1,2>;q=0.5 , <sip:c@d>"#;
+        let parts: Vec<_> = split_commas(v).collect();
+        assert_eq!(parts, vec![&br#""Doe, John" <sip:a@b;x=1,2>;q=0.5"#[..], b"<sip:c@d>"]);
+    }
+
+    #[test]
+    fn params_lookup() {
+        let p = Params::new(br#";expires=60;+sip.instance="<urn:uuid:1;2>";lr;Q=0.7"#);
+        assert_eq!(p.get("expires"), Some(Some(&b"60"[..])));
+        assert_eq!(p.value("+sip.instance").as_deref(), Some(&b"<urn:uuid:1;2>"[..]));
+        assert_eq!(p.get("lr"), Some(None));
+        assert_eq!(p.get("q"), Some(Some(&b"0.7"[..])));
+        assert_eq!(p.get("tag"), None);
+    }
+
+    #[test]
+    fn unquote_resolves_escapes() {
+        assert_eq!(&*unquote(br#""a\"b\\c""#), br#"a"b\c"#);
+        assert_eq!(&*unquote(b"token"), b"token");
+        assert_eq!(quoted_end(br#""unterminated\""#), None);
+    }
+}
