@@ -1,0 +1,102 @@
+//! The operator's command line. Flags named here are an interface: tests, scripts and the
+//! runbook use them.
+
+use crate::config::Config;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "sipfront", version, about = "SIP registrar, presence server and proxy for an IM and presence pool")]
+pub struct Cli {
+    /// Configuration file (TOML); every key has a default.
+    #[arg(long, global = true, env = "SIPFRONT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the server keeps its files (SQLite database, self-signed certificate).
+    #[arg(long, global = true, env = "SIPFRONT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// SIP over UDP and TCP on IP:PORT (repeatable; replaces listen.sip).
+        #[arg(long = "sip-addr")]
+        sip_addr: Vec<SocketAddr>,
+        /// SIP over TLS on IP:PORT (repeatable; replaces listen.tls).
+        #[arg(long = "tls-addr")]
+        tls_addr: Vec<SocketAddr>,
+        /// Metrics and health on IP:PORT (replaces listen.http).
+        #[arg(long = "http-addr")]
+        http_addr: Option<SocketAddr>,
+    },
+    /// Print the effective configuration as TOML (file and environment applied).
+    Config,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&config).context("printing configuration")?);
+            Ok(())
+        }
+        Command::Serve { sip_addr, tls_addr, http_addr } => {
+            if !sip_addr.is_empty() {
+                config.listen.sip = sip_addr;
+            }
+            if !tls_addr.is_empty() {
+                config.listen.tls = tls_addr;
+            }
+            if let Some(h) = http_addr {
+                config.listen.http = h;
+            }
+            init_logging(&config)?;
+            let data_dir = crate::config::data_dir(&cli.data_dir)?;
+            let workers = match config.server.workers {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            runtime.block_on(async move {
+                let server = crate::server::start(&config, &data_dir).await?;
+                wait_for_signal().await;
+                server.shutdown().await;
+                Ok(())
+            })
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+                _ = term.recv() => tracing::info!("SIGTERM"),
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log.level: {:?} is not a tracing filter", config.log.level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = if config.log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    // Already initialised (a test running several servers) is fine.
+    let _ = result;
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! `sipfront.toml`: every key has a default, and every key can be overridden by an environment
+//! variable named after it: `[listen] sip` is `SIPFRONT_LISTEN_SIP`. Lists are comma-separated
+//! in the environment. The README's configuration reference documents each key.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: Tls,
+    pub transport: Transport,
+    pub limits: Limits,
+    pub transaction: Transaction,
+    pub server: Server,
+    pub log: Log,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// SIP over UDP and TCP, on each address.
+    pub sip: Vec<SocketAddr>,
+    /// SIP over TLS.
+    pub tls: Vec<SocketAddr>,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub http: SocketAddr,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain; empty: a self-signed certificate in the data directory.
+    pub cert: String,
+    /// PEM private key for `cert`.
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Transport {
+    /// A TCP or TLS connection with nothing received for this long is closed.
+    pub idle_timeout_secs: u64,
+    pub tls_handshake_timeout_secs: u64,
+    /// Open connections allowed from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Open connections allowed in all.
+    pub max_connections: usize,
+    /// Outgoing messages queued for one connection before further ones are dropped.
+    pub connection_queue: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_headers: usize,
+    pub max_header_len: usize,
+    pub max_vias: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Transaction {
+    /// RFC 3261 17.1.1.1 T1: round-trip time estimate.
+    pub t1_ms: u64,
+    /// T2: the longest retransmission interval for non-INVITE requests and INVITE responses.
+    pub t2_ms: u64,
+    /// T4: how long a message may stay in the network.
+    pub t4_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Server {
+    /// Worker threads; 0: one per CPU.
+    pub workers: usize,
+    /// On SIGINT/SIGTERM, how long in-flight transactions may take to finish.
+    pub drain_timeout_secs: u64,
+    /// The Server / User-Agent header value.
+    pub agent: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    /// `tracing` filter: `info`, `debug` (one line per request), `sipfront=debug,warn`...
+    pub level: String,
+    /// `human` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: Listen::default(),
+            tls: Tls::default(),
+            transport: Transport::default(),
+            limits: Limits::default(),
+            transaction: Transaction::default(),
+            server: Server::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        let addr = |s: &str| s.parse().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Listen {
+            sip: vec![addr("0.0.0.0:5060"), addr("[::]:5060")],
+            tls: vec![addr("0.0.0.0:5061"), addr("[::]:5061")],
+            http: addr("127.0.0.1:9090"),
+        }
+    }
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Transport {
+            // The OCS 2007 R2 planning guide's figure: idle connections close after 20 minutes.
+            idle_timeout_secs: 20 * 60,
+            tls_handshake_timeout_secs: 10,
+            max_connections_per_ip: 4096,
+            max_connections: 200_000,
+            connection_queue: 1024,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let l = sipfront_proto::Limits::default();
+        Limits {
+            max_message_size: l.max_message_size,
+            max_headers: l.max_headers,
+            max_header_len: l.max_header_len,
+            max_vias: l.max_vias,
+        }
+    }
+}
+
+impl Default for Transaction {
+    fn default() -> Self {
+        Transaction { t1_ms: 500, t2_ms: 4000, t4_ms: 5000 }
+    }
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server { workers: 0, drain_timeout_secs: 10, agent: format!("sipfront/{}", env!("CARGO_PKG_VERSION")) }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: "info".into(), format: "human".into() }
+    }
+}
+
+impl Limits {
+    pub fn proto(&self) -> sipfront_proto::Limits {
+        sipfront_proto::Limits {
+            max_message_size: self.max_message_size,
+            max_headers: self.max_headers,
+            max_header_len: self.max_header_len,
+            max_vias: self.max_vias,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if given), then applies `SIPFRONT_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut tree = toml::Value::try_from(Config::default()).context("default configuration")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let file_tree: toml::Value =
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            merge(&mut tree, file_tree);
+        }
+        apply_env(&mut tree, env)?;
+        let config: Config = tree.try_into().context("configuration")?;
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if !matches!(self.log.format.as_str(), "human" | "json") {
+            bail!("log.format must be \"human\" or \"json\", not {:?}", self.log.format);
+        }
+        if self.transaction.t1_ms == 0 || self.transaction.t2_ms < self.transaction.t1_ms {
+            bail!("transaction timers need 0 < t1_ms <= t2_ms");
+        }
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            bail!("tls.cert and tls.key go together");
+        }
+        if self.limits.max_message_size > u32::MAX as usize / 2 {
+            bail!("limits.max_message_size is too large");
+        }
+        Ok(())
+    }
+
+    /// Every key with its environment variable and default, for `sipfront config` and the docs.
+    pub fn reference() -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        if let Ok(toml::Value::Table(sections)) = toml::Value::try_from(Config::default()) {
+            for (section, keys) in sections {
+                if let toml::Value::Table(keys) = keys {
+                    for (key, value) in keys {
+                        out.push((format!("{section}.{key}"), env_name(&section, &key), value.to_string()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn env_name(section: &str, key: &str) -> String {
+    format!("SIPFRONT_{}_{}", section.to_ascii_uppercase(), key.to_ascii_uppercase())
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+/// Overrides each leaf `section.key` whose variable is set, parsed as the type of its default.
+fn apply_env(tree: &mut toml::Value, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<()> {
+    let vars: std::collections::HashMap<String, String> =
+        env.into_iter().filter(|(k, _)| k.starts_with("SIPFRONT_")).collect();
+    let toml::Value::Table(sections) = tree else { return Ok(()) };
+    for (section, keys) in sections.iter_mut() {
+        let toml::Value::Table(keys) = keys else { continue };
+        for (key, value) in keys.iter_mut() {
+            let name = env_name(section, key);
+            let Some(raw) = vars.get(&name) else { continue };
+            *value = match value {
+                toml::Value::String(_) => toml::Value::String(raw.clone()),
+                toml::Value::Integer(_) => {
+                    toml::Value::Integer(raw.trim().parse().with_context(|| format!("{name}: not a number: {raw:?}"))?)
+                }
+                toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    _ => bail!("{name}: not a boolean: {raw:?}"),
+                }),
+                toml::Value::Array(_) => toml::Value::Array(
+                    raw.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                ),
+                other => bail!("{name}: cannot be set from the environment ({})", other.type_str()),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Where runtime files live: the SQLite database, the self-signed certificate.
+pub fn data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_environment() {
+        let dir = std::env::temp_dir().join(format!("sipfront-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sipfront.toml");
+        std::fs::write(&file, "[transport]\nidle_timeout_secs = 60\n[log]\nformat = \"json\"\n").unwrap();
+        let env = vec![
+            ("SIPFRONT_LISTEN_SIP".to_string(), "127.0.0.1:5070, [::1]:5070".to_string()),
+            ("SIPFRONT_TRANSACTION_T1_MS".to_string(), "100".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let c = Config::load(Some(&file), env).unwrap();
+        assert_eq!(c.transport.idle_timeout_secs, 60);
+        assert_eq!(c.log.format, "json");
+        assert_eq!(c.listen.sip, vec!["127.0.0.1:5070".parse().unwrap(), "[::1]:5070".parse().unwrap()]);
+        assert_eq!(c.transaction.t1_ms, 100);
+        assert_eq!(c.transaction.t2_ms, 4000);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn bad_values_are_one_clear_error() {
+        let e = Config::load(None, vec![("SIPFRONT_TRANSACTION_T1_MS".into(), "fast".into())]).unwrap_err();
+        assert!(format!("{e:#}").contains("SIPFRONT_TRANSACTION_T1_MS"));
+        let e = Config::load(None, vec![("SIPFRONT_LOG_FORMAT".into(), "xml".into())]).unwrap_err();
+        assert!(format!("{e:#}").contains("log.format"));
+    }
+
+    #[test]
+    fn every_key_has_a_reference_entry() {
+        let r = Config::reference();
+        assert!(r.iter().any(|(k, e, _)| k == "listen.sip" && e == "SIPFRONT_LISTEN_SIP"));
+        assert!(r.len() > 15);
+    }
+}

@@ -1,0 +1,57 @@
+//! Metric names (all prefixed `sipfront_`) and the Prometheus recorder. Names and labels are
+//! part of the operator interface: dashboards and alert rules in `ops/` use them.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+pub const REQUESTS: &str = "sipfront_requests_total";
+pub const RESPONSES: &str = "sipfront_responses_total";
+pub const PARSE_ERRORS: &str = "sipfront_parse_errors_total";
+pub const CONNECTIONS_OPEN: &str = "sipfront_connections_open";
+pub const CONNECTIONS_REFUSED: &str = "sipfront_connections_refused_total";
+pub const TLS_HANDSHAKE_FAILURES: &str = "sipfront_tls_handshake_failures_total";
+pub const TRANSACTION_DURATION: &str = "sipfront_transaction_duration_seconds";
+pub const RETRANSMISSIONS_ABSORBED: &str = "sipfront_retransmissions_absorbed_total";
+pub const CLIENT_TIMEOUTS: &str = "sipfront_client_transaction_timeouts_total";
+pub const SEND_FAILURES: &str = "sipfront_send_failures_total";
+pub const STRAY_RESPONSES: &str = "sipfront_stray_responses_total";
+pub const KEEPALIVES: &str = "sipfront_keepalives_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (several servers in one
+/// process, as in tests, share it).
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(TRANSACTION_DURATION.to_string()),
+                    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 32.0],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder is installed already; metrics then go there.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS, "SIP requests received, by method and transport (retransmissions excluded)");
+    describe_counter!(RESPONSES, "SIP responses sent by this server, by status code");
+    describe_counter!(PARSE_ERRORS, "Messages refused as malformed, by kind and transport");
+    describe_gauge!(CONNECTIONS_OPEN, "Open TCP and TLS connections, by transport");
+    describe_counter!(CONNECTIONS_REFUSED, "Connections refused at accept, by reason");
+    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed or timed out");
+    describe_histogram!(TRANSACTION_DURATION, Unit::Seconds, "Time from a request to its final response, by method");
+    describe_counter!(RETRANSMISSIONS_ABSORBED, "Request retransmissions answered from the transaction layer");
+    describe_counter!(CLIENT_TIMEOUTS, "Client transactions that timed out (408), by method");
+    describe_counter!(SEND_FAILURES, "Messages that could not be sent, by transport and reason");
+    describe_counter!(STRAY_RESPONSES, "Responses matching no client transaction");
+    describe_counter!(KEEPALIVES, "CRLF keep-alives received on streams, by kind");
+}

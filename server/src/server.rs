@@ -1,0 +1,271 @@
+//! Assembling a server: bind every listener, wire transport -> transaction -> core, start the
+//! tasks, and drain gracefully on shutdown.
+
+use crate::config::Config;
+use crate::core::Core;
+use crate::ops::shutdown::{self, InFlight, Readiness, Shutdown, ShutdownTrigger};
+use crate::ops::{http, metrics as m};
+use crate::transaction::timers::Timers;
+use crate::transaction::Transactions;
+use crate::transport::stream::StreamSettings;
+use crate::transport::{listen, stream, tls, udp, Inbound, Transport, Transports};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// A started server: where it listens, and how to stop it.
+pub struct RunningServer {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub tls: Vec<SocketAddr>,
+    pub http: SocketAddr,
+    pub transactions: Transactions,
+    pub readiness: Readiness,
+    trigger: ShutdownTrigger,
+    inflight: InFlight,
+    drain: Duration,
+    tasks: JoinSet<()>,
+}
+
+impl RunningServer {
+    /// Drains: readiness goes false, listeners close, in-flight transactions get up to the
+    /// drain timeout to finish; then every task ends.
+    pub async fn shutdown(mut self) {
+        self.readiness.set(false);
+        self.trigger.trigger();
+        tracing::info!(in_flight = self.inflight.count(), "draining");
+        if tokio::time::timeout(self.drain, self.inflight.idle()).await.is_err() {
+            tracing::warn!(in_flight = self.inflight.count(), "drain timeout; stopping anyway");
+        }
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!("stopped");
+    }
+}
+
+/// Binds everything in `config` and starts serving.
+pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningServer> {
+    let metrics = m::install();
+    let limits = config.limits.proto();
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+
+    // Bind first, so that a taken port is reported before anything starts.
+    let mut udp_sockets = Vec::new();
+    let mut tcp_listeners = Vec::new();
+    for &addr in &config.listen.sip {
+        match listen::udp(addr).and_then(|u| Ok((u, listen::tcp(addr)?))) {
+            Ok((u, t)) => {
+                udp_sockets.push(Arc::new(u));
+                tcp_listeners.push(t);
+            }
+            Err(e) if listen::is_no_ipv6(addr, &e) => {
+                tracing::warn!(%addr, "no IPv6 on this machine; not listening there")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let mut tls_listeners = Vec::new();
+    for &addr in &config.listen.tls {
+        match listen::tcp(addr) {
+            Ok(t) => tls_listeners.push(t),
+            Err(e) if listen::is_no_ipv6(addr, &e) => {
+                tracing::warn!(%addr, "no IPv6 on this machine; not listening there")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let tls_config = if tls_listeners.is_empty() {
+        None
+    } else {
+        Some(tls::server_config(&config.tls.cert, &config.tls.key, data_dir)?)
+    };
+    let http_listener =
+        TcpListener::bind(config.listen.http).await.with_context(|| format!("binding HTTP {}", config.listen.http))?;
+
+    let udp_addrs: Vec<SocketAddr> = udp_sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
+    let tcp_addrs: Vec<SocketAddr> = tcp_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let http_addr = http_listener.local_addr()?;
+
+    let (trigger, shutdown) = shutdown::channel();
+    let readiness = Readiness::default();
+    let inflight = InFlight::default();
+    let transports = Arc::new(Transports::new(udp_sockets.clone(), limits));
+    let t = &config.transaction;
+    let timers = Timers {
+        t1: Duration::from_millis(t.t1_ms),
+        t2: Duration::from_millis(t.t2_ms),
+        t4: Duration::from_millis(t.t4_ms),
+    };
+    let transactions = Transactions::new(transports.clone(), timers, inflight.clone());
+    transactions.set_user(Arc::new(Core::new(config.server.agent.clone())));
+    let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
+
+    let mut tasks = JoinSet::new();
+    {
+        let txs = transactions.clone();
+        tasks.spawn(async move { txs.run_timers().await });
+    }
+    for socket in &udp_sockets {
+        for _ in 0..workers {
+            tasks.spawn(udp::receive_loop(socket.clone(), transports.clone(), inbound.clone(), shutdown.clone()));
+        }
+    }
+    let settings = Arc::new(StreamSettings {
+        idle_timeout: Duration::from_secs(config.transport.idle_timeout_secs),
+        queue: config.transport.connection_queue,
+    });
+    let admission = Arc::new(Admission::new(config.transport.max_connections, config.transport.max_connections_per_ip));
+    let acceptor = Acceptor {
+        transports: transports.clone(),
+        inbound: inbound.clone(),
+        settings,
+        admission,
+        shutdown: shutdown.clone(),
+    };
+    for l in tcp_listeners {
+        tasks.spawn(acceptor.clone().run(l, None, Duration::ZERO));
+    }
+    if let Some(tls_config) = tls_config {
+        let handshake = Duration::from_secs(config.transport.tls_handshake_timeout_secs);
+        let tls = tokio_rustls::TlsAcceptor::from(tls_config);
+        for l in tls_listeners {
+            tasks.spawn(acceptor.clone().run(l, Some(tls.clone()), handshake));
+        }
+    }
+    tasks.spawn(http::serve(http_listener, metrics, readiness.clone(), shutdown.clone()));
+
+    readiness.set(true);
+    tracing::info!(udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, http = %http_addr, workers, "sipfront listening");
+    Ok(RunningServer {
+        udp: udp_addrs,
+        tcp: tcp_addrs,
+        tls: tls_addrs,
+        http: http_addr,
+        transactions,
+        readiness,
+        trigger,
+        inflight,
+        drain: Duration::from_secs(config.server.drain_timeout_secs),
+        tasks,
+    })
+}
+
+/// Connection caps: in all, and per source IP, so that one host cannot take every slot.
+struct Admission {
+    max: usize,
+    per_ip: usize,
+    open: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    fn new(max: usize, per_ip: usize) -> Admission {
+        Admission { max, per_ip, open: AtomicUsize::new(0), by_ip: Mutex::new(HashMap::new()) }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, &'static str> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open.load(Ordering::Relaxed) >= self.max {
+            return Err("max_connections");
+        }
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= self.per_ip {
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted { admission: self.clone(), ip })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_ip = self.admission.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.admission.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Clone)]
+struct Acceptor {
+    transports: Arc<Transports>,
+    inbound: Arc<dyn Inbound>,
+    settings: Arc<StreamSettings>,
+    admission: Arc<Admission>,
+    shutdown: Shutdown,
+}
+
+impl Acceptor {
+    async fn run(self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, handshake: Duration) {
+        let Ok(local) = listener.local_addr() else { return };
+        let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait() => return,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admitted = match self.admission.admit(remote.ip()) {
+                Ok(a) => a,
+                Err(reason) => {
+                    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+                    tracing::debug!(%remote, reason, "connection refused");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _admitted = admitted;
+                let (transports, inbound, settings, shutdown) =
+                    (this.transports, this.inbound, this.settings, this.shutdown);
+                match tls {
+                    None => stream::run(tcp, transport, remote, local, transports, inbound, settings, shutdown).await,
+                    Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            stream::run(s, transport, remote, local, transports, inbound, settings, shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                        }
+                    },
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! RFC 3261 section 17: server transactions absorb request retransmissions and repeat the
+//! last response; client transactions retransmit over UDP and time out with 408. The
+//! transaction user above (the core) never sees a retransmission.
+
+mod client;
+pub mod key;
+mod server;
+pub mod timers;
+
+pub use client::ClientTx;
+pub use server::ServerTx;
+
+use crate::ops::metrics as m;
+use crate::ops::shutdown::InFlight;
+use crate::transport::{Inbound, Source, Target, Transports};
+use dashmap::DashMap;
+use key::TxKey;
+use server::ServerEntry;
+use sipfront_proto::{Message, Method};
+use std::sync::{Arc, OnceLock};
+use timers::{ExpiryQueue, Timers};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A request as the transaction user receives it.
+pub struct Incoming {
+    pub msg: Message,
+    pub source: Source,
+    pub received: Instant,
+}
+
+/// What sits above the transaction layer (RFC 3261 calls it the TU): the routing core.
+pub trait TransactionUser: Send + Sync + 'static {
+    /// A new request, never a retransmission. Answer it through `tx`, now or later.
+    fn on_request(&self, req: Incoming, tx: ServerTx);
+
+    /// A CANCEL matched a pending INVITE server transaction (RFC 3261 9.2); the CANCEL itself
+    /// has been answered 200. The TU ends the INVITE with 487 and cancels its branches.
+    fn on_cancel(&self, _invite: &TxKey) {}
+
+    /// An ACK that matches no server transaction: the ACK for a 2xx, which travels end to end
+    /// (RFC 3261 13.2.2.4) and a proxy forwards.
+    fn on_stray_ack(&self, _req: Incoming) {}
+
+    /// A response matching no client transaction (RFC 3261 16.7 step 1: a proxy forwards it
+    /// statelessly, for 2xx retransmissions to INVITE).
+    fn on_stray_response(&self, _resp: Message, _source: Source) {
+        metrics::counter!(m::STRAY_RESPONSES).increment(1);
+    }
+}
+
+/// The transaction layer: a cheap, clonable handle.
+#[derive(Clone)]
+pub struct Transactions(Arc<Inner>);
+
+struct Inner {
+    transports: Arc<Transports>,
+    tu: OnceLock<Arc<dyn TransactionUser>>,
+    server: DashMap<TxKey, ServerEntry>,
+    client: DashMap<TxKey, mpsc::Sender<Message>>,
+    timers: Timers,
+    /// Completed server transactions: Timer J (non-INVITE over UDP) and Timer H (INVITE
+    /// waiting for its ACK), both 64*T1.
+    completed: ExpiryQueue<TxKey>,
+    /// Confirmed INVITE server transactions: Timer I (T4).
+    confirmed: ExpiryQueue<TxKey>,
+    inflight: InFlight,
+}
+
+impl Transactions {
+    pub fn new(transports: Arc<Transports>, timers: Timers, inflight: InFlight) -> Transactions {
+        let inner = Inner {
+            transports,
+            tu: OnceLock::new(),
+            server: DashMap::new(),
+            client: DashMap::new(),
+            timers,
+            completed: ExpiryQueue::new(timers.timeout()),
+            confirmed: ExpiryQueue::new(timers.t4),
+            inflight,
+        };
+        Transactions(Arc::new(inner))
+    }
+
+    /// Connects the transaction user; done once, before any listener starts.
+    pub fn set_user(&self, tu: Arc<dyn TransactionUser>) {
+        let _ = self.0.tu.set(tu);
+    }
+
+    pub fn transports(&self) -> &Arc<Transports> {
+        &self.0.transports
+    }
+
+    pub fn timers(&self) -> Timers {
+        self.0.timers
+    }
+
+    /// Server transactions held (pending or completed), for metrics and tests.
+    pub fn server_count(&self) -> usize {
+        self.0.server.len()
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.0.client.len()
+    }
+
+    /// Runs the expiry of completed and confirmed server transactions until dropped.
+    pub async fn run_timers(&self) {
+        let remove_done = |k: TxKey| {
+            self.0.server.remove_if(&k, |_, e| e.is_done());
+        };
+        tokio::join!(self.0.completed.run(remove_done), self.0.confirmed.run(remove_done));
+    }
+
+    /// Starts a client transaction for `req` (whose top Via carries a fresh branch) to `target`.
+    pub fn request(&self, req: Message, target: Target) -> ClientTx {
+        client::start(self.clone(), req, target)
+    }
+
+    fn tu(&self) -> Option<&Arc<dyn TransactionUser>> {
+        self.0.tu.get()
+    }
+
+    fn on_response(&self, msg: Message, source: Source) {
+        let Some(key) = key::client_key(&msg) else { return };
+        let inbox = self.0.client.get(&key).map(|e| e.value().clone());
+        match inbox {
+            // A full inbox means the task is behind on retransmissions of the same response.
+            Some(inbox) => {
+                let _ = inbox.try_send(msg);
+            }
+            None => {
+                if let Some(tu) = self.tu() {
+                    tu.on_stray_response(msg, source);
+                }
+            }
+        }
+    }
+}
+
+impl Inbound for Transactions {
+    fn on_message(&self, msg: Message, source: Source) {
+        if msg.is_request() {
+            server::on_request(self, msg, source);
+        } else {
+            self.on_response(msg, source);
+        }
+    }
+}
+
+/// The method as a metric label: the standard ones by name, extensions as one label so that a
+/// peer cannot grow the label set.
+pub fn method_label(m: &Method) -> &'static str {
+    match m {
+        Method::Ack => "ACK",
+        Method::Bye => "BYE",
+        Method::Cancel => "CANCEL",
+        Method::Info => "INFO",
+        Method::Invite => "INVITE",
+        Method::Message => "MESSAGE",
+        Method::Notify => "NOTIFY",
+        Method::Options => "OPTIONS",
+        Method::Prack => "PRACK",
+        Method::Publish => "PUBLISH",
+        Method::Refer => "REFER",
+        Method::Register => "REGISTER",
+        Method::Subscribe => "SUBSCRIBE",
+        Method::Update => "UPDATE",
+        Method::Extension(_) => "other",
+    }
+}

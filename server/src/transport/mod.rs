@@ -1,0 +1,194 @@
+//! Sockets: UDP, TCP and TLS listeners, the flows (connections) they carry, and how to send a
+//! message to a [`Target`]. Transport frames bytes and hands parsed messages up through
+//! [`Inbound`]; it never decides what a request means.
+
+pub mod flows;
+pub mod listen;
+pub mod stream;
+pub mod tls;
+pub mod udp;
+mod via;
+
+pub use via::udp_response_addr;
+
+use crate::ops::metrics as m;
+use bytes::Bytes;
+use flows::{FlowId, Flows};
+use sipfront_proto::{Limits, Message};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    /// As written in a Via (`SIP/2.0/UDP`).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+
+    /// As a metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
+        }
+    }
+
+    pub fn is_reliable(self) -> bool {
+        self != Transport::Udp
+    }
+}
+
+/// Where a message came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    /// The connection it came on (TCP, TLS).
+    pub flow: Option<FlowId>,
+}
+
+/// Where to send a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub transport: Transport,
+    pub remote: SocketAddr,
+    /// For TCP and TLS: the connection to use (RFC 3261 18.2.2, RFC 5626 flows). Without one,
+    /// any open connection to `remote` is used.
+    pub flow: Option<FlowId>,
+    /// For UDP: the local address to send from (the socket the request came in on).
+    pub local: Option<SocketAddr>,
+}
+
+impl Source {
+    /// Back where it came from, on the same flow or socket.
+    pub fn reply_target(&self) -> Target {
+        Target { transport: self.transport, remote: self.remote, flow: self.flow, local: Some(self.local) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No open connection to the target; we do not open one to a client (RFC 5626: clients
+    /// are reached over the flow they registered on).
+    NoFlow,
+    /// The connection's queue is full: the peer is not reading.
+    QueueFull,
+    /// The socket refused it (buffer full, unreachable).
+    Socket,
+    /// No listener of that address family or transport.
+    NoSocket,
+}
+
+impl SendError {
+    pub fn label(self) -> &'static str {
+        match self {
+            SendError::NoFlow => "no_flow",
+            SendError::QueueFull => "queue_full",
+            SendError::Socket => "socket",
+            SendError::NoSocket => "no_socket",
+        }
+    }
+}
+
+/// Receives parsed messages from every transport.
+pub trait Inbound: Send + Sync + 'static {
+    fn on_message(&self, msg: Message, source: Source);
+}
+
+/// The sending side of all listeners, shared by every layer above.
+pub struct Transports {
+    udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    pub flows: Flows,
+    pub limits: Limits,
+}
+
+impl Transports {
+    pub fn new(udp: Vec<Arc<UdpSocket>>, limits: Limits) -> Transports {
+        let udp = udp.into_iter().filter_map(|s| Some((s.local_addr().ok()?, s))).collect();
+        Transports { udp, flows: Flows::default(), limits }
+    }
+
+    /// Sends without waiting: UDP goes straight to the socket, streams to their connection's
+    /// writer queue.
+    pub fn send(&self, target: &Target, data: Bytes) -> Result<(), SendError> {
+        let result = match target.transport {
+            Transport::Udp => self.send_udp(target, &data),
+            Transport::Tcp | Transport::Tls => {
+                let flow = target
+                    .flow
+                    .filter(|&f| self.flows.is_open(f))
+                    .or_else(|| self.flows.find(target.transport, target.remote));
+                match flow {
+                    Some(f) => self.flows.send(f, data),
+                    None => Err(SendError::NoFlow),
+                }
+            }
+        };
+        if let Err(e) = result {
+            metrics::counter!(m::SEND_FAILURES, "transport" => target.transport.label(), "reason" => e.label())
+                .increment(1);
+            tracing::debug!(remote = %target.remote, transport = target.transport.label(), reason = e.label(), "send failed");
+        }
+        result
+    }
+
+    fn send_udp(&self, target: &Target, data: &[u8]) -> Result<(), SendError> {
+        let socket = target
+            .local
+            .and_then(|l| self.udp.iter().find(|(a, _)| *a == l))
+            .or_else(|| self.udp.iter().find(|(a, _)| a.is_ipv4() == target.remote.is_ipv4()))
+            .map(|(_, s)| s)
+            .ok_or(SendError::NoSocket)?;
+        // try_send_to never waits: a full socket buffer drops the datagram, which UDP
+        // retransmission (RFC 3261 17) recovers from; waiting would stall the receive loop.
+        socket.try_send_to(data, target.remote).map(|_| ()).map_err(|_| SendError::Socket)
+    }
+
+    /// Parses what a transport received and hands it up; malformed messages are counted,
+    /// logged and, where they can be, answered (RFC 3261 8.2: a 400-class response).
+    pub fn receive(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {
+        match Message::parse(bytes, &self.limits) {
+            Ok(mut msg) => {
+                if msg.is_request() {
+                    via::stamp(&mut msg, source.remote);
+                }
+                inbound.on_message(msg, source);
+            }
+            Err(err) => {
+                metrics::counter!(m::PARSE_ERRORS, "kind" => err.kind.label(), "transport" => source.transport.label())
+                    .increment(1);
+                tracing::debug!(remote = %source.remote, transport = source.transport.label(), error = %err, "malformed message");
+                if let Some(msg) = err.message() {
+                    self.answer_malformed(msg, err.status(), &err.kind.to_string(), source);
+                }
+            }
+        }
+    }
+
+    /// Answers a request that could not be accepted with `code` and `reason`, back to where it
+    /// came from. Responses and ACKs are never answered.
+    pub fn answer_malformed(&self, msg: &Message, code: u16, reason: &str, source: Source) {
+        if !msg.is_request() || msg.method() == Some(&sipfront_proto::Method::Ack) || msg.top_via().is_none() {
+            return;
+        }
+        let mut resp = msg.response_to(code);
+        resp.set_reason(reason.to_string());
+        resp.set_to_tag(&crate::core::reply::new_tag());
+        resp.push_header(sipfront_proto::HeaderName::ContentLength, "0");
+        metrics::counter!(m::RESPONSES, "code" => crate::core::reply::code_label(code)).increment(1);
+        let _ = self.send(&source.reply_target(), resp.to_bytes());
+    }
+}

@@ -1,0 +1,103 @@
+//! One TCP or TLS connection: a reader that frames the stream (Content-Length, CRLF
+//! keep-alives) and a writer that drains the flow's queue. Both end when either side closes,
+//! the connection is idle too long, or the stream cannot be framed any more.
+
+use super::{Inbound, Source, Transport, Transports};
+use crate::ops::metrics as m;
+use crate::ops::shutdown::Shutdown;
+use bytes::Bytes;
+use sipfront_proto::{Frame, Message, StreamFramer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub struct StreamSettings {
+    pub idle_timeout: Duration,
+    pub queue: usize,
+}
+
+pub async fn run<S>(
+    stream: S,
+    transport: Transport,
+    remote: SocketAddr,
+    local: SocketAddr,
+    transports: Arc<Transports>,
+    inbound: Arc<dyn Inbound>,
+    settings: Arc<StreamSettings>,
+    mut shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (flow, mut queue) = transports.flows.open(transport, remote, settings.queue);
+    let gauge = metrics::gauge!(m::CONNECTIONS_OPEN, "transport" => transport.label());
+    gauge.increment(1.0);
+    tracing::debug!(flow, %remote, transport = transport.label(), "connection open");
+    let (mut rd, mut wr) = tokio::io::split(stream);
+
+    let writer = tokio::spawn(async move {
+        while let Some(data) = queue.recv().await {
+            if wr.write_all(&data).await.is_err() {
+                break;
+            }
+            // Drain what else is queued before flushing (TLS buffers records until then).
+            while let Ok(more) = queue.try_recv() {
+                if wr.write_all(&more).await.is_err() {
+                    return;
+                }
+            }
+            if wr.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+
+    let source = Source { transport, remote, local, flow: Some(flow) };
+    let mut framer = StreamFramer::new(transports.limits.clone());
+    'conn: loop {
+        let read = tokio::select! {
+            r = tokio::time::timeout(settings.idle_timeout, rd.read_buf(framer.buffer_mut())) => r,
+            _ = shutdown.wait() => break,
+        };
+        match read {
+            Err(_) => {
+                tracing::debug!(flow, %remote, "idle connection closed");
+                break;
+            }
+            Ok(Err(_)) | Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match framer.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Frame::Message(bytes))) => transports.receive(bytes, source, inbound.as_ref()),
+                Ok(Some(Frame::Ping)) => {
+                    // RFC 5626 3.5.1: a CRLFCRLF ping is answered with a CRLF pong.
+                    metrics::counter!(m::KEEPALIVES, "kind" => "ping").increment(1);
+                    let _ = transports.flows.send(flow, Bytes::from_static(b"\r\n"));
+                }
+                Ok(Some(Frame::Pong)) => {
+                    metrics::counter!(m::KEEPALIVES, "kind" => "crlf").increment(1);
+                }
+                Err(e) => {
+                    metrics::counter!(m::PARSE_ERRORS, "kind" => e.label(), "transport" => transport.label())
+                        .increment(1);
+                    tracing::debug!(flow, %remote, error = %e, "unframeable stream, closing");
+                    // Answer if the header block says enough, then close: framing is lost.
+                    if let Some(msg) = e.headers().and_then(|h| Message::parse_head(h.clone(), &transports.limits).ok())
+                    {
+                        transports.answer_malformed(&msg, e.status(), &e.to_string(), source);
+                    }
+                    break 'conn;
+                }
+            }
+        }
+    }
+    transports.flows.close(flow, transport, remote);
+    // The writer ends once the queue is closed and drained, so a final error response still
+    // goes out before the connection closes.
+    let _ = writer.await;
+    gauge.decrement(1.0);
+    tracing::debug!(flow, %remote, "connection closed");
+}
