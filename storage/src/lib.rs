@@ -1,0 +1,158 @@
+//! sipfront's persistent data: domains, users and their digest credentials (and, as later
+//! features arrive, contact lists, presence rules and the IM archive), behind one async
+//! [`Store`] trait with two implementations: SQLite, the embedded default for a single node,
+//! and PostgreSQL, shared by the front ends of a pool.
+//!
+//! This crate never sees a SIP message: it stores strings and numbers. Digest hashes are
+//! computed by the caller (`sipfront-proto` owns the digest math) and stored as given; no
+//! plaintext password ever reaches it.
+
+mod postgres;
+mod sql;
+mod sqlite;
+pub mod testing;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A user as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    /// `username@domain`.
+    pub aor: String,
+    pub username: String,
+    pub domain: String,
+    pub display_name: String,
+    /// Hex MD5 HA1 (`MD5(username:domain:password)`).
+    pub ha1_md5: String,
+    /// Hex SHA-256 HA1 (`SHA-256(username:domain:password)`).
+    pub ha1_sha256: String,
+    pub enabled: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What it takes to add a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: String,
+    pub domain: String,
+    pub display_name: String,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+}
+
+impl NewUser {
+    pub fn aor(&self) -> String {
+        format!("{}@{}", self.username, self.domain)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("already exists: {0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// The database cannot be reached or is locked: the caller answers 503 and retries later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Users changed since some point, for cache invalidation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The position to ask from next time.
+    pub last: i64,
+    pub aors: Vec<String>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates or upgrades the schema.
+    async fn migrate(&self) -> Result<()>;
+    /// Whether the database answers (readiness).
+    async fn ping(&self) -> Result<()>;
+
+    /// Adds a domain; `false` if it was there already.
+    async fn add_domain(&self, domain: &str) -> Result<bool>;
+    async fn domains(&self) -> Result<Vec<String>>;
+    async fn has_domain(&self, domain: &str) -> Result<bool>;
+
+    /// Adds a user, and its domain if new. `Conflict` if the AOR exists.
+    async fn add_user(&self, user: &NewUser) -> Result<()>;
+    /// Adds many users in one transaction (an import batch); all or none. Returns how many.
+    async fn add_users(&self, users: &[NewUser]) -> Result<usize>;
+    async fn remove_user(&self, aor: &str) -> Result<()>;
+    async fn user(&self, aor: &str) -> Result<Option<User>>;
+    /// Users of one domain, or all, ordered by AOR.
+    async fn users(&self, domain: Option<&str>) -> Result<Vec<User>>;
+    async fn set_credentials(&self, aor: &str, ha1_md5: &str, ha1_sha256: &str) -> Result<()>;
+    async fn set_enabled(&self, aor: &str, enabled: bool) -> Result<()>;
+
+    /// AORs changed after position `since` (0: from the start); see [`Changes`].
+    async fn changes_since(&self, since: i64) -> Result<Changes>;
+    /// The current position of the change log, to start watching from.
+    async fn changes_head(&self) -> Result<i64>;
+}
+
+/// Opens the store a `database.url` names: `postgres://...` for PostgreSQL, `sqlite://PATH`
+/// or empty for SQLite at `DATA_DIR/sipfront.db`. Migrates it.
+pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Arc::new(PgStore::connect(url).await?)
+    } else {
+        let path = match url.strip_prefix("sqlite://") {
+            Some(p) => p.into(),
+            None if url.is_empty() => data_dir.join("sipfront.db"),
+            None => return Err(StoreError::Invalid(format!("database.url {url:?}: expected postgres://... or sqlite://PATH"))),
+        };
+        Arc::new(SqliteStore::open(&path).await?)
+    };
+    store.migrate().await?;
+    Ok(store)
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Checks what the schema cannot: a lower-case, non-empty domain; a username without `@`.
+pub(crate) fn check_new_user(u: &NewUser) -> Result<()> {
+    if u.username.is_empty() || u.username.contains('@') || u.username.chars().any(char::is_whitespace) {
+        return Err(StoreError::Invalid(format!("username {:?}", u.username)));
+    }
+    check_domain(&u.domain)?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|c| c.is_ascii_hexdigit());
+    if !hex(&u.ha1_md5, 32) || !hex(&u.ha1_sha256, 64) {
+        return Err(StoreError::Invalid(format!("{}: HA1 values must be hex MD5 and SHA-256", u.aor())));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_domain(d: &str) -> Result<()> {
+    if d.is_empty() || d != d.to_ascii_lowercase() || d.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')) {
+        return Err(StoreError::Invalid(format!("domain {d:?}")));
+    }
+    Ok(())
+}
+
+/// Maps a database error: constraint violations are conflicts, the rest means the store is
+/// not usable right now.
+pub(crate) fn map_err(what: &str, e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.to_string()),
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Invalid(format!("{what}: {db}")),
+        sqlx::Error::RowNotFound => StoreError::NotFound(what.to_string()),
+        _ => StoreError::Unavailable(format!("{what}: {e}")),
+    }
+}

@@ -1,0 +1,222 @@
+//! The SQL both backends share. SQLite and PostgreSQL accept the same statements here
+//! (`$N` parameters, `ON CONFLICT DO NOTHING`, booleans bound as such), so one implementation
+//! of [`crate::Store`] is generated for each pool type; the backend files only connect and migrate.
+
+macro_rules! sql_store {
+    ($store:ty, $db:ty, $migrations:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $store {
+            async fn migrate(&self) -> $crate::Result<()> {
+                $migrations.run(&self.pool).await.map_err(|e| $crate::StoreError::Unavailable(format!("migrating: {e}")))
+            }
+
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| $crate::map_err("ping", e))
+            }
+
+            async fn add_domain(&self, domain: &str) -> $crate::Result<bool> {
+                $crate::check_domain(domain)?;
+                let r = sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(domain)
+                    .bind($crate::now())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(|e| $crate::map_err(domain, e))?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn domains(&self) -> $crate::Result<Vec<String>> {
+                sqlx::query_scalar("SELECT name FROM domains ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| $crate::map_err("domains", e))
+            }
+
+            async fn has_domain(&self, domain: &str) -> $crate::Result<bool> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE name = $1")
+                    .bind(domain)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| $crate::map_err(domain, e))?;
+                Ok(n > 0)
+            }
+
+            async fn add_user(&self, user: &$crate::NewUser) -> $crate::Result<()> {
+                self.add_users(std::slice::from_ref(user)).await.map(|_| ())
+            }
+
+            async fn add_users(&self, users: &[$crate::NewUser]) -> $crate::Result<usize> {
+                for u in users {
+                    $crate::check_new_user(u)?;
+                }
+                let now = $crate::now();
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                let mut domains: Vec<&str> = users.iter().map(|u| u.domain.as_str()).collect();
+                domains.sort_unstable();
+                domains.dedup();
+                for d in domains {
+                    sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(d)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| $crate::map_err(d, e))?;
+                }
+                for u in users {
+                    let aor = u.aor();
+                    sqlx::query(
+                        "INSERT INTO users (aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                    )
+                    .bind(&aor)
+                    .bind(&u.username)
+                    .bind(&u.domain)
+                    .bind(&u.display_name)
+                    .bind(&u.ha1_md5)
+                    .bind(&u.ha1_sha256)
+                    .bind(true)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::map_err(&aor, e))?;
+                    sqlx::query("INSERT INTO user_changes (aor, at) VALUES ($1, $2)")
+                        .bind(&aor)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| $crate::map_err(&aor, e))?;
+                }
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
+                Ok(users.len())
+            }
+
+            async fn remove_user(&self, aor: &str) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                let r = sqlx::query("DELETE FROM users WHERE aor = $1")
+                    .bind(aor)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::map_err(aor, e))?;
+                if r.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound(aor.to_string()));
+                }
+                self.note_change(&mut tx, aor).await?;
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))
+            }
+
+            async fn user(&self, aor: &str) -> $crate::Result<Option<$crate::User>> {
+                let row = sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at FROM users WHERE aor = $1")
+                    .bind(aor)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(|e| $crate::map_err(aor, e))?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn users(&self, domain: Option<&str>) -> $crate::Result<Vec<$crate::User>> {
+                let rows = match domain {
+                    Some(d) => sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at FROM users WHERE domain = $1 ORDER BY aor")
+                        .bind(d)
+                        .fetch_all(&self.pool)
+                        .await,
+                    None => sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at FROM users ORDER BY aor")
+                        .fetch_all(&self.pool)
+                        .await,
+                }
+                .map_err(|e| $crate::map_err("users", e))?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn set_credentials(&self, aor: &str, ha1_md5: &str, ha1_sha256: &str) -> $crate::Result<()> {
+                self.update(aor, "UPDATE users SET ha1_md5 = $2, ha1_sha256 = $3, updated_at = $4 WHERE aor = $1", |q| {
+                    q.bind(ha1_md5.to_string()).bind(ha1_sha256.to_string())
+                })
+                .await
+            }
+
+            async fn set_enabled(&self, aor: &str, enabled: bool) -> $crate::Result<()> {
+                self.update(aor, "UPDATE users SET enabled = $2, updated_at = $3 WHERE aor = $1", |q| q.bind(enabled)).await
+            }
+
+            async fn changes_since(&self, since: i64) -> $crate::Result<$crate::Changes> {
+                let rows: Vec<(i64, String)> =
+                    sqlx::query_as("SELECT seq, aor FROM user_changes WHERE seq > $1 ORDER BY seq LIMIT 10000")
+                        .bind(since)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(|e| $crate::map_err("changes", e))?;
+                let last = rows.last().map_or(since, |(s, _)| *s);
+                Ok($crate::Changes { last, aors: rows.into_iter().map(|(_, a)| a).collect() })
+            }
+
+            async fn changes_head(&self) -> $crate::Result<i64> {
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM user_changes")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| $crate::map_err("changes", e))
+            }
+        }
+
+        impl $store {
+            async fn note_change(&self, tx: &mut sqlx::Transaction<'_, $db>, aor: &str) -> $crate::Result<()> {
+                sqlx::query("INSERT INTO user_changes (aor, at) VALUES ($1, $2)")
+                    .bind(aor)
+                    .bind($crate::now())
+                    .execute(&mut **tx)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| $crate::map_err(aor, e))
+            }
+
+            /// Runs an UPDATE of one user (`$1` is the AOR, the last parameter the time) and
+            /// records the change; `NotFound` if there is no such user.
+            async fn update<'q>(
+                &self,
+                aor: &'q str,
+                sql: &'q str,
+                bind: impl FnOnce(
+                    sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+            ) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                let r = bind(sqlx::query(sql).bind(aor)).bind($crate::now()).execute(&mut *tx).await.map_err(|e| $crate::map_err(aor, e))?;
+                if r.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound(aor.to_string()));
+                }
+                self.note_change(&mut tx, aor).await?;
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))
+            }
+        }
+
+        #[derive(sqlx::FromRow)]
+        struct UserRow {
+            aor: String,
+            username: String,
+            domain: String,
+            display_name: String,
+            ha1_md5: String,
+            ha1_sha256: String,
+            enabled: bool,
+            created_at: i64,
+            updated_at: i64,
+        }
+
+        impl From<UserRow> for $crate::User {
+            fn from(r: UserRow) -> $crate::User {
+                $crate::User {
+                    aor: r.aor,
+                    username: r.username,
+                    domain: r.domain,
+                    display_name: r.display_name,
+                    ha1_md5: r.ha1_md5,
+                    ha1_sha256: r.ha1_sha256,
+                    enabled: r.enabled,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use sql_store;

@@ -1,0 +1,107 @@
+//! The same suite against SQLite and PostgreSQL.
+
+use sipfront_storage::{testing, NewUser, PgStore, SqliteStore, Store, StoreError};
+use std::sync::Arc;
+
+fn user(name: &str, domain: &str) -> NewUser {
+    NewUser {
+        username: name.into(),
+        domain: domain.into(),
+        display_name: format!("{name} display"),
+        ha1_md5: "0123456789abcdef0123456789abcdef".into(),
+        ha1_sha256: "0123456789abcdef".repeat(4),
+    }
+}
+
+/// Runs `suite` on a fresh SQLite file and, when the test PostgreSQL is there, a fresh database.
+async fn on_both<F, Fut>(name: &str, suite: F)
+where
+    F: Fn(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("t.db")).await.unwrap());
+    sqlite.migrate().await.unwrap();
+    suite(sqlite).await;
+    if let Some(url) = testing::fresh_postgres(name).await {
+        let pg: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.unwrap());
+        pg.migrate().await.unwrap();
+        suite(pg).await;
+    }
+}
+
+#[tokio::test]
+async fn domains_and_users() {
+    on_both("domains_and_users", |s| async move {
+        assert!(s.add_domain("example.test").await.unwrap());
+        assert!(!s.add_domain("example.test").await.unwrap());
+        assert!(s.has_domain("example.test").await.unwrap());
+        assert!(!s.has_domain("other.test").await.unwrap());
+
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        // Adding a user of a new domain adds the domain.
+        s.add_user(&user("bob", "other.test")).await.unwrap();
+        assert_eq!(s.domains().await.unwrap(), vec!["example.test", "other.test"]);
+        assert!(matches!(s.add_user(&user("alice", "example.test")).await, Err(StoreError::Conflict(_))));
+
+        let alice = s.user("alice@example.test").await.unwrap().unwrap();
+        assert_eq!(alice.username, "alice");
+        assert_eq!(alice.display_name, "alice display");
+        assert!(alice.enabled);
+        assert!(s.user("nobody@example.test").await.unwrap().is_none());
+        assert_eq!(s.users(Some("other.test")).await.unwrap().len(), 1);
+        assert_eq!(s.users(None).await.unwrap().len(), 2);
+
+        s.set_enabled("alice@example.test", false).await.unwrap();
+        assert!(!s.user("alice@example.test").await.unwrap().unwrap().enabled);
+        s.set_credentials("alice@example.test", &"f".repeat(32), &"e".repeat(64)).await.unwrap();
+        assert_eq!(s.user("alice@example.test").await.unwrap().unwrap().ha1_md5, "f".repeat(32));
+
+        s.remove_user("bob@other.test").await.unwrap();
+        assert!(matches!(s.remove_user("bob@other.test").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.set_enabled("bob@other.test", true).await, Err(StoreError::NotFound(_))));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused() {
+    on_both("invalid_input", |s| async move {
+        let mut u = user("carol", "Example.TEST");
+        assert!(matches!(s.add_user(&u).await, Err(StoreError::Invalid(_))));
+        u.domain = "example.test".into();
+        u.ha1_md5 = "plaintext".into();
+        assert!(matches!(s.add_user(&u).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(s.add_user(&user("a@b", "example.test")).await, Err(StoreError::Invalid(_))));
+        assert!(matches!(s.add_domain("bad domain").await, Err(StoreError::Invalid(_))));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_batch_is_all_or_nothing() {
+    on_both("batch", |s| async move {
+        let batch: Vec<_> = (0..500).map(|i| user(&format!("u{i}"), "example.test")).collect();
+        assert_eq!(s.add_users(&batch).await.unwrap(), 500);
+        let mut clash: Vec<_> = (500..600).map(|i| user(&format!("u{i}"), "example.test")).collect();
+        clash.push(user("u3", "example.test"));
+        assert!(matches!(s.add_users(&clash).await, Err(StoreError::Conflict(_))));
+        assert_eq!(s.users(None).await.unwrap().len(), 500);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_change_log_names_every_changed_user() {
+    on_both("changes", |s| async move {
+        let head = s.changes_head().await.unwrap();
+        s.add_user(&user("dave", "example.test")).await.unwrap();
+        s.set_enabled("dave@example.test", false).await.unwrap();
+        s.remove_user("dave@example.test").await.unwrap();
+        let c = s.changes_since(head).await.unwrap();
+        assert_eq!(c.aors, vec!["dave@example.test"; 3]);
+        assert!(c.last > head);
+        assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
+    })
+    .await;
+}
