@@ -19,6 +19,7 @@
 //! Every bound ([`Limits`]) is checked before any allocation that depends on it, and every
 //! violation is a typed [`ErrorKind`] that maps to one SIP status code and one metric label.
 
+pub mod digest;
 mod error;
 mod framer;
 pub mod headers;
