@@ -79,12 +79,15 @@ pub struct StreamFramer {
     buf: BytesMut,
     /// How far the search for CRLFCRLF has looked in `buf` without finding it.
     scanned: usize,
+    /// The length of the message whose header block is complete but whose body is not yet all
+    /// here: once known, later calls only wait for the buffer to reach it.
+    pending: Option<usize>,
     limits: Limits,
 }
 
 impl StreamFramer {
     pub fn new(limits: Limits) -> StreamFramer {
-        StreamFramer { buf: BytesMut::with_capacity(4096), scanned: 0, limits }
+        StreamFramer { buf: BytesMut::with_capacity(4096), scanned: 0, pending: None, limits }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -102,6 +105,14 @@ impl StreamFramer {
     }
 
     pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if let Some(total) = self.pending {
+            if self.buf.len() < total {
+                return Ok(None);
+            }
+            self.pending = None;
+            self.scanned = 0;
+            return Ok(Some(Frame::Message(self.buf.split_to(total).freeze())));
+        }
         // Keep-alives and stray line ends between messages (RFC 3261 7.5, RFC 5626 3.5.1).
         loop {
             match &self.buf[..] {
@@ -154,8 +165,12 @@ impl StreamFramer {
         let total = end + declared as usize;
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
-            // The header block is complete; remember it so the search does not run again.
-            self.scanned = end;
+            // The header block is complete: remember where the message ends, so that neither the
+            // search for CRLFCRLF nor Content-Length runs again. Searching on from `end` would
+            // find an empty line inside the body (SDP has them) or in the next message, and
+            // cut the stream in the wrong place (RFC 3261 18.3: the body is Content-Length
+            // bytes, whatever they hold).
+            self.pending = Some(total);
             return Ok(None);
         }
         self.scanned = 0;

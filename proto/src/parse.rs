@@ -216,7 +216,11 @@ fn unfold(data: &[u8], headers: &mut [Header]) {
                     while i < v.len() && crate::scan::is_ws(v[i]) {
                         i += 1;
                     }
-                    out.push(b' ');
+                    // A break at either end (a stray CR next to a line's CRLF) adds nothing:
+                    // the value stays trimmed, as RFC 3261 7.3.1 reads it.
+                    if i < v.len() && !out.is_empty() {
+                        out.push(b' ');
+                    }
                 }
                 c => {
                     out.push(c);
