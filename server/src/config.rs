@@ -15,8 +15,53 @@ pub struct Config {
     pub transport: Transport,
     pub limits: Limits,
     pub transaction: Transaction,
+    pub database: Database,
+    pub auth: Auth,
+    pub registrar: Registrar,
     pub server: Server,
     pub log: Log,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// `postgres://user@host/db` for a pool; empty: SQLite at `DATA_DIR/sipfront.db`.
+    pub url: String,
+    /// How often the credential cache asks the store what changed.
+    pub poll_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    /// Digest algorithms offered, in order: one challenge header each. `MD5` alone by default,
+    /// as clients such as baresip fail on a SHA-256 challenge (see the README's security notes).
+    pub algorithms: Vec<String>,
+    /// How long a nonce is good for; after it, a `stale=true` challenge.
+    pub nonce_lifetime_secs: u64,
+    /// Key that signs nonces; empty: a random one per process. Give every front end of a
+    /// pool the same one so that a nonce from one is good at another.
+    pub secret: String,
+    /// Failed attempts per (user, source IP) within `failure_window_secs` before a lockout.
+    pub max_failures: u32,
+    pub failure_window_secs: u64,
+    pub lockout_secs: u64,
+    /// Distinct users one IP may fail for within the window before the IP is locked out
+    /// for every user (password spraying).
+    pub max_users_per_ip: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registrar {
+    /// Below this (and above zero) a REGISTER gets 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longer requests are shortened to this (the OCS planning guide's REGISTER refresh).
+    pub max_expires: u32,
+    /// When a REGISTER asks for no expiry at all.
+    pub default_expires: u32,
+    /// Bindings per AOR; a new one beyond this replaces the oldest.
+    pub max_bindings: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -101,6 +146,9 @@ impl Default for Config {
             transport: Transport::default(),
             limits: Limits::default(),
             transaction: Transaction::default(),
+            database: Database::default(),
+            auth: Auth::default(),
+            registrar: Registrar::default(),
             server: Server::default(),
             log: Log::default(),
         }
@@ -146,6 +194,32 @@ impl Default for Limits {
 impl Default for Transaction {
     fn default() -> Self {
         Transaction { t1_ms: 500, t2_ms: 4000, t4_ms: 5000 }
+    }
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Database { url: String::new(), poll_ms: 1000 }
+    }
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            algorithms: vec!["MD5".into()],
+            nonce_lifetime_secs: 300,
+            secret: String::new(),
+            max_failures: 5,
+            failure_window_secs: 300,
+            lockout_secs: 900,
+            max_users_per_ip: 20,
+        }
+    }
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        Registrar { min_expires: 60, max_expires: 900, default_expires: 3600, max_bindings: 8 }
     }
 }
 
@@ -197,6 +271,17 @@ impl Config {
         }
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             bail!("tls.cert and tls.key go together");
+        }
+        if self.auth.algorithms.is_empty() {
+            bail!("auth.algorithms needs at least one algorithm");
+        }
+        for a in &self.auth.algorithms {
+            if sipfront_proto::digest::Algorithm::parse(a.as_bytes()).is_none() {
+                bail!("auth.algorithms: unknown algorithm {a:?} (MD5, SHA-256, MD5-sess, SHA-256-sess)");
+            }
+        }
+        if self.registrar.min_expires > self.registrar.max_expires {
+            bail!("registrar.min_expires is above registrar.max_expires");
         }
         if self.limits.max_message_size > u32::MAX as usize / 2 {
             bail!("limits.max_message_size is too large");

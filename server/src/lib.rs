@@ -8,6 +8,7 @@ pub mod config;
 pub mod core;
 pub mod ops;
 pub mod server;
+pub mod state;
 pub mod transaction;
 pub mod transport;
 

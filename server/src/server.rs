@@ -2,9 +2,11 @@
 //! tasks, and drain gracefully on shutdown.
 
 use crate::config::Config;
+use crate::core::directory::Directory;
 use crate::core::Core;
 use crate::ops::shutdown::{self, InFlight, Readiness, Shutdown, ShutdownTrigger};
 use crate::ops::{http, metrics as m};
+use crate::state::bindings::Bindings;
 use crate::transaction::timers::Timers;
 use crate::transaction::Transactions;
 use crate::transport::stream::StreamSettings;
@@ -26,6 +28,8 @@ pub struct RunningServer {
     pub tls: Vec<SocketAddr>,
     pub http: SocketAddr,
     pub transactions: Transactions,
+    pub bindings: Arc<Bindings>,
+    pub directory: Arc<Directory>,
     pub readiness: Readiness,
     trigger: ShutdownTrigger,
     inflight: InFlight,
@@ -106,14 +110,24 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         t2: Duration::from_millis(t.t2_ms),
         t4: Duration::from_millis(t.t4_ms),
     };
-    let transactions = Transactions::new(transports.clone(), timers, inflight.clone());
-    transactions.set_user(Arc::new(Core::new(config.server.agent.clone())));
+    let transactions = Transactions::new(transports.clone(), timers, inflight.clone(), config.server.agent.clone());
+    let store = sipfront_storage::open(&config.database.url, data_dir).await.context("opening the store")?;
+    let directory = Arc::new(Directory::load(store.clone()).await.context("reading the store")?);
+    let bindings = Arc::new(Bindings::default());
+    let core = Core::new(config, directory.clone(), bindings.clone(), transports.clone());
+    transactions.set_user(Arc::new(core.clone()));
     let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
 
     let mut tasks = JoinSet::new();
     {
         let txs = transactions.clone();
         tasks.spawn(async move { txs.run_timers().await });
+        tasks.spawn(async move { core.run().await });
+        let b = bindings.clone();
+        tasks.spawn(async move { b.run_expiry().await });
+        let (d, every) = (directory.clone(), Duration::from_millis(config.database.poll_ms.max(50)));
+        tasks.spawn(async move { d.run_invalidation(every).await });
+        tasks.spawn(watch_store(store.clone(), readiness.clone()));
     }
     for socket in &udp_sockets {
         for _ in 0..workers {
@@ -145,6 +159,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     tasks.spawn(http::serve(http_listener, metrics, readiness.clone(), shutdown.clone()));
 
     readiness.set(true);
+    readiness.set_store(true);
     tracing::info!(udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, http = %http_addr, workers, "sipfront listening");
     Ok(RunningServer {
         udp: udp_addrs,
@@ -152,12 +167,26 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         tls: tls_addrs,
         http: http_addr,
         transactions,
+        bindings,
+        directory,
         readiness,
         trigger,
         inflight,
         drain: Duration::from_secs(config.server.drain_timeout_secs),
         tasks,
     })
+}
+
+/// Keeps `/readyz` honest about the store: pinged every two seconds.
+async fn watch_store(store: Arc<dyn sipfront_storage::Store>, readiness: Readiness) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ok = tokio::time::timeout(Duration::from_secs(2), store.ping()).await.is_ok_and(|r| r.is_ok());
+        if ok != readiness.store_ok() {
+            tracing::warn!(reachable = ok, "store reachability changed");
+        }
+        readiness.set_store(ok);
+    }
 }
 
 /// Connection caps: in all, and per source IP, so that one host cannot take every slot.

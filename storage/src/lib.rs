@@ -67,7 +67,8 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Users changed since some point, for cache invalidation.
+/// Users changed since some point, for cache invalidation. An entry `@domain` says that the
+/// domain was added.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     /// The position to ask from next time.
@@ -113,7 +114,11 @@ pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
         let path = match url.strip_prefix("sqlite://") {
             Some(p) => p.into(),
             None if url.is_empty() => data_dir.join("sipfront.db"),
-            None => return Err(StoreError::Invalid(format!("database.url {url:?}: expected postgres://... or sqlite://PATH"))),
+            None => {
+                return Err(StoreError::Invalid(format!(
+                    "database.url {url:?}: expected postgres://... or sqlite://PATH"
+                )))
+            }
         };
         Arc::new(SqliteStore::open(&path).await?)
     };
@@ -140,7 +145,10 @@ pub(crate) fn check_new_user(u: &NewUser) -> Result<()> {
 }
 
 pub(crate) fn check_domain(d: &str) -> Result<()> {
-    if d.is_empty() || d != d.to_ascii_lowercase() || d.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')) {
+    if d.is_empty()
+        || d != d.to_ascii_lowercase()
+        || d.chars().any(|c| !(c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+    {
         return Err(StoreError::Invalid(format!("domain {d:?}")));
     }
     Ok(())

@@ -16,13 +16,20 @@ macro_rules! sql_store {
 
             async fn add_domain(&self, domain: &str) -> $crate::Result<bool> {
                 $crate::check_domain(domain)?;
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
                 let r = sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(domain)
                     .bind($crate::now())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(|e| $crate::map_err(domain, e))?;
-                Ok(r.rows_affected() == 1)
+                let created = r.rows_affected() == 1;
+                if created {
+                    // "@domain" in the change log: the served domains changed.
+                    self.note_change(&mut tx, &format!("@{domain}")).await?;
+                }
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
+                Ok(created)
             }
 
             async fn domains(&self) -> $crate::Result<Vec<String>> {
@@ -55,12 +62,15 @@ macro_rules! sql_store {
                 domains.sort_unstable();
                 domains.dedup();
                 for d in domains {
-                    sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    let r = sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(d)
                         .bind(now)
                         .execute(&mut *tx)
                         .await
                         .map_err(|e| $crate::map_err(d, e))?;
+                    if r.rows_affected() == 1 {
+                        self.note_change(&mut tx, &format!("@{d}")).await?;
+                    }
                 }
                 for u in users {
                     let aor = u.aor();

@@ -14,7 +14,10 @@ pub async fn fresh_postgres(test: &str) -> Option<String> {
     };
     let name = format!("t_{}_{}", test.replace(|c: char| !c.is_ascii_alphanumeric(), "_"), fastrand_suffix());
     let admin = sqlx::PgPool::connect(&base).await.unwrap_or_else(|e| panic!("{PG_URL_VAR}={base}: {e}"));
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&admin).await.unwrap_or_else(|e| panic!("creating {name}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("creating {name}: {e}"));
     admin.close().await;
     let (prefix, _) = base.rsplit_once('/').unwrap_or((&base, ""));
     Some(format!("{prefix}/{name}"))

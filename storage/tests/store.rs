@@ -95,11 +95,14 @@ async fn a_batch_is_all_or_nothing() {
 async fn the_change_log_names_every_changed_user() {
     on_both("changes", |s| async move {
         let head = s.changes_head().await.unwrap();
+        s.add_domain("new.test").await.unwrap();
+        assert_eq!(s.changes_since(head).await.unwrap().aors, vec!["@new.test"]);
+        let head = s.changes_head().await.unwrap();
         s.add_user(&user("dave", "example.test")).await.unwrap();
         s.set_enabled("dave@example.test", false).await.unwrap();
         s.remove_user("dave@example.test").await.unwrap();
         let c = s.changes_since(head).await.unwrap();
-        assert_eq!(c.aors, vec!["dave@example.test"; 3]);
+        assert_eq!(c.aors, vec!["@example.test", "dave@example.test", "dave@example.test", "dave@example.test"]);
         assert!(c.last > head);
         assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
     })

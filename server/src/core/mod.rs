@@ -1,41 +1,248 @@
 //! The routing core: what a request means and who answers it. It never touches sockets: it
 //! answers through the [`ServerTx`] it is given and sends through client transactions.
 
+pub mod auth;
+pub mod directory;
+pub mod lockout;
 pub mod options;
+pub mod registrar;
 pub mod reply;
 
+use crate::config::Config;
+use crate::ops::metrics as m;
+use crate::state::bindings::Bindings;
 use crate::transaction::{Incoming, ServerTx, TransactionUser};
-use sipfront_proto::{HeaderName, Method};
+use crate::transport::Transports;
+use auth::{Auth, Verdict};
+use directory::Directory;
+use registrar::Registrar;
+use sipfront_proto::{HeaderName, Host, Message, Method, NameAddr, Uri};
+use std::future::Future;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// Methods this server implements; the `Allow` of every 200 to OPTIONS and of every 405/501.
-pub const ALLOW: &str = "OPTIONS, ACK, CANCEL";
-/// Body types it accepts (none it acts on yet).
+pub const ALLOW: &str = "OPTIONS, REGISTER, ACK, CANCEL";
+/// Body types it accepts.
 pub const ACCEPT: &str = "application/sdp";
-/// Extensions it supports.
-pub const SUPPORTED: &str = "";
+/// Extensions it supports (RFC 3327 path, RFC 5626 outbound, RFC 5627 gruu).
+pub const SUPPORTED: &str = "path, outbound, gruu";
+const SUPPORTED_TAGS: [&str; 3] = ["path", "outbound", "gruu"];
 
-pub struct Core {
+#[derive(Clone)]
+pub struct Core(Arc<Inner>);
+
+struct Inner {
     agent: String,
+    auth: Auth,
+    directory: Arc<Directory>,
+    registrar: Registrar,
+    transports: Arc<Transports>,
 }
 
 impl Core {
-    pub fn new(agent: String) -> Core {
-        Core { agent }
+    pub fn new(
+        config: &Config,
+        directory: Arc<Directory>,
+        bindings: Arc<Bindings>,
+        transports: Arc<Transports>,
+    ) -> Core {
+        let agent = config.server.agent.clone();
+        Core(Arc::new(Inner {
+            auth: Auth::new(&config.auth),
+            registrar: Registrar::new(config.registrar.clone(), bindings, agent.clone()),
+            agent,
+            directory,
+            transports,
+        }))
     }
+
+    /// The core's own timers (nonces, lockouts); runs until dropped.
+    pub async fn run(&self) {
+        self.0.auth.run().await;
+    }
+
+    async fn answer(&self, req: &Incoming) -> Message {
+        let msg = &req.msg;
+        let agent = &self.0.agent;
+        // RFC 3261 8.2.2.3: an extension we do not support, required of us, is a 420.
+        let unsupported: Vec<String> = msg
+            .list(HeaderName::Require)
+            .filter(|t| !SUPPORTED_TAGS.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(t)))
+            .map(|t| String::from_utf8_lossy(t).into_owned())
+            .collect();
+        if !unsupported.is_empty() {
+            let mut r = reply::response(msg, 420, agent);
+            r.push_header(HeaderName::Unsupported, unsupported.join(", "));
+            return r;
+        }
+        match msg.method() {
+            Some(Method::Register) => self.register(req).await,
+            _ if msg.to().is_some_and(|t| t.tag().is_some()) => {
+                // No dialogs of our own yet: an in-dialog request names none we know.
+                reply::response(msg, 481, agent)
+            }
+            _ => {
+                if let Err(refusal) = self.authenticate_sender(req).await {
+                    return refusal;
+                }
+                // RFC 3261 8.2.1: a method we do not implement is answered 501 with Allow.
+                let mut r = reply::response(msg, 501, agent);
+                r.push_header(HeaderName::Allow, ALLOW);
+                r
+            }
+        }
+    }
+
+    /// REGISTER: the AOR's domain must be ours, its owner must authenticate, and may only
+    /// register itself (RFC 3261 10.3 steps 1 to 4).
+    async fn register(&self, req: &Incoming) -> Message {
+        let msg = &req.msg;
+        let agent = &self.0.agent;
+        let Some(to) = msg.to() else { return reply::response(msg, 400, agent) };
+        let Some(aor) = aor_of(&to) else { return reply::response(msg, 404, agent) };
+        let domain = aor.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        let uri_ok = msg.request_uri().and_then(|u| Uri::parse(u).ok()).is_some_and(|u| self.is_ours(&u, req));
+        if !self.0.directory.serves(&domain) || !uri_ok {
+            let mut r = reply::response(msg, 404, agent);
+            r.set_reason("Domain Not Served");
+            return r;
+        }
+        let user = match self
+            .0
+            .auth
+            .verify(msg, HeaderName::Authorization, &domain, req.source.remote.ip(), &self.0.directory)
+            .await
+        {
+            Verdict::Authenticated(u) => u,
+            other => return self.refusal(msg, other, 401, &domain),
+        };
+        if !user.aor.eq_ignore_ascii_case(&aor) {
+            // Only one's own AOR may be registered (third-party registration is not allowed).
+            return reply::response(msg, 403, agent);
+        }
+        let resp = self.0.registrar.register(req, &aor);
+        if resp.status() == Some(200) {
+            if let Some(flow) = req.source.flow {
+                // The connection now speaks for this user (as OCS binds a connection to its
+                // security association): later requests on it need no challenge.
+                self.0.transports.flows.bind_identity(flow, &aor);
+            }
+        }
+        resp
+    }
+
+    /// Out-of-dialog requests from our users carry their credentials (407 otherwise), unless
+    /// they come on a connection that user authenticated with a REGISTER; and their From must
+    /// be the authenticated identity.
+    async fn authenticate_sender(&self, req: &Incoming) -> Result<(), Message> {
+        let msg = &req.msg;
+        let agent = &self.0.agent;
+        let uri = msg.request_uri().and_then(|u| Uri::parse(u).ok());
+        let to_us = uri.as_ref().is_some_and(|u| self.is_ours(u, req));
+        let Some(from) = msg.from().as_ref().and_then(aor_of) else { return Err(reply::response(msg, 400, agent)) };
+        let from_domain = from.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        if !self.0.directory.serves(&from_domain) {
+            // Not one of our users, and there is no federation: nothing to relay for them.
+            let mut r = reply::response(msg, if to_us { 403 } else { 404 }, agent);
+            r.set_reason(if to_us { "Forbidden (unknown From domain)" } else { "Domain Not Served" });
+            return Err(r);
+        }
+        if !to_us {
+            let mut r = reply::response(msg, 404, agent);
+            r.set_reason("Domain Not Served");
+            return Err(r);
+        }
+        if let Some(flow) = req.source.flow {
+            if let Some(identity) = self.0.transports.flows.identity(flow) {
+                return if identity.eq_ignore_ascii_case(&from) {
+                    Ok(())
+                } else {
+                    Err(reply::response(msg, 403, agent))
+                };
+            }
+        }
+        match self
+            .0
+            .auth
+            .verify(msg, HeaderName::ProxyAuthorization, &from_domain, req.source.remote.ip(), &self.0.directory)
+            .await
+        {
+            Verdict::Authenticated(u) if u.aor.eq_ignore_ascii_case(&from) => Ok(()),
+            Verdict::Authenticated(_) => {
+                let mut r = reply::response(msg, 403, agent);
+                r.set_reason("Forbidden (From does not match the authenticated user)");
+                Err(r)
+            }
+            other => Err(self.refusal(msg, other, 407, &from_domain)),
+        }
+    }
+
+    fn refusal(&self, msg: &Message, verdict: Verdict, challenge_code: u16, realm: &str) -> Message {
+        let agent = &self.0.agent;
+        match verdict {
+            Verdict::Authenticated(_) => reply::response(msg, 500, agent),
+            Verdict::Challenge { stale } => self.0.auth.challenge(msg, challenge_code, realm, stale, agent),
+            Verdict::Reject(code, reason) => {
+                let mut r = reply::response(msg, code, agent);
+                r.set_reason(format!("{} ({reason})", sipfront_proto::reason_phrase(code)));
+                r
+            }
+            Verdict::Unavailable => {
+                metrics::counter!(m::STORE_ERRORS).increment(1);
+                let mut r = reply::response(msg, 503, agent);
+                r.push_header(HeaderName::RetryAfter, "5");
+                r
+            }
+        }
+    }
+
+    /// Whether a Request-URI names this server: a domain it serves, or the address the
+    /// request arrived on (clients often register to the server's IP).
+    fn is_ours(&self, uri: &Uri<'_>, req: &Incoming) -> bool {
+        match uri.host() {
+            Host::Name(n) => {
+                let n = String::from_utf8_lossy(n).to_ascii_lowercase();
+                n == "localhost" || self.0.directory.serves(n.trim_end_matches('.'))
+            }
+            Host::V4(ip) => std::net::IpAddr::V4(ip) == req.source.local.ip(),
+            Host::V6(ip) => std::net::IpAddr::V6(ip) == req.source.local.ip(),
+        }
+    }
+}
+
+/// `user@domain` of a SIP URI in a From or To: the user unescaped, the domain in lower case.
+pub fn aor_of(a: &NameAddr<'_>) -> Option<String> {
+    if !a.uri.is_sip() {
+        return None;
+    }
+    let user = sipfront_proto::unescape(a.uri.user()?);
+    let Host::Name(domain) = a.uri.host() else { return None };
+    Some(format!("{}@{}", String::from_utf8_lossy(&user), String::from_utf8_lossy(domain).to_ascii_lowercase()))
 }
 
 impl TransactionUser for Core {
     fn on_request(&self, req: Incoming, tx: ServerTx) {
-        let msg = &req.msg;
-        let resp = match msg.method() {
-            Some(Method::Options) => options::answer(msg, &self.agent),
-            _ => {
-                // RFC 3261 8.2.1: a method we do not implement is answered 501 with Allow.
-                let mut r = reply::response(msg, 501, &self.agent);
-                r.push_header(HeaderName::Allow, ALLOW);
-                r
-            }
-        };
-        tx.respond(resp);
+        if req.msg.method() == Some(&Method::Options) {
+            // Health probes and capability queries: no store, no auth.
+            tx.respond(options::answer(&req.msg, &self.0.agent));
+            return;
+        }
+        let core = self.clone();
+        run(async move {
+            let resp = core.answer(&req).await;
+            tx.respond(resp);
+        });
+    }
+}
+
+/// Runs a request's handling on the receiving task when it completes without waiting (every
+/// cache hit), and on a task of its own only when it has to wait for the store.
+fn run(fut: impl Future<Output = ()> + Send + 'static) {
+    let mut fut = Box::pin(fut);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    if let Poll::Pending = fut.as_mut().poll(&mut cx) {
+        // The next poll, by the spawned task, registers the real waker.
+        tokio::spawn(fut);
     }
 }

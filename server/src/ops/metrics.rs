@@ -16,6 +16,11 @@ pub const CLIENT_TIMEOUTS: &str = "sipfront_client_transaction_timeouts_total";
 pub const SEND_FAILURES: &str = "sipfront_send_failures_total";
 pub const STRAY_RESPONSES: &str = "sipfront_stray_responses_total";
 pub const KEEPALIVES: &str = "sipfront_keepalives_total";
+pub const AUTH_FAILURES: &str = "sipfront_auth_failures_total";
+pub const AUTH_LOCKOUTS_ACTIVE: &str = "sipfront_auth_lockouts_active";
+pub const REGISTRATIONS: &str = "sipfront_registrations_total";
+pub const BINDINGS: &str = "sipfront_bindings";
+pub const STORE_ERRORS: &str = "sipfront_store_errors_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -54,4 +59,9 @@ fn describe() {
     describe_counter!(SEND_FAILURES, "Messages that could not be sent, by transport and reason");
     describe_counter!(STRAY_RESPONSES, "Responses matching no client transaction");
     describe_counter!(KEEPALIVES, "CRLF keep-alives received on streams, by kind");
+    describe_counter!(AUTH_FAILURES, "Failed or incomplete digest authentications, by reason");
+    describe_gauge!(AUTH_LOCKOUTS_ACTIVE, "(user, address) pairs and addresses locked out now");
+    describe_counter!(REGISTRATIONS, "REGISTER outcomes, by result");
+    describe_gauge!(BINDINGS, "Registered contacts held in memory");
+    describe_counter!(STORE_ERRORS, "Requests answered 503 because the store was unavailable");
 }

@@ -39,16 +39,23 @@ impl Shutdown {
     }
 }
 
-/// Whether the server should get traffic: `/readyz` answers 200 only while this is set.
+/// Whether the server should get traffic: `/readyz` answers 200 only while it is serving (not
+/// draining) and its store answers.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<(AtomicBool, AtomicBool)>);
 
 impl Readiness {
-    pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::Release);
+    pub fn set(&self, serving: bool) {
+        self.0 .0.store(serving, Ordering::Release);
+    }
+    pub fn set_store(&self, reachable: bool) {
+        self.0 .1.store(reachable, Ordering::Release);
     }
     pub fn get(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0 .0.load(Ordering::Acquire) && self.store_ok()
+    }
+    pub fn store_ok(&self) -> bool {
+        self.0 .1.load(Ordering::Acquire)
     }
 }
 

@@ -12,13 +12,14 @@ pub use server::ServerTx;
 
 use crate::ops::metrics as m;
 use crate::ops::shutdown::InFlight;
+use crate::state::expiry::ExpiryQueue;
 use crate::transport::{Inbound, Source, Target, Transports};
 use dashmap::DashMap;
 use key::TxKey;
 use server::ServerEntry;
 use sipfront_proto::{Message, Method};
 use std::sync::{Arc, OnceLock};
-use timers::{ExpiryQueue, Timers};
+use timers::Timers;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -65,11 +66,14 @@ struct Inner {
     /// Confirmed INVITE server transactions: Timer I (T4).
     confirmed: ExpiryQueue<TxKey>,
     inflight: InFlight,
+    /// The Server header of the responses this layer makes itself (CANCEL).
+    agent: String,
 }
 
 impl Transactions {
-    pub fn new(transports: Arc<Transports>, timers: Timers, inflight: InFlight) -> Transactions {
+    pub fn new(transports: Arc<Transports>, timers: Timers, inflight: InFlight, agent: String) -> Transactions {
         let inner = Inner {
+            agent,
             transports,
             tu: OnceLock::new(),
             server: DashMap::new(),

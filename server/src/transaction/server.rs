@@ -137,7 +137,7 @@ fn cancel(txs: &Transactions, msg: Message, tx: ServerTx) {
         .as_ref()
         .and_then(|k| txs.0.server.get(k))
         .is_some_and(|e| matches!(e.state, ServerState::Proceeding { .. }));
-    tx.respond(crate::core::reply::response(&msg, if pending { 200 } else { 481 }, "sipfront"));
+    tx.respond(crate::core::reply::response(&msg, if pending { 200 } else { 481 }, &txs.0.agent));
     if let (true, Some(k), Some(tu)) = (pending, invite_key, txs.tu()) {
         tu.on_cancel(&k);
     }

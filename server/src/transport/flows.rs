@@ -7,6 +7,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub type FlowId = u64;
@@ -19,6 +20,8 @@ struct Flow {
 pub struct Flows {
     by_id: DashMap<FlowId, Flow>,
     by_remote: DashMap<(Transport, SocketAddr), FlowId>,
+    /// The user a connection authenticated as (set by the core after a REGISTER on it).
+    identities: DashMap<FlowId, Arc<str>>,
     next: AtomicU64,
 }
 
@@ -34,7 +37,19 @@ impl Flows {
 
     pub fn close(&self, id: FlowId, transport: Transport, remote: SocketAddr) {
         self.by_id.remove(&id);
+        self.identities.remove(&id);
         self.by_remote.remove_if(&(transport, remote), |_, v| *v == id);
+    }
+
+    /// Records that this connection speaks for `identity` (an AOR).
+    pub fn bind_identity(&self, id: FlowId, identity: &str) {
+        if self.by_id.contains_key(&id) {
+            self.identities.insert(id, Arc::from(identity));
+        }
+    }
+
+    pub fn identity(&self, id: FlowId) -> Option<Arc<str>> {
+        self.identities.get(&id).map(|e| e.value().clone())
     }
 
     pub fn is_open(&self, id: FlowId) -> bool {

@@ -1,0 +1,255 @@
+//! Digest authentication (RFC 3261 22, RFC 7616, RFC 8760). Nonces are HMAC-signed timestamps,
+//! so any front end holding the secret can check one without state; what does need state is
+//! replay protection (the highest nonce-count seen per nonce), kept until the nonce expires.
+
+use super::directory::Directory;
+use super::lockout::Lockout;
+use crate::config;
+use crate::ops::metrics as m;
+use crate::state::expiry::ExpiryQueue;
+use dashmap::DashMap;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sipfront_proto::digest::{self, Algorithm};
+use sipfront_proto::{DigestParams, HeaderName, Message};
+use sipfront_storage::User;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest digest parameter value we look at; real ones are well under 200 bytes.
+const MAX_PARAM: usize = 1024;
+
+/// The outcome of checking a request's credentials.
+pub enum Verdict {
+    Authenticated(Arc<User>),
+    /// Answer 401/407 with a fresh challenge (`stale`: the credentials were right but the
+    /// nonce too old, RFC 7616 3.3).
+    Challenge {
+        stale: bool,
+    },
+    /// Answer with this status without a challenge: 400 malformed, 403 locked out/disabled.
+    Reject(u16, &'static str),
+    /// The store is needed and unavailable: 503.
+    Unavailable,
+}
+
+pub struct Auth {
+    algorithms: Vec<Algorithm>,
+    key: Vec<u8>,
+    lifetime: Duration,
+    /// nonce -> highest nc accepted.
+    seen: DashMap<Box<str>, u32>,
+    seen_expiry: ExpiryQueue<Box<str>>,
+    pub lockout: Lockout,
+}
+
+impl Auth {
+    pub fn new(c: &config::Auth) -> Auth {
+        let algorithms = c.algorithms.iter().filter_map(|a| Algorithm::parse(a.as_bytes())).collect();
+        let key = if c.secret.is_empty() {
+            std::iter::repeat_with(|| fastrand::u8(..)).take(32).collect()
+        } else {
+            c.secret.as_bytes().to_vec()
+        };
+        let lifetime = Duration::from_secs(c.nonce_lifetime_secs);
+        Auth {
+            algorithms,
+            key,
+            lifetime,
+            seen: DashMap::new(),
+            seen_expiry: ExpiryQueue::new(lifetime),
+            lockout: Lockout::new(c),
+        }
+    }
+
+    pub async fn run(&self) {
+        tokio::join!(
+            self.seen_expiry.run(|n| {
+                self.seen.remove(&n);
+            }),
+            self.lockout.run()
+        );
+    }
+
+    fn mac(&self, text: &str) -> String {
+        // HMAC accepts keys of any length.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else { return String::new() };
+        mac.update(text.as_bytes());
+        digest::hex(&mac.finalize().into_bytes()[..12])
+    }
+
+    /// `TIME.RANDOM.MAC`: when it was issued, so that its age can be checked, and a MAC so
+    /// that nobody else can make one.
+    pub fn new_nonce(&self) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let body = format!("{now:x}.{:016x}", fastrand::u64(..));
+        let mac = self.mac(&body);
+        format!("{body}.{mac}")
+    }
+
+    /// `Some(true)` if ours and fresh, `Some(false)` if ours and expired, `None` if not ours.
+    fn nonce_fresh(&self, nonce: &str) -> Option<bool> {
+        let (body, mac) = nonce.rsplit_once('.')?;
+        if !digest::constant_time_eq(self.mac(body).as_bytes(), mac.as_bytes()) {
+            return None;
+        }
+        let issued = u64::from_str_radix(body.split('.').next()?, 16).ok()?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        Some(now.saturating_sub(issued) <= self.lifetime.as_secs())
+    }
+
+    /// A 401 (REGISTER: WWW-Authenticate) or 407 (Proxy-Authenticate) response with one
+    /// challenge per configured algorithm, in order, all with the same nonce.
+    pub fn challenge(&self, req: &Message, code: u16, realm: &str, stale: bool, agent: &str) -> Message {
+        let mut r = super::reply::response(req, code, agent);
+        let header = if code == 401 { HeaderName::WwwAuthenticate } else { HeaderName::ProxyAuthenticate };
+        let nonce = self.new_nonce();
+        for a in &self.algorithms {
+            let stale = if stale { ", stale=true" } else { "" };
+            r.push_header(
+                header,
+                format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\", algorithm={}{stale}", a.name()),
+            );
+        }
+        r
+    }
+
+    /// Checks the credentials `req` carries in `header` for `realm`.
+    pub async fn verify(
+        &self,
+        req: &Message,
+        header: HeaderName,
+        realm: &str,
+        ip: IpAddr,
+        directory: &Directory,
+    ) -> Verdict {
+        let mut ours = None;
+        for creds in req.digests(header) {
+            let Ok(c) = creds else { return self.reject(400, "malformed") };
+            if c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm.as_bytes())) {
+                ours = Some(c);
+                break;
+            }
+        }
+        let Some(c) = ours else { return self.challenge_for("no_credentials") };
+        match self.check(req, &c, realm, ip, directory).await {
+            Ok(user) => Verdict::Authenticated(user),
+            Err(v) => v,
+        }
+    }
+
+    async fn check(
+        &self,
+        req: &Message,
+        c: &DigestParams<'_>,
+        realm: &str,
+        ip: IpAddr,
+        directory: &Directory,
+    ) -> Result<Arc<User>, Verdict> {
+        let param = |name: &str| -> Result<String, Verdict> {
+            let v = c.get(name).ok_or_else(|| self.reject(400, "missing_parameter"))?;
+            if v.len() > MAX_PARAM {
+                return Err(self.reject(400, "oversized_parameter"));
+            }
+            String::from_utf8(v.into_owned()).map_err(|_| self.reject(400, "malformed"))
+        };
+        let username = param("username")?;
+        let nonce = param("nonce")?;
+        let uri = param("uri")?;
+        let response = param("response")?;
+        let algorithm = match c.get("algorithm") {
+            None => Algorithm::Md5,
+            Some(a) => match Algorithm::parse(&a) {
+                Some(a) if self.algorithms.contains(&a) => a,
+                _ => return Err(self.challenge_for("unknown_algorithm")),
+            },
+        };
+        let qop = c.get("qop");
+        let (nc, cnonce) = match &qop {
+            None => (String::new(), String::new()),
+            Some(q) if q.eq_ignore_ascii_case(b"auth") => (param("nc")?, param("cnonce")?),
+            Some(_) => return Err(self.challenge_for("unsupported_qop")),
+        };
+        // Some clients send the whole AOR as the username.
+        let aor = if username.contains('@') { username.clone() } else { format!("{username}@{realm}") };
+        if !aor.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(realm)) {
+            return Err(self.challenge_for("wrong_realm"));
+        }
+        if self.lockout.is_locked(&aor, ip) {
+            return Err(self.reject(403, "locked_out"));
+        }
+        let Some(fresh) = self.nonce_fresh(&nonce) else { return Err(self.challenge_for("bad_nonce")) };
+        let user = match directory.user(&aor).await {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                self.lockout.failure(&aor, ip);
+                return Err(self.challenge_for("unknown_user"));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store unavailable for credentials");
+                return Err(Verdict::Unavailable);
+            }
+        };
+        let ha1 = match algorithm.base() {
+            Algorithm::Md5 => &user.ha1_md5,
+            _ => &user.ha1_sha256,
+        };
+        let method = req.method().map(|m| m.as_str()).unwrap_or_default();
+        let expected = digest::response(
+            ha1,
+            &digest::Challenge {
+                algorithm,
+                nonce: nonce.as_bytes(),
+                method,
+                uri: uri.as_bytes(),
+                qop: qop.as_ref().map(|q| (&q[..], nc.as_bytes(), cnonce.as_bytes())),
+                cnonce: cnonce.as_bytes(),
+            },
+        );
+        if !digest::constant_time_eq(expected.as_bytes(), response.as_bytes()) {
+            self.lockout.failure(&aor, ip);
+            return Err(self.challenge_for("bad_response"));
+        }
+        if !user.enabled {
+            return Err(self.reject(403, "disabled"));
+        }
+        if !fresh {
+            metrics::counter!(m::AUTH_FAILURES, "reason" => "stale_nonce").increment(1);
+            return Err(Verdict::Challenge { stale: true });
+        }
+        if qop.is_some() {
+            // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count.
+            let Ok(count) = u32::from_str_radix(&nc, 16) else { return Err(self.reject(400, "malformed")) };
+            let replay = match self.seen.entry(nonce.clone().into_boxed_str()) {
+                dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                    let replayed = *e.get() >= count;
+                    if !replayed {
+                        *e.get_mut() = count;
+                    }
+                    replayed
+                }
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(count);
+                    self.seen_expiry.push(nonce.into_boxed_str());
+                    false
+                }
+            };
+            if replay {
+                return Err(self.challenge_for("replay"));
+            }
+        }
+        self.lockout.success(&aor, ip);
+        Ok(user)
+    }
+
+    fn challenge_for(&self, reason: &'static str) -> Verdict {
+        metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
+        Verdict::Challenge { stale: false }
+    }
+
+    fn reject(&self, code: u16, reason: &'static str) -> Verdict {
+        metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
+        Verdict::Reject(code, reason)
+    }
+}

@@ -1,0 +1,98 @@
+//! Who our users are, as the hot path needs it: a cache in front of the store of each user's
+//! credentials and the served domains. Every front end polls the store's change log and drops
+//! what changed, so a CLI change takes effect everywhere within `database.poll_ms`.
+
+use dashmap::DashMap;
+use sipfront_storage::{Store, StoreError, User};
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Unknown AORs remembered at most (a flood of random names must not grow memory without
+/// bound); past it the negative entries are dropped.
+const MAX_NEGATIVE: usize = 100_000;
+
+pub struct Directory {
+    store: Arc<dyn Store>,
+    users: DashMap<Box<str>, Option<Arc<User>>>,
+    negative: std::sync::atomic::AtomicUsize,
+    domains: RwLock<HashSet<String>>,
+}
+
+impl Directory {
+    /// Loads the served domains; fails if the store cannot be read at start.
+    pub async fn load(store: Arc<dyn Store>) -> Result<Directory, StoreError> {
+        let domains = store.domains().await?.into_iter().collect();
+        Ok(Directory { store, users: DashMap::new(), negative: Default::default(), domains: RwLock::new(domains) })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether `domain` (lower case) is one we serve.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.domains.read().unwrap_or_else(|p| p.into_inner()).contains(domain)
+    }
+
+    /// The user of an AOR, from the cache when it is there: `Ok(None)` for no such user,
+    /// `Err` when the store is needed and unavailable.
+    pub async fn user(&self, aor: &str) -> Result<Option<Arc<User>>, StoreError> {
+        if let Some(hit) = self.cached(aor) {
+            return Ok(hit);
+        }
+        let user = self.store.user(aor).await?.map(Arc::new);
+        if user.is_none() {
+            if self.negative.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_NEGATIVE {
+                self.users.retain(|_, v| v.is_some());
+                self.negative.store(0, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.users.insert(aor.into(), user.clone());
+        Ok(user)
+    }
+
+    /// The cached answer, without touching the store.
+    pub fn cached(&self, aor: &str) -> Option<Option<Arc<User>>> {
+        self.users.get(aor).map(|e| e.value().clone())
+    }
+
+    /// Follows the store's change log until dropped. While the store is unreachable the cache
+    /// keeps serving what it has; when it comes back, everything changed meanwhile is dropped.
+    pub async fn run_invalidation(&self, every: Duration) {
+        let mut last = loop {
+            match self.store.changes_head().await {
+                Ok(h) => break h,
+                Err(e) => {
+                    tracing::warn!(error = %e, "store unavailable; retrying");
+                    tokio::time::sleep(every).await;
+                }
+            }
+        };
+        loop {
+            tokio::time::sleep(every).await;
+            match self.store.changes_since(last).await {
+                Ok(c) if c.aors.is_empty() => {}
+                Ok(c) => {
+                    last = c.last;
+                    let mut domains_changed = false;
+                    for aor in &c.aors {
+                        if aor.starts_with('@') {
+                            domains_changed = true;
+                        } else {
+                            self.users.remove(aor.as_str());
+                        }
+                    }
+                    // A new user may bring a new domain with it.
+                    if domains_changed || !c.aors.is_empty() {
+                        if let Ok(d) = self.store.domains().await {
+                            *self.domains.write().unwrap_or_else(|p| p.into_inner()) = d.into_iter().collect();
+                        }
+                    }
+                    tracing::debug!(changed = c.aors.len(), "directory refreshed");
+                }
+                Err(e) => tracing::debug!(error = %e, "change log unavailable"),
+            }
+        }
+    }
+}
