@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod users;
+
 #[derive(Parser, Debug)]
 #[command(name = "sipfront", version, about = "SIP registrar, presence server and proxy for an IM and presence pool")]
 pub struct Cli {
@@ -36,6 +38,16 @@ pub enum Command {
     },
     /// Print the effective configuration as TOML (file and environment applied).
     Config,
+    /// Domains this server serves.
+    Domain {
+        #[command(subcommand)]
+        command: users::DomainCommand,
+    },
+    /// User accounts.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -45,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", toml::to_string_pretty(&config).context("printing configuration")?);
             Ok(())
         }
+        Command::Domain { command } => users::run_domain(&config, &cli.data_dir, command),
+        Command::User { command } => users::run_user(&config, &cli.data_dir, command),
         Command::Serve { sip_addr, tls_addr, http_addr } => {
             if !sip_addr.is_empty() {
                 config.listen.sip = sip_addr;
