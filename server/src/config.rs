@@ -398,6 +398,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_key() {
+        let readme = include_str!("../../README.md");
+        for (key, env, _) in Config::reference() {
+            assert!(readme.contains(&format!("`{key}`")), "README.md lacks {key}");
+            assert!(readme.contains(&format!("`{env}`")), "README.md lacks {env}");
+        }
+    }
+
+    #[test]
     fn every_key_has_a_reference_entry() {
         let r = Config::reference();
         assert!(r.iter().any(|(k, e, _)| k == "listen.sip" && e == "SIPFRONT_LISTEN_SIP"));

@@ -14,7 +14,7 @@ pub use via::udp_response_addr;
 use crate::ops::metrics as m;
 use bytes::Bytes;
 use flows::{FlowId, Flows};
-use sipfront_proto::{Limits, Message};
+use sipfront_proto::{ErrorKind, Limits, Message};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
@@ -160,6 +160,9 @@ impl Transports {
     /// Parses what a transport received and hands it up; malformed messages are counted,
     /// logged and, where they can be, answered (RFC 3261 8.2: a 400-class response).
     pub fn receive(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {
+        // A second handle on the same bytes (no copy), to answer a message whose body framing
+        // is wrong from its header block alone.
+        let head = bytes.clone();
         match Message::parse(bytes, &self.limits) {
             Ok(mut msg) => {
                 if msg.is_request() {
@@ -171,8 +174,20 @@ impl Transports {
                 metrics::counter!(m::PARSE_ERRORS, "kind" => err.kind.label(), "transport" => source.transport.label())
                     .increment(1);
                 tracing::debug!(remote = %source.remote, transport = source.transport.label(), error = %err, "malformed message");
-                if let Some(msg) = err.message() {
-                    self.answer_malformed(msg, err.status(), &err.kind.to_string(), source);
+                let framing = matches!(
+                    err.kind,
+                    ErrorKind::BodyTruncated { .. }
+                        | ErrorKind::BodyTooLarge { .. }
+                        | ErrorKind::BadHeader(sipfront_proto::HeaderName::ContentLength)
+                );
+                match err.message() {
+                    Some(msg) => self.answer_malformed(msg, err.status(), &err.kind.to_string(), source),
+                    None if framing => {
+                        if let Ok(msg) = Message::parse_head(head, &self.limits) {
+                            self.answer_malformed(&msg, err.status(), &err.kind.to_string(), source);
+                        }
+                    }
+                    None => {}
                 }
             }
         }
