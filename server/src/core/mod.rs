@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::ops::metrics as m;
 use crate::state::bindings::Bindings;
 use crate::transaction::{Incoming, ServerTx, TransactionUser};
+use crate::transport::flows::FlowId;
 use crate::transport::Transports;
 use auth::{Auth, Verdict};
 use directory::Directory;
@@ -233,6 +234,14 @@ impl TransactionUser for Core {
             let resp = core.answer(&req).await;
             tx.respond(resp);
         });
+    }
+
+    /// RFC 5626: a client is reached over the flow it registered on; once that flow is gone,
+    /// so are the bindings that depended on it.
+    fn on_flow_closed(&self, flow: FlowId, identity: Option<Arc<str>>) {
+        if let Some(aor) = identity {
+            self.0.registrar.bindings.update(&aor, |v| v.retain(|b| b.source.flow != Some(flow)));
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub use server::ServerTx;
 use crate::ops::metrics as m;
 use crate::ops::shutdown::InFlight;
 use crate::state::expiry::ExpiryQueue;
+use crate::transport::flows::FlowId;
 use crate::transport::{Inbound, Source, Target, Transports};
 use dashmap::DashMap;
 use key::TxKey;
@@ -48,6 +49,9 @@ pub trait TransactionUser: Send + Sync + 'static {
     fn on_stray_response(&self, _resp: Message, _source: Source) {
         metrics::counter!(m::STRAY_RESPONSES).increment(1);
     }
+
+    /// A connection closed (see [`Inbound::on_flow_closed`]).
+    fn on_flow_closed(&self, _flow: FlowId, _identity: Option<Arc<str>>) {}
 }
 
 /// The transaction layer: a cheap, clonable handle.
@@ -148,6 +152,12 @@ impl Inbound for Transactions {
             server::on_request(self, msg, source);
         } else {
             self.on_response(msg, source);
+        }
+    }
+
+    fn on_flow_closed(&self, flow: FlowId, identity: Option<Arc<str>>) {
+        if let Some(tu) = self.tu() {
+            tu.on_flow_closed(flow, identity);
         }
     }
 }

@@ -106,6 +106,9 @@ impl SendError {
 /// Receives parsed messages from every transport.
 pub trait Inbound: Send + Sync + 'static {
     fn on_message(&self, msg: Message, source: Source);
+
+    /// A TCP or TLS connection closed; `identity` is the user it had authenticated as.
+    fn on_flow_closed(&self, _flow: FlowId, _identity: Option<Arc<str>>) {}
 }
 
 /// The sending side of all listeners, shared by every layer above.

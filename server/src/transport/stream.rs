@@ -94,7 +94,9 @@ pub async fn run<S>(
             }
         }
     }
+    let identity = transports.flows.identity(flow);
     transports.flows.close(flow, transport, remote);
+    inbound.on_flow_closed(flow, identity);
     // The writer ends once the queue is closed and drained, so a final error response still
     // goes out before the connection closes.
     let _ = writer.await;
