@@ -193,18 +193,24 @@ impl ServerTx {
         count_response(&resp);
         metrics::histogram!(m::TRANSACTION_DURATION, "method" => method_label(&self.method))
             .record(self.started.elapsed().as_secs_f64());
-        let _ = self.txs.0.transports.send(&self.target, bytes.clone());
-        let Some(key) = self.key.take() else { return };
         let inner = &self.txs.0;
         let invite = self.method == Method::Invite;
+        let key = self.key.take();
+        if let (Some(key), false) = (&key, invite && code < 300) {
+            // RFC 3261 17.2.2: a retransmission in Completed gets the final response again. So
+            // the transaction is Completed before the response leaves: a client that answers
+            // at once would otherwise find it still Proceeding, and be absorbed unanswered.
+            if let Some(mut e) = inner.server.get_mut(key) {
+                e.state = ServerState::Completed { response: bytes.clone() };
+            }
+        }
+        let _ = inner.transports.send(&self.target, bytes.clone());
+        let Some(key) = key else { return };
         if invite && code < 300 {
             // A 2xx ends an INVITE server transaction at once (17.2.1); the UAS retransmits
             // the 2xx end to end.
             inner.server.remove(&key);
             return;
-        }
-        if let Some(mut e) = inner.server.get_mut(&key) {
-            e.state = ServerState::Completed { response: bytes.clone() };
         }
         inner.completed.push(key.clone());
         if invite && !self.target.transport.is_reliable() {

@@ -190,9 +190,38 @@ impl Transports {
                             self.answer_malformed(&msg, err.status(), &err.kind.to_string(), source);
                         }
                     }
-                    None => {}
+                    None => {
+                        if let Some(msg) = self.head_of_refused(&head, &err.kind) {
+                            self.answer_malformed(&msg, err.status(), &err.kind.to_string(), source);
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// The header block of a message refused before its headers were read, for the two errors
+    /// that still have an answer: RFC 3261 21.5.11 513 for a datagram past the size limit (read
+    /// without the limit: the kernel has capped it at 64 KiB already), and 21.5.7 505 for a
+    /// SIP version other than 2.0 (read as if it were 2.0, only to copy Via, From, To, Call-ID
+    /// and CSeq into the 505; nothing else of it is acted on).
+    fn head_of_refused(&self, bytes: &Bytes, kind: &ErrorKind) -> Option<Message> {
+        match kind {
+            ErrorKind::MessageTooLarge { .. } => {
+                let limits = Limits { max_message_size: bytes.len(), ..self.limits.clone() };
+                Message::parse_head(bytes.clone(), &limits).ok()
+            }
+            ErrorKind::UnsupportedVersion => {
+                let end = bytes.iter().position(|&c| c == b'\n')?;
+                let line = bytes[..end].strip_suffix(b"\r").unwrap_or(&bytes[..end]);
+                let version = line.iter().rposition(|&c| c == b' ')? + 1;
+                let mut as_2_0 = Vec::with_capacity(bytes.len());
+                as_2_0.extend_from_slice(&line[..version]);
+                as_2_0.extend_from_slice(b"SIP/2.0\r");
+                as_2_0.extend_from_slice(&bytes[end..]);
+                Message::parse_head(Bytes::from(as_2_0), &self.limits).ok()
+            }
+            _ => None,
         }
     }
 

@@ -1,0 +1,496 @@
+//! What every end-to-end test needs: an in-process server on loopback ports chosen by the
+//! kernel, with its own data directory and configuration, and small SIP clients over UDP, TCP
+//! and TLS that speak to it through real sockets.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use bytes::Bytes;
+use sipfront::config::Config;
+use sipfront::RunningServer;
+use sipfront_proto::{Frame, HeaderName, Limits, Message, StreamFramer};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+/// How long a test waits for an answer that should come at once.
+pub const WAIT: Duration = Duration::from_secs(3);
+/// How long a test listens to be sure nothing comes.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+pub const LOCALHOST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// A configuration for tests: every listener on `127.0.0.1:0`, two workers, a short drain.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.listen.sip = vec![LOCALHOST];
+    c.listen.tls = vec![LOCALHOST];
+    c.listen.http = LOCALHOST;
+    c.server.workers = 2;
+    c.server.drain_timeout_secs = 2;
+    c
+}
+
+/// A server running in this process, and the directory it keeps its files in.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        TestServer::with(|_| {}).await
+    }
+
+    /// Starts a server with [`test_config`] changed by `adjust`.
+    pub async fn with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config();
+        adjust(&mut config);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let server = sipfront::start(&config, dir.path()).await.expect("server starts");
+        TestServer { server, config, dir }
+    }
+
+    /// Starts a server whose store serves `domain` with one user, `user` with `password`.
+    pub async fn with_user(domain: &str, user: &str, password: &str) -> TestServer {
+        use sipfront_proto::digest::{ha1, Algorithm};
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        {
+            let store = sipfront_storage::open("", dir.path()).await.expect("open the store");
+            store.add_domain(domain).await.expect("add the domain");
+            let new = sipfront_storage::NewUser {
+                username: user.into(),
+                domain: domain.into(),
+                display_name: String::new(),
+                ha1_md5: ha1(Algorithm::Md5, user, domain, password),
+                ha1_sha256: ha1(Algorithm::Sha256, user, domain, password),
+            };
+            store.add_user(&new).await.expect("add the user");
+        }
+        let config = test_config();
+        let server = sipfront::start(&config, dir.path()).await.expect("server starts");
+        TestServer { server, config, dir }
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.server.udp[0]
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.server.tcp[0]
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.server.tls[0]
+    }
+
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.path().join("tls").join("cert.pem")
+    }
+
+    pub async fn udp_client(&self) -> UdpClient {
+        UdpClient::new(self.udp_addr()).await
+    }
+
+    pub async fn tcp_client(&self) -> SipStream<TcpStream> {
+        SipStream::tcp(self.tcp_addr()).await
+    }
+
+    pub async fn tls_client(&self) -> SipStream<tokio_rustls::client::TlsStream<TcpStream>> {
+        SipStream::tls(self.tls_addr(), &self.cert_path()).await
+    }
+
+    pub async fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.server.http, path).await.expect("HTTP answer")
+    }
+
+    /// The sum of every series of the metric `name` in `/metrics` (0 if it has none yet).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (status, body) = self.http_get("/metrics").await;
+        assert_eq!(status, 200, "/metrics");
+        metric_sum(&body, name)
+    }
+
+    /// Sends OPTIONS over a fresh UDP socket and expects 200: the server is still well.
+    pub async fn assert_answers_options(&self) {
+        let client = self.udp_client().await;
+        let resp = client.transact(&Request::options(Transport::Udp, client.local())).await;
+        assert_eq!(resp.status(), Some(200), "the server still answers OPTIONS");
+    }
+}
+
+/// The sum of every series of `name` in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn via_name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+}
+
+/// A request as text, built field by field so that a test can break any part of it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub start_line: String,
+    /// Header lines in order; a `None` value is worked out when written (Content-Length).
+    pub headers: Vec<(String, Option<String>)>,
+    pub body: String,
+}
+
+impl Request {
+    /// A well-formed request from `sent_by`, with a fresh branch, tag and Call-ID.
+    pub fn new(method: &str, transport: Transport, sent_by: SocketAddr) -> Request {
+        let host = match sent_by {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        let h = |n: &str, v: String| (n.to_string(), Some(v));
+        Request {
+            start_line: format!("{method} sip:probe@{host} SIP/2.0"),
+            headers: vec![
+                h("Via", format!("SIP/2.0/{} {host}:{};branch={}", transport.via_name(), sent_by.port(), branch())),
+                h("Max-Forwards", "70".into()),
+                h("From", format!("<sip:test@{host}>;tag={}", token(8))),
+                h("To", format!("<sip:probe@{host}>")),
+                h("Call-ID", format!("{}@test", token(16))),
+                h("CSeq", format!("1 {method}")),
+                ("Content-Length".to_string(), None),
+            ],
+            body: String::new(),
+        }
+    }
+
+    pub fn options(transport: Transport, sent_by: SocketAddr) -> Request {
+        Request::new("OPTIONS", transport, sent_by)
+    }
+
+    /// Sets the first header called `name` to `value`, or adds it before Content-Length.
+    pub fn set(mut self, name: &str, value: &str) -> Request {
+        match self.headers.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some(h) => h.1 = Some(value.to_string()),
+            None => {
+                let at = self.headers.len().saturating_sub(1);
+                self.headers.insert(at, (name.to_string(), Some(value.to_string())));
+            }
+        }
+        self
+    }
+
+    pub fn without(mut self, name: &str) -> Request {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.as_deref())
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut s = format!("{}\r\n", self.start_line);
+        for (name, value) in &self.headers {
+            let value = value.clone().unwrap_or_else(|| self.body.len().to_string());
+            s.push_str(&format!("{name}: {value}\r\n"));
+        }
+        s.push_str("\r\n");
+        s.push_str(&self.body);
+        s.into_bytes()
+    }
+}
+
+/// A `Proxy-Authorization` (or `Authorization`) value answering `challenge`, a
+/// `Proxy-Authenticate` value, for `method` and `uri` (RFC 3261 22.4, qop=auth, MD5).
+pub fn digest_credentials(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    use sipfront_proto::digest::{ha1, response, Algorithm, Challenge};
+    let param = |name: &str| -> String {
+        let at = challenge.find(&format!("{name}=")).unwrap_or_else(|| panic!("{name} in {challenge}"));
+        let v = &challenge[at + name.len() + 1..];
+        let v = v.strip_prefix('"').map_or_else(|| v.split([',', ' ']).next(), |q| q.split('"').next());
+        v.unwrap_or_default().to_string()
+    };
+    let (realm, nonce) = (param("realm"), param("nonce"));
+    let (nc, cnonce) = ("00000001", token(12));
+    let c = Challenge {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        method,
+        uri: uri.as_bytes(),
+        qop: Some((b"auth", nc.as_bytes(), cnonce.as_bytes())),
+        cnonce: cnonce.as_bytes(),
+    };
+    let r = response(&ha1(Algorithm::Md5, user, &realm, password), &c);
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"{cnonce}\""
+    )
+}
+
+/// The status code of a response as raw bytes (for responses too broken to parse, such as a
+/// 400 to a request without Call-ID, which cannot copy it).
+pub fn status_of(bytes: &[u8]) -> Option<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.strip_prefix("SIP/2.0 ")?.get(..3)?.parse().ok()
+}
+
+/// A fresh RFC 3261 branch (magic cookie and randomness).
+pub fn branch() -> String {
+    format!("z9hG4bK{}", token(12))
+}
+
+pub fn token(n: usize) -> String {
+    std::iter::repeat_with(fastrand::alphanumeric).take(n).collect()
+}
+
+pub fn parse(bytes: &[u8]) -> Message {
+    Message::parse(Bytes::copy_from_slice(bytes), &Limits::default()).unwrap_or_else(|e| {
+        panic!("the server sent an unparseable message ({e}): {:?}", String::from_utf8_lossy(bytes))
+    })
+}
+
+pub fn header(msg: &Message, name: HeaderName) -> String {
+    String::from_utf8_lossy(msg.header(name).unwrap_or_default()).into_owned()
+}
+
+/// Checks what RFC 3261 8.2.6.2 asks of every response: the request's Via, From, Call-ID and
+/// CSeq copied, and its To with a tag added.
+pub fn assert_matches_request(resp: &Message, req: &Request) {
+    for (name, raw) in [
+        (HeaderName::Via, "Via"),
+        (HeaderName::From, "From"),
+        (HeaderName::CallId, "Call-ID"),
+        (HeaderName::CSeq, "CSeq"),
+    ] {
+        assert_eq!(header(resp, name), req.header(raw).unwrap_or_default(), "{raw} copied to the response");
+    }
+    let to = header(resp, HeaderName::To);
+    assert!(to.starts_with(req.header("To").unwrap_or_default()), "To copied: {to}");
+    assert!(resp.to().and_then(|t| t.tag().map(<[u8]>::len)).unwrap_or(0) > 0, "To tag added: {to}");
+}
+
+/// A UDP socket on loopback that talks to one server address.
+pub struct UdpClient {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl UdpClient {
+    pub async fn new(server: SocketAddr) -> UdpClient {
+        let bind = SocketAddr::new(server.ip(), 0);
+        let socket = UdpSocket::bind(bind).await.expect("bind a UDP socket on loopback");
+        UdpClient { socket, server }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().expect("bound")
+    }
+
+    pub async fn send(&self, data: &[u8]) {
+        self.socket.send_to(data, self.server).await.expect("send a datagram");
+    }
+
+    /// The next datagram, or `None` after `wait`.
+    pub async fn recv(&self, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = tokio::time::timeout(wait, self.socket.recv_from(&mut buf)).await.ok()?.ok()?;
+        buf.truncate(n);
+        Some((buf, from))
+    }
+
+    /// The next response, which must come within [`WAIT`].
+    pub async fn recv_response(&self) -> Message {
+        let (bytes, _) = self.recv(WAIT).await.expect("a response within the wait");
+        parse(&bytes)
+    }
+
+    pub async fn transact(&self, req: &Request) -> Message {
+        self.send(&req.to_bytes()).await;
+        self.recv_response().await
+    }
+}
+
+/// A TCP or TLS connection, framed by Content-Length like the server frames it.
+pub struct SipStream<S> {
+    pub stream: S,
+    framer: StreamFramer,
+    pub local: SocketAddr,
+}
+
+impl SipStream<TcpStream> {
+    pub async fn tcp(server: SocketAddr) -> SipStream<TcpStream> {
+        let stream = TcpStream::connect(server).await.expect("TCP connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let local = stream.local_addr().expect("bound");
+        SipStream { stream, framer: StreamFramer::new(Limits::default()), local }
+    }
+}
+
+impl SipStream<tokio_rustls::client::TlsStream<TcpStream>> {
+    pub async fn tls(server: SocketAddr, cert: &Path) -> SipStream<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(server).await.expect("TCP connect for TLS");
+        tcp.set_nodelay(true).expect("nodelay");
+        let local = tcp.local_addr().expect("bound");
+        let name = rustls::pki_types::ServerName::IpAddress(server.ip().into());
+        let stream = tokio::time::timeout(WAIT, tls_connector(cert).connect(name, tcp))
+            .await
+            .expect("TLS handshake within the wait")
+            .expect("TLS handshake with the server's certificate");
+        SipStream { stream, framer: StreamFramer::new(Limits::default()), local }
+    }
+}
+
+/// A TLS client that trusts exactly the server's self-signed certificate.
+pub fn tls_connector(cert: &Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).expect("read cert.pem") {
+        roots.add(c.expect("a PEM certificate")).expect("a usable trust anchor");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SipStream<S> {
+    pub async fn write(&mut self, data: &[u8]) {
+        self.stream.write_all(data).await.expect("write to the stream");
+        self.stream.flush().await.expect("flush the stream");
+    }
+
+    /// The next frame (message or keep-alive), or `None` if the server closed the connection
+    /// or `wait` passed.
+    pub async fn next_frame(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(frame) = self.framer.next_frame().expect("the server's stream frames") {
+                return Some(frame);
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(self.framer.buffer_mut())).await;
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the next bytes within `wait` are a CRLF pong (RFC 5626 3.5.1). Read here rather
+    /// than through the framer, which holds a lone CRLF back in case it grows into a ping.
+    pub async fn recv_pong(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.framer.buffer_mut().len() < 2 {
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(self.framer.buffer_mut())).await;
+            if !matches!(read, Ok(Ok(n)) if n > 0) {
+                return false;
+            }
+        }
+        let buf = self.framer.buffer_mut();
+        let pong = buf.starts_with(b"\r\n");
+        if pong {
+            let _ = buf.split_to(2);
+        }
+        pong
+    }
+
+    /// The next response, which must come within [`WAIT`].
+    pub async fn recv_response(&mut self) -> Message {
+        match self.next_frame(WAIT).await {
+            Some(Frame::Message(bytes)) => parse(&bytes),
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    pub async fn transact(&mut self, req: &Request) -> Message {
+        self.write(&req.to_bytes()).await;
+        self.recv_response().await
+    }
+
+    /// Whether the server closes the connection within `wait` (whatever else it sends first
+    /// is discarded). A reset counts as closed.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// `GET path` over HTTP/1.1: the status code and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut text = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut text))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP answer"))??;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not HTTP: {text:?}")))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Whether this machine has IPv6 loopback.
+pub fn has_ipv6_loopback() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+}
+
+/// Whether an external tool can be run; when it cannot, a test is skipped with a message,
+/// except in CI (`CI` set), where a missing tool is a failure.
+pub fn tool_available(name: &str) -> bool {
+    let found =
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "{name} is not installed, and CI needs it");
+        println!("skipped: {name} not installed");
+    }
+    found
+}
+
+/// Runs a command to its end, killing it after `limit`: exit status, stdout and stderr.
+pub async fn run_tool(mut cmd: std::process::Command, limit: Duration) -> (std::process::ExitStatus, String, String) {
+    use std::process::Stdio;
+    let shown = format!("{cmd:?}");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {shown}: {e}"));
+    let pid = child.id();
+    let waited = tokio::time::timeout(limit, tokio::task::spawn_blocking(move || child.wait_with_output())).await;
+    match waited {
+        Ok(joined) => {
+            let out = joined.expect("the wait task").unwrap_or_else(|e| panic!("waiting for {shown}: {e}"));
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status, text(&out.stdout), text(&out.stderr))
+        }
+        Err(_) => {
+            let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+            panic!("{shown} did not finish within {limit:?}");
+        }
+    }
+}

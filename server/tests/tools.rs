@@ -1,0 +1,72 @@
+//! Real SIP tools from Debian against a real server: sipsak's OPTIONS probe over UDP and TCP,
+//! and a bounded SIPp OPTIONS load of 10,000 requests that must all succeed. A missing tool
+//! skips the test with a message, except in CI, where it fails.
+
+mod common;
+
+use common::{run_tool, tool_available, TestServer};
+use std::process::Command;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sipsak_probe_over_udp_and_tcp() {
+    if !tool_available("sipsak") {
+        return;
+    }
+    let s = TestServer::start().await;
+    for (transport, addr) in [("udp", s.udp_addr()), ("tcp", s.tcp_addr())] {
+        let mut cmd = Command::new("sipsak");
+        // -vv prints the reply, so that a failure shows what the server said.
+        cmd.args(["-vv", "-E", transport, "-s", &format!("sip:probe@{addr}")]);
+        let (status, out, err) = run_tool(cmd, Duration::from_secs(30)).await;
+        assert!(status.success(), "sipsak over {transport}: {status}\n{out}\n{err}");
+        assert!(out.contains("200 OK") || out.contains("SIP/2.0 200"), "sipsak saw the 200:\n{out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sipp_sends_10000_options_and_every_one_succeeds() {
+    if !tool_available("sipp") {
+        return;
+    }
+    let s = TestServer::start().await;
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/options.xml");
+    let stats = s.dir.path().join("options-stats.csv");
+    // SIPp binds 5060 unless told otherwise; that port belongs to the binary's own test.
+    let local_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|u| u.local_addr())
+        .expect("a free UDP port")
+        .port()
+        .to_string();
+    let mut cmd = Command::new("sipp");
+    cmd.current_dir(s.dir.path()).arg(s.udp_addr().to_string()).args(["-sf", scenario]).args([
+        "-m",
+        "10000", // calls in all, then stop
+        "-r",
+        "5000", // new calls per second
+        "-l",
+        "500", // at most this many outstanding
+        "-timeout",
+        "60s",
+        "-timeout_error", // a hung run fails instead of passing
+        "-nostdin",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &local_port,
+    ]);
+    cmd.args(["-trace_stat", "-fd", "1", "-stf"]).arg(&stats);
+    let (status, out, err) = run_tool(cmd, Duration::from_secs(90)).await;
+    let csv = std::fs::read_to_string(&stats).unwrap_or_default();
+    let column = |name: &str| -> Option<u64> {
+        let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+        let header: Vec<&str> = lines.next()?.split(';').collect();
+        let last: Vec<&str> = lines.last()?.split(';').collect();
+        last.get(header.iter().position(|h| *h == name)?)?.trim().parse().ok()
+    };
+    let (ok, failed) = (column("SuccessfulCall(C)"), column("FailedCall(C)"));
+    let screen = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert_eq!(status.code(), Some(0), "SIPp exit code 0 means every call succeeded\n{screen}\n{err}");
+    assert_eq!((ok, failed), (Some(10_000), Some(0)), "SIPp statistics: successful and failed calls\n{screen}");
+    s.assert_answers_options().await;
+}
