@@ -36,7 +36,8 @@ pub enum Verdict {
 
 pub struct Auth {
     algorithms: Vec<Algorithm>,
-    key: Vec<u8>,
+    /// HMAC state with the key already absorbed; cloned for each nonce.
+    keyed: Hmac<Sha256>,
     lifetime: Duration,
     /// nonce -> highest nc accepted.
     seen: DashMap<Box<str>, u32>,
@@ -47,15 +48,13 @@ pub struct Auth {
 impl Auth {
     pub fn new(c: &config::Auth) -> Auth {
         let algorithms = c.algorithms.iter().filter_map(|a| Algorithm::parse(a.as_bytes())).collect();
-        let key = if c.secret.is_empty() {
-            std::iter::repeat_with(|| fastrand::u8(..)).take(32).collect()
-        } else {
-            c.secret.as_bytes().to_vec()
-        };
+        let key = if c.secret.is_empty() { super::secure_random(32) } else { c.secret.as_bytes().to_vec() };
         let lifetime = Duration::from_secs(c.nonce_lifetime_secs);
+        // HMAC takes keys of any length, so this cannot fail.
+        let keyed = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts any key length");
         Auth {
             algorithms,
-            key,
+            keyed,
             lifetime,
             seen: DashMap::new(),
             seen_expiry: ExpiryQueue::new(lifetime),
@@ -73,8 +72,7 @@ impl Auth {
     }
 
     fn mac(&self, text: &str) -> String {
-        // HMAC accepts keys of any length.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else { return String::new() };
+        let mut mac = self.keyed.clone();
         mac.update(text.as_bytes());
         digest::hex(&mac.finalize().into_bytes()[..12])
     }
@@ -147,28 +145,44 @@ impl Auth {
         ip: IpAddr,
         directory: &Directory,
     ) -> Result<Arc<User>, Verdict> {
-        let param = |name: &str| -> Result<String, Verdict> {
-            let v = c.get(name).ok_or_else(|| self.reject(400, "missing_parameter"))?;
-            if v.len() > MAX_PARAM {
+        // One pass over the parameters (looking each up by name would split the header anew).
+        let (mut username, mut nonce, mut uri, mut response) = (None, None, None, None);
+        let (mut algorithm, mut qop, mut nc, mut cnonce) = (None, None, None, None);
+        for (name, value) in c.iter() {
+            if value.len() > MAX_PARAM {
                 return Err(self.reject(400, "oversized_parameter"));
             }
+            let slot = match name.to_ascii_lowercase().as_slice() {
+                b"username" => &mut username,
+                b"nonce" => &mut nonce,
+                b"uri" => &mut uri,
+                b"response" => &mut response,
+                b"algorithm" => &mut algorithm,
+                b"qop" => &mut qop,
+                b"nc" => &mut nc,
+                b"cnonce" => &mut cnonce,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        let required = |v: Option<std::borrow::Cow<'_, [u8]>>| -> Result<String, Verdict> {
+            let v = v.ok_or_else(|| self.reject(400, "missing_parameter"))?;
             String::from_utf8(v.into_owned()).map_err(|_| self.reject(400, "malformed"))
         };
-        let username = param("username")?;
-        let nonce = param("nonce")?;
-        let uri = param("uri")?;
-        let response = param("response")?;
-        let algorithm = match c.get("algorithm") {
+        let username = required(username)?;
+        let nonce = required(nonce)?;
+        let uri = required(uri)?;
+        let response = required(response)?;
+        let algorithm = match algorithm {
             None => Algorithm::Md5,
             Some(a) => match Algorithm::parse(&a) {
                 Some(a) if self.algorithms.contains(&a) => a,
                 _ => return Err(self.challenge_for("unknown_algorithm")),
             },
         };
-        let qop = c.get("qop");
         let (nc, cnonce) = match &qop {
             None => (String::new(), String::new()),
-            Some(q) if q.eq_ignore_ascii_case(b"auth") => (param("nc")?, param("cnonce")?),
+            Some(q) if q.eq_ignore_ascii_case(b"auth") => (required(nc)?, required(cnonce)?),
             Some(_) => return Err(self.challenge_for("unsupported_qop")),
         };
         // Some clients send the whole AOR as the username.

@@ -212,6 +212,21 @@ impl Core {
     }
 }
 
+/// Bytes from the operating system's CSPRNG, for keys and unguessable identifiers. Falls back
+/// to a time-seeded generator only if /dev/urandom cannot be read (then logged).
+pub fn secure_random(n: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = vec![0u8; n];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
+        Ok(()) => buf,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read /dev/urandom; using a weaker generator");
+            buf.iter_mut().for_each(|b| *b = fastrand::u8(..));
+            buf
+        }
+    }
+}
+
 /// `user@domain` of a SIP URI in a From or To: the user unescaped, the domain in lower case.
 pub fn aor_of(a: &NameAddr<'_>) -> Option<String> {
     if !a.uri.is_sip() {

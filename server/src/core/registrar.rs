@@ -242,9 +242,10 @@ fn path_has_ob(msg: &Message) -> bool {
     msg.name_addrs(HeaderName::Path).next().is_some_and(|p| p.is_ok_and(|p| p.uri.params().has("ob")))
 }
 
-/// A temp-gruu user part: unguessable, so that it reveals nothing about the AOR (RFC 5627 3.2).
+/// A temp-gruu user part: unguessable, so that it reveals nothing about the AOR and cannot be
+/// forged (RFC 5627 3.2).
 fn new_temp_gruu() -> Box<str> {
     let mut s = String::from("tgruu.");
-    s.extend(std::iter::repeat_with(fastrand::alphanumeric).take(20));
+    s.push_str(&sipfront_proto::digest::hex(&super::secure_random(12)));
     s.into()
 }
