@@ -182,10 +182,18 @@ impl HeaderName {
             20 => &[PPreferredIdentity],
             _ => &[],
         };
+        // Most peers write the canonical spelling, which one memcmp confirms; otherwise the first
+        // letter tells most candidates apart before a case-insensitive comparison.
+        let first = name.first().map_or(0, u8::to_ascii_lowercase);
         candidates
             .iter()
             .copied()
-            .find(|c| c.as_str().as_bytes().eq_ignore_ascii_case(name))
+            .find(|c| {
+                let canonical = c.as_str().as_bytes();
+                canonical == name
+                    || (canonical.first().map(u8::to_ascii_lowercase) == Some(first)
+                        && canonical.eq_ignore_ascii_case(name))
+            })
             .unwrap_or(Other)
     }
 }

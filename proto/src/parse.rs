@@ -363,15 +363,16 @@ fn validate(msg: &Message, limits: &Limits) -> Result<(), ErrorKind> {
         msg.max_forwards()
             .ok_or(ErrorKind::BadHeader(H::MaxForwards))?;
         Uri::parse(msg.request_uri().unwrap_or_default()).map_err(|_| ErrorKind::BadRequestUri)?;
+        let (mut contacts, mut star) = (0usize, false);
         for c in msg.list(H::Contact) {
-            Contact::parse(c).map_err(|_| ErrorKind::BadHeader(H::Contact))?;
-        }
-        if *method == Method::Register || msg.header(H::Contact).is_some() {
-            // Contact: * stands alone (RFC 3261 10.2.2).
-            let n = msg.list(H::Contact).count();
-            if n > 1 && msg.list(H::Contact).any(|c| crate::scan::trim(c) == b"*") {
-                return Err(ErrorKind::BadHeader(H::Contact));
+            if Contact::parse(c).map_err(|_| ErrorKind::BadHeader(H::Contact))? == Contact::Star {
+                star = true;
             }
+            contacts += 1;
+        }
+        // Contact: * stands alone (RFC 3261 10.2.2).
+        if star && contacts > 1 {
+            return Err(ErrorKind::BadHeader(H::Contact));
         }
     }
     Ok(())

@@ -5,9 +5,29 @@
 use std::borrow::Cow;
 
 /// `token` characters (RFC 3261 25.1).
+#[inline]
 pub fn is_token(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&c)
+    // A table: this runs for every byte of every header name the parser meets.
+    TOKEN[usize::from(c)]
 }
+
+/// A 256-entry membership table of the ASCII alphanumerics plus `extra`.
+pub(crate) const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = (c as u8).is_ascii_alphanumeric();
+        c += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        t[extra[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+
+const TOKEN: [bool; 256] = alnum_and(b"-.!%*_+`'~");
 
 /// Linear white space as it may remain inside a header value after unfolding.
 pub fn is_ws(c: u8) -> bool {
@@ -51,11 +71,11 @@ pub fn parse_u32(b: &[u8]) -> Option<u32> {
 pub fn quoted_end(b: &[u8]) -> Option<usize> {
     let mut i = 1;
     while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
+        i += memchr::memchr2(b'\\', b'"', &b[i..])?;
+        if b[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2;
     }
     None
 }
@@ -105,7 +125,16 @@ impl<'a> Iterator for SplitTop<'a> {
         let b = self.rest?;
         let mut i = 0;
         let mut angle = false;
+        // Jump from one byte that matters to the next: a quote or a closing bracket inside
+        // `<...>`; a quote, an opening bracket or the separator outside.
         while i < b.len() {
+            let next = if angle {
+                memchr::memchr2(b'"', b'>', &b[i..])
+            } else {
+                memchr::memchr3(b'"', b'<', self.sep, &b[i..])
+            };
+            let Some(n) = next else { break };
+            i += n;
             let c = b[i];
             if c == b'"' {
                 match quoted_end(&b[i..]) {

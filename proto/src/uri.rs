@@ -36,19 +36,28 @@ impl<'a> Host<'a> {
             let s = std::str::from_utf8(inner).map_err(|_| UriError)?;
             return s.parse().map(Host::V6).map_err(|_| UriError);
         }
-        if b.is_empty() || !b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.') {
+        if b.is_empty() {
             return Err(UriError);
         }
-        if b.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+        // One pass: a hostname's labels are non-empty and start with an alphanumeric character
+        // (RFC 3261 25.1 domainlabel); a single trailing dot is allowed.
+        let (mut numeric, mut label_start) = (true, true);
+        for &c in b {
+            match c {
+                b'.' | b'-' if label_start => return Err(UriError),
+                b'.' => label_start = true,
+                b'-' => numeric = false,
+                c if c.is_ascii_alphanumeric() => {
+                    numeric &= c.is_ascii_digit();
+                    label_start = false;
+                }
+                _ => return Err(UriError),
+            }
+        }
+        if numeric {
             if let Ok(ip) = std::str::from_utf8(b).unwrap_or_default().parse() {
                 return Ok(Host::V4(ip));
             }
-        }
-        // A hostname's labels are non-empty and start with an alphanumeric character (RFC 3261
-        // 25.1 domainlabel); a single trailing dot is allowed.
-        let name = b.strip_suffix(b".").unwrap_or(b);
-        if name.split(|&c| c == b'.').any(|l| l.is_empty() || l[0] == b'-') {
-            return Err(UriError);
         }
         Ok(Host::Name(b))
     }
@@ -93,13 +102,17 @@ pub(crate) fn split_host_port(b: &[u8]) -> Result<(Host<'_>, Option<u16>), UriEr
 /// Characters allowed in the user and password parts, besides `%HH` escapes: unreserved and
 /// user-unreserved (RFC 3261 25.1).
 fn is_user_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-_.!~*'()&=+$,;?/:".contains(&c)
+    USER_CHAR[usize::from(c)]
 }
 
 /// Characters allowed in URI parameters and headers, besides `%HH` escapes.
 fn is_param_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || b"-_.!~*'()[]/:&+$;=?@".contains(&c)
+    PARAM_CHAR[usize::from(c)]
 }
+
+// Tables, as every URI in every request is checked byte by byte.
+const USER_CHAR: [bool; 256] = crate::scan::alnum_and(b"-_.!~*'()&=+$,;?/:");
+const PARAM_CHAR: [bool; 256] = crate::scan::alnum_and(b"-_.!~*'()[]/:&+$;=?@");
 
 fn valid_escaped(b: &[u8], ok: fn(u8) -> bool) -> bool {
     let mut i = 0;
@@ -146,11 +159,14 @@ impl<'a> Uri<'a> {
         }
         // userinfo: '@' appears nowhere else in a SIP URI (params and headers cannot hold it
         // unescaped... except hvalue, so look for it before the first '?').
-        let before_headers = rest.iter().position(|&c| c == b'?').unwrap_or(rest.len());
-        let (user, password, hostport_etc) = match rest[..before_headers].iter().rposition(|&c| c == b'@') {
+        let (before_q, headers) = match memchr::memchr(b'?', rest) {
+            Some(q) => (&rest[..q], Some(&rest[q + 1..])),
+            None => (rest, None),
+        };
+        let (user, password, before_q) = match memchr::memrchr(b'@', before_q) {
             Some(at) => {
-                let userinfo = &rest[..at];
-                let (u, p) = match userinfo.iter().position(|&c| c == b':') {
+                let userinfo = &before_q[..at];
+                let (u, p) = match memchr::memchr(b':', userinfo) {
                     Some(i) => (&userinfo[..i], Some(&userinfo[i + 1..])),
                     None => (userinfo, None),
                 };
@@ -162,15 +178,11 @@ impl<'a> Uri<'a> {
                         return Err(UriError);
                     }
                 }
-                (Some(u), p, &rest[at + 1..])
+                (Some(u), p, &before_q[at + 1..])
             }
-            None => (None, None, rest),
+            None => (None, None, before_q),
         };
-        let (before_q, headers) = match hostport_etc.iter().position(|&c| c == b'?') {
-            Some(q) => (&hostport_etc[..q], Some(&hostport_etc[q + 1..])),
-            None => (hostport_etc, None),
-        };
-        let (hostport, params) = match before_q.iter().position(|&c| c == b';') {
+        let (hostport, params) = match memchr::memchr(b';', before_q) {
             Some(s) => (&before_q[..s], &before_q[s..]),
             None => (before_q, &b""[..]),
         };
@@ -270,6 +282,18 @@ mod tests {
         assert_eq!(u.user(), Some(&b"%61lice;x=y"[..]));
         assert_eq!(u.host(), Host::V4(Ipv4Addr::new(10, 0, 0, 1)));
         assert_eq!(&*unescape(u.user().unwrap()), b"alice;x=y");
+    }
+
+    #[test]
+    fn host_forms() {
+        assert_eq!(Host::parse(b"192.0.2.1"), Ok(Host::V4(Ipv4Addr::new(192, 0, 2, 1))));
+        // Numeric but not an address, or with the trailing dot of a name: a name.
+        assert_eq!(Host::parse(b"999.1.1.1"), Ok(Host::Name(b"999.1.1.1")));
+        assert_eq!(Host::parse(b"192.0.2.1."), Ok(Host::Name(b"192.0.2.1.")));
+        assert_eq!(Host::parse(b"a-b.example."), Ok(Host::Name(b"a-b.example.")));
+        for bad in [&b""[..], b".", b"a..b", b"-a", b"a.-b", b"1..2", b"a_b", b"a.b.."] {
+            assert!(Host::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl<'a> DigestParams<'a> {
 
     /// The parameter `name` (case-insensitive), unquoted.
     pub fn get(&self, name: &str) -> Option<Cow<'a, [u8]>> {
-        self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+        // Unquote only the value asked for, not every one passed on the way.
+        split_commas(self.params).find_map(|p| {
+            let eq = p.iter().position(|&c| c == b'=')?;
+            trim(&p[..eq]).eq_ignore_ascii_case(name.as_bytes()).then(|| unquote(&p[eq + 1..]))
+        })
     }
 }
 
