@@ -3,7 +3,7 @@
 //! storage belong to the server; this is only the math both sides must agree on.
 
 use md5::Md5;
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 
 /// A digest algorithm as named in `algorithm=`. The `-sess` variants derive a per-session HA1
 /// from the stored one (RFC 7616 3.4.2).
@@ -83,7 +83,8 @@ pub struct Challenge<'a> {
 /// The expected `response=` for a stored HA1 (hex, of the algorithm's base).
 pub fn response(stored_ha1: &str, c: &Challenge<'_>) -> String {
     let alg = c.algorithm;
-    let ha1 = if alg.is_sess() { alg.hash(&[stored_ha1.as_bytes(), c.nonce, c.cnonce]) } else { stored_ha1.to_string() };
+    let ha1 =
+        if alg.is_sess() { alg.hash(&[stored_ha1.as_bytes(), c.nonce, c.cnonce]) } else { stored_ha1.to_string() };
     let ha2 = alg.hash(&[c.method.as_bytes(), c.uri]);
     match c.qop {
         Some((qop, nc, cnonce)) => alg.hash(&[ha1.as_bytes(), c.nonce, nc, cnonce, qop, ha2.as_bytes()]),
@@ -93,7 +94,8 @@ pub fn response(stored_ha1: &str, c: &Challenge<'_>) -> String {
 
 /// Compares two digests without leaking where they differ through timing.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())) == 0
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())) == 0
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -9,12 +9,25 @@ pub enum ErrorKind {
     /// Nothing but whitespace.
     Empty,
     /// Larger than [`crate::Limits::max_message_size`].
-    MessageTooLarge { size: usize, limit: usize },
+    MessageTooLarge {
+        size: usize,
+        limit: usize,
+    },
     /// A Content-Length that would take the message past the size limit.
-    BodyTooLarge { declared: u64, limit: usize },
-    TooManyHeaders { limit: usize },
-    HeaderTooLong { name: HeaderName, limit: usize },
-    TooManyVias { limit: usize },
+    BodyTooLarge {
+        declared: u64,
+        limit: usize,
+    },
+    TooManyHeaders {
+        limit: usize,
+    },
+    HeaderTooLong {
+        name: HeaderName,
+        limit: usize,
+    },
+    TooManyVias {
+        limit: usize,
+    },
     /// The first line is neither `METHOD uri SIP/2.0` nor `SIP/2.0 code reason`.
     BadStartLine,
     /// A SIP version other than 2.0.
@@ -32,7 +45,10 @@ pub enum ErrorKind {
     /// CSeq names another method than the request line (RFC 3261 8.1.1.5).
     CSeqMethodMismatch,
     /// Fewer body bytes than Content-Length announces.
-    BodyTruncated { declared: usize, actual: usize },
+    BodyTruncated {
+        declared: usize,
+        actual: usize,
+    },
 }
 
 impl ErrorKind {
@@ -82,10 +98,16 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ErrorKind::Empty => write!(f, "Empty message"),
-            ErrorKind::MessageTooLarge { size, limit } => write!(f, "Message Too Large ({size} > {limit})"),
-            ErrorKind::BodyTooLarge { declared, limit } => write!(f, "Body Too Large ({declared} > {limit})"),
+            ErrorKind::MessageTooLarge { size, limit } => {
+                write!(f, "Message Too Large ({size} > {limit})")
+            }
+            ErrorKind::BodyTooLarge { declared, limit } => {
+                write!(f, "Body Too Large ({declared} > {limit})")
+            }
             ErrorKind::TooManyHeaders { limit } => write!(f, "Too Many Headers (> {limit})"),
-            ErrorKind::HeaderTooLong { name, limit } => write!(f, "{} Too Long (> {limit})", header_name(name)),
+            ErrorKind::HeaderTooLong { name, limit } => {
+                write!(f, "{} Too Long (> {limit})", header_name(name))
+            }
             ErrorKind::TooManyVias { limit } => write!(f, "Too Many Hops (> {limit} Vias)"),
             ErrorKind::BadStartLine => write!(f, "Bad Start Line"),
             ErrorKind::UnsupportedVersion => write!(f, "Version Not Supported"),
@@ -96,7 +118,9 @@ impl fmt::Display for ErrorKind {
             ErrorKind::DuplicateHeader(n) => write!(f, "Duplicate {}", header_name(n)),
             ErrorKind::BadHeader(n) => write!(f, "Bad {}", header_name(n)),
             ErrorKind::CSeqMethodMismatch => write!(f, "CSeq Method Mismatch"),
-            ErrorKind::BodyTruncated { declared, actual } => write!(f, "Body Truncated ({actual} < {declared})"),
+            ErrorKind::BodyTruncated { declared, actual } => {
+                write!(f, "Body Truncated ({actual} < {declared})")
+            }
         }
     }
 }

@@ -18,12 +18,22 @@ pub enum Frame {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
     /// No end of the header block within the size limit.
-    HeadersTooLarge { limit: usize },
+    HeadersTooLarge {
+        limit: usize,
+    },
     /// RFC 3261 18.3: Content-Length is mandatory on streams.
-    MissingContentLength { headers: Bytes },
-    BadContentLength { headers: Bytes },
+    MissingContentLength {
+        headers: Bytes,
+    },
+    BadContentLength {
+        headers: Bytes,
+    },
     /// The announced body would take the message past the size limit; nothing is buffered for it.
-    BodyTooLarge { declared: u64, limit: usize, headers: Bytes },
+    BodyTooLarge {
+        declared: u64,
+        limit: usize,
+        headers: Bytes,
+    },
 }
 
 impl FrameError {
@@ -58,7 +68,9 @@ impl FrameError {
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::HeadersTooLarge { limit } => write!(f, "header block larger than {limit} bytes"),
+            FrameError::HeadersTooLarge { limit } => {
+                write!(f, "header block larger than {limit} bytes")
+            }
             FrameError::MissingContentLength { .. } => write!(f, "Missing Content-Length"),
             FrameError::BadContentLength { .. } => write!(f, "Bad Content-Length"),
             FrameError::BodyTooLarge { declared, limit, .. } => write!(f, "Body Too Large ({declared} > {limit})"),
@@ -151,7 +163,9 @@ impl StreamFramer {
             ContentLength::Missing => {
                 return Err(FrameError::MissingContentLength { headers: Bytes::copy_from_slice(headers) })
             }
-            ContentLength::Bad => return Err(FrameError::BadContentLength { headers: Bytes::copy_from_slice(headers) }),
+            ContentLength::Bad => {
+                return Err(FrameError::BadContentLength { headers: Bytes::copy_from_slice(headers) })
+            }
             ContentLength::Value(n) => n,
         };
         if declared.saturating_add(end as u64) > self.limits.max_message_size as u64 {
@@ -189,7 +203,9 @@ fn content_length(block: &[u8]) -> ContentLength {
     // Skip the start line; header names are at line starts, never on continuation lines.
     for line in block.split(|&c| c == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
         let name = crate::scan::trim(&line[..colon]);
         if line.first().is_some_and(|&c| c == b' ' || c == b'\t') {
             continue;
@@ -199,7 +215,9 @@ fn content_length(block: &[u8]) -> ContentLength {
             if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
                 return ContentLength::Bad;
             }
-            return ContentLength::Value(v.iter().fold(0u64, |n, &c| n.saturating_mul(10).saturating_add(u64::from(c - b'0'))));
+            return ContentLength::Value(
+                v.iter().fold(0u64, |n, &c| n.saturating_mul(10).saturating_add(u64::from(c - b'0'))),
+            );
         }
     }
     ContentLength::Missing

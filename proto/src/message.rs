@@ -160,7 +160,9 @@ impl Message {
         }
         self.headers
             .iter()
-            .find(|h| h.name == HeaderName::Other && h.raw_name.resolve(&self.buf).eq_ignore_ascii_case(raw_name.as_bytes()))
+            .find(|h| {
+                h.name == HeaderName::Other && h.raw_name.resolve(&self.buf).eq_ignore_ascii_case(raw_name.as_bytes())
+            })
             .map(|h| h.value.resolve(&self.buf))
     }
 
@@ -208,7 +210,10 @@ impl Message {
     }
 
     /// Route-like headers (Route, Record-Route, Path, Service-Route) in order.
-    pub fn name_addrs(&self, name: HeaderName) -> impl Iterator<Item = Result<NameAddr<'_>, crate::headers::InvalidHeader>> {
+    pub fn name_addrs(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<NameAddr<'_>, crate::headers::InvalidHeader>> {
         self.list(name).map(NameAddr::parse)
     }
 
@@ -231,7 +236,10 @@ impl Message {
 
     /// Credentials or challenges (Authorization, Proxy-Authorization, WWW-Authenticate,
     /// Proxy-Authenticate) in order; malformed ones are `Err`.
-    pub fn digests(&self, name: HeaderName) -> impl Iterator<Item = Result<DigestParams<'_>, crate::headers::InvalidHeader>> {
+    pub fn digests(
+        &self,
+        name: HeaderName,
+    ) -> impl Iterator<Item = Result<DigestParams<'_>, crate::headers::InvalidHeader>> {
         self.header_all(name).map(DigestParams::parse)
     }
 
@@ -286,7 +294,9 @@ impl Message {
     /// Removes the first element of a list header (the top Via, the topmost Route), whether it
     /// stands alone on its line or first in a comma-separated line. Returns whether there was one.
     pub fn pop_first_element(&mut self, name: HeaderName) -> bool {
-        let Some(i) = self.headers.iter().position(|h| h.name == name) else { return false };
+        let Some(i) = self.headers.iter().position(|h| h.name == name) else {
+            return false;
+        };
         let value = self.headers[i].value.resolve(&self.buf);
         let mut parts = crate::scan::split_top(value, b',');
         let _first = parts.next();
@@ -302,7 +312,9 @@ impl Message {
 
     /// Adds `;tag=` to the To header unless it has a tag already (RFC 3261 8.2.6.2).
     pub fn set_to_tag(&mut self, tag: &str) {
-        let Some(i) = self.headers.iter().position(|h| h.name == HeaderName::To) else { return };
+        let Some(i) = self.headers.iter().position(|h| h.name == HeaderName::To) else {
+            return;
+        };
         let value = self.headers[i].value.resolve(&self.buf);
         if NameAddr::parse(value).is_ok_and(|t| t.tag().is_some()) {
             return;

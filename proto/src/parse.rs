@@ -29,33 +29,21 @@ impl Message {
             None => data.len(),
             Some(h) => {
                 let v = h.value.resolve(data);
-                let declared = parse_u64_saturating(v).ok_or_else(|| {
-                    ParseError::new(ErrorKind::BadHeader(HeaderName::ContentLength))
-                })?;
+                let declared = parse_u64_saturating(v)
+                    .ok_or_else(|| ParseError::new(ErrorKind::BadHeader(HeaderName::ContentLength)))?;
                 if declared.saturating_add(body_start as u64) > limits.max_message_size as u64 {
-                    return Err(ParseError::new(ErrorKind::BodyTooLarge {
-                        declared,
-                        limit: limits.max_message_size,
-                    }));
+                    return Err(ParseError::new(ErrorKind::BodyTooLarge { declared, limit: limits.max_message_size }));
                 }
                 // Fits: it is at most max_message_size.
                 let declared = declared as usize;
                 if declared > available {
-                    return Err(ParseError::new(ErrorKind::BodyTruncated {
-                        declared,
-                        actual: available,
-                    }));
+                    return Err(ParseError::new(ErrorKind::BodyTruncated { declared, actual: available }));
                 }
                 body_start + declared
             }
         };
 
-        let msg = Message {
-            start,
-            headers,
-            body: Text::span(body_start, body_end),
-            buf,
-        };
+        let msg = Message { start, headers, body: Text::span(body_start, body_end), buf };
         match validate(&msg, limits) {
             Ok(()) => Ok(msg),
             Err(kind) => Err(ParseError::with_message(kind, msg)),
@@ -67,30 +55,16 @@ impl Message {
     /// and with an empty body: enough to answer it with an error response.
     pub fn parse_head(head: Bytes, limits: &Limits) -> Result<Message, ParseError> {
         let (start, headers, body_start) = parse_structure(&head, limits)?;
-        Ok(Message {
-            start,
-            headers,
-            body: Text::span(body_start, body_start),
-            buf: head,
-        })
+        Ok(Message { start, headers, body: Text::span(body_start, body_start), buf: head })
     }
 }
 
 /// The start line and header fields of `data`, and where the body starts.
-fn parse_structure(
-    data: &[u8],
-    limits: &Limits,
-) -> Result<(StartLine, Vec<Header>, usize), ParseError> {
+fn parse_structure(data: &[u8], limits: &Limits) -> Result<(StartLine, Vec<Header>, usize), ParseError> {
     if data.len() > limits.max_message_size {
-        return Err(ParseError::new(ErrorKind::MessageTooLarge {
-            size: data.len(),
-            limit: limits.max_message_size,
-        }));
+        return Err(ParseError::new(ErrorKind::MessageTooLarge { size: data.len(), limit: limits.max_message_size }));
     }
-    let mut pos = data
-        .iter()
-        .position(|&c| c != b'\r' && c != b'\n')
-        .ok_or(ParseError::new(ErrorKind::Empty))?;
+    let mut pos = data.iter().position(|&c| c != b'\r' && c != b'\n').ok_or(ParseError::new(ErrorKind::Empty))?;
     if data[pos..].iter().all(|&c| crate::scan::is_ws(c)) {
         return Err(ParseError::new(ErrorKind::Empty));
     }
@@ -104,8 +78,7 @@ fn parse_structure(
     // Where the current header field begins, for the length limit across folded lines.
     let mut field_start = 0;
     let body_start = loop {
-        let (ls, le, next) =
-            next_line(data, pos).ok_or(ParseError::new(ErrorKind::NoEndOfHeaders))?;
+        let (ls, le, next) = next_line(data, pos).ok_or(ParseError::new(ErrorKind::NoEndOfHeaders))?;
         pos = next;
         if ls == le {
             break next;
@@ -113,9 +86,7 @@ fn parse_structure(
         let line = &data[ls..le];
         if line[0] == b' ' || line[0] == b'\t' {
             // A continuation line (RFC 3261 7.3.1): the field goes on; the value is unfolded below.
-            let last = headers
-                .last_mut()
-                .ok_or(ParseError::new(ErrorKind::BadHeaderLine))?;
+            let last = headers.last_mut().ok_or(ParseError::new(ErrorKind::BadHeaderLine))?;
             if le - field_start > limits.max_header_len {
                 return Err(ParseError::new(ErrorKind::HeaderTooLong {
                     name: last.name,
@@ -136,9 +107,7 @@ fn parse_structure(
             continue;
         }
         if headers.len() == limits.max_headers {
-            return Err(ParseError::new(ErrorKind::TooManyHeaders {
-                limit: limits.max_headers,
-            }));
+            return Err(ParseError::new(ErrorKind::TooManyHeaders { limit: limits.max_headers }));
         }
         let colon = memchr::memchr(b':', line).ok_or(ParseError::new(ErrorKind::BadHeaderLine))?;
         // HCOLON = *( SP / HTAB ) ":" SWS
@@ -149,19 +118,12 @@ fn parse_structure(
         }
         let hname = HeaderName::from_bytes(name);
         if le - ls > limits.max_header_len {
-            return Err(ParseError::new(ErrorKind::HeaderTooLong {
-                name: hname,
-                limit: limits.max_header_len,
-            }));
+            return Err(ParseError::new(ErrorKind::HeaderTooLong { name: hname, limit: limits.max_header_len }));
         }
         let vend = trim_end_at(data, ls + colon + 1, le);
         let vstart = skip_ws(data, ls + colon + 1, vend);
         field_start = ls;
-        headers.push(Header {
-            name: hname,
-            raw_name: Text::span(ls, name_end),
-            value: Text::span(vstart, vend),
-        });
+        headers.push(Header { name: hname, raw_name: Text::span(ls, name_end), value: Text::span(vstart, vend) });
     };
     if folded {
         unfold(data, &mut headers);
@@ -174,11 +136,7 @@ fn parse_structure(
 #[inline]
 fn next_line(data: &[u8], pos: usize) -> Option<(usize, usize, usize)> {
     let nl = pos + memchr::memchr(b'\n', data.get(pos..)?)?;
-    let end = if nl > pos && data[nl - 1] == b'\r' {
-        nl - 1
-    } else {
-        nl
-    };
+    let end = if nl > pos && data[nl - 1] == b'\r' { nl - 1 } else { nl };
     Some((pos, end, nl + 1))
 }
 
@@ -237,9 +195,7 @@ fn parse_u64_saturating(v: &[u8]) -> Option<u64> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(v.iter().fold(0u64, |n, &c| {
-        n.saturating_mul(10).saturating_add(u64::from(c - b'0'))
-    }))
+    Some(v.iter().fold(0u64, |n, &c| n.saturating_mul(10).saturating_add(u64::from(c - b'0'))))
 }
 
 /// `SIP/2.0`, case-insensitively; another well-formed `SIP/x.y` is an unsupported version.
@@ -250,14 +206,8 @@ fn check_version(v: &[u8]) -> Result<(), ErrorKind> {
     let well_formed = v.len() > 4
         && v[..4].eq_ignore_ascii_case(b"SIP/")
         && v[4..].split(|&c| c == b'.').count() == 2
-        && v[4..]
-            .split(|&c| c == b'.')
-            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
-    Err(if well_formed {
-        ErrorKind::UnsupportedVersion
-    } else {
-        ErrorKind::BadStartLine
-    })
+        && v[4..].split(|&c| c == b'.').all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit));
+    Err(if well_formed { ErrorKind::UnsupportedVersion } else { ErrorKind::BadStartLine })
 }
 
 fn parse_start_line(data: &[u8], ls: usize, le: usize) -> Result<StartLine, ErrorKind> {
@@ -271,17 +221,12 @@ fn parse_start_line(data: &[u8], ls: usize, le: usize) -> Result<StartLine, Erro
         if !code_bytes.iter().all(u8::is_ascii_digit) || !matches!(rest.get(3), None | Some(b' ')) {
             return Err(ErrorKind::BadStartLine);
         }
-        let code = code_bytes
-            .iter()
-            .fold(0u16, |n, &c| n * 10 + u16::from(c - b'0'));
+        let code = code_bytes.iter().fold(0u16, |n, &c| n * 10 + u16::from(c - b'0'));
         if !(100..=699).contains(&code) {
             return Err(ErrorKind::BadStartLine);
         }
         let reason_start = (ls + sp + 1 + 4).min(le);
-        return Ok(StartLine::Response {
-            code,
-            reason: Text::span(reason_start, le),
-        });
+        return Ok(StartLine::Response { code, reason: Text::span(reason_start, le) });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version: exactly two single spaces.
     let sp1 = memchr::memchr(b' ', line).ok_or(ErrorKind::BadStartLine)?;
@@ -292,10 +237,7 @@ fn parse_start_line(data: &[u8], ls: usize, le: usize) -> Result<StartLine, Erro
     }
     check_version(version)?;
     let method = Method::from_bytes(&line[..sp1]).ok_or(ErrorKind::BadStartLine)?;
-    Ok(StartLine::Request {
-        method,
-        uri: Text::span(ls + sp1 + 1, ls + sp2),
-    })
+    Ok(StartLine::Request { method, uri: Text::span(ls + sp1 + 1, ls + sp2) })
 }
 
 /// RFC 3261 8.2 and 16.3 checks a message must pass before anything acts on it.
@@ -303,14 +245,7 @@ fn validate(msg: &Message, limits: &Limits) -> Result<(), ErrorKind> {
     use HeaderName as H;
     let is_request = msg.is_request();
     let mut counts = [0u16; 6];
-    const SINGLE: [HeaderName; 6] = [
-        H::To,
-        H::From,
-        H::CallId,
-        H::CSeq,
-        H::MaxForwards,
-        H::ContentLength,
-    ];
+    const SINGLE: [HeaderName; 6] = [H::To, H::From, H::CallId, H::CSeq, H::MaxForwards, H::ContentLength];
     let mut vias = 0usize;
     for h in msg.headers() {
         if let Some(i) = SINGLE.iter().position(|&n| n == h.name) {
@@ -320,9 +255,7 @@ fn validate(msg: &Message, limits: &Limits) -> Result<(), ErrorKind> {
             for v in split_commas(h.value) {
                 vias += 1;
                 if vias > limits.max_vias {
-                    return Err(ErrorKind::TooManyVias {
-                        limit: limits.max_vias,
-                    });
+                    return Err(ErrorKind::TooManyVias { limit: limits.max_vias });
                 }
                 Via::parse(v).map_err(|_| ErrorKind::BadHeader(H::Via))?;
             }
@@ -360,8 +293,7 @@ fn validate(msg: &Message, limits: &Limits) -> Result<(), ErrorKind> {
         if &cseq.method != method {
             return Err(ErrorKind::CSeqMethodMismatch);
         }
-        msg.max_forwards()
-            .ok_or(ErrorKind::BadHeader(H::MaxForwards))?;
+        msg.max_forwards().ok_or(ErrorKind::BadHeader(H::MaxForwards))?;
         Uri::parse(msg.request_uri().unwrap_or_default()).map_err(|_| ErrorKind::BadRequestUri)?;
         let (mut contacts, mut star) = (0usize, false);
         for c in msg.list(H::Contact) {

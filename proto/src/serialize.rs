@@ -52,7 +52,8 @@ impl Message {
 
     fn wire_len_hint(&self) -> usize {
         let buf = self.buffer();
-        let headers: usize = self.headers.iter().map(|h| h.raw_name.resolve(buf).len() + h.value.resolve(buf).len() + 4).sum();
+        let headers: usize =
+            self.headers.iter().map(|h| h.raw_name.resolve(buf).len() + h.value.resolve(buf).len() + 4).sum();
         64 + headers + self.body().len()
     }
 }

@@ -80,7 +80,14 @@ mod tests {
 
     #[test]
     fn malformed() {
-        for bad in [&br#"Digest username="alice"#[..], b"Digest realm", b"Digest =x", b"", br#"Digest a="b" c"#, b"Digest a=b c"] {
+        for bad in [
+            &br#"Digest username="alice"#[..],
+            b"Digest realm",
+            b"Digest =x",
+            b"",
+            br#"Digest a="b" c"#,
+            b"Digest a=b c",
+        ] {
             assert!(DigestParams::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

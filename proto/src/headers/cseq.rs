@@ -27,7 +27,9 @@ mod tests {
     fn cseq() {
         assert_eq!(CSeq::parse(b"1 REGISTER").unwrap(), CSeq { seq: 1, method: Method::Register });
         assert_eq!(CSeq::parse(b"  2147483647 \t INVITE ").unwrap().seq, 2147483647);
-        for bad in [&b"2147483648 INVITE"[..], b"-1 INVITE", b"1", b"x INVITE", b"1 IN VITE", b"99999999999999999999 ACK"] {
+        for bad in
+            [&b"2147483648 INVITE"[..], b"-1 INVITE", b"1", b"x INVITE", b"1 IN VITE", b"99999999999999999999 ACK"]
+        {
             assert!(CSeq::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -111,14 +111,25 @@ mod tests {
         )
         .unwrap();
         let Contact::Addr(c) = c else { panic!("not an address") };
-        assert_eq!(c.params.value("+sip.instance").as_deref(), Some(&b"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"[..]));
+        assert_eq!(
+            c.params.value("+sip.instance").as_deref(),
+            Some(&b"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"[..])
+        );
         assert_eq!(c.params.get("reg-id"), Some(Some(&b"1"[..])));
         assert_eq!(Contact::parse(b" * ").unwrap(), Contact::Star);
     }
 
     #[test]
     fn invalid() {
-        for bad in [&br#""unterminated <sip:a@b>"#[..], b"<sip:a@b", b"Name sip:a@b", b"<sip:a@b> junk", b"<nota uri>", b"a@b", b"Bad\"Name <sip:a@b>"] {
+        for bad in [
+            &br#""unterminated <sip:a@b>"#[..],
+            b"<sip:a@b",
+            b"Name sip:a@b",
+            b"<sip:a@b> junk",
+            b"<nota uri>",
+            b"a@b",
+            b"Bad\"Name <sip:a@b>",
+        ] {
             assert!(NameAddr::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

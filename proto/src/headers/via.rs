@@ -54,7 +54,14 @@ impl<'a> Via<'a> {
             }
             _ => split_host_port(sent_by)?,
         };
-        Ok(Via { protocol: parts[0], version: parts[1], transport: parts[2], host, port, params: Params::new(&rest[semi..]) })
+        Ok(Via {
+            protocol: parts[0],
+            version: parts[1],
+            transport: parts[2],
+            host,
+            port,
+            params: Params::new(&rest[semi..]),
+        })
     }
 
     /// The transaction identifier; RFC 3261 17.2.3 matching applies when it starts with the
