@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_tool, tool_available, TestServer};
+use common::{run_tool, sipp_column, tool_available, TestServer};
 use std::process::Command;
 use std::time::Duration;
 
@@ -58,13 +58,7 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
     cmd.args(["-trace_stat", "-fd", "1", "-stf"]).arg(&stats);
     let (status, out, err) = run_tool(cmd, Duration::from_secs(90)).await;
     let csv = std::fs::read_to_string(&stats).unwrap_or_default();
-    let column = |name: &str| -> Option<u64> {
-        let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
-        let header: Vec<&str> = lines.next()?.split(';').collect();
-        let last: Vec<&str> = lines.last()?.split(';').collect();
-        last.get(header.iter().position(|h| *h == name)?)?.trim().parse().ok()
-    };
-    let (ok, failed) = (column("SuccessfulCall(C)"), column("FailedCall(C)"));
+    let (ok, failed) = (sipp_column(&csv, "SuccessfulCall(C)"), sipp_column(&csv, "FailedCall(C)"));
     let screen = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     assert_eq!(status.code(), Some(0), "SIPp exit code 0 means every call succeeded\n{screen}\n{err}");
     assert_eq!((ok, failed), (Some(10_000), Some(0)), "SIPp statistics: successful and failed calls\n{screen}");

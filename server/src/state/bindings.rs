@@ -36,9 +36,12 @@ pub struct Binding {
 }
 
 impl Binding {
-    /// Seconds left, at least 0.
+    /// Seconds left, rounded up, at least 0. RFC 3261 10.3 step 8: the 200 states the
+    /// interval the registrar chose; truncating would answer `expires=599` to a request for
+    /// 600 granted in full, a few microseconds after granting it.
     pub fn remaining(&self, now: Instant) -> u64 {
-        self.expires_at.saturating_duration_since(now).as_secs()
+        let left = self.expires_at.saturating_duration_since(now);
+        left.as_secs() + u64::from(left.subsec_nanos() > 0)
     }
 }
 

@@ -200,15 +200,23 @@ impl Transports {
         }
     }
 
-    /// The header block of a message refused before its headers were read, for the two errors
-    /// that still have an answer: RFC 3261 21.5.11 513 for a datagram past the size limit (read
-    /// without the limit: the kernel has capped it at 64 KiB already), and 21.5.7 505 for a
-    /// SIP version other than 2.0 (read as if it were 2.0, only to copy Via, From, To, Call-ID
-    /// and CSeq into the 505; nothing else of it is acted on).
+    /// The header block of a message refused before its headers were read, for the errors
+    /// that still have an answer: the 400 of the header limits (below), RFC 3261 21.5.11 513
+    /// for a datagram past the size limit (read without the limit: the kernel has capped it at
+    /// 64 KiB already), and 21.5.7 505 for a SIP version other than 2.0 (read as if it were
+    /// 2.0, only to copy Via, From, To, Call-ID and CSeq into the 505; nothing else of it is
+    /// acted on).
     fn head_of_refused(&self, bytes: &Bytes, kind: &ErrorKind) -> Option<Message> {
         match kind {
             ErrorKind::MessageTooLarge { .. } => {
                 let limits = Limits { max_message_size: bytes.len(), ..self.limits.clone() };
+                Message::parse_head(bytes.clone(), &limits).ok()
+            }
+            // RFC 3261 21.4.1: an over-long header field or too many of them is a 400 (the
+            // README's limits promise it). The message is within max_message_size, which
+            // bounds both; it is read without them only to copy what a 400 copies.
+            ErrorKind::HeaderTooLong { .. } | ErrorKind::TooManyHeaders { .. } => {
+                let limits = Limits { max_header_len: bytes.len(), max_headers: bytes.len(), ..self.limits.clone() };
                 Message::parse_head(bytes.clone(), &limits).ok()
             }
             ErrorKind::UnsupportedVersion => {

@@ -474,6 +474,15 @@ pub fn tool_available(name: &str) -> bool {
     found
 }
 
+/// A counter from the last line of SIPp's statistics file (`-trace_stat -stf FILE`), by the
+/// name of its column (`SuccessfulCall(C)`, `FailedCall(C)`).
+pub fn sipp_column(csv: &str, name: &str) -> Option<u64> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next()?.split(';').collect();
+    let last: Vec<&str> = lines.next_back()?.split(';').collect();
+    last.get(header.iter().position(|h| *h == name)?)?.trim().parse().ok()
+}
+
 /// Runs a command to its end, killing it after `limit`: exit status, stdout and stderr.
 pub async fn run_tool(mut cmd: std::process::Command, limit: Duration) -> (std::process::ExitStatus, String, String) {
     use std::process::Stdio;
@@ -492,5 +501,267 @@ pub async fn run_tool(mut cmd: std::process::Command, limit: Duration) -> (std::
             let _ = std::process::Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
             panic!("{shown} did not finish within {limit:?}");
         }
+    }
+}
+
+// ---- Registrar and digest authentication (issue 4) ----
+
+use sipfront_proto::digest::Algorithm;
+
+/// The domain every registrar test serves.
+pub const DOMAIN: &str = "example.test";
+
+/// Where a test server keeps its users: SQLite in its data directory, or a fresh PostgreSQL
+/// database (a URL from `sipfront_storage::testing::fresh_postgres`).
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres(String),
+}
+
+impl Backend {
+    /// `database.url` for this backend.
+    pub fn url(&self) -> String {
+        match self {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres(url) => url.clone(),
+        }
+    }
+}
+
+/// SQLite always, and PostgreSQL too when `SIPFRONT_TEST_PG_URL` names one (without it the
+/// PostgreSQL half prints that it was skipped; under CI it fails).
+pub async fn backends(test: &str) -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    if let Some(url) = sipfront_storage::testing::fresh_postgres(test).await {
+        all.push(Backend::Postgres(url));
+    }
+    all
+}
+
+/// A user of [`DOMAIN`] as the store takes it: both HA1 values of `password`.
+pub fn new_user(user: &str, password: &str) -> sipfront_storage::NewUser {
+    use sipfront_proto::digest::ha1;
+    sipfront_storage::NewUser {
+        username: user.into(),
+        domain: DOMAIN.into(),
+        display_name: String::new(),
+        ha1_md5: ha1(Algorithm::Md5, user, DOMAIN, password),
+        ha1_sha256: ha1(Algorithm::Sha256, user, DOMAIN, password),
+    }
+}
+
+impl TestServer {
+    /// Starts a server on `backend` whose store serves [`DOMAIN`] with `users` (name,
+    /// password), with [`test_config`] and a 100 ms change-log poll, changed by `adjust`.
+    pub async fn with_users(backend: &Backend, users: &[(&str, &str)], adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = test_config();
+        config.database.url = backend.url();
+        config.database.poll_ms = 100;
+        adjust(&mut config);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        {
+            let store = sipfront_storage::open(&config.database.url, dir.path()).await.expect("open the store");
+            store.add_domain(DOMAIN).await.expect("add the domain");
+            let new: Vec<_> = users.iter().map(|(u, p)| new_user(u, p)).collect();
+            store.add_users(&new).await.expect("add the users");
+        }
+        let server = sipfront::start(&config, dir.path()).await.expect("server starts");
+        TestServer { server, config, dir }
+    }
+
+    /// A UDP client whose socket is bound to `ip` (another loopback address is another
+    /// source address to the server).
+    pub async fn udp_client_from(&self, ip: std::net::IpAddr) -> UdpClient {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("bind a UDP socket on that address");
+        UdpClient { socket, server: self.udp_addr() }
+    }
+
+    /// The live bindings of `user`@[`DOMAIN`] in the server's location table.
+    pub fn bindings_of(&self, user: &str) -> Vec<sipfront::state::bindings::Binding> {
+        self.server.bindings.get(&format!("{user}@{DOMAIN}"))
+    }
+}
+
+/// What the registrar tests need of a client, whatever its transport.
+#[allow(async_fn_in_trait)] // used by these tests only, never across threads
+pub trait SipClient {
+    fn transport(&self) -> Transport;
+    fn local_addr(&self) -> SocketAddr;
+    /// Sends a request and returns the first final response (1xx are skipped).
+    async fn request(&mut self, req: &Request) -> Message;
+}
+
+impl SipClient for UdpClient {
+    fn transport(&self) -> Transport {
+        Transport::Udp
+    }
+    fn local_addr(&self) -> SocketAddr {
+        self.local()
+    }
+    async fn request(&mut self, req: &Request) -> Message {
+        self.send(&req.to_bytes()).await;
+        loop {
+            let r = self.recv_response().await;
+            if r.status().is_some_and(|s| s >= 200) {
+                return r;
+            }
+        }
+    }
+}
+
+impl SipClient for SipStream<TcpStream> {
+    fn transport(&self) -> Transport {
+        Transport::Tcp
+    }
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+    async fn request(&mut self, req: &Request) -> Message {
+        self.write(&req.to_bytes()).await;
+        loop {
+            let r = self.recv_response().await;
+            if r.status().is_some_and(|s| s >= 200) {
+                return r;
+            }
+        }
+    }
+}
+
+impl Request {
+    /// A REGISTER of `user`@[`DOMAIN`] by that user, with one Contact on the client's own
+    /// address and a fresh Call-ID (no Expires: add what the test needs).
+    pub fn register(client: &impl SipClient, user: &str) -> Request {
+        let (t, local) = (client.transport(), client.local_addr());
+        let transport = if t == Transport::Udp { String::new() } else { format!(";transport={}", t.via_name()) };
+        let aor = format!("sip:{user}@{DOMAIN}");
+        let mut r = Request::new("REGISTER", t, local)
+            .set("From", &format!("<{aor}>;tag={}", token(8)))
+            .set("To", &format!("<{aor}>"))
+            .set("Contact", &format!("<sip:{user}@{local}{transport}>"));
+        r.start_line = format!("REGISTER sip:{DOMAIN} SIP/2.0");
+        r
+    }
+
+    /// A MESSAGE from `from` to `to` (users of [`DOMAIN`]), sent by `client`.
+    pub fn message(client: &impl SipClient, from: &str, to: &str) -> Request {
+        let mut r = Request::new("MESSAGE", client.transport(), client.local_addr())
+            .set("From", &format!("<sip:{from}@{DOMAIN}>;tag={}", token(8)))
+            .set("To", &format!("<sip:{to}@{DOMAIN}>"))
+            .set("Content-Type", "text/plain");
+        r.start_line = format!("MESSAGE sip:{to}@{DOMAIN} SIP/2.0");
+        r.body = "hello".into();
+        r
+    }
+
+    pub fn method(&self) -> &str {
+        self.start_line.split(' ').next().unwrap_or_default()
+    }
+
+    pub fn uri(&self) -> &str {
+        self.start_line.split(' ').nth(1).unwrap_or_default()
+    }
+
+    /// The CSeq number.
+    pub fn cseq(&self) -> u32 {
+        self.header("CSeq").and_then(|c| c.split(' ').next()?.parse().ok()).unwrap_or(1)
+    }
+
+    pub fn with_cseq(self, n: u32) -> Request {
+        let method = self.method().to_string();
+        self.set("CSeq", &format!("{n} {method}"))
+    }
+
+    /// The same request as a new transaction: a fresh Via branch (RFC 3261 8.1.1.7).
+    pub fn new_branch(self) -> Request {
+        let via = self.header("Via").unwrap_or_default();
+        let head = via.split(";branch=").next().unwrap_or_default().to_string();
+        self.set("Via", &format!("{head};branch={}", branch()))
+    }
+
+    /// The next request of the same Call-ID: a new transaction with the next CSeq.
+    pub fn next(self) -> Request {
+        let n = self.cseq() + 1;
+        self.with_cseq(n).new_branch()
+    }
+}
+
+/// A parameter of a challenge (`WWW-Authenticate`/`Proxy-Authenticate` value), unquoted.
+pub fn challenge_param(challenge: &str, name: &str) -> Option<String> {
+    let at = challenge.find(&format!(" {name}=")).or_else(|| challenge.find(&format!(",{name}=")))?;
+    let v = &challenge[at + name.len() + 2..];
+    let v = match v.strip_prefix('"') {
+        Some(q) => q.split('"').next(),
+        None => v.split([',', ' ']).next(),
+    };
+    v.map(str::to_string)
+}
+
+/// Credentials answering `challenge` for `method` and `uri` with `algorithm` and nonce-count
+/// `nc`, realm and nonce taken from the challenge (RFC 7616 3.4, qop=auth).
+pub fn digest_answer(
+    challenge: &str,
+    algorithm: Algorithm,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+    nc: u32,
+) -> String {
+    use sipfront_proto::digest::{ha1, response, Challenge};
+    let realm = challenge_param(challenge, "realm").unwrap_or_else(|| panic!("realm in {challenge}"));
+    let nonce = challenge_param(challenge, "nonce").unwrap_or_else(|| panic!("nonce in {challenge}"));
+    let (nc, cnonce) = (format!("{nc:08x}"), token(12));
+    let c = Challenge {
+        algorithm,
+        nonce: nonce.as_bytes(),
+        method,
+        uri: uri.as_bytes(),
+        qop: Some((b"auth", nc.as_bytes(), cnonce.as_bytes())),
+        cnonce: cnonce.as_bytes(),
+    };
+    let r = response(&ha1(algorithm, user, &realm, password), &c);
+    format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm={}, qop=auth, nc={nc}, cnonce=\"{cnonce}\"",
+        algorithm.name()
+    )
+}
+
+/// Fetches a fresh challenge by sending `req` once without credentials (it must be answered
+/// 401 or 407), and returns `req` as a new transaction carrying MD5 credentials for `user`.
+pub async fn authorized(client: &mut impl SipClient, req: &Request, user: &str, password: &str) -> Request {
+    let resp = client.request(&req.clone().new_branch()).await;
+    let (field, header) = match resp.status() {
+        Some(401) => ("Authorization", HeaderName::WwwAuthenticate),
+        Some(407) => ("Proxy-Authorization", HeaderName::ProxyAuthenticate),
+        other => panic!("expected a challenge to {}, got {other:?}", req.method()),
+    };
+    let challenge = String::from_utf8_lossy(resp.header(header).expect("a challenge")).into_owned();
+    let creds = digest_answer(&challenge, Algorithm::Md5, user, password, req.method(), req.uri(), 1);
+    req.clone().new_branch().set(field, &creds)
+}
+
+/// `req` sent with `user`'s credentials (after fetching a challenge): the final response.
+pub async fn with_credentials(client: &mut impl SipClient, req: &Request, user: &str, password: &str) -> Message {
+    let req = authorized(client, req, user, password).await;
+    client.request(&req).await
+}
+
+/// Every value of a header, as text.
+pub fn headers(msg: &Message, name: HeaderName) -> Vec<String> {
+    msg.header_all(name).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
+}
+
+/// Polls `check` every 100 ms until it holds, for at most `limit`; whether it did.
+pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

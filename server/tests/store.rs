@@ -1,0 +1,161 @@
+//! The registrar and its store while both run: account changes made with the CLI reach a
+//! running server within seconds (SQLite and PostgreSQL), and a store outage is answered with
+//! 503 and healed by itself (PostgreSQL; see `store_outage_is_503_and_heals_by_itself`).
+
+mod common;
+
+use common::*;
+use sipfront_proto::{HeaderName, Message};
+use std::time::Duration;
+
+/// Runs the `sipfront` binary against the server's store: `--data-dir` of the running server
+/// for SQLite, `SIPFRONT_DATABASE_URL` for PostgreSQL; `stdin` is written to its standard input.
+async fn cli(s: &TestServer, args: &[&str], stdin: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
+    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
+    cmd.env_remove("SIPFRONT_DATABASE_URL");
+    if !s.config.database.url.is_empty() {
+        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let shown = format!("sipfront {}", args.join(" "));
+    let input = stdin.to_string();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().expect("start the sipfront binary");
+            child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write stdin");
+            child.wait_with_output().expect("wait for the sipfront binary")
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{shown} took too long"))
+    .expect("the CLI task");
+    assert!(
+        out.status.success(),
+        "{shown}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The status of a REGISTER of `user` with `password` over UDP.
+async fn register_status(s: &TestServer, user: &str, password: &str) -> Option<u16> {
+    let mut c = s.udp_client().await;
+    let req = Request::register(&c, user).set("Expires", "300");
+    with_credentials(&mut c, &req, user, password).await.status()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_changes_reach_a_running_server_within_seconds() {
+    for backend in backends("store_cli").await {
+        // Polling below fails attempts on purpose: no lockout for them.
+        let s = TestServer::with_users(&backend, &[("alice", "old-secret")], |c| c.auth.max_failures = 1000).await;
+        assert_eq!(register_status(&s, "alice", "old-secret").await, Some(200), "{backend:?}");
+
+        cli(&s, &["user", "passwd", "alice@example.test", "--password-stdin"], "new-secret\n").await;
+        let changed =
+            eventually(Duration::from_secs(5), async || register_status(&s, "alice", "new-secret").await == Some(200))
+                .await;
+        assert!(changed, "the new password works on {backend:?}");
+        assert_eq!(register_status(&s, "alice", "old-secret").await, Some(401), "the old one no longer does");
+
+        cli(&s, &["user", "disable", "alice@example.test"], "").await;
+        let disabled =
+            eventually(Duration::from_secs(5), async || register_status(&s, "alice", "new-secret").await == Some(403))
+                .await;
+        assert!(disabled, "a disabled user gets 403 on {backend:?}");
+
+        cli(&s, &["user", "add", "carol@example.test", "--password-stdin"], "sea-shells\n").await;
+        let added =
+            eventually(Duration::from_secs(5), async || register_status(&s, "carol", "sea-shells").await == Some(200))
+                .await;
+        assert!(added, "a user added while the server runs registers on {backend:?}");
+    }
+}
+
+/// `psql` from PATH, or from the PostgreSQL installation `.ci/postgres.sh` uses.
+fn psql() -> std::path::PathBuf {
+    let in_path = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("psql")).find(|p| p.is_file()));
+    in_path
+        .or_else(|| {
+            let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .filter_map(|e| Some(e.ok()?.path().join("bin/psql")))
+                .filter(|p| p.is_file())
+                .collect();
+            found.sort();
+            found.pop()
+        })
+        .expect("psql (the PostgreSQL client) to administer the test database")
+}
+
+/// Runs `sql` on the test PostgreSQL's own database, as its administrator.
+async fn admin(sql: &str) {
+    let base = std::env::var(sipfront_storage::testing::PG_URL_VAR).expect("the test PostgreSQL");
+    let mut cmd = std::process::Command::new(psql());
+    cmd.arg(&base).args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql]);
+    let (status, out, err) = run_tool(cmd, Duration::from_secs(20)).await;
+    assert!(status.success(), "psql {sql}: {status}\n{out}\n{err}");
+}
+
+/// The final response to a REGISTER with credentials, waiting as long as the store may take
+/// to fail (its pool's acquire timeout is 5 s).
+async fn register_patiently(s: &TestServer, user: &str, password: &str) -> Message {
+    let mut c = s.udp_client().await;
+    let req = Request::register(&c, user).set("Expires", "300");
+    let req = authorized(&mut c, &req, user, password).await;
+    c.send(&req.to_bytes()).await;
+    loop {
+        let (bytes, _) = c.recv(Duration::from_secs(15)).await.expect("an answer, even while the store is down");
+        let resp = parse(&bytes);
+        if resp.status().is_some_and(|s| s >= 200) {
+            return resp;
+        }
+    }
+}
+
+/// On PostgreSQL the database is made truly unavailable: connections to it are refused and
+/// the server's are cut. SQLite is not tested here: in WAL mode its readers never wait for a
+/// writer, every pool connection holds a shared lock that keeps any other connection from
+/// taking an exclusive one (`PRAGMA locking_mode=EXCLUSIVE` then fails with "database is
+/// locked"), and a file already open stays readable whatever happens to its permissions or
+/// name. The only way found to block its readers is another process holding SQLite's private
+/// WAL-index byte locks, which costs 10 s per read before SQLITE_PROTOCOL: faking a crash of
+/// SQLite's own protocol, not an outage an embedded single node meets.
+#[tokio::test(flavor = "multi_thread")]
+async fn store_outage_is_503_and_heals_by_itself() {
+    let Some(url) = sipfront_storage::testing::fresh_postgres("store_outage").await else { return };
+    let db = url.rsplit('/').next().expect("a database name").to_string();
+    let s =
+        TestServer::with_users(&Backend::Postgres(url), &[("alice", "wonderland"), ("bob", "builder")], |_| {}).await;
+    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are now cached");
+    assert_eq!(s.http_get("/readyz").await.0, 200);
+
+    admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")).await;
+    admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).await;
+
+    // Bob is not in the credential cache: his REGISTER needs the store.
+    let r = register_patiently(&s, "bob", "builder").await;
+    assert_eq!(r.status(), Some(503), "store down");
+    let retry: u32 = header(&r, HeaderName::RetryAfter).parse().expect("a numeric Retry-After");
+    assert!(retry > 0);
+    assert!(s.metric("sipfront_store_errors_total").await >= 1.0);
+    // Alice is: the cache keeps serving what it has.
+    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "a cached user registers meanwhile");
+    let unready = eventually(Duration::from_secs(10), async || s.http_get("/readyz").await.0 == 503).await;
+    assert!(unready, "/readyz reports the store down");
+
+    admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")).await;
+    let healed = eventually(Duration::from_secs(20), async || {
+        register_patiently(&s, "bob", "builder").await.status() == Some(200)
+    })
+    .await;
+    assert!(healed, "Bob registers once the store is back, with nothing restarted");
+    let ready = eventually(Duration::from_secs(10), async || s.http_get("/readyz").await.0 == 200).await;
+    assert!(ready, "/readyz is 200 again");
+}
