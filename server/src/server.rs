@@ -35,6 +35,7 @@ pub struct RunningServer {
     inflight: InFlight,
     drain: Duration,
     tasks: JoinSet<()>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -49,6 +50,9 @@ impl RunningServer {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        // UDP receivers notice within their read timeout.
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
         tracing::info!("stopped");
     }
 }
@@ -129,10 +133,20 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         tasks.spawn(async move { d.run_invalidation(every).await });
         tasks.spawn(watch_store(store.clone(), readiness.clone()));
     }
+    let mut threads = Vec::new();
     for socket in &udp_sockets {
-        for _ in 0..workers {
-            tasks.spawn(udp::receive_loop(socket.clone(), transports.clone(), inbound.clone(), shutdown.clone()));
-        }
+        let runtime = tokio::runtime::Handle::current();
+        threads.extend(
+            udp::start_receivers(
+                socket.clone(),
+                workers,
+                transports.clone(),
+                inbound.clone(),
+                shutdown.clone(),
+                runtime,
+            )
+            .context("starting UDP receivers")?,
+        );
     }
     let settings = Arc::new(StreamSettings {
         idle_timeout: Duration::from_secs(config.transport.idle_timeout_secs),
@@ -174,6 +188,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         inflight,
         drain: Duration::from_secs(config.server.drain_timeout_secs),
         tasks,
+        threads,
     })
 }
 

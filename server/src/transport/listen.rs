@@ -17,13 +17,17 @@ fn socket(addr: SocketAddr, ty: Type, protocol: Protocol) -> std::io::Result<Soc
     Ok(s)
 }
 
-pub fn udp(addr: SocketAddr) -> anyhow::Result<tokio::net::UdpSocket> {
+/// A blocking UDP socket: its receive threads wait in `recvfrom` (one system call per
+/// datagram, no readiness polling); the read timeout lets them notice a shutdown.
+pub fn udp(addr: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     let s = socket(addr, Type::DGRAM, Protocol::UDP).with_context(|| format!("UDP socket for {addr}"))?;
     // Best effort: the kernel caps these at net.core.{r,w}mem_max.
     let _ = s.set_recv_buffer_size(UDP_BUFFER);
     let _ = s.set_send_buffer_size(UDP_BUFFER);
     s.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
-    tokio::net::UdpSocket::from_std(s.into()).with_context(|| format!("UDP {addr}"))
+    s.set_nonblocking(false).with_context(|| format!("UDP {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_millis(200))).with_context(|| format!("UDP {addr}"))?;
+    Ok(s.into())
 }
 
 pub fn tcp(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use flows::{FlowId, Flows};
 use sipfront_proto::{ErrorKind, Limits, Message};
 use std::net::SocketAddr;
+use std::net::UdpSocket;
 use std::sync::Arc;
-use tokio::net::UdpSocket;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Transport {
@@ -111,6 +111,9 @@ pub trait Inbound: Send + Sync + 'static {
     fn on_flow_closed(&self, _flow: FlowId, _identity: Option<Arc<str>>) {}
 }
 
+/// `MSG_DONTWAIT` from <sys/socket.h> on Linux.
+const MSG_DONTWAIT: i32 = 0x40;
+
 /// The sending side of all listeners, shared by every layer above.
 pub struct Transports {
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
@@ -155,9 +158,12 @@ impl Transports {
             .or_else(|| self.udp.iter().find(|(a, _)| a.is_ipv4() == target.remote.is_ipv4()))
             .map(|(_, s)| s)
             .ok_or(SendError::NoSocket)?;
-        // try_send_to never waits: a full socket buffer drops the datagram, which UDP
-        // retransmission (RFC 3261 17) recovers from; waiting would stall the receive loop.
-        socket.try_send_to(data, target.remote).map(|_| ()).map_err(|_| SendError::Socket)
+        // MSG_DONTWAIT: a full socket buffer drops the datagram, which UDP retransmission (RFC
+        // 3261 17) recovers from; waiting would stall a receive thread.
+        socket2::SockRef::from(socket.as_ref())
+            .send_to_with_flags(data, &target.remote.into(), MSG_DONTWAIT)
+            .map(|_| ())
+            .map_err(|_| SendError::Socket)
     }
 
     /// Parses what a transport received and hands it up; malformed messages are counted,
