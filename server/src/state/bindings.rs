@@ -102,6 +102,14 @@ impl Bindings {
         let before: Vec<(u64, Instant, Option<Box<str>>)> =
             entry.iter().map(|b| (b.id, b.expires_at, b.temp_gruu.clone())).collect();
         let result = change(&mut entry);
+        // Most AORs have one or two contacts: do not keep the spare room a Vec grows by.
+        if entry.capacity() > entry.len() {
+            entry.shrink_to_fit();
+        }
+        let delta = entry.len() as f64 - before.len() as f64;
+        if delta != 0.0 {
+            metrics::gauge!(crate::ops::metrics::BINDINGS).increment(delta);
+        }
         let moved: Vec<(Instant, u64)> = entry
             .iter()
             .filter(|b| !before.iter().any(|(id, at, _)| *id == b.id && *at == b.expires_at))
@@ -231,5 +239,16 @@ mod tests {
         assert!(b.get("alice@example.test").is_empty());
         assert_eq!(b.aor_count(), 0);
         assert!(b.temp_gruu_aor("tgruu.sip:a@h").is_none());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// What one binding costs, apart from its strings: the figure BENCHMARKS.md builds on.
+    #[test]
+    fn a_binding_is_small() {
+        let size = std::mem::size_of::<super::Binding>();
+        println!("size_of::<Binding>() = {size}");
+        assert!(size <= 256, "Binding grew to {size} bytes");
     }
 }
