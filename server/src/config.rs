@@ -29,6 +29,8 @@ pub struct Database {
     pub url: String,
     /// How often the credential cache asks the store what changed.
     pub poll_ms: u64,
+    /// A store read on a request's path that takes longer is answered 503 with Retry-After.
+    pub timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -199,7 +201,7 @@ impl Default for Transaction {
 
 impl Default for Database {
     fn default() -> Self {
-        Database { url: String::new(), poll_ms: 1000 }
+        Database { url: String::new(), poll_ms: 1000, timeout_ms: 2000 }
     }
 }
 

@@ -116,7 +116,11 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     };
     let transactions = Transactions::new(transports.clone(), timers, inflight.clone(), config.server.agent.clone());
     let store = sipfront_storage::open(&config.database.url, data_dir).await.context("opening the store")?;
-    let directory = Arc::new(Directory::load(store.clone()).await.context("reading the store")?);
+    let directory = Arc::new(
+        Directory::load(store.clone(), Duration::from_millis(config.database.timeout_ms))
+            .await
+            .context("reading the store")?,
+    );
     let bindings = Arc::new(Bindings::default());
     let core = Core::new(config, directory.clone(), bindings.clone(), transports.clone());
     transactions.set_user(Arc::new(core.clone()));

@@ -14,6 +14,7 @@ const MAX_NEGATIVE: usize = 100_000;
 
 pub struct Directory {
     store: Arc<dyn Store>,
+    timeout: Duration,
     users: DashMap<Box<str>, Option<Arc<User>>>,
     negative: std::sync::atomic::AtomicUsize,
     domains: RwLock<HashSet<String>>,
@@ -41,7 +42,12 @@ impl Directory {
         if let Some(hit) = self.cached(aor) {
             return Ok(hit);
         }
-        let user = self.store.user(aor).await?.map(Arc::new);
+        // A store that hangs (a lock wait, a stalled network) must not hold requests: past the
+        // timeout the request is answered 503 and the client retries later.
+        let user = tokio::time::timeout(self.timeout, self.store.user(aor))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("no answer within {:?}", self.timeout)))??
+            .map(Arc::new);
         if user.is_none() {
             if self.negative.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_NEGATIVE {
                 self.users.retain(|_, v| v.is_some());
