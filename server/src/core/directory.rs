@@ -22,9 +22,15 @@ pub struct Directory {
 
 impl Directory {
     /// Loads the served domains; fails if the store cannot be read at start.
-    pub async fn load(store: Arc<dyn Store>) -> Result<Directory, StoreError> {
+    pub async fn load(store: Arc<dyn Store>, timeout: Duration) -> Result<Directory, StoreError> {
         let domains = store.domains().await?.into_iter().collect();
-        Ok(Directory { store, users: DashMap::new(), negative: Default::default(), domains: RwLock::new(domains) })
+        Ok(Directory {
+            store,
+            timeout,
+            users: DashMap::new(),
+            negative: Default::default(),
+            domains: RwLock::new(domains),
+        })
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
