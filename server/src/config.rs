@@ -18,6 +18,7 @@ pub struct Config {
     pub database: Database,
     pub auth: Auth,
     pub registrar: Registrar,
+    pub messaging: Messaging,
     pub server: Server,
     pub log: Log,
 }
@@ -51,6 +52,17 @@ pub struct Auth {
     /// Distinct users one IP may fail for within the window before the IP is locked out
     /// for every user (password spraying).
     pub max_users_per_ip: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Messaging {
+    /// Larger MESSAGE bodies are refused with 413.
+    pub max_body: usize,
+    /// Body types relayed (RFC 3428: others get 415 with Accept).
+    pub content_types: Vec<String>,
+    /// The answer to a MESSAGE for a disabled user: 403, or 404 to not reveal the account.
+    pub disabled_user_status: u16,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -151,6 +163,7 @@ impl Default for Config {
             database: Database::default(),
             auth: Auth::default(),
             registrar: Registrar::default(),
+            messaging: Messaging::default(),
             server: Server::default(),
             log: Log::default(),
         }
@@ -219,6 +232,24 @@ impl Default for Auth {
     }
 }
 
+impl Default for Messaging {
+    fn default() -> Self {
+        Messaging {
+            max_body: 65_536,
+            content_types: [
+                "text/plain",
+                "text/html",
+                "message/cpim",
+                "application/im-iscomposing+xml",
+                "message/imdn+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+            disabled_user_status: 403,
+        }
+    }
+}
+
 impl Default for Registrar {
     fn default() -> Self {
         Registrar { min_expires: 60, max_expires: 900, default_expires: 3600, max_bindings: 8 }
@@ -281,6 +312,9 @@ impl Config {
             if sipfront_proto::digest::Algorithm::parse(a.as_bytes()).is_none() {
                 bail!("auth.algorithms: unknown algorithm {a:?} (MD5, SHA-256, MD5-sess, SHA-256-sess)");
             }
+        }
+        if !matches!(self.messaging.disabled_user_status, 403 | 404) {
+            bail!("messaging.disabled_user_status must be 403 or 404");
         }
         if self.registrar.min_expires > self.registrar.max_expires {
             bail!("registrar.min_expires is above registrar.max_expires");

@@ -122,7 +122,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             .context("reading the store")?,
     );
     let bindings = Arc::new(Bindings::default());
-    let core = Core::new(config, directory.clone(), bindings.clone(), transports.clone());
+    let core = Core::new(config, directory.clone(), bindings.clone(), transactions.clone());
     transactions.set_user(Arc::new(core.clone()));
     let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
 

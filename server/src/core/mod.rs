@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod directory;
 pub mod lockout;
+pub mod messaging;
 pub mod options;
 pub mod registrar;
 pub mod reply;
@@ -11,11 +12,12 @@ pub mod reply;
 use crate::config::Config;
 use crate::ops::metrics as m;
 use crate::state::bindings::Bindings;
-use crate::transaction::{Incoming, ServerTx, TransactionUser};
+use crate::transaction::{Incoming, ServerTx, TransactionUser, Transactions};
 use crate::transport::flows::FlowId;
 use crate::transport::Transports;
 use auth::{Auth, Verdict};
 use directory::Directory;
+use messaging::Messaging;
 use registrar::Registrar;
 use sipfront_proto::{HeaderName, Host, Message, Method, NameAddr, Uri};
 use std::future::Future;
@@ -23,9 +25,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 /// Methods this server implements; the `Allow` of every 200 to OPTIONS and of every 405/501.
-pub const ALLOW: &str = "OPTIONS, REGISTER, ACK, CANCEL";
+pub const ALLOW: &str = "OPTIONS, REGISTER, MESSAGE, ACK, CANCEL";
 /// Body types it accepts.
-pub const ACCEPT: &str = "application/sdp";
+pub const ACCEPT: &str = "application/sdp, text/plain, text/html, message/cpim, application/im-iscomposing+xml";
 /// Extensions it supports (RFC 3327 path, RFC 5626 outbound, RFC 5627 gruu).
 pub const SUPPORTED: &str = "path, outbound, gruu";
 const SUPPORTED_TAGS: [&str; 3] = ["path", "outbound", "gruu"];
@@ -38,7 +40,10 @@ struct Inner {
     auth: Auth,
     directory: Arc<Directory>,
     registrar: Registrar,
+    messaging: Messaging,
     transports: Arc<Transports>,
+    transactions: Transactions,
+    disabled_user_status: u16,
 }
 
 impl Core {
@@ -46,15 +51,19 @@ impl Core {
         config: &Config,
         directory: Arc<Directory>,
         bindings: Arc<Bindings>,
-        transports: Arc<Transports>,
+        transactions: Transactions,
     ) -> Core {
         let agent = config.server.agent.clone();
+        let transports = transactions.transports().clone();
         Core(Arc::new(Inner {
             auth: Auth::new(&config.auth),
-            registrar: Registrar::new(config.registrar.clone(), bindings, agent.clone()),
+            registrar: Registrar::new(config.registrar.clone(), bindings.clone(), agent.clone()),
+            messaging: Messaging::new(config.messaging.clone(), bindings, transports.clone(), agent.clone()),
             agent,
             directory,
             transports,
+            transactions,
+            disabled_user_status: config.messaging.disabled_user_status,
         }))
     }
 
@@ -86,6 +95,9 @@ impl Core {
             _ => {
                 if let Err(refusal) = self.authenticate_sender(req).await {
                     return refusal;
+                }
+                if msg.method() == Some(&Method::Message) {
+                    return self.message(req).await;
                 }
                 // RFC 3261 8.2.1: a method we do not implement is answered 501 with Allow.
                 let mut r = reply::response(msg, 501, agent);
@@ -131,6 +143,28 @@ impl Core {
             }
         }
         resp
+    }
+
+    /// MESSAGE (RFC 3428) from an authenticated user to one of ours.
+    async fn message(&self, req: &Incoming) -> Message {
+        let msg = &req.msg;
+        let messaging = &self.0.messaging;
+        let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| messaging.recipient(&u));
+        let Some(to) = recipient else { return reply::response(msg, 404, &self.0.agent) };
+        if let Err(refusal) = messaging.check(msg) {
+            return refusal;
+        }
+        match self.0.directory.user(&to.aor).await {
+            Ok(Some(u)) if u.enabled => {}
+            Ok(Some(_)) => return reply::response(msg, self.0.disabled_user_status, &self.0.agent),
+            Ok(None) => return reply::response(msg, 404, &self.0.agent),
+            Err(_) => return self.refusal(msg, Verdict::Unavailable, 407, ""),
+        }
+        let targets = messaging.targets(&to);
+        if targets.is_empty() {
+            return messaging.unavailable(msg);
+        }
+        messaging.relay(&self.0.transactions, req, targets).await
     }
 
     /// Out-of-dialog requests from our users carry their credentials (407 otherwise), unless

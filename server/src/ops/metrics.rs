@@ -21,6 +21,8 @@ pub const AUTH_LOCKOUTS_ACTIVE: &str = "sipfront_auth_lockouts_active";
 pub const REGISTRATIONS: &str = "sipfront_registrations_total";
 pub const BINDINGS: &str = "sipfront_bindings";
 pub const STORE_ERRORS: &str = "sipfront_store_errors_total";
+pub const MESSAGES: &str = "sipfront_messages_total";
+pub const MESSAGE_FORKS: &str = "sipfront_message_forks";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -64,4 +66,6 @@ fn describe() {
     describe_counter!(REGISTRATIONS, "REGISTER outcomes, by result");
     describe_gauge!(BINDINGS, "Registered contacts held in memory");
     describe_counter!(STORE_ERRORS, "Requests answered 503 because the store was unavailable");
+    describe_counter!(MESSAGES, "MESSAGE requests for our users, by the final status the sender got");
+    describe_histogram!(MESSAGE_FORKS, "Bindings a MESSAGE was forked to");
 }
