@@ -1,0 +1,142 @@
+//! Instant messages (issue 5, RFC 3428) over real sockets: forking to every binding, delivery
+//! over the registered connection, the best final response, and each refusal.
+
+mod common;
+
+use common::*;
+use sipfront_proto::{HeaderName, Message, Method};
+use std::time::Duration;
+
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+async fn register(client: &mut impl SipClient, user: &str, password: &str, contact: Option<&str>) {
+    let mut req = Request::register(client, user).set("Expires", "300");
+    if let Some(c) = contact {
+        req = req.set("Contact", c);
+    }
+    let r = with_credentials(client, &req, user, password).await;
+    assert_eq!(r.status(), Some(200), "{user} registers");
+}
+
+/// Answers the next request `client` receives with `code`; returns that request.
+async fn answer_next(client: &UdpClient, code: u16) -> Message {
+    let (bytes, from) = client.recv(Duration::from_secs(5)).await.expect("a request for this endpoint");
+    let m = parse(&bytes);
+    let mut r = m.response_to(code);
+    r.set_to_tag(&format!("uas{code}"));
+    r.ensure_content_length();
+    client.socket.send_to(&r.to_bytes(), from).await.expect("send the response");
+    m
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_forks_to_every_binding_and_the_2xx_wins() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let (mut phone, mut laptop, mut bob) = (s.udp_client().await, s.udp_client().await, s.udp_client().await);
+    register(&mut phone, "alice", "wonderland", None).await;
+    register(&mut laptop, "alice", "wonderland", None).await;
+    assert_eq!(s.bindings_of("alice").len(), 2);
+
+    let msg = Request::message(&bob, "bob", "alice").set("Max-Forwards", "70");
+    let (resp, on_phone, on_laptop) = tokio::join!(
+        with_credentials(&mut bob, &msg, "bob", "builder"),
+        answer_next(&phone, 486),
+        answer_next(&laptop, 200)
+    );
+    assert_eq!(resp.status(), Some(200), "RFC 3261 16.7: a 2xx from any branch is what the sender gets");
+    assert_eq!(header(&resp, HeaderName::To).contains("tag=uas200"), true, "the 2xx itself, relayed");
+    assert_eq!(resp.vias().count(), 1, "our Via is gone from the relayed response");
+
+    for (fork, endpoint) in [(&on_phone, &phone), (&on_laptop, &laptop)] {
+        assert_eq!(fork.method(), Some(&Method::Message));
+        let uri = String::from_utf8_lossy(fork.request_uri().unwrap_or_default()).into_owned();
+        assert_eq!(uri, format!("sip:alice@{}", endpoint.local()), "Request-URI is the binding's contact");
+        assert_eq!(fork.body(), b"hello", "the body is relayed unchanged");
+        assert_eq!(fork.max_forwards(), Some(69), "one hop less");
+        assert_eq!(fork.vias().count(), 2, "our Via on top of the sender's");
+        assert!(fork.header(HeaderName::ProxyAuthorization).is_none(), "our credentials are not passed on");
+    }
+    assert!(s.metric("sipfront_messages_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_2xx_the_best_failure_wins() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let (mut a1, mut a2, mut bob) = (s.udp_client().await, s.udp_client().await, s.udp_client().await);
+    register(&mut a1, "alice", "wonderland", None).await;
+    register(&mut a2, "alice", "wonderland", None).await;
+    let msg = Request::message(&bob, "bob", "alice");
+    let (resp, _, _) =
+        tokio::join!(with_credentials(&mut bob, &msg, "bob", "builder"), answer_next(&a1, 503), answer_next(&a2, 486));
+    assert_eq!(resp.status(), Some(486), "RFC 3261 16.7 step 6: a 4xx beats a 5xx");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tcp_client_gets_its_messages_over_the_connection_it_registered_on() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let mut alice = s.tcp_client().await;
+    // Like Linphone over TCP: a Contact port where nothing listens.
+    register(&mut alice, "alice", "wonderland", Some("<sip:alice@127.0.0.1:9;transport=tcp>")).await;
+    let mut bob = s.udp_client().await;
+    let msg = Request::message(&bob, "bob", "alice");
+    let deliver = async {
+        let frame = alice.next_frame(Duration::from_secs(5)).await.expect("the MESSAGE on Alice's connection");
+        let sipfront_proto::Frame::Message(bytes) = frame else { panic!("a message frame, got {frame:?}") };
+        let m = parse(&bytes);
+        assert_eq!(m.method(), Some(&Method::Message));
+        let mut r = m.response_to(200);
+        r.set_to_tag("tcp");
+        r.ensure_content_length();
+        alice.write(&r.to_bytes()).await;
+    };
+    let (resp, ()) = tokio::join!(with_credentials(&mut bob, &msg, "bob", "builder"), deliver);
+    assert_eq!(resp.status(), Some(200));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.messaging.max_body = 100).await;
+    let mut bob = s.udp_client().await;
+    let mut alice = s.udp_client().await;
+
+    let to_nobody = Request::message(&bob, "bob", "nobody");
+    assert_eq!(with_credentials(&mut bob, &to_nobody, "bob", "builder").await.status(), Some(404), "unknown user");
+
+    let offline = Request::message(&bob, "bob", "alice");
+    assert_eq!(with_credentials(&mut bob, &offline, "bob", "builder").await.status(), Some(480), "no binding");
+
+    register(&mut alice, "alice", "wonderland", None).await;
+    let mut big = Request::message(&bob, "bob", "alice");
+    big.body = "x".repeat(101);
+    assert_eq!(
+        with_credentials(&mut bob, &big, "bob", "builder").await.status(),
+        Some(413),
+        "body over messaging.max_body"
+    );
+
+    let odd = Request::message(&bob, "bob", "alice").set("Content-Type", "application/x-unknown");
+    let r = with_credentials(&mut bob, &odd, "bob", "builder").await;
+    assert_eq!(r.status(), Some(415), "RFC 3428 7: unsupported type");
+    assert!(header(&r, HeaderName::Accept).contains("text/plain"), "415 says what is accepted");
+
+    let mut empty = Request::message(&bob, "bob", "alice");
+    empty.body = String::new();
+    assert_eq!(with_credentials(&mut bob, &empty, "bob", "builder").await.status(), Some(400), "no body");
+
+    let hops = Request::message(&bob, "bob", "alice").set("Max-Forwards", "0");
+    assert_eq!(with_credentials(&mut bob, &hops, "bob", "builder").await.status(), Some(483), "no hops left");
+    // Nothing of the refused ones reached Alice.
+    assert!(alice.recv(Duration::from_millis(200)).await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recipient_that_never_answers_gets_the_sender_a_408() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.transaction.t1_ms = 20).await;
+    let (mut alice, mut bob) = (s.udp_client().await, s.udp_client().await);
+    register(&mut alice, "alice", "wonderland", None).await;
+    let msg = Request::message(&bob, "bob", "alice");
+    // Alice stays silent: the branch times out after 64*T1 and the sender hears 408.
+    let resp = with_credentials(&mut bob, &msg, "bob", "builder").await;
+    assert_eq!(resp.status(), Some(408));
+    assert_eq!(s.server.transactions.client_count(), 0, "the branch is cleaned up");
+}
