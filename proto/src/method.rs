@@ -50,6 +50,15 @@ impl Method {
 
     pub fn as_str(&self) -> &str {
         match self {
+            Method::Extension(s) => s,
+            m => m.standard_name().unwrap_or_default(),
+        }
+    }
+
+    /// The name of a method RFC 3261 or an extension RFC defines; `None` for other tokens
+    /// (so that, say, a metric label set cannot be grown by a peer).
+    pub fn standard_name(&self) -> Option<&'static str> {
+        Some(match self {
             Method::Ack => "ACK",
             Method::Bye => "BYE",
             Method::Cancel => "CANCEL",
@@ -64,8 +73,8 @@ impl Method {
             Method::Register => "REGISTER",
             Method::Subscribe => "SUBSCRIBE",
             Method::Update => "UPDATE",
-            Method::Extension(s) => s,
-        }
+            Method::Extension(_) => return None,
+        })
     }
 }
 

@@ -165,21 +165,5 @@ impl Inbound for Transactions {
 /// The method as a metric label: the standard ones by name, extensions as one label so that a
 /// peer cannot grow the label set.
 pub fn method_label(m: &Method) -> &'static str {
-    match m {
-        Method::Ack => "ACK",
-        Method::Bye => "BYE",
-        Method::Cancel => "CANCEL",
-        Method::Info => "INFO",
-        Method::Invite => "INVITE",
-        Method::Message => "MESSAGE",
-        Method::Notify => "NOTIFY",
-        Method::Options => "OPTIONS",
-        Method::Prack => "PRACK",
-        Method::Publish => "PUBLISH",
-        Method::Refer => "REFER",
-        Method::Register => "REGISTER",
-        Method::Subscribe => "SUBSCRIBE",
-        Method::Update => "UPDATE",
-        Method::Extension(_) => "other",
-    }
+    m.standard_name().unwrap_or("other")
 }
