@@ -1,6 +1,6 @@
 //! The registrar and its store while both run: account changes made with the CLI reach a
-//! running server within seconds (SQLite and PostgreSQL), and a store outage is answered with
-//! 503 and healed by itself (PostgreSQL; see `store_outage_is_503_and_heals_by_itself`).
+//! running server within seconds, and a store that is down (PostgreSQL) or locked (SQLite) is
+//! answered with 503 and Retry-After for requests that need it, and healed by itself.
 
 mod common;
 
@@ -120,13 +120,7 @@ async fn register_patiently(s: &TestServer, user: &str, password: &str) -> Messa
 }
 
 /// On PostgreSQL the database is made truly unavailable: connections to it are refused and
-/// the server's are cut. SQLite is not tested here: in WAL mode its readers never wait for a
-/// writer, every pool connection holds a shared lock that keeps any other connection from
-/// taking an exclusive one (`PRAGMA locking_mode=EXCLUSIVE` then fails with "database is
-/// locked"), and a file already open stays readable whatever happens to its permissions or
-/// name. The only way found to block its readers is another process holding SQLite's private
-/// WAL-index byte locks, which costs 10 s per read before SQLITE_PROTOCOL: faking a crash of
-/// SQLite's own protocol, not an outage an embedded single node meets.
+/// the server's are cut. SQLite has its own test, `locked_sqlite_is_503_and_heals_by_itself`.
 #[tokio::test(flavor = "multi_thread")]
 async fn store_outage_is_503_and_heals_by_itself() {
     let Some(url) = sipfront_storage::testing::fresh_postgres("store_outage").await else { return };
@@ -157,5 +151,44 @@ async fn store_outage_is_503_and_heals_by_itself() {
     .await;
     assert!(healed, "Bob registers once the store is back, with nothing restarted");
     let ready = eventually(Duration::from_secs(10), async || s.http_get("/readyz").await.0 == 200).await;
+    assert!(ready, "/readyz is 200 again");
+}
+
+/// On SQLite the database is locked by another process. Nothing else makes an embedded
+/// database in WAL mode unavailable to a running server: its readers never wait for a writer,
+/// its pool connections' shared locks keep any other connection from taking an exclusive one,
+/// and a file already open stays readable whatever happens to its permissions or name. While
+/// another process holds the WAL index's read-mark locks no read can start (SQLite itself
+/// retries for about 10 s, then fails with SQLITE_PROTOCOL), so a request that needs the store
+/// is answered 503 after `database.timeout_ms`, and readiness (a real read) fails too.
+#[tokio::test(flavor = "multi_thread")]
+async fn locked_sqlite_is_503_and_heals_by_itself() {
+    let s = TestServer::with_users(&Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |c| {
+        c.database.timeout_ms = 500
+    })
+    .await;
+    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are now cached");
+    assert_eq!(s.http_get("/readyz").await.0, 200);
+    let errors = s.metric("sipfront_store_errors_total").await;
+
+    let Some(mut lock) = sipfront_storage::testing::SqliteLock::take(&s.dir.path().join("sipfront.db")) else { return };
+    let unready = eventually(Duration::from_secs(6), async || s.http_get("/readyz").await.0 == 503).await;
+    assert!(unready, "/readyz reports the store unavailable");
+    let asked = std::time::Instant::now();
+    let r = register_patiently(&s, "bob", "builder").await;
+    assert_eq!(r.status(), Some(503), "store locked");
+    assert!(asked.elapsed() < Duration::from_secs(3), "answered after the timeout, not SQLite's own 10 s");
+    let retry: u32 = header(&r, HeaderName::RetryAfter).parse().expect("a numeric Retry-After");
+    assert!(retry > 0);
+    assert!(s.metric("sipfront_store_errors_total").await > errors);
+    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "a cached user registers meanwhile");
+
+    lock.release();
+    let healed = eventually(Duration::from_secs(10), async || {
+        register_patiently(&s, "bob", "builder").await.status() == Some(200)
+    })
+    .await;
+    assert!(healed, "Bob registers once the lock is gone, with nothing restarted");
+    let ready = eventually(Duration::from_secs(6), async || s.http_get("/readyz").await.0 == 200).await;
     assert!(ready, "/readyz is 200 again");
 }

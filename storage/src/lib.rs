@@ -80,7 +80,7 @@ pub struct Changes {
 pub trait Store: Send + Sync + 'static {
     /// Creates or upgrades the schema.
     async fn migrate(&self) -> Result<()>;
-    /// Whether the database answers (readiness).
+    /// Whether the database answers a read of its data (readiness).
     async fn ping(&self) -> Result<()>;
 
     /// Adds a domain; `false` if it was there already.

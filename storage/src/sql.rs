@@ -11,7 +11,13 @@ macro_rules! sql_store {
             }
 
             async fn ping(&self) -> $crate::Result<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(|e| $crate::map_err("ping", e))
+                // A real read: `SELECT 1` never touches SQLite's file, so it would not notice a
+                // database that is locked or broken.
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM domains")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| $crate::map_err("ping", e))
             }
 
             async fn add_domain(&self, domain: &str) -> $crate::Result<bool> {

@@ -108,3 +108,24 @@ async fn the_change_log_names_every_changed_user() {
     })
     .await;
 }
+
+/// Readiness reads real data: on a SQLite database locked by another process, `ping` does not
+/// succeed (where `SELECT 1`, which reads no table, would), and it does again once unlocked.
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_notices_a_locked_sqlite() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    let store = SqliteStore::open(&db).await.unwrap();
+    store.migrate().await.unwrap();
+    store.add_domain("example.test").await.unwrap();
+    store.ping().await.unwrap();
+
+    let Some(mut lock) = testing::SqliteLock::take(&db) else { return };
+    let locked = tokio::time::timeout(Duration::from_millis(500), store.ping()).await;
+    assert!(!matches!(locked, Ok(Ok(()))), "ping fails or hangs while the database is locked: {locked:?}");
+
+    lock.release();
+    let back = tokio::time::timeout(Duration::from_secs(5), store.ping()).await;
+    assert!(matches!(back, Ok(Ok(()))), "ping succeeds once the lock is gone: {back:?}");
+}
