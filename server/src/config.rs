@@ -63,6 +63,13 @@ pub struct Messaging {
     pub content_types: Vec<String>,
     /// The answer to a MESSAGE for a disabled user: 403, or 404 to not reveal the account.
     pub disabled_user_status: u16,
+    /// Keep messages for users with no binding (202) and deliver them at their next REGISTER;
+    /// off: such messages get 480.
+    pub offline: bool,
+    /// Messages kept per user; beyond it, 480.
+    pub offline_max_per_user: u32,
+    /// Kept messages older than this are deleted undelivered.
+    pub offline_max_age_days: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -246,6 +253,9 @@ impl Default for Messaging {
             .map(String::from)
             .to_vec(),
             disabled_user_status: 403,
+            offline: true,
+            offline_max_per_user: 100,
+            offline_max_age_days: 7,
         }
     }
 }

@@ -226,10 +226,10 @@ async fn a_registered_connection_speaks_for_its_user_and_takes_its_bindings_alon
         assert_eq!(s.bindings_of("alice").len(), 1);
 
         // On the registered connection, Alice needs no credentials: the MESSAGE passes the gate
-        // and, Bob having no binding, gets 480.
+        // and, Bob having no binding, is kept for him (202).
         let msg = Request::message(&flow, "alice", "bob");
         let r = flow.request(&msg).await;
-        assert_eq!(r.status(), Some(480), "bound flow, recipient not registered, on {backend:?}");
+        assert_eq!(r.status(), Some(202), "bound flow, recipient not registered, on {backend:?}");
         // But it speaks only for Alice.
         let r = flow.request(&Request::message(&flow, "bob", "alice")).await;
         assert_eq!(r.status(), Some(403), "another From on Alice's connection");
@@ -245,7 +245,7 @@ async fn a_registered_connection_speaks_for_its_user_and_takes_its_bindings_alon
         // With her credentials it passes the gate.
         let req = Request::message(&udp, "alice", "bob");
         let r = with_credentials(&mut udp, &req, "alice", "wonderland").await;
-        assert_eq!(r.status(), Some(480), "authenticated MESSAGE over UDP, recipient not registered");
+        assert_eq!(r.status(), Some(202), "authenticated MESSAGE over UDP, kept for the absent recipient");
 
         // RFC 5626: when the connection closes, the binding made over it goes.
         drop(flow);

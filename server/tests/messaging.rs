@@ -95,7 +95,11 @@ async fn a_tcp_client_gets_its_messages_over_the_connection_it_registered_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refusals() {
-    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.messaging.max_body = 100).await;
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        c.messaging.max_body = 100;
+        c.messaging.offline = false;
+    })
+    .await;
     let mut bob = s.udp_client().await;
     let mut alice = s.udp_client().await;
 
@@ -103,7 +107,11 @@ async fn refusals() {
     assert_eq!(with_credentials(&mut bob, &to_nobody, "bob", "builder").await.status(), Some(404), "unknown user");
 
     let offline = Request::message(&bob, "bob", "alice");
-    assert_eq!(with_credentials(&mut bob, &offline, "bob", "builder").await.status(), Some(480), "no binding");
+    assert_eq!(
+        with_credentials(&mut bob, &offline, "bob", "builder").await.status(),
+        Some(480),
+        "no binding, offline storage off"
+    );
 
     register(&mut alice, "alice", "wonderland", None).await;
     let mut big = Request::message(&bob, "bob", "alice");
@@ -139,4 +147,71 @@ async fn a_recipient_that_never_answers_gets_the_sender_a_408() {
     let resp = with_credentials(&mut bob, &msg, "bob", "builder").await;
     assert_eq!(resp.status(), Some(408));
     assert_eq!(s.server.transactions.client_count(), 0, "the branch is cleaned up");
+}
+
+/// Receives the next MESSAGE on `client` and answers it 200.
+async fn accept_next(client: &UdpClient) -> Message {
+    answer_next(client, 200).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_for_an_absent_user_are_kept_and_delivered_in_order_at_the_next_register() {
+    for backend in backends("offline_delivery").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let mut bob = s.udp_client().await;
+        for text in ["first", "second"] {
+            let mut msg = Request::message(&bob, "bob", "alice");
+            msg.body = text.into();
+            let r = with_credentials(&mut bob, &msg, "bob", "builder").await;
+            assert_eq!(r.status(), Some(202), "kept while Alice is away, on {backend:?}");
+        }
+        let store = s.server.directory.store().clone();
+        assert_eq!(store.offline_messages("alice@example.test", 10).await.unwrap().len(), 2);
+
+        let mut alice = s.udp_client().await;
+        register(&mut alice, "alice", "wonderland", None).await;
+        let (one, two) = (accept_next(&alice).await, accept_next(&alice).await);
+        assert_eq!((one.body(), two.body()), (&b"first"[..], &b"second"[..]), "in the order they came");
+        assert!(header(&one, HeaderName::From).contains("sip:bob@example.test"), "from the original sender");
+        assert!(
+            header(&one, HeaderName::Date).ends_with(" GMT"),
+            "dated when it was received: {}",
+            header(&one, HeaderName::Date)
+        );
+        let gone = eventually(Duration::from_secs(5), async || {
+            store.offline_messages("alice@example.test", 10).await.unwrap().is_empty()
+        })
+        .await;
+        assert!(gone, "deleted once a 2xx came back, on {backend:?}");
+        assert!(s.metric("sipfront_offline_messages_total").await >= 4.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kept_messages_survive_a_restart() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let mut bob = s.udp_client().await;
+    let msg = Request::message(&bob, "bob", "alice");
+    let r = with_credentials(&mut bob, &msg, "bob", "builder").await;
+    assert_eq!(r.status(), Some(202));
+    let TestServer { server, config, dir } = s;
+    server.shutdown().await;
+
+    let server = sipfront::start(&config, dir.path()).await.expect("the server starts again on the same data");
+    let s = TestServer { server, config, dir };
+    let mut alice = s.udp_client().await;
+    register(&mut alice, "alice", "wonderland", None).await;
+    let delivered = accept_next(&alice).await;
+    assert_eq!(delivered.body(), b"hello", "the message kept before the restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_offline_quota_is_kept() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.messaging.offline_max_per_user = 2).await;
+    let mut bob = s.udp_client().await;
+    for expected in [202, 202, 480] {
+        let msg = Request::message(&bob, "bob", "alice");
+        let r = with_credentials(&mut bob, &msg, "bob", "builder").await;
+        assert_eq!(r.status(), Some(expected));
+    }
 }

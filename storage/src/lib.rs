@@ -103,6 +103,33 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_since(&self, since: i64) -> Result<Changes>;
     /// The current position of the change log, to start watching from.
     async fn changes_head(&self) -> Result<i64>;
+
+    /// Keeps a message for `recipient` unless it already has `max` waiting; whether it was kept.
+    async fn store_offline(
+        &self,
+        recipient: &str,
+        sender: &str,
+        content_type: &str,
+        body: &[u8],
+        max: u32,
+    ) -> Result<bool>;
+    /// Up to `limit` messages kept for `recipient`, oldest first.
+    async fn offline_messages(&self, recipient: &str, limit: u32) -> Result<Vec<OfflineMessage>>;
+    async fn delete_offline(&self, id: i64) -> Result<()>;
+    /// Deletes messages received before `before` (Unix seconds); how many.
+    async fn purge_offline(&self, before: i64) -> Result<u64>;
+}
+
+/// A message kept for a user who was not signed in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OfflineMessage {
+    pub id: i64,
+    pub recipient: String,
+    pub sender: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// Unix seconds.
+    pub received_at: i64,
 }
 
 /// Opens the store a `database.url` names: `postgres://...` for PostgreSQL, `sqlite://PATH`

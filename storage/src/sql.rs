@@ -171,6 +171,70 @@ macro_rules! sql_store {
                     .await
                     .map_err(|e| $crate::map_err("changes", e))
             }
+
+            async fn store_offline(&self, recipient: &str, sender: &str, content_type: &str, body: &[u8], max: u32) -> $crate::Result<bool> {
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE recipient = $1")
+                    .bind(recipient)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::map_err(recipient, e))?;
+                if n >= i64::from(max) {
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO offline_messages (recipient, sender, content_type, body, received_at) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(recipient)
+                    .bind(sender)
+                    .bind(content_type)
+                    .bind(body)
+                    .bind($crate::now())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::map_err(recipient, e))?;
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
+                Ok(true)
+            }
+
+            async fn offline_messages(&self, recipient: &str, limit: u32) -> $crate::Result<Vec<$crate::OfflineMessage>> {
+                let rows: Vec<(i64, String, String, String, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT id, recipient, sender, content_type, body, received_at FROM offline_messages \
+                     WHERE recipient = $1 ORDER BY id LIMIT $2",
+                )
+                .bind(recipient)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| $crate::map_err(recipient, e))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, recipient, sender, content_type, body, received_at)| $crate::OfflineMessage {
+                        id,
+                        recipient,
+                        sender,
+                        content_type,
+                        body,
+                        received_at,
+                    })
+                    .collect())
+            }
+
+            async fn delete_offline(&self, id: i64) -> $crate::Result<()> {
+                sqlx::query("DELETE FROM offline_messages WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| $crate::map_err("offline message", e))
+            }
+
+            async fn purge_offline(&self, before: i64) -> $crate::Result<u64> {
+                sqlx::query("DELETE FROM offline_messages WHERE received_at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(|e| $crate::map_err("offline purge", e))
+            }
         }
 
         impl $store {

@@ -129,3 +129,39 @@ async fn ping_notices_a_locked_sqlite() {
     let back = tokio::time::timeout(Duration::from_secs(5), store.ping()).await;
     assert!(matches!(back, Ok(Ok(()))), "ping succeeds once the lock is gone: {back:?}");
 }
+
+#[tokio::test]
+async fn offline_messages_are_kept_in_order_up_to_a_limit() {
+    on_both("offline", |s| async move {
+        for i in 0..3 {
+            let body = format!("message {i}");
+            assert!(s
+                .store_offline("alice@example.test", "bob@example.test", "text/plain", body.as_bytes(), 3)
+                .await
+                .unwrap());
+        }
+        assert!(!s
+            .store_offline("alice@example.test", "bob@example.test", "text/plain", b"one too many", 3)
+            .await
+            .unwrap());
+        assert!(s.store_offline("carol@example.test", "bob@example.test", "text/html", b"<b>hi</b>", 3).await.unwrap());
+
+        let kept = s.offline_messages("alice@example.test", 10).await.unwrap();
+        assert_eq!(
+            kept.iter().map(|m| m.body.clone()).collect::<Vec<_>>(),
+            vec![b"message 0".to_vec(), b"message 1".to_vec(), b"message 2".to_vec()]
+        );
+        assert_eq!(kept[0].sender, "bob@example.test");
+        assert_eq!(kept[0].content_type, "text/plain");
+        assert!(kept[0].received_at > 0);
+        assert_eq!(s.offline_messages("alice@example.test", 2).await.unwrap().len(), 2);
+
+        s.delete_offline(kept[0].id).await.unwrap();
+        assert_eq!(s.offline_messages("alice@example.test", 10).await.unwrap()[0].body, b"message 1");
+        // Binary bodies come back byte for byte.
+        assert_eq!(s.offline_messages("carol@example.test", 10).await.unwrap()[0].body, b"<b>hi</b>");
+        assert_eq!(s.purge_offline(i64::MAX).await.unwrap(), 3);
+        assert!(s.offline_messages("alice@example.test", 10).await.unwrap().is_empty());
+    })
+    .await;
+}

@@ -8,7 +8,7 @@ use crate::config;
 use crate::ops::metrics as m;
 use crate::state::bindings::{Binding, Bindings};
 use crate::transaction::key::new_branch;
-use crate::transaction::{ClientTx, Incoming, Transactions};
+use crate::transaction::{ClientTx, Transactions};
 use crate::transport::{Target, Transport, Transports};
 use sipfront_proto::{HeaderName, Host, Message, Uri};
 use std::net::{IpAddr, SocketAddr};
@@ -108,12 +108,17 @@ impl Messaging {
             .collect()
     }
 
+    /// The reachable bindings of an AOR, all instances.
+    pub fn targets_of(&self, aor: &str) -> Vec<Binding> {
+        self.targets(&Recipient { aor: aor.to_string(), instance: None, temp_gruu: None })
+    }
+
     /// Forks `req` to every target and answers with the best final response.
-    pub async fn relay(&self, txs: &Transactions, req: &Incoming, targets: Vec<Binding>) -> Message {
+    pub async fn relay(&self, txs: &Transactions, req: &Message, targets: Vec<Binding>) -> Message {
         metrics::histogram!(m::MESSAGE_FORKS).record(targets.len() as f64);
         let mut branches: Vec<ClientTx> = Vec::with_capacity(targets.len());
         for b in &targets {
-            let (fork, target) = self.fork(&req.msg, b);
+            let (fork, target) = self.fork(req, b);
             branches.push(txs.request(fork, target));
         }
         // RFC 3261 16.7: a 2xx goes upstream at once; otherwise wait for every branch and pick.
@@ -140,7 +145,7 @@ impl Messaging {
         }
         let mut resp = match best {
             Some(r) => r,
-            None => reply::response(&req.msg, 480, &self.agent),
+            None => reply::response(req, 480, &self.agent),
         };
         // Our Via goes; the response continues on the request's Vias (RFC 3261 16.7 step 3).
         resp.pop_first_element(HeaderName::Via);

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod directory;
 pub mod lockout;
 pub mod messaging;
+pub mod offline;
 pub mod options;
 pub mod registrar;
 pub mod reply;
@@ -18,6 +19,7 @@ use crate::transport::Transports;
 use auth::{Auth, Verdict};
 use directory::Directory;
 use messaging::Messaging;
+use offline::Offline;
 use registrar::Registrar;
 use sipfront_proto::{HeaderName, Host, Message, Method, NameAddr, Uri};
 use std::future::Future;
@@ -41,6 +43,7 @@ struct Inner {
     directory: Arc<Directory>,
     registrar: Registrar,
     messaging: Messaging,
+    offline: Offline,
     transports: Arc<Transports>,
     transactions: Transactions,
     disabled_user_status: u16,
@@ -59,6 +62,7 @@ impl Core {
             auth: Auth::new(&config.auth),
             registrar: Registrar::new(config.registrar.clone(), bindings.clone(), agent.clone()),
             messaging: Messaging::new(config.messaging.clone(), bindings, transports.clone(), agent.clone()),
+            offline: Offline::new(config.messaging.clone(), directory.store().clone(), agent.clone()),
             agent,
             directory,
             transports,
@@ -69,7 +73,7 @@ impl Core {
 
     /// The core's own timers (nonces, lockouts); runs until dropped.
     pub async fn run(&self) {
-        self.0.auth.run().await;
+        tokio::join!(self.0.auth.run(), self.0.offline.run_purge());
     }
 
     async fn answer(&self, req: &Incoming) -> Message {
@@ -135,6 +139,12 @@ impl Core {
             return reply::response(msg, 403, agent);
         }
         let resp = self.0.registrar.register(req, &aor);
+        if resp.status() == Some(200) && self.0.offline.enabled() && !self.0.registrar.bindings.get(&aor).is_empty() {
+            // Messages kept while the user was away go out now, after this 200.
+            let core = self.clone();
+            let aor = aor.clone();
+            tokio::spawn(async move { core.0.offline.deliver(&aor, &core.0.messaging, &core.0.transactions).await });
+        }
         if resp.status() == Some(200) {
             if let Some(flow) = req.source.flow {
                 // The connection now speaks for this user (as OCS binds a connection to its
@@ -162,9 +172,13 @@ impl Core {
         }
         let targets = messaging.targets(&to);
         if targets.is_empty() {
-            return messaging.unavailable(msg);
+            if !self.0.offline.enabled() {
+                return messaging.unavailable(msg);
+            }
+            let sender = msg.from().as_ref().and_then(aor_of).unwrap_or_default();
+            return self.0.offline.keep(msg, &to.aor, &sender).await;
         }
-        messaging.relay(&self.0.transactions, req, targets).await
+        messaging.relay(&self.0.transactions, msg, targets).await
     }
 
     /// Out-of-dialog requests from our users carry their credentials (407 otherwise), unless

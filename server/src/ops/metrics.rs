@@ -23,6 +23,7 @@ pub const BINDINGS: &str = "sipfront_bindings";
 pub const STORE_ERRORS: &str = "sipfront_store_errors_total";
 pub const MESSAGES: &str = "sipfront_messages_total";
 pub const MESSAGE_FORKS: &str = "sipfront_message_forks";
+pub const OFFLINE_MESSAGES: &str = "sipfront_offline_messages_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -68,4 +69,5 @@ fn describe() {
     describe_counter!(STORE_ERRORS, "Requests answered 503 because the store was unavailable");
     describe_counter!(MESSAGES, "MESSAGE requests for our users, by the final status the sender got");
     describe_histogram!(MESSAGE_FORKS, "Bindings a MESSAGE was forked to");
+    describe_counter!(OFFLINE_MESSAGES, "Messages for absent users: stored, delivered, expired, refused_full");
 }

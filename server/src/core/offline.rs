@@ -1,0 +1,145 @@
+//! Messages for users who are not signed in: stored (so that a restart keeps them) and answered
+//! 202 Accepted; on the recipient's next successful REGISTER they are delivered in the order
+//! they came, each with a `Date` header of its original time, and deleted once a 2xx comes back.
+//! Messages older than the age limit are purged.
+
+use super::messaging::Messaging;
+use super::reply;
+use crate::config;
+use crate::ops::metrics as m;
+use crate::transaction::Transactions;
+use dashmap::DashMap;
+use sipfront_proto::{HeaderName, Message, Method};
+use sipfront_storage::Store;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub struct Offline {
+    cfg: config::Messaging,
+    store: Arc<dyn Store>,
+    /// AORs whose stored messages are being delivered now: one delivery at a time per user,
+    /// so that two quick REGISTERs do not deliver everything twice.
+    delivering: DashMap<String, ()>,
+    agent: String,
+}
+
+impl Offline {
+    pub fn new(cfg: config::Messaging, store: Arc<dyn Store>, agent: String) -> Offline {
+        Offline { cfg, store, delivering: DashMap::new(), agent }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.cfg.offline
+    }
+
+    /// Keeps `msg` for `recipient`: 202 when stored, 480 when storage is off or the user's
+    /// quota is full, 503 when the store is unavailable.
+    pub async fn keep(&self, msg: &Message, recipient: &str, sender: &str) -> Message {
+        if !self.cfg.offline {
+            return reply::response(msg, 480, &self.agent);
+        }
+        let content_type = String::from_utf8_lossy(msg.content_type().unwrap_or_default()).into_owned();
+        match self
+            .store
+            .store_offline(recipient, sender, &content_type, msg.body(), self.cfg.offline_max_per_user)
+            .await
+        {
+            Ok(true) => {
+                metrics::counter!(m::OFFLINE_MESSAGES, "event" => "stored").increment(1);
+                reply::response(msg, 202, &self.agent)
+            }
+            Ok(false) => {
+                metrics::counter!(m::OFFLINE_MESSAGES, "event" => "refused_full").increment(1);
+                let mut r = reply::response(msg, 480, &self.agent);
+                r.set_reason("Temporarily Unavailable (offline messages full)");
+                r
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store an offline message");
+                metrics::counter!(m::STORE_ERRORS).increment(1);
+                let mut r = reply::response(msg, 503, &self.agent);
+                r.push_header(HeaderName::RetryAfter, "5");
+                r
+            }
+        }
+    }
+
+    /// Delivers what is stored for `aor` to its bindings, oldest first; stops at the first one
+    /// not accepted (it stays, and so does everything after it, to keep the order).
+    pub async fn deliver(&self, aor: &str, messaging: &Messaging, txs: &Transactions) {
+        if self.delivering.insert(aor.to_string(), ()).is_some() {
+            return;
+        }
+        let result = self.deliver_all(aor, messaging, txs).await;
+        self.delivering.remove(aor);
+        if let Err(e) = result {
+            tracing::warn!(aor, error = %e, "offline delivery interrupted; retried at the next REGISTER");
+        }
+    }
+
+    async fn deliver_all(
+        &self,
+        aor: &str,
+        messaging: &Messaging,
+        txs: &Transactions,
+    ) -> Result<(), sipfront_storage::StoreError> {
+        loop {
+            let batch = self.store.offline_messages(aor, 50).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for stored in batch {
+                let targets = messaging.targets_of(aor);
+                if targets.is_empty() {
+                    return Ok(());
+                }
+                let msg = message_for(&stored);
+                let resp = messaging.relay(txs, &msg, targets).await;
+                if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
+                    tracing::debug!(aor, status = resp.status(), "offline message not accepted; kept");
+                    return Ok(());
+                }
+                self.store.delete_offline(stored.id).await?;
+                metrics::counter!(m::OFFLINE_MESSAGES, "event" => "delivered").increment(1);
+            }
+        }
+    }
+
+    /// Purges messages past the age limit, once an hour; runs until dropped.
+    pub async fn run_purge(&self) {
+        loop {
+            let age = u64::from(self.cfg.offline_max_age_days) * 86_400;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            match self.store.purge_offline(now.saturating_sub(age) as i64).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    metrics::counter!(m::OFFLINE_MESSAGES, "event" => "expired").increment(n);
+                    tracing::info!(purged = n, "offline messages past their age limit");
+                }
+                Err(e) => tracing::debug!(error = %e, "offline purge failed; retried later"),
+            }
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+}
+
+/// The MESSAGE that delivers a stored one: from its sender, to its recipient, dated when it
+/// was received (RFC 3261 20.17).
+fn message_for(stored: &sipfront_storage::OfflineMessage) -> Message {
+    let mut m = Message::request(Method::Message, format!("sip:{}", stored.recipient));
+    m.push_header(HeaderName::MaxForwards, "70");
+    m.push_header(HeaderName::From, format!("<sip:{}>;tag={}", stored.sender, reply::new_tag()));
+    m.push_header(HeaderName::To, format!("<sip:{}>", stored.recipient));
+    m.push_header(HeaderName::CallId, format!("{}@offline.sipfront", reply::new_tag()));
+    m.push_header(HeaderName::CSeq, "1 MESSAGE");
+    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(stored.received_at).unwrap_or(0));
+    m.push_header(HeaderName::Date, reply::http_date(when));
+    m.push_header(HeaderName::ContentType, stored.content_type.clone());
+    m.push_header(HeaderName::ContentLength, "0");
+    m.set_body(stored.body.clone());
+    m
+}
