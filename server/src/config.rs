@@ -19,6 +19,7 @@ pub struct Config {
     pub auth: Auth,
     pub registrar: Registrar,
     pub messaging: Messaging,
+    pub archive: Archive,
     pub server: Server,
     pub log: Log,
 }
@@ -70,6 +71,25 @@ pub struct Messaging {
     pub offline_max_per_user: u32,
     /// Kept messages older than this are deleted undelivered.
     pub offline_max_age_days: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Archive {
+    /// Archive instant messages.
+    pub enabled: bool,
+    /// Refuse IM with 503 when it cannot be archived, rather than deliver it unarchived.
+    pub critical: bool,
+    /// Delete entries older than this many days; 0 keeps them forever.
+    pub retention_days: u32,
+    /// Archive only messages to or from these domains; empty: every domain.
+    pub domains: Vec<String>,
+    /// AORs whose messages are never archived.
+    pub exclude_users: Vec<String>,
+    /// Entries waiting for the writer at most; beyond it they are dropped (or, critical, refused).
+    pub queue: usize,
+    /// A message between two users after this long a silence starts a new conversation.
+    pub session_gap_secs: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -171,6 +191,7 @@ impl Default for Config {
             auth: Auth::default(),
             registrar: Registrar::default(),
             messaging: Messaging::default(),
+            archive: Archive::default(),
             server: Server::default(),
             log: Log::default(),
         }
@@ -256,6 +277,20 @@ impl Default for Messaging {
             offline: true,
             offline_max_per_user: 100,
             offline_max_age_days: 7,
+        }
+    }
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive {
+            enabled: true,
+            critical: false,
+            retention_days: 0,
+            domains: Vec::new(),
+            exclude_users: Vec::new(),
+            queue: 10_000,
+            session_gap_secs: 600,
         }
     }
 }

@@ -122,7 +122,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             .context("reading the store")?,
     );
     let bindings = Arc::new(Bindings::default());
-    let core = Core::new(config, directory.clone(), bindings.clone(), transactions.clone());
+    let (core, archive_writer) = Core::new(config, directory.clone(), bindings.clone(), transactions.clone());
     transactions.set_user(Arc::new(core.clone()));
     let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
 
@@ -131,6 +131,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         let txs = transactions.clone();
         tasks.spawn(async move { txs.run_timers().await });
         tasks.spawn(async move { core.run().await });
+        tasks.spawn(archive_writer.run());
         let b = bindings.clone();
         tasks.spawn(async move { b.run_expiry().await });
         let (d, every) = (directory.clone(), Duration::from_millis(config.database.poll_ms.max(50)));

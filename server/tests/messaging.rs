@@ -9,26 +9,6 @@ use std::time::Duration;
 
 const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
 
-async fn register(client: &mut impl SipClient, user: &str, password: &str, contact: Option<&str>) {
-    let mut req = Request::register(client, user).set("Expires", "300");
-    if let Some(c) = contact {
-        req = req.set("Contact", c);
-    }
-    let r = with_credentials(client, &req, user, password).await;
-    assert_eq!(r.status(), Some(200), "{user} registers");
-}
-
-/// Answers the next request `client` receives with `code`; returns that request.
-async fn answer_next(client: &UdpClient, code: u16) -> Message {
-    let (bytes, from) = client.recv(Duration::from_secs(5)).await.expect("a request for this endpoint");
-    let m = parse(&bytes);
-    let mut r = m.response_to(code);
-    r.set_to_tag(&format!("uas{code}"));
-    r.ensure_content_length();
-    client.socket.send_to(&r.to_bytes(), from).await.expect("send the response");
-    m
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_forks_to_every_binding_and_the_2xx_wins() {
     let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;

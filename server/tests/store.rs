@@ -8,40 +8,6 @@ use common::*;
 use sipfront_proto::{HeaderName, Message};
 use std::time::Duration;
 
-/// Runs the `sipfront` binary against the server's store: `--data-dir` of the running server
-/// for SQLite, `SIPFRONT_DATABASE_URL` for PostgreSQL; `stdin` is written to its standard input.
-async fn cli(s: &TestServer, args: &[&str], stdin: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
-    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
-    cmd.env_remove("SIPFRONT_DATABASE_URL");
-    if !s.config.database.url.is_empty() {
-        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
-    }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let shown = format!("sipfront {}", args.join(" "));
-    let input = stdin.to_string();
-    let out = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::task::spawn_blocking(move || {
-            let mut child = cmd.spawn().expect("start the sipfront binary");
-            child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write stdin");
-            child.wait_with_output().expect("wait for the sipfront binary")
-        }),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{shown} took too long"))
-    .expect("the CLI task");
-    assert!(
-        out.status.success(),
-        "{shown}: {}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The status of a REGISTER of `user` with `password` over UDP.
 async fn register_status(s: &TestServer, user: &str, password: &str) -> Option<u16> {
     let mut c = s.udp_client().await;

@@ -118,6 +118,35 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_offline(&self, id: i64) -> Result<()>;
     /// Deletes messages received before `before` (Unix seconds); how many.
     async fn purge_offline(&self, before: i64) -> Result<u64>;
+
+    /// Writes archive entries, all in one transaction.
+    async fn archive(&self, entries: &[ArchiveEntry]) -> Result<()>;
+    /// Archived messages between `user` and `peer` (either direction), or between `user` and
+    /// anyone when `peer` is `None`, with `since <= at < until`, oldest first, at most `limit`.
+    async fn search_archive(
+        &self,
+        user: &str,
+        peer: Option<&str>,
+        since: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<ArchiveEntry>>;
+    /// Deletes entries before `before` (Unix seconds); how many.
+    async fn purge_archive(&self, before: i64) -> Result<u64>;
+}
+
+/// One archived instant message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveEntry {
+    /// Unix seconds.
+    pub at: i64,
+    pub sender: String,
+    pub recipient: String,
+    pub call_id: String,
+    pub content_type: String,
+    pub body: Vec<u8>,
+    /// The first message of a conversation (pager mode: none between the pair for a while).
+    pub first_in_session: bool,
 }
 
 /// A message kept for a user who was not signed in.

@@ -173,26 +173,23 @@ macro_rules! sql_store {
             }
 
             async fn store_offline(&self, recipient: &str, sender: &str, content_type: &str, body: &[u8], max: u32) -> $crate::Result<bool> {
-                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM offline_messages WHERE recipient = $1")
-                    .bind(recipient)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| $crate::map_err(recipient, e))?;
-                if n >= i64::from(max) {
-                    return Ok(false);
-                }
-                sqlx::query("INSERT INTO offline_messages (recipient, sender, content_type, body, received_at) VALUES ($1, $2, $3, $4, $5)")
-                    .bind(recipient)
-                    .bind(sender)
-                    .bind(content_type)
-                    .bind(body)
-                    .bind($crate::now())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| $crate::map_err(recipient, e))?;
-                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
-                Ok(true)
+                // One statement, so that the quota check and the insert are atomic without a
+                // read-then-write transaction (which SQLite in WAL mode fails outright, without
+                // waiting, when another connection wrote in between).
+                let r = sqlx::query(
+                    "INSERT INTO offline_messages (recipient, sender, content_type, body, received_at) \
+                     SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM offline_messages WHERE recipient = $1) < $6",
+                )
+                .bind(recipient)
+                .bind(sender)
+                .bind(content_type)
+                .bind(body)
+                .bind($crate::now())
+                .bind(i64::from(max))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| $crate::map_err(recipient, e))?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn offline_messages(&self, recipient: &str, limit: u32) -> $crate::Result<Vec<$crate::OfflineMessage>> {
@@ -234,6 +231,76 @@ macro_rules! sql_store {
                     .await
                     .map(|r| r.rows_affected())
                     .map_err(|e| $crate::map_err("offline purge", e))
+            }
+
+            async fn archive(&self, entries: &[$crate::ArchiveEntry]) -> $crate::Result<()> {
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                for e in entries {
+                    sqlx::query(
+                        "INSERT INTO im_archive (at, sender, recipient, call_id, content_type, body, first_in_session) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(e.at)
+                    .bind(&e.sender)
+                    .bind(&e.recipient)
+                    .bind(&e.call_id)
+                    .bind(&e.content_type)
+                    .bind(&e.body)
+                    .bind(e.first_in_session)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|err| $crate::map_err("archive", err))?;
+                }
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))
+            }
+
+            async fn search_archive(&self, user: &str, peer: Option<&str>, since: i64, until: i64, limit: u32) -> $crate::Result<Vec<$crate::ArchiveEntry>> {
+                let rows: Vec<(i64, String, String, String, String, Vec<u8>, bool)> = match peer {
+                    Some(peer) => sqlx::query_as(
+                        "SELECT at, sender, recipient, call_id, content_type, body, first_in_session FROM im_archive \
+                         WHERE ((sender = $1 AND recipient = $2) OR (sender = $2 AND recipient = $1)) AND at >= $3 AND at < $4 \
+                         ORDER BY at, id LIMIT $5",
+                    )
+                    .bind(user)
+                    .bind(peer)
+                    .bind(since)
+                    .bind(until)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await,
+                    None => sqlx::query_as(
+                        "SELECT at, sender, recipient, call_id, content_type, body, first_in_session FROM im_archive \
+                         WHERE (sender = $1 OR recipient = $1) AND at >= $2 AND at < $3 ORDER BY at, id LIMIT $4",
+                    )
+                    .bind(user)
+                    .bind(since)
+                    .bind(until)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await,
+                }
+                .map_err(|e| $crate::map_err("archive search", e))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(at, sender, recipient, call_id, content_type, body, first_in_session)| $crate::ArchiveEntry {
+                        at,
+                        sender,
+                        recipient,
+                        call_id,
+                        content_type,
+                        body,
+                        first_in_session,
+                    })
+                    .collect())
+            }
+
+            async fn purge_archive(&self, before: i64) -> $crate::Result<u64> {
+                sqlx::query("DELETE FROM im_archive WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.pool)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(|e| $crate::map_err("archive purge", e))
             }
         }
 

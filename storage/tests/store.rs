@@ -165,3 +165,46 @@ async fn offline_messages_are_kept_in_order_up_to_a_limit() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_archive_finds_a_conversation_in_both_directions() {
+    on_both("archive", |s| async move {
+        let entry = |at: i64, from: &str, to: &str, body: &str| sipfront_storage::ArchiveEntry {
+            at,
+            sender: from.into(),
+            recipient: to.into(),
+            call_id: format!("c{at}"),
+            content_type: "text/plain".into(),
+            body: body.as_bytes().to_vec(),
+            first_in_session: at == 100,
+        };
+        s.archive(&[
+            entry(100, "alice@x", "bob@x", "hi bob"),
+            entry(101, "bob@x", "alice@x", "hi alice"),
+            entry(102, "alice@x", "carol@x", "hi carol"),
+            entry(200, "alice@x", "bob@x", "later"),
+        ])
+        .await
+        .unwrap();
+        let pair = s.search_archive("alice@x", Some("bob@x"), 0, i64::MAX, 100).await.unwrap();
+        assert_eq!(
+            pair.iter().map(|e| e.body.as_slice()).collect::<Vec<_>>(),
+            vec![&b"hi bob"[..], b"hi alice", b"later"]
+        );
+        assert!(pair[0].first_in_session && !pair[1].first_in_session);
+        assert_eq!(
+            s.search_archive("bob@x", Some("alice@x"), 0, i64::MAX, 100).await.unwrap().len(),
+            3,
+            "either side asks"
+        );
+        assert_eq!(s.search_archive("alice@x", None, 0, i64::MAX, 100).await.unwrap().len(), 4, "any peer");
+        assert_eq!(
+            s.search_archive("alice@x", Some("bob@x"), 101, 200, 100).await.unwrap().len(),
+            1,
+            "since <= at < until"
+        );
+        assert_eq!(s.purge_archive(150).await.unwrap(), 3);
+        assert_eq!(s.search_archive("alice@x", None, 0, i64::MAX, 100).await.unwrap().len(), 1);
+    })
+    .await;
+}

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod archive;
 mod users;
 
 #[derive(Parser, Debug)]
@@ -48,6 +49,11 @@ pub enum Command {
         #[command(subcommand)]
         command: users::UserCommand,
     },
+    /// The IM archive.
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -59,6 +65,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Domain { command } => users::run_domain(&config, &cli.data_dir, command),
         Command::User { command } => users::run_user(&config, &cli.data_dir, command),
+        Command::Archive { command } => archive::run(&config, &cli.data_dir, command),
         Command::Serve { sip_addr, tls_addr, http_addr } => {
             if !sip_addr.is_empty() {
                 config.listen.sip = sip_addr;

@@ -58,7 +58,7 @@ pub enum UserCommand {
     },
 }
 
-fn with_store<T>(
+pub(super) fn with_store<T>(
     config: &Config,
     data_dir: &Path,
     f: impl AsyncFnOnce(Arc<dyn Store>) -> anyhow::Result<T>,

@@ -1,6 +1,7 @@
 //! The routing core: what a request means and who answers it. It never touches sockets: it
 //! answers through the [`ServerTx`] it is given and sends through client transactions.
 
+pub mod archive;
 pub mod auth;
 pub mod directory;
 pub mod lockout;
@@ -16,6 +17,7 @@ use crate::state::bindings::Bindings;
 use crate::transaction::{Incoming, ServerTx, TransactionUser, Transactions};
 use crate::transport::flows::FlowId;
 use crate::transport::Transports;
+use archive::{Archive, ArchiveWriter};
 use auth::{Auth, Verdict};
 use directory::Directory;
 use messaging::Messaging;
@@ -44,36 +46,41 @@ struct Inner {
     registrar: Registrar,
     messaging: Messaging,
     offline: Offline,
+    archive: Archive,
     transports: Arc<Transports>,
     transactions: Transactions,
     disabled_user_status: u16,
 }
 
 impl Core {
+    /// The core, and the archive writer it feeds (the caller runs it).
     pub fn new(
         config: &Config,
         directory: Arc<Directory>,
         bindings: Arc<Bindings>,
         transactions: Transactions,
-    ) -> Core {
+    ) -> (Core, ArchiveWriter) {
         let agent = config.server.agent.clone();
         let transports = transactions.transports().clone();
-        Core(Arc::new(Inner {
+        let (archive, writer) = Archive::new(config.archive.clone(), directory.store().clone());
+        let core = Core(Arc::new(Inner {
             auth: Auth::new(&config.auth),
             registrar: Registrar::new(config.registrar.clone(), bindings.clone(), agent.clone()),
             messaging: Messaging::new(config.messaging.clone(), bindings, transports.clone(), agent.clone()),
             offline: Offline::new(config.messaging.clone(), directory.store().clone(), agent.clone()),
+            archive,
             agent,
             directory,
             transports,
             transactions,
             disabled_user_status: config.messaging.disabled_user_status,
-        }))
+        }));
+        (core, writer)
     }
 
     /// The core's own timers (nonces, lockouts); runs until dropped.
     pub async fn run(&self) {
-        tokio::join!(self.0.auth.run(), self.0.offline.run_purge());
+        tokio::join!(self.0.auth.run(), self.0.offline.run_purge(), self.0.archive.run_sessions());
     }
 
     async fn answer(&self, req: &Incoming) -> Message {
@@ -170,12 +177,20 @@ impl Core {
             Ok(None) => return reply::response(msg, 404, &self.0.agent),
             Err(_) => return self.refusal(msg, Verdict::Unavailable, 407, ""),
         }
+        let sender = msg.from().as_ref().and_then(aor_of).unwrap_or_default();
         let targets = messaging.targets(&to);
+        if targets.is_empty() && !self.0.offline.enabled() {
+            return messaging.unavailable(msg);
+        }
+        let archive = &self.0.archive;
+        if archive.applies(&sender, &to.aor) && archive.record(msg, &sender, &to.aor).is_err() && archive.critical() {
+            // Critical mode: no unarchived IM.
+            let mut r = reply::response(msg, 503, &self.0.agent);
+            r.set_reason("Service Unavailable (archive unavailable)");
+            r.push_header(HeaderName::RetryAfter, "5");
+            return r;
+        }
         if targets.is_empty() {
-            if !self.0.offline.enabled() {
-                return messaging.unavailable(msg);
-            }
-            let sender = msg.from().as_ref().and_then(aor_of).unwrap_or_default();
             return self.0.offline.keep(msg, &to.aor, &sender).await;
         }
         messaging.relay(&self.0.transactions, msg, targets).await

@@ -24,6 +24,9 @@ pub const STORE_ERRORS: &str = "sipfront_store_errors_total";
 pub const MESSAGES: &str = "sipfront_messages_total";
 pub const MESSAGE_FORKS: &str = "sipfront_message_forks";
 pub const OFFLINE_MESSAGES: &str = "sipfront_offline_messages_total";
+pub const ARCHIVE_ENTRIES: &str = "sipfront_archive_entries_total";
+pub const ARCHIVE_QUEUE: &str = "sipfront_archive_queue_depth";
+pub const ARCHIVE_WRITE: &str = "sipfront_archive_write_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -70,4 +73,7 @@ fn describe() {
     describe_counter!(MESSAGES, "MESSAGE requests for our users, by the final status the sender got");
     describe_histogram!(MESSAGE_FORKS, "Bindings a MESSAGE was forked to");
     describe_counter!(OFFLINE_MESSAGES, "Messages for absent users: stored, delivered, expired, refused_full");
+    describe_counter!(ARCHIVE_ENTRIES, "IM archive entries: written, dropped (queue full), refused (critical mode)");
+    describe_gauge!(ARCHIVE_QUEUE, "IM archive entries waiting for the writer");
+    describe_histogram!(ARCHIVE_WRITE, Unit::Seconds, "Time to write one batch of archive entries");
 }

@@ -765,3 +765,60 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Runs the `sipfront` binary against the server's store: `--data-dir` of the running server
+/// for SQLite, `SIPFRONT_DATABASE_URL` for PostgreSQL; `stdin` is written to its standard input.
+pub async fn cli(s: &TestServer, args: &[&str], stdin: &str) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
+    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
+    cmd.env_remove("SIPFRONT_DATABASE_URL");
+    if !s.config.database.url.is_empty() {
+        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let shown = format!("sipfront {}", args.join(" "));
+    let input = stdin.to_string();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().expect("start the sipfront binary");
+            child.stdin.take().expect("piped stdin").write_all(input.as_bytes()).expect("write stdin");
+            child.wait_with_output().expect("wait for the sipfront binary")
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{shown} took too long"))
+    .expect("the CLI task");
+    assert!(
+        out.status.success(),
+        "{shown}: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---- Instant messages (issue 5) ----
+
+pub async fn register(client: &mut impl SipClient, user: &str, password: &str, contact: Option<&str>) {
+    let mut req = Request::register(client, user).set("Expires", "300");
+    if let Some(c) = contact {
+        req = req.set("Contact", c);
+    }
+    let r = with_credentials(client, &req, user, password).await;
+    assert_eq!(r.status(), Some(200), "{user} registers");
+}
+
+/// Answers the next request `client` receives with `code`; returns that request.
+pub async fn answer_next(client: &UdpClient, code: u16) -> Message {
+    let (bytes, from) = client.recv(Duration::from_secs(5)).await.expect("a request for this endpoint");
+    let m = parse(&bytes);
+    let mut r = m.response_to(code);
+    r.set_to_tag(&format!("uas{code}"));
+    r.ensure_content_length();
+    client.socket.send_to(&r.to_bytes(), from).await.expect("send the response");
+    m
+}

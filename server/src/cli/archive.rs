@@ -1,0 +1,119 @@
+//! `sipfront archive search`: the conversations of a user, modelled on the OCS archiving
+//! report: every message between two users (both directions) or between one user and anyone,
+//! in a time range, as a table, CSV or JSON.
+
+use crate::config::Config;
+use crate::core::reply::{iso_time, parse_iso_time};
+use anyhow::{bail, Context};
+use clap::{Subcommand, ValueEnum};
+use std::path::Path;
+
+#[derive(Subcommand, Debug)]
+pub enum ArchiveCommand {
+    /// Messages to and from a user.
+    Search {
+        /// The user (AOR, user@domain).
+        #[arg(long)]
+        user: String,
+        /// The other party (AOR), or `any`.
+        #[arg(long, default_value = "any")]
+        peer: String,
+        /// From this time on (UTC, `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Before this time (UTC).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// At most this many messages.
+        #[arg(long, default_value_t = 10_000)]
+        limit: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+pub fn run(config: &Config, data_dir: &Path, command: ArchiveCommand) -> anyhow::Result<()> {
+    let ArchiveCommand::Search { user, peer, since, until, format, limit } = command;
+    let time = |s: &Option<String>, default: i64| -> anyhow::Result<i64> {
+        match s {
+            None => Ok(default),
+            Some(s) => {
+                parse_iso_time(s).with_context(|| format!("{s:?} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)"))
+            }
+        }
+    };
+    let (since, until) = (time(&since, 0)?, time(&until, i64::MAX)?);
+    if since >= until {
+        bail!("--since must be before --until");
+    }
+    let aor = |s: &str| -> anyhow::Result<String> {
+        let (u, d) = super::users::parse_aor(s)?;
+        Ok(format!("{u}@{d}"))
+    };
+    let user = aor(&user)?;
+    let peer = if peer.eq_ignore_ascii_case("any") { None } else { Some(aor(&peer)?) };
+    let entries = super::users::with_store(config, data_dir, async |store| {
+        Ok(store.search_archive(&user, peer.as_deref(), since, until, limit).await?)
+    })?;
+    let text = |e: &sipfront_storage::ArchiveEntry| String::from_utf8_lossy(&e.body).into_owned();
+    match format {
+        Format::Table => {
+            println!("{:<19}  {:<28}  {:<28}  TEXT", "TIME (UTC)", "FROM", "TO");
+            for e in &entries {
+                let t = text(e).replace(['\r', '\n'], " ");
+                println!("{:<19}  {:<28}  {:<28}  {t}", iso_time(e.at), e.sender, e.recipient);
+            }
+            println!("({} messages)", entries.len());
+        }
+        Format::Csv => {
+            println!("time,from,to,call_id,content_type,first_in_session,text");
+            for e in &entries {
+                let fields = [
+                    iso_time(e.at),
+                    e.sender.clone(),
+                    e.recipient.clone(),
+                    e.call_id.clone(),
+                    e.content_type.clone(),
+                    e.first_in_session.to_string(),
+                    text(e),
+                ];
+                println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+            }
+        }
+        Format::Json => {
+            let rows: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "time": iso_time(e.at),
+                        "unix_time": e.at,
+                        "from": e.sender,
+                        "to": e.recipient,
+                        "call_id": e.call_id,
+                        "content_type": e.content_type,
+                        "first_in_session": e.first_in_session,
+                        "text": text(e),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows).context("writing JSON")?);
+        }
+    }
+    Ok(())
+}
+
+/// RFC 4180: quote a field holding a comma, quote or line break; double its quotes.
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_string()
+    }
+}

@@ -1,0 +1,178 @@
+//! The IM archive (compliance, as an OCS Archiving Server): every MESSAGE we forward is
+//! recorded with its time, sender, recipient, Call-ID, content type and body. Entries go
+//! through a bounded queue to one writer that stores them in batches, so the SIP path never
+//! waits for the database. In critical mode a message that cannot be archived (queue full, or
+//! the store failing) is refused with 503 rather than delivered unarchived.
+
+use crate::config;
+use crate::ops::metrics as m;
+use crate::state::expiry::ExpiryQueue;
+use dashmap::DashMap;
+use sipfront_proto::Message;
+use sipfront_storage::{ArchiveEntry, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Entries written in one transaction at most.
+const BATCH: usize = 500;
+
+pub struct Archive {
+    cfg: config::Archive,
+    queue: mpsc::Sender<ArchiveEntry>,
+    /// Whether the last write succeeded.
+    healthy: Arc<AtomicBool>,
+    /// Last message between a pair (ordered AORs), to mark the first of a conversation.
+    recent: DashMap<(String, String), Instant>,
+    recent_expiry: ExpiryQueue<(String, String)>,
+}
+
+/// The writer's half, run by [`Archive::run`].
+pub struct ArchiveWriter {
+    store: Arc<dyn Store>,
+    entries: mpsc::Receiver<ArchiveEntry>,
+    healthy: Arc<AtomicBool>,
+    retention_days: u32,
+}
+
+impl Archive {
+    pub fn new(cfg: config::Archive, store: Arc<dyn Store>) -> (Archive, ArchiveWriter) {
+        let (queue, entries) = mpsc::channel(cfg.queue.max(1));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let gap = Duration::from_secs(cfg.session_gap_secs);
+        let writer = ArchiveWriter { store, entries, healthy: healthy.clone(), retention_days: cfg.retention_days };
+        (Archive { cfg, queue, healthy, recent: DashMap::new(), recent_expiry: ExpiryQueue::new(gap) }, writer)
+    }
+
+    /// Whether messages between these AORs are archived: archiving on, a listed domain (or
+    /// every domain when none is listed), and neither user excluded.
+    pub fn applies(&self, sender: &str, recipient: &str) -> bool {
+        let domain = |aor: &str| aor.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        let listed = |aor: &str| self.cfg.domains.is_empty() || self.cfg.domains.contains(&domain(aor));
+        self.cfg.enabled
+            && (listed(sender) || listed(recipient))
+            && !self.cfg.exclude_users.iter().any(|u| u == sender || u == recipient)
+    }
+
+    pub fn critical(&self) -> bool {
+        self.cfg.critical
+    }
+
+    /// Queues `msg` for the archive. `Err` when it cannot be archived now: the queue is full,
+    /// or (critical mode) the store is failing.
+    pub fn record(&self, msg: &Message, sender: &str, recipient: &str) -> Result<(), ()> {
+        if self.cfg.critical && !self.healthy.load(Ordering::Acquire) {
+            metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "refused").increment(1);
+            return Err(());
+        }
+        let pair = if sender <= recipient {
+            (sender.to_string(), recipient.to_string())
+        } else {
+            (recipient.to_string(), sender.to_string())
+        };
+        let now = Instant::now();
+        let gap = Duration::from_secs(self.cfg.session_gap_secs);
+        let first = match self.recent.insert(pair.clone(), now) {
+            Some(last) => now.duration_since(last) > gap,
+            None => true,
+        };
+        if first {
+            self.recent_expiry.push(pair);
+        }
+        let entry = ArchiveEntry {
+            at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+            sender: sender.to_string(),
+            recipient: recipient.to_string(),
+            call_id: String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned(),
+            content_type: String::from_utf8_lossy(msg.content_type().unwrap_or_default()).into_owned(),
+            body: msg.body().to_vec(),
+            first_in_session: first,
+        };
+        match self.queue.try_send(entry) {
+            Ok(()) => {
+                metrics::gauge!(m::ARCHIVE_QUEUE).set((self.cfg.queue - self.queue.capacity()) as f64);
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "dropped").increment(1);
+                tracing::warn!(sender, recipient, "archive queue full: message not archived");
+                Err(())
+            }
+        }
+    }
+
+    /// Forgets conversations quiet for longer than the gap; runs until dropped.
+    pub async fn run_sessions(&self) {
+        let gap = Duration::from_secs(self.cfg.session_gap_secs);
+        self.recent_expiry
+            .run(|pair| {
+                self.recent.remove_if(&pair, |_, last| last.elapsed() >= gap);
+            })
+            .await;
+    }
+}
+
+impl ArchiveWriter {
+    /// Writes batches as they come, retrying a failed batch (nothing queued is lost), and
+    /// purges past the retention; runs until dropped.
+    pub async fn run(mut self) {
+        let purge = async {
+            if self.retention_days == 0 {
+                return std::future::pending().await;
+            }
+            loop {
+                let cutoff = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+                    .saturating_sub(u64::from(self.retention_days) * 86_400);
+                match self.store.purge_archive(cutoff as i64).await {
+                    Ok(n) if n > 0 => tracing::info!(purged = n, "archive entries past retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "archive purge failed; retried later"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        };
+        let (store, healthy) = (self.store.clone(), self.healthy.clone());
+        let write = async {
+            let mut batch = Vec::with_capacity(BATCH);
+            while let Some(first) = self.entries.recv().await {
+                batch.push(first);
+                while batch.len() < BATCH {
+                    match self.entries.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let started = Instant::now();
+                    match tokio::time::timeout(Duration::from_secs(5), store.archive(&batch)).await {
+                        Ok(Ok(())) => {
+                            metrics::histogram!(m::ARCHIVE_WRITE).record(started.elapsed().as_secs_f64());
+                            metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(batch.len() as u64);
+                            healthy.store(true, Ordering::Release);
+                            break;
+                        }
+                        failed => {
+                            if healthy.swap(false, Ordering::AcqRel) {
+                                let error = match failed {
+                                    Ok(Err(e)) => e.to_string(),
+                                    _ => "timeout".to_string(),
+                                };
+                                tracing::error!(%error, pending = batch.len(), "archive writes failing; retrying");
+                            }
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+                batch.clear();
+                metrics::gauge!(m::ARCHIVE_QUEUE).set(self.entries.len() as f64);
+            }
+        };
+        tokio::join!(purge, write);
+    }
+}
