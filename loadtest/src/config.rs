@@ -1,0 +1,257 @@
+//! What a run does: the scenario, the target, the users, the rate and the bounds. Built by the
+//! CLI or directly by a test; serialized whole into the JSON report so runs can be compared.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scenario {
+    /// Each transaction: REGISTER -> 401 -> authenticated REGISTER -> 200.
+    Register,
+    /// Pairs of registered users: the sender's MESSAGE (answering 407) reaches the receiver,
+    /// which answers 200.
+    Message,
+}
+
+impl Scenario {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Register => "register",
+            Scenario::Message => "message",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Udp,
+    Tcp,
+}
+
+impl TransportKind {
+    /// As written in a Via header (RFC 3261 20.42).
+    pub fn via_name(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "UDP",
+            TransportKind::Tcp => "TCP",
+        }
+    }
+
+    /// As written in a `transport=` URI parameter.
+    pub fn param(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// One account: `user` is the user part of the AOR and the digest username.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub user: String,
+    pub password: String,
+}
+
+/// When a run stops sending.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bound {
+    /// This many transactions, at the rate.
+    Count(u64),
+    /// Transactions at the rate for this long.
+    Seconds(f64),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Config {
+    pub scenario: Scenario,
+    pub target: SocketAddr,
+    pub transport: TransportKind,
+    pub domain: String,
+    /// How the users were given (`user{n}` pattern or a CSV path), for the report.
+    pub users_from: String,
+    #[serde(skip)]
+    pub accounts: Vec<Account>,
+    pub users: usize,
+    /// Transactions per second, scheduled whether or not earlier ones have been answered.
+    pub rate: f64,
+    pub bound: Bound,
+    /// Registrations per second while the message scenario registers its users.
+    pub setup_rate: f64,
+    /// Local addresses the clients bind to (one UDP socket each; TCP connections spread over them).
+    pub local_ips: Vec<IpAddr>,
+    /// Timer F / B: a transaction with no final response after this long has timed out
+    /// (RFC 3261 17.1.2.2: 64*T1 = 32 s).
+    pub timeout_ms: u64,
+    /// RFC 3261 T1, the first UDP retransmission interval.
+    pub t1_ms: u64,
+    pub expires: u32,
+    /// Body size of each MESSAGE (the OCS user model's 400 bytes).
+    pub message_bytes: usize,
+    pub allow_remote: bool,
+}
+
+impl Config {
+    /// A configuration with the defaults the CLI has; tests change what they need.
+    pub fn new(scenario: Scenario, target: SocketAddr) -> Config {
+        let mut c = Config {
+            scenario,
+            target,
+            transport: TransportKind::Udp,
+            domain: "example.test".into(),
+            users_from: String::new(),
+            accounts: Vec::new(),
+            users: 0,
+            rate: 100.0,
+            bound: Bound::Count(1000),
+            setup_rate: 1000.0,
+            local_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            timeout_ms: 32_000,
+            t1_ms: 500,
+            expires: 3600,
+            message_bytes: 400,
+            allow_remote: false,
+        };
+        c.set_pattern_users(100, 0, "pw{n}");
+        c
+    }
+
+    /// Users `user{n}` for n in `offset..offset+count`, password from `pattern` (`{n}` replaced).
+    pub fn set_pattern_users(&mut self, count: usize, offset: usize, pattern: &str) {
+        self.accounts = (offset..offset + count)
+            .map(|n| Account { user: format!("user{n}"), password: pattern.replace("{n}", &n.to_string()) })
+            .collect();
+        self.users = count;
+        self.users_from = format!("user{{n}} for n in {offset}..{}, password {pattern:?}", offset + count);
+    }
+
+    /// Users from a CSV file of `aor,password` lines (the format `sipfront user import` reads);
+    /// a user part alone is taken in the run's domain.
+    pub fn set_csv_users(&mut self, path: &Path) -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let mut accounts = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((aor, password)) = line.split_once(',') else {
+                bail!("{}:{}: expected `aor,password`", path.display(), i + 1);
+            };
+            let aor = aor.trim().trim_start_matches("sip:");
+            let user = aor.split_once('@').map_or(aor, |(u, _)| u);
+            accounts.push(Account { user: user.to_string(), password: password.trim().to_string() });
+        }
+        if accounts.is_empty() {
+            bail!("{}: no users", path.display());
+        }
+        self.users = accounts.len();
+        self.accounts = accounts;
+        self.users_from = path.display().to_string();
+        Ok(())
+    }
+
+    /// How many transactions the run schedules, if it is bounded by count.
+    pub fn planned(&self) -> u64 {
+        match self.bound {
+            Bound::Count(n) => n,
+            Bound::Seconds(s) => (s * self.rate).round() as u64,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Refuses what would make the run meaningless or aim it somewhere it should not go.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.allow_remote {
+            if !self.target.ip().is_loopback() {
+                bail!("target {} is not a loopback address; pass --allow-remote to load a remote server", self.target);
+            }
+            if let Some(ip) = self.local_ips.iter().find(|ip| !ip.is_loopback()) {
+                bail!("local address {ip} is not a loopback address; pass --allow-remote to use it");
+            }
+        }
+        let positive = |r: f64| r > 0.0 && r.is_finite();
+        if !positive(self.rate) || !positive(self.setup_rate) {
+            bail!("the rate must be a positive number");
+        }
+        if self.local_ips.is_empty() {
+            bail!("no local addresses");
+        }
+        match self.scenario {
+            Scenario::Register if self.accounts.is_empty() => bail!("the register scenario needs at least one user"),
+            Scenario::Message if self.accounts.len() < 2 => bail!("the message scenario needs at least two users"),
+            _ => {}
+        }
+        if self.planned() == 0 {
+            bail!("the run would send nothing (count or duration is zero)");
+        }
+        Ok(())
+    }
+}
+
+/// `127.0.0.2-127.0.0.20`, `127.0.0.1`, or a comma-separated list of either.
+pub fn parse_local_ips(s: &str) -> anyhow::Result<Vec<IpAddr>> {
+    let mut ips = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let a: Ipv4Addr = a.trim().parse().with_context(|| format!("bad address {a:?}"))?;
+                let b: Ipv4Addr = b.trim().parse().with_context(|| format!("bad address {b:?}"))?;
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a || b - a >= 1 << 20 {
+                    bail!("bad address range {part:?}");
+                }
+                ips.extend((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))));
+            }
+            None => ips.push(part.parse().with_context(|| format!("bad address {part:?}"))?),
+        }
+    }
+    if ips.is_empty() {
+        bail!("no local addresses in {s:?}");
+    }
+    Ok(ips)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ip_ranges() {
+        let ips = parse_local_ips("127.0.0.2-127.0.0.4,127.0.1.1").unwrap();
+        assert_eq!(ips.len(), 4);
+        assert_eq!(ips[2], "127.0.0.4".parse::<IpAddr>().unwrap());
+        assert!(parse_local_ips("127.0.0.4-127.0.0.2").is_err());
+        assert!(parse_local_ips("x").is_err());
+    }
+
+    #[test]
+    fn refuses_remote_targets() {
+        let mut c = Config::new(Scenario::Register, "192.0.2.1:5060".parse().unwrap());
+        assert!(c.check().is_err());
+        c.allow_remote = true;
+        c.check().unwrap();
+        c.target = "127.0.0.1:5060".parse().unwrap();
+        c.allow_remote = false;
+        c.check().unwrap();
+        c.local_ips = vec!["10.0.0.1".parse().unwrap()];
+        assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn pattern_users() {
+        let mut c = Config::new(Scenario::Message, "127.0.0.1:5060".parse().unwrap());
+        c.set_pattern_users(3, 10, "secret-{n}");
+        assert_eq!(c.accounts[2], Account { user: "user12".into(), password: "secret-12".into() });
+    }
+}

@@ -1,0 +1,152 @@
+//! `sipfront-load`: the command line of the load generator. See loadtest/README.md.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use sipfront_loadtest::config::{parse_local_ips, Bound, Config, Scenario, TransportKind};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "sipfront-load", version, about = "Open-loop SIP load generator (OCS user model)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// REGISTER -> 401 -> authenticated REGISTER -> 200, one user after another, at the rate.
+    Register(RunArgs),
+    /// Pairs of registered users; senders send MESSAGE to receivers at the rate.
+    Message(RunArgs),
+    /// Writes the pattern users as `aor,password` lines (for `sipfront user import`).
+    Users(UsersArgs),
+}
+
+#[derive(Args)]
+struct UsersArgs {
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    #[arg(long, default_value_t = 0)]
+    user_offset: usize,
+    #[arg(long, default_value = "example.test")]
+    domain: String,
+    #[arg(long, default_value = "pw{n}")]
+    password_pattern: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The server, as IP:port (no DNS).
+    #[arg(long, default_value = "127.0.0.1:5060")]
+    target: SocketAddr,
+    #[arg(long, value_enum, default_value_t = TransportKind::Udp)]
+    transport: TransportKind,
+    /// Users `user{n}` for n in OFFSET..OFFSET+N.
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    #[arg(long, default_value_t = 0)]
+    user_offset: usize,
+    /// Users from a CSV of `aor,password` lines instead of the pattern.
+    #[arg(long, conflicts_with_all = ["users", "user_offset", "password_pattern"])]
+    users_csv: Option<PathBuf>,
+    #[arg(long, default_value = "example.test")]
+    domain: String,
+    /// `{n}` is replaced by the user's number.
+    #[arg(long, default_value = "pw{n}")]
+    password_pattern: String,
+    /// Transactions per second (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Run for this many seconds at the rate.
+    #[arg(long, conflicts_with = "count")]
+    duration: Option<f64>,
+    /// Run this many transactions at the rate (default 1000 when no --duration).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Registrations per second while the message scenario registers its users.
+    #[arg(long, default_value_t = 1000.0)]
+    setup_rate: f64,
+    /// Local addresses to send from: `127.0.0.2-127.0.0.20`, or a list.
+    #[arg(long, default_value = "127.0.0.1")]
+    local_ips: String,
+    /// Timer F: seconds without a final response before a transaction has timed out.
+    #[arg(long, default_value_t = 32.0)]
+    timeout: f64,
+    #[arg(long, default_value_t = 3600)]
+    expires: u32,
+    /// Body size of each MESSAGE in bytes.
+    #[arg(long, default_value_t = 400)]
+    message_bytes: usize,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Allow a target (and local addresses) outside loopback.
+    #[arg(long)]
+    allow_remote: bool,
+    /// No live progress line even on a terminal.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl RunArgs {
+    fn config(&self, scenario: Scenario) -> anyhow::Result<Config> {
+        let mut c = Config::new(scenario, self.target);
+        c.transport = self.transport;
+        c.domain = self.domain.clone();
+        match &self.users_csv {
+            Some(path) => c.set_csv_users(path)?,
+            None => c.set_pattern_users(self.users, self.user_offset, &self.password_pattern),
+        }
+        c.rate = self.rate;
+        c.bound = match (self.duration, self.count) {
+            (Some(s), _) => Bound::Seconds(s),
+            (None, Some(n)) => Bound::Count(n),
+            (None, None) => Bound::Count(1000),
+        };
+        c.setup_rate = self.setup_rate;
+        c.local_ips = parse_local_ips(&self.local_ips)?;
+        c.timeout_ms = (self.timeout * 1000.0) as u64;
+        c.expires = self.expires;
+        c.message_bytes = self.message_bytes;
+        c.allow_remote = self.allow_remote;
+        Ok(c)
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let (scenario, args) = match cli.command {
+        Command::Register(a) => (Scenario::Register, a),
+        Command::Message(a) => (Scenario::Message, a),
+        Command::Users(u) => {
+            for n in u.user_offset..u.user_offset + u.users {
+                println!("user{n}@{},{}", u.domain, u.password_pattern.replace("{n}", &n.to_string()));
+            }
+            return Ok(());
+        }
+    };
+    let config = args.config(scenario)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        // Ctrl-C: stop sending, print what was measured so far.
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = stop_tx.send(true);
+        }
+    });
+    let progress = !args.quiet && std::io::stdout().is_terminal();
+    let report = sipfront_loadtest::run(config, stop_rx, progress).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, json + "\n").with_context(|| format!("write {}", path.display()))?;
+        println!("report: {}", path.display());
+    }
+    // Exit status: 0 when the run finished, whatever it measured; 130 when interrupted.
+    if report.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}

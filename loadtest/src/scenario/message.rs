@@ -1,0 +1,85 @@
+//! `message`: the users are split in two halves, senders and receivers, paired in order
+//! (sender k writes to receiver k). Every user registers first (the set-up, measured apart),
+//! each with its own socket or connection as Contact; then senders send MESSAGE at the rate,
+//! answering 407 challenges, and the receivers answer what the server relays to them with 200.
+//! Latency is from the scheduled send to the sender's final response; deliveries are counted
+//! where the receivers see them.
+
+use super::{exchange, register, Kinds};
+use crate::schedule::{open_loop, Phase};
+use crate::sip::{self, Exchange};
+use crate::stats::{Counters, Outcome};
+use crate::users::Users;
+use sipfront_proto::{HeaderName, Method};
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+pub const SETUP: Kinds = Kinds { whole: "setup.register", steps: None };
+pub const MEASURED: Kinds = Kinds { whole: "message", steps: Some(("message.initial", "message.auth")) };
+
+pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
+    let setup = open_loop(users.config().setup_rate, users.len() as u64, stop, |i, due| {
+        let users = users.clone();
+        async move {
+            register::register(&users, i as usize, due, SETUP).await;
+        }
+    })
+    .await;
+    if setup.interrupted {
+        return Phase { started: 0, ..setup };
+    }
+    let (rate, count) = (users.config().rate, users.config().planned());
+    let pairs = users.len() / 2;
+    let body: Arc<str> = body(users.config().message_bytes).into();
+    users.stats().begin();
+    open_loop(rate, count, stop, |i, due| {
+        let (users, body) = (users.clone(), body.clone());
+        async move {
+            Counters::add(&users.stats().started);
+            let k = i as usize % pairs;
+            let ok = send(&users, k, pairs + k, due, &body).await;
+            users.stats().finish(ok);
+        }
+    })
+    .await
+}
+
+async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, body: &Arc<str>) -> bool {
+    let stats = users.stats();
+    let Some(endpoint) = users.endpoint(sender).await else {
+        stats.record(MEASURED.whole, due.elapsed(), Outcome::Error);
+        return false;
+    };
+    let c = users.config();
+    let (from, to) = (users.get(sender), users.get(receiver));
+    let uri = format!("sip:{}@{}", to.account.user, c.domain);
+    // Pager mode (RFC 3428 4): every MESSAGE is a request of its own, outside any dialog.
+    let (call_id, from_tag) = (sip::token(), sip::token());
+    let make = |creds: Option<&super::Credentials>| {
+        let branch = sip::branch();
+        let x = Exchange {
+            from: &from.account.user,
+            to: &to.account.user,
+            domain: &c.domain,
+            from_tag: &from_tag,
+            call_id: &call_id,
+        };
+        let cseq = if creds.is_some() { 2 } else { 1 };
+        let mut m = sip::request(Method::Message, &uri, &x, cseq, endpoint.local(), c.transport, &branch);
+        if let Some((name, value)) = creds {
+            m.push_header(*name, value.clone());
+        }
+        m.push_header(HeaderName::ContentType, "text/plain");
+        m.push_header(HeaderName::ContentLength, "0");
+        m.set_body(body.as_bytes().to_vec());
+        (m, branch)
+    };
+    exchange(stats, &endpoint, &from.account, "MESSAGE", &uri, due, MEASURED, make).await
+}
+
+/// A text of exactly `len` bytes.
+fn body(len: usize) -> String {
+    let line = "The quick brown fox jumps over the lazy dog. ";
+    line.repeat(len / line.len() + 1)[..len].to_string()
+}

@@ -1,0 +1,100 @@
+//! The scenarios, and the exchange they all are made of: a request, a 401 or 407 challenge
+//! answered once with credentials (RFC 3261 22.2), a final response.
+
+pub mod message;
+pub mod register;
+
+use crate::config::Account;
+use crate::sip;
+use crate::stats::{Counters, Outcome, Stats};
+use crate::transport::{Endpoint, TxResult};
+use sipfront_proto::{HeaderName, Message};
+use tokio::time::Instant;
+
+/// Where an exchange's figures go: the whole exchange, and optionally each of its two steps.
+#[derive(Clone, Copy)]
+pub struct Kinds {
+    pub whole: &'static str,
+    /// (the first request, the one with credentials)
+    pub steps: Option<(&'static str, &'static str)>,
+}
+
+/// Credentials a request carries: the header to put them in and its value.
+pub type Credentials = (HeaderName, String);
+
+/// Runs one exchange: `make(None)` is sent first; a 401/407 is answered by `make(Some(creds))`.
+/// Latency of the whole exchange and of the first step count from `due`, the scheduled start;
+/// the second step from when it was sent. Returns whether it ended in a 2xx.
+#[allow(clippy::too_many_arguments)] // one exchange is described by all of them
+pub async fn exchange(
+    stats: &Stats,
+    endpoint: &Endpoint,
+    account: &Account,
+    method: &str,
+    uri: &str,
+    due: Instant,
+    kinds: Kinds,
+    make: impl Fn(Option<&Credentials>) -> (Message, String),
+) -> bool {
+    let record_step = |i: usize, since: Instant, outcome: Outcome| {
+        if let Some(steps) = kinds.steps {
+            stats.record(if i == 0 { steps.0 } else { steps.1 }, since.elapsed(), outcome);
+        }
+    };
+    let end = |outcome: Outcome| {
+        stats.record(kinds.whole, due.elapsed(), outcome);
+        matches!(outcome, Outcome::Status { ok: true, .. })
+    };
+
+    let (req, branch) = make(None);
+    let challenge = match endpoint.transact(&req, &branch).await {
+        TxResult::Final(r) => {
+            let code = r.status().unwrap_or_default();
+            match code {
+                200..=299 => {
+                    // Not challenged (a request over a connection the server already trusts).
+                    record_step(0, due, Outcome::Status { code, ok: true });
+                    return end(Outcome::Status { code, ok: true });
+                }
+                401 | 407 => {
+                    record_step(0, due, Outcome::Status { code, ok: true });
+                    r
+                }
+                _ => {
+                    Counters::add(&stats.counters.unexpected);
+                    record_step(0, due, Outcome::Status { code, ok: false });
+                    return end(Outcome::Status { code, ok: false });
+                }
+            }
+        }
+        TxResult::Timeout => {
+            record_step(0, due, Outcome::Timeout);
+            return end(Outcome::Timeout);
+        }
+        TxResult::Failed => {
+            record_step(0, due, Outcome::Error);
+            return end(Outcome::Error);
+        }
+    };
+    let Some(creds) = sip::credentials(&challenge, method, uri, account) else {
+        // A challenge we cannot answer (no Digest, unknown algorithm, malformed).
+        Counters::add(&stats.counters.unexpected);
+        return end(Outcome::Status { code: challenge.status().unwrap_or_default(), ok: false });
+    };
+    let sent = Instant::now();
+    let (req, branch) = make(Some(&creds));
+    let outcome = match endpoint.transact(&req, &branch).await {
+        TxResult::Final(r) => {
+            let code = r.status().unwrap_or_default();
+            let ok = (200..300).contains(&code);
+            if !ok {
+                Counters::add(&stats.counters.unexpected);
+            }
+            Outcome::Status { code, ok }
+        }
+        TxResult::Timeout => Outcome::Timeout,
+        TxResult::Failed => Outcome::Error,
+    };
+    record_step(1, sent, outcome);
+    end(outcome)
+}

@@ -1,0 +1,100 @@
+//! The simulated users and how each reaches the server: over UDP every user of a local address
+//! shares that address's socket (as a softphone farm behind one host would); over TCP each user
+//! has a connection of its own (as OCS clients do), opened on first use from its local address,
+//! so that many local addresses allow many more connections than one address's ephemeral ports.
+
+use crate::config::{Account, Config, TransportKind};
+use crate::stats::{Counters, Stats};
+use crate::transport::{Endpoint, Timers};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+pub struct User {
+    pub account: Account,
+    /// One Call-ID and From tag per user for its registrations (RFC 3261 10.2: a UA keeps the
+    /// Call-ID across refreshes and raises CSeq).
+    pub call_id: String,
+    pub from_tag: String,
+    cseq: AtomicU32,
+    connection: OnceCell<Endpoint>,
+}
+
+impl User {
+    pub fn next_cseq(&self) -> u32 {
+        self.cseq.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+pub struct Users {
+    users: Vec<User>,
+    udp: Vec<Endpoint>,
+    config: Arc<Config>,
+    stats: Arc<Stats>,
+    timers: Timers,
+}
+
+impl Users {
+    pub async fn new(config: Arc<Config>, stats: Arc<Stats>) -> anyhow::Result<Users> {
+        let timers = Timers { t1: std::time::Duration::from_millis(config.t1_ms), timeout: config.timeout() };
+        let mut udp = Vec::new();
+        if config.transport == TransportKind::Udp {
+            for &ip in &config.local_ips {
+                udp.push(Endpoint::udp(ip, config.target, stats.clone(), timers).await?);
+            }
+        }
+        let users = config
+            .accounts
+            .iter()
+            .map(|a| User {
+                account: a.clone(),
+                call_id: crate::sip::token(),
+                from_tag: crate::sip::token(),
+                cseq: AtomicU32::new(0),
+                connection: OnceCell::new(),
+            })
+            .collect();
+        Ok(Users { users, udp, config, stats, timers })
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> &User {
+        &self.users[i % self.users.len()]
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The socket or connection user `i` sends on; `None` (counted) if a connection cannot be
+    /// opened. A connection that closed is not reopened: its user's transactions fail, which the
+    /// report shows.
+    pub async fn endpoint(&self, i: usize) -> Option<Endpoint> {
+        let i = i % self.users.len();
+        if !self.udp.is_empty() {
+            return Some(self.udp[i % self.udp.len()].clone());
+        }
+        let ip = self.config.local_ips[i % self.config.local_ips.len()];
+        let stats = self.stats.clone();
+        let (target, timers) = (self.config.target, self.timers);
+        let connect = || Endpoint::tcp(ip, target, stats, timers);
+        match self.users[i].connection.get_or_try_init(connect).await {
+            Ok(e) => Some(e.clone()),
+            Err(_) => {
+                Counters::add(&self.stats.counters.transport_errors);
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The `sipfront-load` binary: its JSON report, its refusal of remote targets, Ctrl-C.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::Server;
+use sipfront_loadtest::Report;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sipfront-load");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_report_holds_every_figure() {
+    let server = Server::start(50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let target = server.udp().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["register", "--target", &target, "--users", "50", "--rate", "200", "--count", "200"])
+            .args(["--local-ips", "127.0.0.2-127.0.0.3", "--json"])
+            .arg(&json)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(stdout.contains("register.auth") && stdout.contains("p99.9 ms"), "the final table");
+    assert!(!stdout.contains('\u{1b}'), "no progress bar when stdout is not a terminal");
+
+    let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
+    let report: Report = serde_json::from_str(&text).expect("the report parses");
+    assert_eq!((report.succeeded, report.failed), (200, 0));
+    assert_eq!(report.config.local_ips.len(), 2);
+    assert!(report.machine.nproc >= 1 && !report.machine.kernel.is_empty());
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for p in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(v["transactions"]["register"]["latency_ms"][p].as_f64().unwrap() > 0.0, "{p}");
+    }
+    assert_eq!(v["transactions"]["register.initial"]["statuses"]["401"], 200);
+    assert_eq!(v["config"]["scenario"], "register");
+    assert!(v["achieved_rate"].as_f64().unwrap() > 150.0);
+}
+
+#[test]
+fn refuses_remote_targets() {
+    let out = Command::new(BIN).args(["register", "--target", "192.0.2.1:5060", "--count", "1"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--allow-remote"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_prints_the_partial_report() {
+    let server = Server::start(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("partial.json");
+    let child = Command::new(BIN)
+        .args(["register", "--target", &server.udp().to_string(), "--users", "10", "--rate", "100"])
+        .args(["--duration", "60", "--json"])
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert_eq!(out.status.code(), Some(130));
+    assert!(stdout.contains("INTERRUPTED"));
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report.interrupted);
+    assert!(report.succeeded > 50 && report.succeeded < 6000, "{}", report.succeeded);
+}

@@ -1,0 +1,49 @@
+//! A server that answers garbage, errors or nothing: the harness counts each and ends on time.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use bytes::Bytes;
+use sipfront_loadtest::Scenario;
+use sipfront_proto::{HeaderName, Limits, Message};
+use tokio::net::UdpSocket;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_what_goes_wrong_instead_of_failing() {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(req) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else { continue };
+            let user = req.from().and_then(|f| f.uri.user().map(|u| u.to_vec())).unwrap_or_default();
+            let reply: Option<Vec<u8>> = match &user[..] {
+                b"user0" => Some(b"SIP/2.0 banana\r\n\r\n".to_vec()),
+                b"user1" => None,
+                b"user2" => Some(req.response_to(500).to_vec()),
+                _ => {
+                    let mut r = req.response_to(200);
+                    r.push_header(HeaderName::ContentLength, "0");
+                    Some(r.to_vec())
+                }
+            };
+            if let Some(reply) = reply {
+                let _ = socket.send_to(&reply, from).await;
+            }
+        }
+    });
+    let mut c = common::config(Scenario::Register, target, 4, 100.0, 8);
+    c.timeout_ms = 1_000;
+    c.t1_ms = 100;
+    let started = std::time::Instant::now();
+    let r = common::run(c).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(3), "bounded by the timeout");
+    assert_eq!((r.started, r.finished, r.succeeded, r.unfinished), (8, 8, 2, 0));
+    assert_eq!(r.timeouts, 4, "user0 (garbage) and user1 (silence) time out");
+    assert!(r.malformed >= 2);
+    assert!(r.retransmissions >= 8, "{}", r.retransmissions);
+    assert_eq!(r.unexpected_responses, 2, "the 500s");
+    assert_eq!(r.transactions["register"].statuses.get("500"), Some(&2));
+    assert_eq!(r.transactions["register"].statuses.get("200"), Some(&2), "a server that does not challenge");
+}

@@ -1,0 +1,82 @@
+//! The same scenarios against Kamailio, set up as our peer in shared/reference/kamailio
+//! (127.0.0.1:5070, digest auth against SQLite, user0..user10099 @ example.test, pw<N>).
+//! Skipped outside CI when kamailio is not installed; under CI it must run.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use sipfront_loadtest::{Scenario, TransportKind};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// kamailio.cfg keeps its database and control socket under /tmp/kam-anchor, so RUN must be it.
+const RUN: &str = "/tmp/kam-anchor";
+
+/// A Kamailio started by this test (stopped on drop), or one that was already running (left
+/// alone).
+struct Kamailio {
+    scripts: PathBuf,
+    ours: bool,
+    _copy: tempfile::TempDir,
+}
+
+impl Kamailio {
+    fn start(reference: &Path) -> Kamailio {
+        // The scripts write their SIPp CSV files beside themselves: work on a copy.
+        let copy = tempfile::tempdir().unwrap();
+        let status = Command::new("cp").arg("-r").arg(reference).arg(copy.path()).status().unwrap();
+        assert!(status.success());
+        let scripts = copy.path().join("kamailio");
+        let pid_file = Path::new(RUN).join("kamailio.pid");
+        let running = std::fs::read_to_string(&pid_file)
+            .ok()
+            .is_some_and(|pid| Command::new("kill").args(["-0", pid.trim()]).status().is_ok_and(|s| s.success()));
+        if running {
+            println!("kamailio already running ({}): using it", pid_file.display());
+            return Kamailio { scripts, ours: false, _copy: copy };
+        }
+        for script in ["mkdb.sh", "start_kamailio.sh"] {
+            let out = Command::new("bash").arg(scripts.join(script)).env("RUN", RUN).output().unwrap();
+            println!("{script}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{script} failed");
+        }
+        Kamailio { scripts, ours: true, _copy: copy }
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = Command::new("bash").arg(self.scripts.join("stop_kamailio.sh")).env("RUN", RUN).status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_message_against_kamailio() {
+    if !common::have("kamailio", "kamailio") {
+        return;
+    }
+    let Some(reference) = common::reference_dir() else { return };
+    let _kamailio = Kamailio::start(&reference);
+    let target = "127.0.0.1:5070".parse().unwrap();
+
+    let r = common::run(common::config(Scenario::Register, target, 100, 200.0, 200)).await;
+    assert_eq!((r.succeeded, r.failed), (200, 0), "register over UDP");
+    assert_eq!(r.transactions["register.initial"].statuses.get("401"), Some(&200));
+
+    let mut c = common::config(Scenario::Register, target, 50, 200.0, 100);
+    c.transport = TransportKind::Tcp;
+    c.local_ips = sipfront_loadtest::config::parse_local_ips("127.0.0.2-127.0.0.3").unwrap();
+    let r = common::run(c).await;
+    assert_eq!((r.succeeded, r.failed), (100, 0), "register over TCP");
+
+    // Users 200.. so that these receivers' bindings are not the ones registered above.
+    let mut c = common::config(Scenario::Message, target, 20, 200.0, 200);
+    c.set_pattern_users(20, 200, "pw{n}");
+    let r = common::run(c).await;
+    assert_eq!((r.succeeded, r.failed), (200, 0), "message over UDP");
+    assert_eq!(r.transactions["message.initial"].statuses.get("407"), Some(&200));
+    assert_eq!(r.deliveries, 200);
+}

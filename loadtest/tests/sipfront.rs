@@ -1,0 +1,56 @@
+//! Small bounded runs of every scenario against a live sipfront, over UDP and TCP.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::{config, run, Server};
+use sipfront_loadtest::{Scenario, TransportKind};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_over_udp() {
+    let server = Server::start(100).await;
+    let mut c = config(Scenario::Register, server.udp(), 100, 200.0, 200);
+    c.local_ips = sipfront_loadtest::config::parse_local_ips("127.0.0.2-127.0.0.5").unwrap();
+    let r = run(c).await;
+    assert_eq!((r.started, r.succeeded, r.failed, r.unfinished), (200, 200, 0, 0));
+    let reg = &r.transactions["register"];
+    assert_eq!(reg.statuses.get("200"), Some(&200));
+    assert_eq!(r.transactions["register.initial"].statuses.get("401"), Some(&200));
+    assert_eq!(r.transactions["register.auth"].ok, 200);
+    assert!(reg.latency_ms.p50 > 0.0 && reg.latency_ms.p50 <= reg.latency_ms.max);
+    assert!(r.achieved_rate > 150.0 && r.achieved_rate < 230.0, "{}", r.achieved_rate);
+    assert_eq!(r.timeouts + r.malformed + r.unexpected_responses + r.transport_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_over_tcp() {
+    let server = Server::start(50).await;
+    let mut c = config(Scenario::Register, server.tcp(), 50, 200.0, 100);
+    c.transport = TransportKind::Tcp;
+    let r = run(c).await;
+    assert_eq!((r.succeeded, r.failed), (100, 0));
+    assert_eq!(r.retransmissions, 0, "no retransmissions over TCP");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_over_udp() {
+    let server = Server::start(20).await;
+    let r = run(config(Scenario::Message, server.udp(), 20, 200.0, 200)).await;
+    assert_eq!(r.transactions["setup.register"].ok, 20);
+    assert_eq!((r.succeeded, r.failed), (200, 0));
+    // Over UDP every MESSAGE is challenged (RFC 3261 22.3), then relayed to its receiver.
+    assert_eq!(r.transactions["message.initial"].statuses.get("407"), Some(&200));
+    assert_eq!(r.deliveries, 200, "every message reached its receiver once");
+    assert_eq!(r.config.message_bytes, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_over_tcp() {
+    let server = Server::start(20).await;
+    let mut c = config(Scenario::Message, server.tcp(), 20, 200.0, 100);
+    c.transport = TransportKind::Tcp;
+    let r = run(c).await;
+    assert_eq!((r.succeeded, r.failed), (100, 0));
+    assert_eq!(r.deliveries, 100);
+}
