@@ -58,6 +58,22 @@ done
 sleep 2
 
 port() { case $1 in floor) echo 25070;; sipfront) echo 25080;; kamailio) echo 5070;; esac; }
+
+# MESSAGE relay: the reference SIPp UAS (127.0.0.1:5090) answers every MESSAGE; users
+# user10000..user10099 register it as their contact on each server, and the senders of
+# msg_pairs.csv write to them.
+if [ "$SCEN" = msg_uac.xml ]; then
+  mkdir -p "$WORK/uas"
+  total=0; for r in $RATES; do total=$(( total + SECS + 40 )); done
+  (cd "$WORK/ref" && RUN="$WORK/uas" UAS_MAX_S=$(( total * $(echo $SERVERS | wc -w) + 60 )) ./uas.sh start >/dev/null)
+  pids+=($(cat "$WORK/uas/uas.pid"))
+  for s in $SERVERS; do
+    [ "$s" = floor ] && continue
+    timeout 60 sipp 127.0.0.1:"$(port "$s")" -sf "$WORK/ref/scenarios/reg_contact.xml" -inf "$WORK/ref/msg_targets.csv" \
+      -i 127.0.0.1 -m 100 -r 100 -nostdin >"$WORK/$s-reg-contact.log" 2>&1 || { echo "registering the UAS on $s failed"; exit 1; }
+  done
+  export INF="$WORK/ref/msg_pairs.csv"
+fi
 for r in $RATES; do
   for s in $SERVERS; do
     run=$WORK/$s; [ "$s" = kamailio ] && run=$RUN
