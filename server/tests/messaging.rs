@@ -195,3 +195,43 @@ async fn the_offline_quota_is_kept() {
         assert_eq!(r.status(), Some(expected));
     }
 }
+
+/// RFC 5627: a request addressed to a GRUU reaches only the instance it names, whether the
+/// public one (the AOR with `gr=` the instance) or a temporary one handed out at registration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gruu_reaches_only_its_instance() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let (mut phone, mut laptop, mut bob) = (s.udp_client().await, s.udp_client().await, s.udp_client().await);
+    let mut gruus = Vec::new();
+    for (client, uuid) in
+        [(&mut phone, "00000000-0000-1000-8000-00000000a001"), (&mut laptop, "00000000-0000-1000-8000-00000000a002")]
+    {
+        let contact = format!("<sip:alice@{}>;+sip.instance=\"<urn:uuid:{uuid}>\"", client.local());
+        let req =
+            Request::register(client, "alice").set("Expires", "300").set("Supported", "gruu").set("Contact", &contact);
+        let r = with_credentials(client, &req, "alice", "wonderland").await;
+        assert_eq!(r.status(), Some(200));
+        // The 200 lists every binding of the AOR: take this client's.
+        let own = format!("<sip:alice@{}>", client.local());
+        let c =
+            headers(&r, HeaderName::Contact).into_iter().find(|c| c.starts_with(&own)).expect("this client's binding");
+        let param = |name: &str| {
+            let start = c.find(&format!("{name}=\"")).unwrap_or_else(|| panic!("{name} in {c}")) + name.len() + 2;
+            c[start..].split('"').next().unwrap_or_default().to_string()
+        };
+        gruus.push((param("pub-gruu"), param("temp-gruu")));
+    }
+    let (laptop_pub, _) = &gruus[1];
+    let (_, phone_temp) = &gruus[0];
+    for (gruu, to, silent) in [(laptop_pub, &laptop, &phone), (phone_temp, &phone, &laptop)] {
+        let mut msg = Request::message(&bob, "bob", "alice");
+        msg.start_line = format!("MESSAGE {gruu} SIP/2.0");
+        let (r, got) = tokio::join!(with_credentials(&mut bob, &msg, "bob", "builder"), answer_next(to, 200));
+        assert_eq!(r.status(), Some(200), "MESSAGE to {gruu}");
+        assert_eq!(got.body(), b"hello");
+        assert!(
+            silent.recv(Duration::from_millis(300)).await.is_none(),
+            "the other instance does not get a request for {gruu}"
+        );
+    }
+}
