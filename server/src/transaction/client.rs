@@ -2,7 +2,7 @@
 //! over UDP (Timer A/E), gives up with a 408 after Timer B/F, ACKs a non-2xx final response to
 //! an INVITE, and stays a while to absorb retransmitted final responses (Timer D/K).
 
-use super::key::client_key;
+use super::key::{client_key, TxKey};
 use super::{method_label, Transactions};
 use crate::ops::metrics as m;
 use crate::transport::Target;
@@ -37,14 +37,16 @@ impl ClientTx {
 
 pub(super) fn start(txs: Transactions, req: Message, target: Target) -> ClientTx {
     let (out, responses) = mpsc::channel(8);
-    match client_key(&req) {
-        Some(key) => {
-            let (inbox_tx, inbox) = mpsc::channel(8);
-            txs.0.client.insert(key.clone(), inbox_tx);
+    match open(&txs, &req) {
+        Some((key, mut inbox)) => {
             let guard = txs.0.inflight.enter();
             tokio::spawn(async move {
-                run(&txs, req, target, inbox, out).await;
-                txs.0.client.remove(&key);
+                let provisional = |r: Message| {
+                    let _ = out.try_send(r);
+                };
+                let (fin, end) = exchange(&txs, &req, target, &mut inbox, provisional).await;
+                let _ = out.send(fin).await;
+                close(&txs, key, inbox, &req, target, end);
                 drop(guard);
             });
         }
@@ -57,33 +59,101 @@ pub(super) fn start(txs: Transactions, req: Message, target: Target) -> ClientTx
     ClientTx { responses }
 }
 
-async fn run(
+/// Runs a client transaction in the caller's task and returns its final response (provisional
+/// ones are dropped): what a relay with a single branch needs, without spawning anything.
+pub(super) async fn final_response(txs: &Transactions, req: Message, target: Target) -> Message {
+    let Some((key, mut inbox)) = open(txs, &req) else {
+        tracing::error!("client transaction for a request without Via branch or CSeq");
+        return req.response_to(500);
+    };
+    let _guard = txs.0.inflight.enter();
+    let (fin, end) = exchange(txs, &req, target, &mut inbox, |_| {}).await;
+    close(txs, key, inbox, &req, target, end);
+    fin
+}
+
+/// Registers the transaction so that its responses find it.
+fn open(txs: &Transactions, req: &Message) -> Option<(TxKey, mpsc::Receiver<Message>)> {
+    let key = client_key(req)?;
+    let (inbox_tx, inbox) = mpsc::channel(8);
+    txs.0.client.insert(key.clone(), inbox_tx);
+    Some((key, inbox))
+}
+
+/// How a client transaction ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// A final response came; for an INVITE, whether it was a non-2xx one (ACKed by us).
+    Received { invite_non_2xx: bool },
+    /// Timer B/F fired or the transport failed: terminated at once (17.1.1.2, 17.1.2.2).
+    MadeUp,
+}
+
+/// Completed: retransmissions of the final response are absorbed for Timer K (T4, non-INVITE)
+/// or Timer D (32 s, INVITE, re-ACKing each), both zero over reliable transports. A non-INVITE
+/// transaction needs no task for that: its key stays registered (so the retransmissions match
+/// and are dropped) until the lingering queue lets it go.
+fn close(txs: &Transactions, key: TxKey, inbox: mpsc::Receiver<Message>, req: &Message, target: Target, end: End) {
+    let End::Received { invite_non_2xx } = end else {
+        txs.0.client.remove(&key);
+        return;
+    };
+    if target.transport.is_reliable() {
+        txs.0.client.remove(&key);
+        return;
+    }
+    if !invite_non_2xx {
+        if req.method() == Some(&Method::Invite) {
+            // A 2xx ends an INVITE client transaction at once (17.1.1.2).
+            txs.0.client.remove(&key);
+        } else {
+            drop(inbox);
+            txs.0.lingering.push(key);
+        }
+        return;
+    }
+    let (txs, req) = (txs.clone(), req.clone());
+    let mut inbox = inbox;
+    tokio::spawn(async move {
+        let linger = Duration::from_secs(32).max(txs.0.timers.timeout() / 2);
+        let until = Instant::now() + linger;
+        while let Ok(Some(resp)) = tokio::time::timeout_at(until, inbox.recv()).await {
+            if resp.status().is_some_and(|c| c >= 300) {
+                let _ = txs.0.transports.send(&target, ack_for(&req, &resp).to_bytes());
+            }
+        }
+        txs.0.client.remove(&key);
+    });
+}
+
+/// Sends the request, retransmits it over UDP, and waits for the final response (made up on
+/// timeout or transport failure). Provisional responses go to `provisional`.
+async fn exchange(
     txs: &Transactions,
-    req: Message,
+    req: &Message,
     target: Target,
-    mut inbox: mpsc::Receiver<Message>,
-    out: mpsc::Sender<Message>,
-) {
+    inbox: &mut mpsc::Receiver<Message>,
+    mut provisional: impl FnMut(Message),
+) -> (Message, End) {
     let timers = txs.0.timers;
     let transports = &txs.0.transports;
     let method = req.method().cloned().unwrap_or(Method::Options);
     let invite = method == Method::Invite;
     let bytes = req.to_bytes();
     if transports.send(&target, bytes.clone()).is_err() {
-        let _ = out.send(made_up(&req, 503)).await;
-        return;
+        return (made_up(req, 503), End::MadeUp);
     }
     let reliable = target.transport.is_reliable();
     let deadline = Instant::now() + timers.timeout();
     let mut interval = timers.t1;
     let mut next_retransmit = Instant::now() + interval;
     let mut proceeding = false;
-    let final_code = loop {
+    loop {
         // INVITE stops retransmitting once a provisional response arrives (17.1.1.2).
         let retransmit = !reliable && !(invite && proceeding);
         tokio::select! {
             r = inbox.recv() => {
-                let Some(resp) = r else { return };
+                let Some(resp) = r else { return (made_up(req, 503), End::MadeUp) };
                 let code = resp.status().unwrap_or(0);
                 if code < 200 {
                     if !proceeding && !invite {
@@ -92,41 +162,23 @@ async fn run(
                         next_retransmit = Instant::now() + interval;
                     }
                     proceeding = true;
-                    let _ = out.send(resp).await;
+                    provisional(resp);
                     continue;
                 }
                 if invite && code >= 300 {
-                    let _ = transports.send(&target, ack_for(&req, &resp).to_bytes());
+                    let _ = transports.send(&target, ack_for(req, &resp).to_bytes());
                 }
-                let _ = out.send(resp).await;
-                break code;
+                return (resp, End::Received { invite_non_2xx: invite && code >= 300 });
             }
             _ = tokio::time::sleep_until(next_retransmit), if retransmit => {
                 let _ = transports.send(&target, bytes.clone());
-                if !invite {
-                    interval = (interval * 2).min(timers.t2);
-                } else {
-                    interval *= 2;
-                }
+                interval = if invite { interval * 2 } else { (interval * 2).min(timers.t2) };
                 next_retransmit = Instant::now() + interval;
             }
             _ = tokio::time::sleep_until(deadline) => {
                 metrics::counter!(m::CLIENT_TIMEOUTS, "method" => method_label(&method)).increment(1);
-                let _ = out.send(made_up(&req, 408)).await;
-                return;
+                return (made_up(req, 408), End::MadeUp);
             }
-        }
-    };
-    // Completed: absorb retransmissions of the final response (Timer K = T4 for non-INVITE,
-    // Timer D >= 32 s for INVITE, both zero over reliable transports), re-ACKing for INVITE.
-    if reliable || (invite && final_code < 300) {
-        return;
-    }
-    let linger = if invite { Duration::from_secs(32).max(timers.timeout() / 2) } else { timers.t4 };
-    let until = Instant::now() + linger;
-    while let Ok(Some(resp)) = tokio::time::timeout_at(until, inbox.recv()).await {
-        if invite && resp.status().is_some_and(|c| c >= 300) {
-            let _ = transports.send(&target, ack_for(&req, &resp).to_bytes());
         }
     }
 }

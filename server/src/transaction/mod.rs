@@ -69,6 +69,8 @@ struct Inner {
     completed: ExpiryQueue<TxKey>,
     /// Confirmed INVITE server transactions: Timer I (T4).
     confirmed: ExpiryQueue<TxKey>,
+    /// Completed non-INVITE client transactions over UDP: Timer K (T4).
+    lingering: ExpiryQueue<TxKey>,
     inflight: InFlight,
     /// The Server header of the responses this layer makes itself (CANCEL).
     agent: String,
@@ -85,6 +87,7 @@ impl Transactions {
             timers,
             completed: ExpiryQueue::new(timers.timeout()),
             confirmed: ExpiryQueue::new(timers.t4),
+            lingering: ExpiryQueue::new(timers.t4),
             inflight,
         };
         Transactions(Arc::new(inner))
@@ -117,12 +120,25 @@ impl Transactions {
         let remove_done = |k: TxKey| {
             self.0.server.remove_if(&k, |_, e| e.is_done());
         };
-        tokio::join!(self.0.completed.run(remove_done), self.0.confirmed.run(remove_done));
+        let forget = |k: TxKey| {
+            self.0.client.remove(&k);
+        };
+        tokio::join!(
+            self.0.completed.run(remove_done),
+            self.0.confirmed.run(remove_done),
+            self.0.lingering.run(forget)
+        );
     }
 
     /// Starts a client transaction for `req` (whose top Via carries a fresh branch) to `target`.
     pub fn request(&self, req: Message, target: Target) -> ClientTx {
         client::start(self.clone(), req, target)
+    }
+
+    /// Runs a client transaction for `req` in the caller's task and returns its final
+    /// response (received, or 408/503 made up); provisional responses are dropped.
+    pub async fn final_response(&self, req: Message, target: Target) -> Message {
+        client::final_response(self, req, target).await
     }
 
     fn tu(&self) -> Option<&Arc<dyn TransactionUser>> {
