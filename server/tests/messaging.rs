@@ -235,3 +235,34 @@ async fn a_gruu_reaches_only_its_instance() {
         );
     }
 }
+
+/// A recipient whose connection dies while a MESSAGE waits for its answer: that branch ends at
+/// once (a transport error, RFC 3261 8.1.3.1), the other binding still gets the message, and no
+/// client transaction is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_branch_whose_connection_dies_midway_ends_and_the_other_binding_answers() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let mut tcp = s.tcp_client().await;
+    register(&mut tcp, "alice", "wonderland", Some("<sip:alice@127.0.0.1:9;transport=tcp>")).await;
+    let (mut udp, mut bob) = (s.udp_client().await, s.udp_client().await);
+    register(&mut udp, "alice", "wonderland", None).await;
+    assert_eq!(s.bindings_of("alice").len(), 2);
+
+    let msg = Request::message(&bob, "bob", "alice");
+    let (resp, ()) = tokio::join!(with_credentials(&mut bob, &msg, "bob", "builder"), async {
+        // The TCP endpoint receives the MESSAGE and dies without answering; the UDP one
+        // answers only after that, so the sender's answer waits on the dead branch ending.
+        let frame = tcp.next_frame(Duration::from_secs(5)).await;
+        assert!(matches!(frame, Some(sipfront_proto::Frame::Message(_))), "the MESSAGE on the TCP connection");
+        drop(tcp);
+        let (bytes, from) = udp.recv(Duration::from_secs(5)).await.expect("the MESSAGE over UDP");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut ok = parse(&bytes).response_to(200);
+        ok.set_to_tag("udp");
+        ok.ensure_content_length();
+        udp.socket.send_to(&ok.to_bytes(), from).await.expect("answer");
+    });
+    assert_eq!(resp.status(), Some(200), "the living binding's answer");
+    let clean = eventually(Duration::from_secs(8), async || s.server.transactions.client_count() == 0).await;
+    assert!(clean, "no client transaction left: {}", s.server.transactions.client_count());
+}

@@ -11,6 +11,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// How often a client transaction over TCP or TLS checks that its connection is still open.
+const FLOW_CHECK: Duration = Duration::from_millis(250);
+
 /// The requester's end of a client transaction: responses arrive here, provisional ones first,
 /// then exactly one final response (received, or 408/503 made up on timeout or transport
 /// failure, RFC 3261 8.1.3.1).
@@ -178,6 +181,13 @@ async fn exchange(
             _ = tokio::time::sleep_until(deadline) => {
                 metrics::counter!(m::CLIENT_TIMEOUTS, "method" => method_label(&method)).increment(1);
                 return (made_up(req, 408), End::MadeUp);
+            }
+            // A stream has no retransmissions to notice a dead peer: watch its connection
+            // instead, and treat its loss as a transport error (RFC 3261 8.1.3.1: a 503).
+            _ = tokio::time::sleep(FLOW_CHECK), if reliable => {
+                if target.flow.is_some_and(|f| !transports.flows.is_open(f)) {
+                    return (made_up(req, 503), End::MadeUp);
+                }
             }
         }
     }
