@@ -1,5 +1,7 @@
 /// The reason phrase RFC 3261 (and the RFCs that added codes) gives a status code; a generic
 /// one by class for codes it does not name.
+// The named codes come first and the class ranges catch the rest: the overlap is the point.
+#[allow(clippy::match_overlapping_arm)]
 pub fn reason_phrase(code: u16) -> &'static str {
     match code {
         100 => "Trying",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: Listen,
@@ -177,25 +177,6 @@ pub struct Log {
     pub level: String,
     /// `human` or `json`.
     pub format: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            listen: Listen::default(),
-            tls: Tls::default(),
-            transport: Transport::default(),
-            limits: Limits::default(),
-            transaction: Transaction::default(),
-            database: Database::default(),
-            auth: Auth::default(),
-            registrar: Registrar::default(),
-            messaging: Messaging::default(),
-            archive: Archive::default(),
-            server: Server::default(),
-            log: Log::default(),
-        }
-    }
 }
 
 impl Default for Listen {

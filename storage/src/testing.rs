@@ -96,7 +96,7 @@ impl SqliteLock {
         let stdout = lock.child.stdout.take().expect("piped stdout");
         let read = std::io::BufReader::new(stdout).read_line(&mut line);
         assert!(
-            matches!(read, Ok(_) if line.trim() == "locked"),
+            read.is_ok() && line.trim() == "locked",
             "the locking process did not take the locks: {read:?} {line:?}"
         );
         Some(lock)

@@ -60,12 +60,12 @@ impl Archive {
         self.cfg.critical
     }
 
-    /// Queues `msg` for the archive. `Err` when it cannot be archived now: the queue is full,
-    /// or (critical mode) the store is failing.
-    pub fn record(&self, msg: &Message, sender: &str, recipient: &str) -> Result<(), ()> {
+    /// Queues `msg` for the archive; `false` when it cannot be archived now: the queue is
+    /// full, or (critical mode) the store is failing.
+    pub fn record(&self, msg: &Message, sender: &str, recipient: &str) -> bool {
         if self.cfg.critical && !self.healthy.load(Ordering::Acquire) {
             metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "refused").increment(1);
-            return Err(());
+            return false;
         }
         let pair = if sender <= recipient {
             (sender.to_string(), recipient.to_string())
@@ -93,12 +93,12 @@ impl Archive {
         match self.queue.try_send(entry) {
             Ok(()) => {
                 metrics::gauge!(m::ARCHIVE_QUEUE).set((self.cfg.queue - self.queue.capacity()) as f64);
-                Ok(())
+                true
             }
             Err(_) => {
                 metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "dropped").increment(1);
                 tracing::warn!(sender, recipient, "archive queue full: message not archived");
-                Err(())
+                false
             }
         }
     }

@@ -54,11 +54,9 @@ impl Directory {
             .await
             .map_err(|_| StoreError::Unavailable(format!("no answer within {:?}", self.timeout)))??
             .map(Arc::new);
-        if user.is_none() {
-            if self.negative.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_NEGATIVE {
-                self.users.retain(|_, v| v.is_some());
-                self.negative.store(0, std::sync::atomic::Ordering::Relaxed);
-            }
+        if user.is_none() && self.negative.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_NEGATIVE {
+            self.users.retain(|_, v| v.is_some());
+            self.negative.store(0, std::sync::atomic::Ordering::Relaxed);
         }
         self.users.insert(aor.into(), user.clone());
         Ok(user)

@@ -61,9 +61,9 @@ impl Messaging {
         }
     }
 
-    /// Checks RFC 3428 asks of a MESSAGE before it is relayed: a body of an accepted type,
-    /// within the size limit, and hops left.
-    pub fn check(&self, msg: &Message) -> Result<(), Message> {
+    /// The answer refusing a MESSAGE that fails what RFC 3428 asks before it is relayed (a
+    /// body of an accepted type, within the size limit, hops left); `None` if it passes.
+    pub fn refusal(&self, msg: &Message) -> Option<Message> {
         let refuse = |code: u16, reason: Option<&str>| {
             metrics::counter!(m::MESSAGES, "result" => reply::code_label(code)).increment(1);
             let mut r = reply::response(msg, code, &self.agent);
@@ -73,25 +73,25 @@ impl Messaging {
             r
         };
         if msg.max_forwards() == Some(0) {
-            return Err(refuse(483, None));
+            return Some(refuse(483, None));
         }
         if msg.body().len() > self.cfg.max_body {
-            return Err(refuse(413, None));
+            return Some(refuse(413, None));
         }
         let Some(content_type) = msg.content_type() else {
-            return Err(refuse(400, Some("Bad Request (MESSAGE without Content-Type)")));
+            return Some(refuse(400, Some("Bad Request (MESSAGE without Content-Type)")));
         };
         if msg.body().is_empty() {
-            return Err(refuse(400, Some("Bad Request (MESSAGE without a body)")));
+            return Some(refuse(400, Some("Bad Request (MESSAGE without a body)")));
         }
         let (media, _) = sipfront_proto::scan::split_params(content_type);
         if !self.cfg.content_types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(media)) {
             // RFC 3428 7: an unsupported type is answered 415 with the types accepted.
             let mut r = refuse(415, None);
             r.push_header(HeaderName::Accept, self.cfg.content_types.join(", "));
-            return Err(r);
+            return Some(r);
         }
-        Ok(())
+        None
     }
 
     /// The bindings a request for `to` may go to: live, of the right instance for a GRUU, and

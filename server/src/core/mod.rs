@@ -26,7 +26,7 @@ use registrar::Registrar;
 use sipfront_proto::{HeaderName, Host, Message, Method, NameAddr, Uri};
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 
 /// Methods this server implements; the `Allow` of every 200 to OPTIONS and of every 405/501.
 pub const ALLOW: &str = "OPTIONS, REGISTER, MESSAGE, ACK, CANCEL";
@@ -168,7 +168,7 @@ impl Core {
         let messaging = &self.0.messaging;
         let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| messaging.recipient(&u));
         let Some(to) = recipient else { return reply::response(msg, 404, &self.0.agent) };
-        if let Err(refusal) = messaging.check(msg) {
+        if let Some(refusal) = messaging.refusal(msg) {
             return refusal;
         }
         match self.0.directory.user(&to.aor).await {
@@ -183,7 +183,7 @@ impl Core {
             return messaging.unavailable(msg);
         }
         let archive = &self.0.archive;
-        if archive.applies(&sender, &to.aor) && archive.record(msg, &sender, &to.aor).is_err() && archive.critical() {
+        if archive.applies(&sender, &to.aor) && !archive.record(msg, &sender, &to.aor) && archive.critical() {
             // Critical mode: no unarchived IM.
             let mut r = reply::response(msg, 503, &self.0.agent);
             r.set_reason("Service Unavailable (archive unavailable)");
@@ -328,7 +328,7 @@ impl TransactionUser for Core {
 fn run(fut: impl Future<Output = ()> + Send + 'static) {
     let mut fut = Box::pin(fut);
     let mut cx = Context::from_waker(std::task::Waker::noop());
-    if let Poll::Pending = fut.as_mut().poll(&mut cx) {
+    if fut.as_mut().poll(&mut cx).is_pending() {
         // The next poll, by the spawned task, registers the real waker.
         tokio::spawn(fut);
     }

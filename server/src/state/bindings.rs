@@ -45,11 +45,14 @@ impl Binding {
     }
 }
 
+/// When binding `id` of an AOR expires; earliest first in the heap.
+type Deadline = Reverse<(Instant, u64, Arc<str>)>;
+
 pub struct Bindings {
     map: DashMap<Arc<str>, Vec<Binding>>,
     /// Deadlines; an entry whose binding was refreshed or removed since is skipped when it
     /// comes up, so a refresh costs one push and no search.
-    deadlines: Mutex<BinaryHeap<Reverse<(Instant, u64, Arc<str>)>>>,
+    deadlines: Mutex<BinaryHeap<Deadline>>,
     wake: Notify,
     next_id: AtomicU64,
     /// temp-gruu user part -> AOR, for requests addressed to a temp-gruu.

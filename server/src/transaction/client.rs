@@ -153,7 +153,7 @@ async fn exchange(
     let mut proceeding = false;
     loop {
         // INVITE stops retransmitting once a provisional response arrives (17.1.1.2).
-        let retransmit = !reliable && !(invite && proceeding);
+        let retransmit = !(reliable || invite && proceeding);
         tokio::select! {
             r = inbox.recv() => {
                 let Some(resp) = r else { return (made_up(req, 503), End::MadeUp) };

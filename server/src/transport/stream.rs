@@ -17,6 +17,8 @@ pub struct StreamSettings {
     pub queue: usize,
 }
 
+// Every argument is one thing a connection needs; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S>(
     stream: S,
     transport: Transport,
