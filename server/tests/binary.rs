@@ -146,3 +146,20 @@ async fn serve_with_no_arguments_starts_on_the_default_ports_and_stops_on_sigter
     });
     assert!(status.success(), "exit 0 after SIGTERM, got {status}\n{}", log_text());
 }
+
+#[test]
+fn db_migrate_creates_the_schema_and_is_idempotent() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_sipfront"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["db", "migrate"])
+            .env_remove("SIPFRONT_DATABASE_URL")
+            .output()
+            .expect("run sipfront db migrate");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("schema up to date"));
+    }
+    assert!(dir.path().join("sipfront.db").exists());
+}

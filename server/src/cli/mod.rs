@@ -54,6 +54,18 @@ pub enum Command {
         #[command(subcommand)]
         command: archive::ArchiveCommand,
     },
+    /// The database.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Create or upgrade the schema (every other command and `serve` do it too; run this once
+    /// before starting the front ends of a pool on a new version).
+    Migrate,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,6 +78,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Domain { command } => users::run_domain(&config, &cli.data_dir, command),
         Command::User { command } => users::run_user(&config, &cli.data_dir, command),
         Command::Archive { command } => archive::run(&config, &cli.data_dir, command),
+        Command::Db { command: DbCommand::Migrate } => users::with_store(&config, &cli.data_dir, async |store| {
+            store.migrate().await?;
+            println!("schema up to date");
+            Ok(())
+        }),
         Command::Serve { sip_addr, tls_addr, http_addr } => {
             if !sip_addr.is_empty() {
                 config.listen.sip = sip_addr;
