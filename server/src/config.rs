@@ -294,6 +294,16 @@ impl Default for Log {
     }
 }
 
+impl Config {
+    /// Worker threads to run: `server.workers`, or one per CPU when it is 0.
+    pub fn workers(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 impl Limits {
     pub fn proto(&self) -> sipfront_proto::Limits {
         sipfront_proto::Limits {

@@ -61,10 +61,7 @@ impl RunningServer {
 pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningServer> {
     let metrics = m::install();
     let limits = config.limits.proto();
-    let workers = match config.server.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
+    let workers = config.workers();
 
     // Bind first, so that a taken port is reported before anything starts.
     let mut udp_sockets = Vec::new();

@@ -95,10 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             init_logging(&config)?;
             let data_dir = crate::config::data_dir(&cli.data_dir)?;
-            let workers = match config.server.workers {
-                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-                n => n,
-            };
+            let workers = config.workers();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .enable_all()

@@ -128,9 +128,7 @@ impl Core {
         let domain = aor.rsplit_once('@').map_or("", |(_, d)| d).to_string();
         let uri_ok = msg.request_uri().and_then(|u| Uri::parse(u).ok()).is_some_and(|u| self.is_ours(&u, req));
         if !self.0.directory.serves(&domain) || !uri_ok {
-            let mut r = reply::response(msg, 404, agent);
-            r.set_reason("Domain Not Served");
-            return r;
+            return self.not_served(msg);
         }
         let user = match self
             .0
@@ -206,15 +204,13 @@ impl Core {
         let to_us = uri.as_ref().is_some_and(|u| self.is_ours(u, req));
         let Some(from) = msg.from().as_ref().and_then(aor_of) else { return Err(reply::response(msg, 400, agent)) };
         let from_domain = from.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        if !to_us {
+            return Err(self.not_served(msg));
+        }
         if !self.0.directory.serves(&from_domain) {
             // Not one of our users, and there is no federation: nothing to relay for them.
-            let mut r = reply::response(msg, if to_us { 403 } else { 404 }, agent);
-            r.set_reason(if to_us { "Forbidden (unknown From domain)" } else { "Domain Not Served" });
-            return Err(r);
-        }
-        if !to_us {
-            let mut r = reply::response(msg, 404, agent);
-            r.set_reason("Domain Not Served");
+            let mut r = reply::response(msg, 403, agent);
+            r.set_reason("Forbidden (unknown From domain)");
             return Err(r);
         }
         if let Some(flow) = req.source.flow {
@@ -259,6 +255,13 @@ impl Core {
                 r
             }
         }
+    }
+
+    /// 404 for a domain this server does not serve (there is no federation to relay to).
+    fn not_served(&self, msg: &Message) -> Message {
+        let mut r = reply::response(msg, 404, &self.0.agent);
+        r.set_reason("Domain Not Served");
+        r
     }
 
     /// Whether a Request-URI names this server: a domain it serves, or the address the

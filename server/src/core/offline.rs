@@ -121,10 +121,6 @@ impl Offline {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
     }
-
-    pub fn agent(&self) -> &str {
-        &self.agent
-    }
 }
 
 /// The MESSAGE that delivers a stored one: from its sender, to its recipient, dated when it

@@ -106,11 +106,6 @@ impl Transactions {
         self.0.timers
     }
 
-    /// Server transactions held (pending or completed), for metrics and tests.
-    pub fn server_count(&self) -> usize {
-        self.0.server.len()
-    }
-
     pub fn client_count(&self) -> usize {
         self.0.client.len()
     }

@@ -160,11 +160,6 @@ impl ServerTx {
         &self.method
     }
 
-    /// The key of this transaction (INVITE: what a CANCEL will name).
-    pub fn key(&self) -> Option<&TxKey> {
-        self.key.as_ref()
-    }
-
     /// Sends a provisional (1xx) response; it is repeated to a retransmitted request.
     pub fn provisional(&self, mut resp: Message) {
         resp.ensure_content_length();

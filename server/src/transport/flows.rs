@@ -68,12 +68,4 @@ impl Flows {
             mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
 }
