@@ -7,7 +7,6 @@ use super::{reply, SUPPORTED};
 use crate::config;
 use crate::ops::metrics as m;
 use crate::state::bindings::{Binding, Bindings};
-use crate::transaction::key::new_branch;
 use crate::transaction::{ClientTx, Transactions};
 use crate::transport::{Target, Transport, Transports};
 use sipfront_proto::{HeaderName, Host, Message, Uri};
@@ -118,7 +117,7 @@ impl Messaging {
         metrics::histogram!(m::MESSAGE_FORKS).record(targets.len() as f64);
         if let [only] = targets.as_slice() {
             // One branch (the common case): its transaction runs right here, no task spawned.
-            let (fork, target) = self.fork(req, only);
+            let (fork, target) = self.fork(req, only, &super::proxy::loops::branch(req));
             let mut resp = txs.final_response(fork, target).await;
             resp.pop_first_element(HeaderName::Via);
             metrics::counter!(m::MESSAGES, "result" => reply::code_label(resp.status().unwrap_or(0))).increment(1);
@@ -126,7 +125,7 @@ impl Messaging {
         }
         let mut branches: Vec<ClientTx> = Vec::with_capacity(targets.len());
         for b in &targets {
-            let (fork, target) = self.fork(req, b);
+            let (fork, target) = self.fork(req, b, &super::proxy::loops::branch(req));
             branches.push(txs.request(fork, target));
         }
         // RFC 3261 16.7: a 2xx goes upstream at once; otherwise wait for every branch and pick.
@@ -162,20 +161,22 @@ impl Messaging {
     }
 
     /// The copy of `req` for one binding (RFC 3261 16.6): new Request-URI, one hop less, the
-    /// binding's Path as Route, our Via on top, our own credentials removed.
-    fn fork(&self, req: &Message, b: &Binding) -> (Message, Target) {
+    /// binding's Path as Route, our Via (with `branch`) on top, our own credentials and the
+    /// Route entries naming us removed (the caller checked that only ours were there).
+    pub fn fork(&self, req: &Message, b: &Binding, branch: &str) -> (Message, Target) {
         let mut f = req.clone();
         f.set_request_uri(b.uri.to_string());
         f.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
         // Credentials for our realm were consumed here (RFC 3261 22.3).
         f.remove_headers(HeaderName::ProxyAuthorization);
+        f.remove_headers(HeaderName::Route);
         for p in b.path.iter().rev() {
             f.prepend_header(HeaderName::Route, p.to_string());
         }
         let local = b.source.local;
         f.prepend_header(
             HeaderName::Via,
-            format!("SIP/2.0/{} {};branch={}", b.source.transport.via_name(), local, new_branch()),
+            format!("SIP/2.0/{} {};branch={branch}", b.source.transport.via_name(), local),
         );
         let target = match b.source.transport {
             // A UDP contact is reached at the address its URI gives (when it is one; we never
@@ -201,7 +202,7 @@ impl Messaging {
 
 /// Whether final response `a` beats `b` (RFC 3261 16.7 step 6): 6xx first, then the lowest
 /// class, so a 4xx beats a 5xx; within a class the first one received stays.
-fn better(a: u16, b: u16) -> bool {
+pub fn better(a: u16, b: u16) -> bool {
     let rank = |c: u16| if c >= 600 { 0 } else { c / 100 };
     rank(a) < rank(b)
 }

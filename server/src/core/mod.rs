@@ -8,6 +8,7 @@ pub mod lockout;
 pub mod messaging;
 pub mod offline;
 pub mod options;
+pub mod proxy;
 pub mod registrar;
 pub mod reply;
 
@@ -22,6 +23,7 @@ use auth::{Auth, Verdict};
 use directory::Directory;
 use messaging::Messaging;
 use offline::Offline;
+use proxy::{Hop, Proxy};
 use registrar::Registrar;
 use sipfront_proto::{HeaderName, Host, Message, Method, NameAddr, Uri};
 use std::future::Future;
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use std::task::Context;
 
 /// Methods this server implements; the `Allow` of every 200 to OPTIONS and of every 405/501.
-pub const ALLOW: &str = "OPTIONS, REGISTER, MESSAGE, ACK, CANCEL";
+pub const ALLOW: &str = "OPTIONS, REGISTER, MESSAGE, INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK";
 /// Body types it accepts.
 pub const ACCEPT: &str = "application/sdp, text/plain, text/html, message/cpim, application/im-iscomposing+xml";
 /// Extensions it supports (RFC 3327 path, RFC 5626 outbound, RFC 5627 gruu).
@@ -47,6 +49,7 @@ struct Inner {
     messaging: Messaging,
     offline: Offline,
     archive: Archive,
+    proxy: Proxy,
     transports: Arc<Transports>,
     transactions: Transactions,
     disabled_user_status: u16,
@@ -69,6 +72,7 @@ impl Core {
             messaging: Messaging::new(config.messaging.clone(), bindings, transports.clone(), agent.clone()),
             offline: Offline::new(config.messaging.clone(), directory.store().clone(), agent.clone()),
             archive,
+            proxy: Proxy::new(transactions.clone(), agent.clone()),
             agent,
             directory,
             transports,
@@ -87,24 +91,16 @@ impl Core {
         let msg = &req.msg;
         let agent = &self.0.agent;
         // RFC 3261 8.2.2.3: an extension we do not support, required of us, is a 420.
-        let unsupported: Vec<String> = msg
-            .list(HeaderName::Require)
-            .filter(|t| !SUPPORTED_TAGS.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(t)))
-            .map(|t| String::from_utf8_lossy(t).into_owned())
-            .collect();
-        if !unsupported.is_empty() {
-            let mut r = reply::response(msg, 420, agent);
-            r.push_header(HeaderName::Unsupported, unsupported.join(", "));
+        if let Some(r) = unsupported(msg, HeaderName::Require, agent) {
             return r;
         }
         match msg.method() {
             Some(Method::Register) => self.register(req).await,
-            _ if msg.to().is_some_and(|t| t.tag().is_some()) => {
-                // No dialogs of our own yet: an in-dialog request names none we know.
-                reply::response(msg, 481, agent)
-            }
             _ => {
                 if let Err(refusal) = self.authenticate_sender(req).await {
+                    return refusal;
+                }
+                if let Some(refusal) = self.foreign_route(req) {
                     return refusal;
                 }
                 if msg.method() == Some(&Method::Message) {
@@ -164,17 +160,16 @@ impl Core {
     async fn message(&self, req: &Incoming) -> Message {
         let msg = &req.msg;
         let messaging = &self.0.messaging;
-        let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| messaging.recipient(&u));
-        let Some(to) = recipient else { return reply::response(msg, 404, &self.0.agent) };
         if let Some(refusal) = messaging.refusal(msg) {
             return refusal;
         }
-        match self.0.directory.user(&to.aor).await {
-            Ok(Some(u)) if u.enabled => {}
-            Ok(Some(_)) => return reply::response(msg, self.0.disabled_user_status, &self.0.agent),
-            Ok(None) => return reply::response(msg, 404, &self.0.agent),
-            Err(_) => return self.refusal(msg, Verdict::Unavailable, 407, ""),
+        if proxy::loops::looped(msg) {
+            return reply::response(msg, 482, &self.0.agent);
         }
+        let to = match self.callee(msg).await {
+            Ok(to) => to,
+            Err(refusal) => return refusal,
+        };
         let sender = msg.from().as_ref().and_then(aor_of).unwrap_or_default();
         let targets = messaging.targets(&to);
         if targets.is_empty() && !self.0.offline.enabled() {
@@ -192,6 +187,109 @@ impl Core {
             return self.0.offline.keep(msg, &to.aor, &sender).await;
         }
         messaging.relay(&self.0.transactions, msg, targets).await
+    }
+
+    /// The user a request is addressed to: one of ours, enabled.
+    async fn callee(&self, msg: &Message) -> Result<messaging::Recipient, Message> {
+        let messaging = &self.0.messaging;
+        let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| messaging.recipient(&u));
+        let Some(to) = recipient else { return Err(reply::response(msg, 404, &self.0.agent)) };
+        match self.0.directory.user(&to.aor).await {
+            Ok(Some(u)) if u.enabled => Ok(to),
+            Ok(Some(_)) => Err(reply::response(msg, self.0.disabled_user_status, &self.0.agent)),
+            Ok(None) => Err(reply::response(msg, 404, &self.0.agent)),
+            Err(_) => Err(self.refusal(msg, Verdict::Unavailable, 407, "")),
+        }
+    }
+
+    /// An initial INVITE (RFC 3261 16.3 to 16.6): checked, authenticated, forked to every
+    /// binding of the callee with Record-Route, and answered as the branches answer.
+    async fn invite(&self, req: Incoming, tx: ServerTx) {
+        let msg = &req.msg;
+        let agent = &self.0.agent;
+        if msg.max_forwards() == Some(0) {
+            return tx.respond(reply::response(msg, 483, agent));
+        }
+        if proxy::loops::looped(msg) {
+            return tx.respond(reply::response(msg, 482, agent));
+        }
+        if let Err(refusal) = self.authenticate_sender(&req).await {
+            return tx.respond(refusal);
+        }
+        if let Some(refusal) = self.foreign_route(&req) {
+            return tx.respond(refusal);
+        }
+        let to = match self.callee(msg).await {
+            Ok(to) => to,
+            Err(refusal) => return tx.respond(refusal),
+        };
+        let targets = self.0.messaging.targets(&to);
+        if targets.is_empty() {
+            metrics::counter!(m::PROXIED_INVITES, "code" => "480").increment(1);
+            return tx.respond(self.0.messaging.unavailable(msg));
+        }
+        tx.provisional(reply::response(msg, 100, agent));
+        let forks = targets
+            .iter()
+            .map(|b| {
+                let (mut fork, target) = self.0.messaging.fork(msg, b, &proxy::loops::branch(msg));
+                self.0.proxy.record_route(&mut fork, &req.source, &target, b.source.local);
+                (fork, target)
+            })
+            .collect();
+        self.0.proxy.forward_invite(tx, msg, forks).await;
+    }
+
+    /// A request inside a dialog (its To has a tag; `tx` is `None` for the ACK of a 2xx):
+    /// through us when we record-routed the dialog, otherwise there is no such dialog here.
+    async fn in_dialog(&self, req: Incoming, tx: Option<ServerTx>) {
+        let agent = &self.0.agent;
+        let received = &req.msg;
+        let respond = |tx: Option<ServerTx>, resp: Message| {
+            if let Some(tx) = tx {
+                tx.respond(resp);
+            }
+        };
+        let mut msg = received.clone();
+        let target = match self.0.proxy.next_hop(&mut msg, &req.source) {
+            Hop::To(target) => target,
+            Hop::NotOurs => return respond(tx, reply::response(received, 481, agent)),
+            Hop::Refused(code, reason) => {
+                let mut r = reply::response(received, code, agent);
+                r.set_reason(reason);
+                return respond(tx, r);
+            }
+        };
+        if received.max_forwards() == Some(0) {
+            return respond(tx, reply::response(received, 483, agent));
+        }
+        if received.method() == Some(&Method::Message) {
+            // IM inside a session is archived as pager-mode IM is.
+            let aor = |a: Option<NameAddr<'_>>| a.as_ref().and_then(aor_of).unwrap_or_default();
+            let (sender, recipient) = (aor(received.from()), aor(received.to()));
+            let archive = &self.0.archive;
+            if archive.applies(&sender, &recipient)
+                && !archive.record(received, &sender, &recipient)
+                && archive.critical()
+            {
+                let mut r = reply::response(received, 503, agent);
+                r.set_reason("Service Unavailable (archive unavailable)");
+                r.push_header(HeaderName::RetryAfter, "5");
+                return respond(tx, r);
+            }
+        }
+        self.0.proxy.forward_in_dialog(tx, received, msg, req.source.local, target).await;
+    }
+
+    /// An initial request may carry a Route naming us (a preloaded outbound proxy); a Route to
+    /// anywhere else is refused: we are not an open relay (RFC 3261 16.4).
+    fn foreign_route(&self, req: &Incoming) -> Option<Message> {
+        let foreign = req.msg.name_addrs(HeaderName::Route).any(|r| r.map_or(true, |r| !self.is_ours(&r.uri, req)));
+        foreign.then(|| {
+            let mut r = reply::response(&req.msg, 403, &self.0.agent);
+            r.set_reason("Forbidden (Route to elsewhere: not a relay)");
+            r
+        })
     }
 
     /// Out-of-dialog requests from our users carry their credentials (407 otherwise), unless
@@ -278,6 +376,26 @@ impl Core {
     }
 }
 
+fn has_to_tag(msg: &Message) -> bool {
+    msg.to().is_some_and(|t| t.tag().is_some())
+}
+
+/// The 420 for a request that requires (in `header`) an extension we do not support (RFC 3261
+/// 8.2.2.3); `None` when there is none.
+fn unsupported(msg: &Message, header: HeaderName, agent: &str) -> Option<Message> {
+    let unknown: Vec<String> = msg
+        .list(header)
+        .filter(|t| !SUPPORTED_TAGS.iter().any(|s| s.as_bytes().eq_ignore_ascii_case(t)))
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .collect();
+    if unknown.is_empty() {
+        return None;
+    }
+    let mut r = reply::response(msg, 420, agent);
+    r.push_header(HeaderName::Unsupported, unknown.join(", "));
+    Some(r)
+}
+
 /// Bytes from the operating system's CSPRNG, for keys and unguessable identifiers. Falls back
 /// to a time-seeded generator only if /dev/urandom cannot be read (then logged).
 pub fn secure_random(n: usize) -> Vec<u8> {
@@ -305,16 +423,46 @@ pub fn aor_of(a: &NameAddr<'_>) -> Option<String> {
 
 impl TransactionUser for Core {
     fn on_request(&self, req: Incoming, tx: ServerTx) {
-        if req.msg.method() == Some(&Method::Options) {
+        let method = req.msg.method();
+        if method == Some(&Method::Options) && !has_to_tag(&req.msg) {
             // Health probes and capability queries: no store, no auth.
             tx.respond(options::answer(&req.msg, &self.0.agent));
             return;
         }
         let core = self.clone();
+        if method != Some(&Method::Register) {
+            // A proxy honours Proxy-Require only (RFC 3261 16.3 item 5); Require is for the UAS.
+            if let Some(r) = unsupported(&req.msg, HeaderName::ProxyRequire, &self.0.agent) {
+                return tx.respond(r);
+            }
+            if has_to_tag(&req.msg) {
+                return run(async move { core.in_dialog(req, Some(tx)).await });
+            }
+            if method == Some(&Method::Invite) {
+                return run(async move { core.invite(req, tx).await });
+            }
+        }
         run(async move {
             let resp = core.answer(&req).await;
             tx.respond(resp);
         });
+    }
+
+    fn on_cancel(&self, invite: &crate::transaction::key::TxKey) {
+        self.0.proxy.on_cancel(invite);
+    }
+
+    fn on_stray_ack(&self, req: Incoming) {
+        if has_to_tag(&req.msg) {
+            let core = self.clone();
+            run(async move { core.in_dialog(req, None).await });
+        }
+    }
+
+    fn on_stray_response(&self, resp: Message, _source: crate::transport::Source) {
+        if !self.0.proxy.stray_response(resp) {
+            metrics::counter!(m::STRAY_RESPONSES).increment(1);
+        }
     }
 
     /// RFC 5626: a client is reached over the flow it registered on; once that flow is gone,

@@ -27,6 +27,7 @@ pub const OFFLINE_MESSAGES: &str = "sipfront_offline_messages_total";
 pub const ARCHIVE_ENTRIES: &str = "sipfront_archive_entries_total";
 pub const ARCHIVE_QUEUE: &str = "sipfront_archive_queue_depth";
 pub const ARCHIVE_WRITE: &str = "sipfront_archive_write_seconds";
+pub const PROXIED_INVITES: &str = "sipfront_proxied_invites_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -76,4 +77,5 @@ fn describe() {
     describe_counter!(ARCHIVE_ENTRIES, "IM archive entries: written, dropped (queue full), refused (critical mode)");
     describe_gauge!(ARCHIVE_QUEUE, "IM archive entries waiting for the writer");
     describe_histogram!(ARCHIVE_WRITE, Unit::Seconds, "Time to write one batch of archive entries");
+    describe_counter!(PROXIED_INVITES, "INVITEs proxied to our users, by the final status the caller got");
 }

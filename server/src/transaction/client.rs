@@ -13,6 +13,10 @@ use tokio::time::Instant;
 
 /// How often a client transaction over TCP or TLS checks that its connection is still open.
 const FLOW_CHECK: Duration = Duration::from_millis(250);
+/// An INVITE that has had a provisional response waits for its final one without Timer B
+/// (RFC 3261 17.1.1.2); the proxy above cancels it after Timer C. This bound, renewed by each
+/// provisional response, only makes sure that a transaction whose CANCEL went unanswered ends.
+pub const INVITE_PROCEEDING_LIMIT: Duration = Duration::from_secs(240);
 
 /// The requester's end of a client transaction: responses arrive here, provisional ones first,
 /// then exactly one final response (received, or 408/503 made up on timeout or transport
@@ -147,7 +151,7 @@ async fn exchange(
         return (made_up(req, 503), End::MadeUp);
     }
     let reliable = target.transport.is_reliable();
-    let deadline = Instant::now() + timers.timeout();
+    let mut deadline = Instant::now() + timers.timeout();
     let mut interval = timers.t1;
     let mut next_retransmit = Instant::now() + interval;
     let mut proceeding = false;
@@ -165,6 +169,9 @@ async fn exchange(
                         next_retransmit = Instant::now() + interval;
                     }
                     proceeding = true;
+                    if invite {
+                        deadline = Instant::now() + INVITE_PROCEEDING_LIMIT;
+                    }
                     provisional(resp);
                     continue;
                 }

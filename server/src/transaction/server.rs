@@ -160,6 +160,17 @@ impl ServerTx {
         &self.method
     }
 
+    /// The transaction's key (INVITE and UDP transactions have one): what a CANCEL names.
+    pub fn key(&self) -> Option<&TxKey> {
+        self.key.as_ref()
+    }
+
+    /// Where this transaction's responses go; a proxy sends later 2xx responses to an INVITE
+    /// there after the transaction has ended (RFC 3261 16.7 step 5).
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
     /// Sends a provisional (1xx) response; it is repeated to a retransmitted request.
     pub fn provisional(&self, mut resp: Message) {
         resp.ensure_content_length();

@@ -151,6 +151,12 @@ impl Transports {
         result
     }
 
+    /// The UDP socket a datagram to `remote` leaves from when the target names none: what a
+    /// Via of ours must name so that the responses come back to it.
+    pub fn udp_local(&self, remote: SocketAddr) -> Option<SocketAddr> {
+        self.udp.iter().find(|(a, _)| a.is_ipv4() == remote.is_ipv4()).map(|(a, _)| *a)
+    }
+
     fn send_udp(&self, target: &Target, data: &[u8]) -> Result<(), SendError> {
         let socket = target
             .local

@@ -1,0 +1,414 @@
+//! The stateful proxy for IM sessions and calls (RFC 3261 section 16): an INVITE to one of our
+//! users is forked to every binding, Record-Routed so that the dialog's later requests
+//! (MESSAGE, INFO, BYE, re-INVITE, UPDATE, the ACK for a 2xx) come through us, and answered
+//! with the best response; the caller's CANCEL, a 2xx on one branch, a 6xx or Timer C cancel
+//! the others. No dialog state is kept: the Record-Route carries a sealed token naming both
+//! parties' flows (see [`token`]), so a request inside the dialog finds the other side
+//! however many dialogs are open.
+
+mod fallback;
+pub mod loops;
+pub mod token;
+
+use super::reply;
+use crate::ops::metrics as m;
+use crate::transaction::key::TxKey;
+use crate::transaction::{ServerTx, Transactions};
+use crate::transport::{Source, Target, Transport, Transports};
+use dashmap::DashMap;
+use sipfront_proto::{HeaderName, Message, Method, NameAddr};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use token::{Leg, Tokens};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Timer C (RFC 3261 16.6 item 11): a branch that has rung this long without a final
+/// response is cancelled. "Greater than 3 minutes".
+const TIMER_C: Duration = Duration::from_secs(181);
+/// The Via parameter that carries the caller's leg on a forwarded INVITE, so that a
+/// retransmitted 2xx (which matches no transaction) still finds its way upstream.
+const CALLER_PARAM: &str = "sft";
+
+pub struct Proxy {
+    txs: Transactions,
+    transports: Arc<Transports>,
+    agent: String,
+    tokens: Tokens,
+    /// INVITEs being forwarded, by server transaction: where the caller's CANCEL goes.
+    pending: DashMap<TxKey, mpsc::Sender<()>>,
+}
+
+/// Where a request inside a dialog goes.
+pub enum Hop {
+    /// Its Route does not name us: not a dialog we record-routed.
+    NotOurs,
+    /// Ours, but it cannot be sent on (the other side's connection is gone, or the sender is
+    /// not a party): answer with this code.
+    Refused(u16, &'static str),
+    /// Send it there; our Route entries have been removed.
+    To(Target),
+}
+
+/// One forwarded copy of an INVITE.
+struct Branch {
+    req: Message,
+    target: Target,
+    state: BranchState,
+    /// Cancel as soon as it has had a provisional response (RFC 3261 9.1: not before).
+    cancel_wanted: bool,
+    /// The ms-proxy-2007fallback retry was made from this branch already.
+    retried: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BranchState {
+    Calling,
+    Proceeding,
+    Done,
+}
+
+impl Proxy {
+    pub fn new(txs: Transactions, agent: String) -> Proxy {
+        let transports = txs.transports().clone();
+        Proxy { txs, transports, agent, tokens: Tokens::default(), pending: DashMap::new() }
+    }
+
+    /// Completes the copy `fork` of an initial INVITE that came from `source` and goes to
+    /// `target` (a binding whose REGISTER arrived on `callee_local`): Record-Route with the
+    /// token of both legs, twice when the two sides use different transports or addresses
+    /// (RFC 5658), and the caller's leg in our Via.
+    pub fn record_route(&self, fork: &mut Message, source: &Source, target: &Target, callee_local: SocketAddr) {
+        let caller = Leg::of_source(source);
+        let token = self.tokens.seal(&[caller, Leg::of_target(target)]);
+        let caller_side = route_uri(&token, source.transport, source.local);
+        let callee_side = route_uri(&token, target.transport, callee_local);
+        fork.prepend_header(HeaderName::RecordRoute, caller_side.clone());
+        if callee_side != caller_side {
+            fork.prepend_header(HeaderName::RecordRoute, callee_side);
+        }
+        let top = fork.list(HeaderName::Via).next().map(<[u8]>::to_vec);
+        if let Some(mut v) = top {
+            v.extend_from_slice(format!(";{CALLER_PARAM}={}", self.tokens.seal(&[caller])).as_bytes());
+            fork.pop_first_element(HeaderName::Via);
+            fork.prepend_header(HeaderName::Via, v);
+        }
+    }
+
+    /// Forwards an INVITE's copies and answers the caller: provisional responses as they come,
+    /// a 2xx at once (and every later 2xx too, RFC 3261 16.7 step 5), otherwise the best final
+    /// response once every branch has one. Runs until every branch has ended.
+    pub async fn forward_invite(&self, tx: ServerTx, original: &Message, forks: Vec<(Message, Target)>) {
+        let (events_in, mut events) = mpsc::channel::<(usize, Message)>(16);
+        let (cancel_in, mut cancels) = mpsc::channel::<()>(1);
+        let key = tx.key().cloned();
+        if let Some(k) = &key {
+            self.pending.insert(k.clone(), cancel_in);
+        }
+        let upstream = tx.target();
+        let mut tx = Some(tx);
+        let mut branches = Vec::with_capacity(forks.len());
+        for (req, target) in forks {
+            self.start(&mut branches, req, target, false, &events_in);
+        }
+        let mut best: Option<Message> = None;
+        let mut timer_c = Instant::now() + TIMER_C;
+        while branches.iter().any(|b| b.state != BranchState::Done) {
+            tokio::select! {
+                Some((i, resp)) = events.recv() => {
+                    let code = resp.status().unwrap_or(500);
+                    if code < 200 {
+                        timer_c = Instant::now() + TIMER_C;
+                        let b = &mut branches[i];
+                        if b.state == BranchState::Calling {
+                            b.state = BranchState::Proceeding;
+                            if b.cancel_wanted {
+                                self.cancel(b);
+                            }
+                        }
+                        if let (Some(tx), true) = (&tx, code > 100) {
+                            tx.provisional(upstream_copy(resp));
+                        }
+                        continue;
+                    }
+                    let was_done = branches[i].state == BranchState::Done;
+                    branches[i].state = BranchState::Done;
+                    if (200..300).contains(&code) {
+                        // Every 2xx goes upstream, even one after another branch's 2xx or
+                        // after the caller's CANCEL: the caller must ACK and may hang up.
+                        let resp = upstream_copy(resp);
+                        match tx.take() {
+                            Some(tx) => {
+                                count(code);
+                                tx.respond(resp);
+                            }
+                            None => self.send_upstream(upstream, resp),
+                        }
+                        self.cancel_all(&mut branches);
+                        continue;
+                    }
+                    if was_done || tx.is_none() {
+                        continue;
+                    }
+                    if code == 415 && !branches[i].retried {
+                        if let Some(part) = fallback::part(&branches[i].req) {
+                            let mut retry = fallback::retry(&branches[i].req, part);
+                            renew_branch(&mut retry, original);
+                            let target = branches[i].target;
+                            self.start(&mut branches, retry, target, true, &events_in);
+                            continue;
+                        }
+                    }
+                    if code >= 600 {
+                        self.cancel_all(&mut branches);
+                    }
+                    if best.as_ref().is_none_or(|b| super::messaging::better(code, b.status().unwrap_or(500))) {
+                        best = Some(resp);
+                    }
+                }
+                Some(()) = cancels.recv(), if tx.is_some() => {
+                    // RFC 3261 16.10: cancel every pending branch; the caller's INVITE ends 487.
+                    self.cancel_all(&mut branches);
+                    if let Some(tx) = tx.take() {
+                        count(487);
+                        tx.respond(reply::response(original, 487, &self.agent));
+                    }
+                }
+                _ = tokio::time::sleep_until(timer_c) => {
+                    // Timer C: a branch that rang too long is cancelled and counts as a 408.
+                    for b in branches.iter_mut().filter(|b| b.state != BranchState::Done) {
+                        b.cancel_wanted = true;
+                        if b.state == BranchState::Proceeding {
+                            self.cancel(b);
+                        }
+                        b.state = BranchState::Done;
+                        if best.is_none() {
+                            best = Some(b.req.response_to(408));
+                        }
+                    }
+                    timer_c = Instant::now() + TIMER_C;
+                }
+            }
+        }
+        if let Some(k) = key {
+            self.pending.remove(&k);
+        }
+        if let Some(tx) = tx {
+            let mut resp = match best {
+                Some(r) => upstream_copy(r),
+                None => reply::response(original, 480, &self.agent),
+            };
+            if resp.status() == Some(503) {
+                // RFC 3261 16.7 step 6: a 503 is not passed upstream; the callee is unreachable.
+                resp = reply::response(original, 480, &self.agent);
+            }
+            count(resp.status().unwrap_or(500));
+            tx.respond(resp);
+        }
+    }
+
+    /// The caller's CANCEL matched one of our pending INVITEs.
+    pub fn on_cancel(&self, invite: &TxKey) {
+        if let Some(sender) = self.pending.get(invite) {
+            let _ = sender.try_send(());
+        }
+    }
+
+    fn start(
+        &self,
+        branches: &mut Vec<Branch>,
+        req: Message,
+        target: Target,
+        retried: bool,
+        events: &mpsc::Sender<(usize, Message)>,
+    ) {
+        let i = branches.len();
+        let mut client = self.txs.request(req.clone(), target);
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(r) = client.response().await {
+                if events.send((i, r)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        branches.push(Branch { req, target, state: BranchState::Calling, cancel_wanted: false, retried });
+    }
+
+    /// Cancels every branch still pending: at once if it has had a provisional response,
+    /// otherwise as soon as it has one.
+    fn cancel_all(&self, branches: &mut [Branch]) {
+        for b in branches.iter_mut().filter(|b| b.state != BranchState::Done && !b.cancel_wanted) {
+            b.cancel_wanted = true;
+            if b.state == BranchState::Proceeding {
+                self.cancel(b);
+            }
+        }
+    }
+
+    /// RFC 3261 9.1: a CANCEL for the branch's INVITE, in a client transaction of its own.
+    fn cancel(&self, b: &Branch) {
+        let invite = &b.req;
+        let mut c = Message::request(Method::Cancel, invite.request_uri().unwrap_or_default().to_vec());
+        if let Some(via) = invite.list(HeaderName::Via).next() {
+            c.push_header(HeaderName::Via, via.to_vec());
+        }
+        for route in invite.header_all(HeaderName::Route) {
+            c.push_header(HeaderName::Route, route.to_vec());
+        }
+        c.push_header(HeaderName::MaxForwards, "70");
+        for name in [HeaderName::From, HeaderName::To, HeaderName::CallId] {
+            if let Some(v) = invite.header(name) {
+                c.push_header(name, v.to_vec());
+            }
+        }
+        c.push_header(HeaderName::CSeq, format!("{} CANCEL", invite.cseq().map_or(1, |s| s.seq)));
+        c.push_header(HeaderName::ContentLength, "0");
+        // Its response (200, or 481 if the INVITE ended meanwhile) changes nothing here.
+        drop(self.txs.request(c, b.target));
+    }
+
+    /// A request inside a dialog: removes our Route entries and says where it goes. The
+    /// party it came from is recognised by its flow (or UDP address); it goes to the other.
+    pub fn next_hop(&self, msg: &mut Message, source: &Source) -> Hop {
+        let mut legs = None;
+        loop {
+            let Some(route) = msg.list(HeaderName::Route).next() else { break };
+            let opened = NameAddr::parse(route).ok().and_then(|r| self.tokens.open(r.uri.user()?));
+            match opened {
+                Some(l) => {
+                    legs = legs.or(Some(l));
+                    msg.pop_first_element(HeaderName::Route);
+                }
+                None => break,
+            }
+        }
+        let Some(legs) = legs else { return Hop::NotOurs };
+        let [a, b] = legs[..] else { return Hop::Refused(400, "Bad Request (malformed Route)") };
+        let to = if a.sent(source) {
+            b
+        } else if b.sent(source) {
+            a
+        } else {
+            return Hop::Refused(403, "Forbidden (not a party to this dialog)");
+        };
+        let mut target = to.target();
+        match to {
+            Leg::Stream { flow, .. } if !self.transports.flows.is_open(flow) => {
+                // RFC 5626 5.3: the flow to that party has failed.
+                return Hop::Refused(430, "Flow Failed");
+            }
+            Leg::Udp(remote) => target.local = self.transports.udp_local(remote),
+            Leg::Stream { .. } => {}
+        }
+        Hop::To(target)
+    }
+
+    /// Forwards a request inside a dialog to `target` (see [`Proxy::next_hop`]): one hop
+    /// less, our Via on top; an ACK statelessly, anything else in a client transaction whose
+    /// responses go back to the sender.
+    pub async fn forward_in_dialog(
+        &self,
+        tx: Option<ServerTx>,
+        received: &Message,
+        mut msg: Message,
+        local: SocketAddr,
+        target: Target,
+    ) {
+        msg.set_header(HeaderName::MaxForwards, received.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
+        let sent_by = target.local.unwrap_or(local);
+        msg.prepend_header(
+            HeaderName::Via,
+            format!("SIP/2.0/{} {sent_by};branch={}", target.transport.via_name(), loops::branch(received)),
+        );
+        let Some(tx) = tx else {
+            // ACK for a 2xx: end to end, no transaction (RFC 3261 16.6, 17).
+            let _ = self.transports.send(&target, msg.to_bytes());
+            return;
+        };
+        if msg.method() == Some(&Method::Invite) {
+            // A re-INVITE: provisional responses, CANCEL and Timer C as for the first.
+            self.forward_invite(tx, received, vec![(msg, target)]).await;
+            return;
+        }
+        let mut client = self.txs.request(msg, target);
+        while let Some(resp) = client.response().await {
+            let code = resp.status().unwrap_or(500);
+            if code < 200 {
+                if code > 100 {
+                    tx.provisional(upstream_copy(resp));
+                }
+                continue;
+            }
+            tx.respond(upstream_copy(resp));
+            return;
+        }
+        tx.respond(reply::response(received, 500, &self.agent));
+    }
+
+    /// A 2xx to a forwarded INVITE that matched no transaction (the callee retransmits it
+    /// until the ACK comes): sent on to the caller our Via names (RFC 3261 16.7 step 1 and 5).
+    pub fn stray_response(&self, resp: Message) -> bool {
+        let invite_2xx = resp.status().is_some_and(|c| (200..300).contains(&c))
+            && resp.cseq().is_some_and(|c| c.method == Method::Invite);
+        let caller = resp
+            .top_via()
+            .filter(|v| v.branch().is_some_and(|b| b.starts_with(loops::BRANCH_PREFIX.as_bytes())))
+            .and_then(|v| v.params.get(CALLER_PARAM).flatten())
+            .and_then(|t| self.tokens.open(t));
+        match (invite_2xx, caller.as_deref()) {
+            (true, Some(&[leg])) => {
+                self.send_upstream(leg.target(), upstream_copy(resp));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Sends a response upstream outside any transaction: to the caller's flow, or over UDP to
+    /// where its Via says (RFC 3261 18.2.2).
+    fn send_upstream(&self, mut target: Target, mut resp: Message) {
+        if target.transport == Transport::Udp {
+            target.remote = crate::transport::udp_response_addr(&resp, target.remote);
+        }
+        resp.ensure_content_length();
+        let _ = self.transports.send(&target, resp.to_bytes());
+    }
+}
+
+/// A branch's response as it goes upstream: our Via removed (RFC 3261 16.7 step 3).
+fn upstream_copy(mut resp: Message) -> Message {
+    resp.pop_first_element(HeaderName::Via);
+    resp
+}
+
+/// A new top Via branch on a copy we send again as a new transaction.
+fn renew_branch(fork: &mut Message, original: &Message) {
+    let Some(text) = fork.list(HeaderName::Via).next().map(|v| String::from_utf8_lossy(v).into_owned()) else {
+        return;
+    };
+    let fresh = loops::branch(original);
+    let renewed = match text.find(";branch=") {
+        Some(at) => {
+            let rest = &text[at + 8..];
+            let end = rest.find(';').map_or(text.len(), |e| at + 8 + e);
+            format!("{};branch={fresh}{}", &text[..at], &text[end..])
+        }
+        None => format!("{text};branch={fresh}"),
+    };
+    fork.pop_first_element(HeaderName::Via);
+    fork.prepend_header(HeaderName::Via, renewed);
+}
+
+/// A Record-Route URI naming this server at `local` over `transport`, with the token.
+fn route_uri(token: &str, transport: Transport, local: SocketAddr) -> String {
+    match transport {
+        Transport::Udp => format!("<sip:{token}@{local};lr>"),
+        t => format!("<sip:{token}@{local};transport={};lr>", t.via_name().to_ascii_lowercase()),
+    }
+}
+
+fn count(code: u16) {
+    metrics::counter!(m::PROXIED_INVITES, "code" => reply::code_label(code)).increment(1);
+}
