@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL for the tests: its own cluster in $PGTEST_DIR, listening only on a
-# Unix socket there and on 127.0.0.1:$PGTEST_PORT. Prints the URL to use.
+# Unix socket there and on 127.0.0.1:$PGTEST_PORT. Prints the URL to use. fsync is off (tests)
+# unless PGTEST_FSYNC=on (benchmarks).
 #   .ci/postgres.sh start   -> prints postgres://sipfront@127.0.0.1:PORT/sipfront
 #   .ci/postgres.sh stop
 set -euo pipefail
@@ -19,7 +20,7 @@ start)
   [ "$(id -u)" = 0 ] && chown postgres "$DIR"
   as_pg "$BIN/initdb" -D "$DIR/data" -U postgres -A trust >"$DIR/initdb.log" 2>&1
   as_pg "$BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w -t 30 \
-    -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" start >/dev/null
+    -o "-p $PORT -k $DIR -c listen_addresses=127.0.0.1 -c fsync=${PGTEST_FSYNC:-off} -c max_connections=200" start >/dev/null
   as_pg "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -qc "CREATE ROLE sipfront LOGIN SUPERUSER" >/dev/null
   as_pg "$BIN/psql" -h "$DIR" -p "$PORT" -U postgres -qc "CREATE DATABASE sipfront OWNER sipfront" >/dev/null
   echo "postgres://sipfront@127.0.0.1:$PORT/sipfront"
