@@ -40,6 +40,33 @@ async fn a_message_forks_to_every_binding_and_the_2xx_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn udp_tcp_and_tls_endpoints_mixed_each_get_the_message_over_their_own_flow() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let mut on_tls = Phone::tls(&s).await;
+    let mut on_udp = Phone::udp(&s).await;
+    let mut bob = Phone::tcp(&s).await;
+    // Contacts where nothing listens, as Linphone registers over streams: only the flow works.
+    register(&mut on_tls, "alice", "wonderland", Some("<sip:alice@127.0.0.1:9;transport=tls>")).await;
+    register(&mut on_udp, "alice", "wonderland", None).await;
+    register(&mut bob, "bob", "builder", None).await;
+
+    // Bob's MESSAGE over the TCP connection he registered on: no challenge needed.
+    let msg = Request::message(&bob, "bob", "alice");
+    bob.send(&msg.to_bytes()).await;
+    let got_tls = on_tls.expect_request(Method::Message).await;
+    let got_udp = on_udp.expect_request(Method::Message).await;
+    for got in [&got_tls, &got_udp] {
+        assert_eq!(got.body(), b"hello");
+        assert_eq!(got.vias().count(), 2);
+    }
+    assert!(header(&got_tls, HeaderName::Via).starts_with("SIP/2.0/TLS"), "our Via names TLS on that branch");
+    on_tls.answer(&got_tls, 486, "t").await;
+    on_udp.answer(&got_udp, 200, "u").await;
+    let resp = bob.expect_response(200).await;
+    assert!(header(&resp, HeaderName::To).contains("tag=u"), "the 2xx wins");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn without_a_2xx_the_best_failure_wins() {
     let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
     let (mut a1, mut a2, mut bob) = (s.udp_client().await, s.udp_client().await, s.udp_client().await);

@@ -822,3 +822,113 @@ pub async fn answer_next(client: &UdpClient, code: u16) -> Message {
     client.socket.send_to(&r.to_bytes(), from).await.expect("send the response");
     m
 }
+
+// ---- Endpoints over any transport (issues 5 and 6) ----
+
+/// How long an endpoint waits for a request or response that should come.
+pub const LISTEN: Duration = Duration::from_secs(5);
+
+/// A SIP endpoint over any transport, that sends requests and answers what reaches it.
+pub enum Phone {
+    Udp(UdpClient),
+    Tcp(SipStream<TcpStream>),
+    Tls(SipStream<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Phone {
+    pub async fn udp(s: &TestServer) -> Phone {
+        Phone::Udp(s.udp_client().await)
+    }
+    pub async fn tcp(s: &TestServer) -> Phone {
+        Phone::Tcp(s.tcp_client().await)
+    }
+    pub async fn tls(s: &TestServer) -> Phone {
+        Phone::Tls(s.tls_client().await)
+    }
+
+    pub async fn send(&mut self, data: &[u8]) {
+        match self {
+            Phone::Udp(c) => c.send(data).await,
+            Phone::Tcp(c) => c.write(data).await,
+            Phone::Tls(c) => c.write(data).await,
+        }
+    }
+
+    /// The next message that reaches this endpoint, request or response.
+    pub async fn recv(&mut self) -> Message {
+        let frame = match self {
+            Phone::Udp(c) => c.recv(LISTEN).await.map(|(b, _)| Frame::Message(b.into())),
+            Phone::Tcp(c) => c.next_frame(LISTEN).await,
+            Phone::Tls(c) => c.next_frame(LISTEN).await,
+        };
+        match frame {
+            Some(Frame::Message(bytes)) => parse(&bytes),
+            other => panic!("expected a SIP message, got {other:?}"),
+        }
+    }
+
+    /// The next message, which must be a `method` request.
+    pub async fn expect_request(&mut self, method: sipfront_proto::Method) -> Message {
+        let m = self.recv().await;
+        assert_eq!(m.method(), Some(&method), "expected {method:?}, got {:?} {:?}", m.method(), m.status());
+        m
+    }
+
+    /// The next message, which must be a response with `code`.
+    pub async fn expect_response(&mut self, code: u16) -> Message {
+        let m = self.recv().await;
+        assert_eq!(m.status(), Some(code), "expected {code}, got {:?} {:?}", m.status(), m.method());
+        m
+    }
+
+    /// Answers `req` with `code`, as a UAS: our To tag, Record-Route copied for 18x/2xx (RFC
+    /// 3261 12.1.1), our Contact.
+    pub async fn answer(&mut self, req: &Message, code: u16, tag: &str) {
+        let mut r = req.response_to(code);
+        r.set_to_tag(tag);
+        if (101..300).contains(&code) {
+            for rr in req.header_all(HeaderName::RecordRoute) {
+                r.push_header(HeaderName::RecordRoute, rr.to_vec());
+            }
+            r.push_header(HeaderName::Contact, self.contact("uas"));
+        }
+        r.ensure_content_length();
+        self.send(&r.to_bytes()).await;
+    }
+
+    pub fn contact(&self, user: &str) -> String {
+        let local = self.local_addr();
+        match self.transport() {
+            Transport::Udp => format!("<sip:{user}@{local}>"),
+            Transport::Tcp => format!("<sip:{user}@{local};transport=tcp>"),
+            Transport::Tls => format!("<sip:{user}@{local};transport=tls>"),
+        }
+    }
+}
+
+impl SipClient for Phone {
+    fn transport(&self) -> Transport {
+        match self {
+            Phone::Udp(_) => Transport::Udp,
+            Phone::Tcp(_) => Transport::Tcp,
+            Phone::Tls(_) => Transport::Tls,
+        }
+    }
+    fn local_addr(&self) -> SocketAddr {
+        match self {
+            Phone::Udp(c) => c.local(),
+            Phone::Tcp(c) => c.local,
+            Phone::Tls(c) => c.local,
+        }
+    }
+    async fn request(&mut self, req: &Request) -> Message {
+        self.send(&req.to_bytes()).await;
+        loop {
+            let r = self.recv().await;
+            if r.status().is_some_and(|s| s >= 200) {
+                return r;
+            }
+        }
+    }
+}
+
