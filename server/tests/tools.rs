@@ -64,3 +64,54 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
     assert_eq!((ok, failed), (Some(10_000), Some(0)), "SIPp statistics: successful and failed calls\n{screen}");
     s.assert_answers_options().await;
 }
+
+/// Real SIP peers on both ends of the proxy: a SIPp caller (407 challenge, INVITE with
+/// credentials, ACK, an in-dialog MESSAGE and BYE through our Record-Route) and a SIPp callee
+/// registered as Bob's contact. 50 sessions, every one completes on both sides.
+#[tokio::test(flavor = "multi_thread")]
+async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
+    if !tool_available("sipp") {
+        return;
+    }
+    let s =
+        TestServer::with_users(&common::Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |_| {}).await;
+    let free_port = || {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|u| u.local_addr())
+            .expect("a free UDP port")
+            .port()
+            .to_string()
+    };
+    let (uac_port, uas_port) = (free_port(), free_port());
+    // Bob's binding is the SIPp callee.
+    let mut bob = s.udp_client().await;
+    common::register(&mut bob, "bob", "builder", Some(&format!("<sip:bob@127.0.0.1:{uas_port}>"))).await;
+    let csv = s.dir.path().join("callers.csv");
+    std::fs::write(&csv, "SEQUENTIAL\nalice;wonderland;bob\n").expect("write callers.csv");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios");
+    let sipp = |scenario: &str, port: &str, stats: &str| {
+        let mut cmd = Command::new("sipp");
+        cmd.current_dir(s.dir.path()).arg(s.udp_addr().to_string()).arg("-sf").arg(format!("{dir}/{scenario}"));
+        cmd.args(["-m", "50", "-timeout", "60s", "-timeout_error", "-nostdin", "-i", "127.0.0.1", "-p", port]);
+        cmd.args(["-trace_stat", "-fd", "1", "-stf"]).arg(s.dir.path().join(stats));
+        cmd
+    };
+    let uas = tokio::spawn(run_tool(sipp("invite_uas.xml", &uas_port, "uas.csv"), Duration::from_secs(90)));
+    let mut uac = sipp("invite_uac.xml", &uac_port, "uac.csv");
+    uac.arg("-inf").arg(&csv).args(["-r", "10", "-l", "20"]);
+    let (status, out, err) = run_tool(uac, Duration::from_secs(90)).await;
+    let screen =
+        |out: &str| out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    assert_eq!(status.code(), Some(0), "the SIPp caller\n{}\n{err}", screen(&out));
+    let (uas_status, uas_out, uas_err) = uas.await.expect("the callee's task");
+    assert_eq!(uas_status.code(), Some(0), "the SIPp callee\n{}\n{uas_err}", screen(&uas_out));
+    for stats in ["uac.csv", "uas.csv"] {
+        let csv = std::fs::read_to_string(s.dir.path().join(stats)).unwrap_or_default();
+        assert_eq!(
+            (sipp_column(&csv, "SuccessfulCall(C)"), sipp_column(&csv, "FailedCall(C)")),
+            (Some(50), Some(0)),
+            "{stats}"
+        );
+    }
+    assert_eq!(s.metric("sipfront_proxied_invites_total").await, 50.0);
+}
