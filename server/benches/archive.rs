@@ -35,7 +35,8 @@ async fn main() {
         let msg = message();
         let started = Instant::now();
         for i in 0..n {
-            let (from, to) = (format!("user{}@example.test", i % 1000), format!("user{}@example.test", 1000 + i % 1000));
+            let (from, to) =
+                (format!("user{}@example.test", i % 1000), format!("user{}@example.test", 1000 + i % 1000));
             while !archive.record(&msg, &from, &to) {
                 // The queue is full: the writer is the limit, which is what is measured.
                 tokio::time::sleep(Duration::from_micros(200)).await;

@@ -931,4 +931,3 @@ impl SipClient for Phone {
         }
     }
 }
-
