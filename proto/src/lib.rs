@@ -27,6 +27,7 @@ mod limits;
 mod message;
 mod method;
 pub mod multipart;
+pub mod presence;
 mod name;
 mod parse;
 mod reason;
