@@ -52,6 +52,55 @@ impl NewUser {
     }
 }
 
+/// What a presence rule grants a watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    Allow,
+    Block,
+    /// The watcher's subscription looks active and shows the presentity offline.
+    PoliteBlock,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Block => "block",
+            RuleAction::PoliteBlock => "polite-block",
+        }
+    }
+}
+
+impl std::str::FromStr for RuleAction {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<RuleAction> {
+        match s {
+            "allow" => Ok(RuleAction::Allow),
+            "block" => Ok(RuleAction::Block),
+            "polite-block" => Ok(RuleAction::PoliteBlock),
+            other => Err(StoreError::Invalid(format!("rule action {other:?}"))),
+        }
+    }
+}
+
+/// A presence rule of `owner`: `watcher` is an AOR or `*@domain`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub owner: String,
+    pub watcher: String,
+    pub action: RuleAction,
+    pub updated_at: i64,
+}
+
+/// An entry of `owner`'s contact list; `group` is empty for none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Contact {
+    pub owner: String,
+    pub contact: String,
+    pub display_name: String,
+    pub group: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found: {0}")]
@@ -121,6 +170,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes archive entries, all in one transaction.
     async fn archive(&self, entries: &[ArchiveEntry]) -> Result<()>;
+
+    // ---- presence rules and contact lists (each change is noted in the owner's change log) ----
+
+    /// Sets `owner`'s rule for `watcher` (an AOR or `*@domain`), replacing any; `NotFound` for
+    /// an unknown owner, `Invalid` for a watcher of neither form.
+    async fn set_rule(&self, owner: &str, watcher: &str, action: RuleAction) -> Result<()>;
+    /// Whether there was such a rule.
+    async fn remove_rule(&self, owner: &str, watcher: &str) -> Result<bool>;
+    /// `owner`'s rules, by watcher.
+    async fn rules(&self, owner: &str) -> Result<Vec<Rule>>;
+    /// Adds (or renames) a contact in a group of the owner's list.
+    async fn add_contact(&self, contact: &Contact) -> Result<()>;
+    /// Removes a contact from one group, or from every group (`None`); how many entries went.
+    async fn remove_contact(&self, owner: &str, contact: &str, group: Option<&str>) -> Result<u64>;
+    /// `owner`'s contact list, by group then contact.
+    async fn contacts(&self, owner: &str) -> Result<Vec<Contact>>;
     /// Archived messages between `user` and `peer` (either direction), or between `user` and
     /// anyone when `peer` is `None`, with `since <= at < until`, oldest first, at most `limit`.
     async fn search_archive(
@@ -198,6 +263,17 @@ pub(crate) fn check_new_user(u: &NewUser) -> Result<()> {
         return Err(StoreError::Invalid(format!("{}: HA1 values must be hex MD5 and SHA-256", u.aor())));
     }
     Ok(())
+}
+
+/// `user@domain` (or, when `wildcard`, `*@domain`) with the domain in lower case.
+pub(crate) fn normal_aor(aor: &str, wildcard: bool) -> Result<String> {
+    let invalid = || StoreError::Invalid(format!("{aor:?} is not user@domain{}", if wildcard { " or *@domain" } else { "" }));
+    let (user, domain) = aor.rsplit_once('@').ok_or_else(invalid)?;
+    let domain = domain.to_ascii_lowercase();
+    if user.is_empty() || user.contains(char::is_whitespace) || (user == "*" && !wildcard) || check_domain(&domain).is_err() {
+        return Err(invalid());
+    }
+    Ok(format!("{user}@{domain}"))
 }
 
 pub(crate) fn check_domain(d: &str) -> Result<()> {

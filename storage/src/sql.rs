@@ -306,9 +306,111 @@ macro_rules! sql_store {
                     .map(|r| r.rows_affected())
                     .map_err(|e| $crate::map_err("archive purge", e))
             }
+
+            async fn set_rule(&self, owner: &str, watcher: &str, action: $crate::RuleAction) -> $crate::Result<()> {
+                let watcher = $crate::normal_aor(watcher, true)?;
+                self.owned_change(
+                    owner,
+                    "INSERT INTO presence_rules (owner, watcher, action, updated_at) \
+                     SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE aor = $1) \
+                     ON CONFLICT (owner, watcher) DO UPDATE SET action = excluded.action, updated_at = excluded.updated_at",
+                    |q| q.bind(watcher).bind(action.as_str()).bind($crate::now()),
+                )
+                .await
+                .map(|_| ())
+            }
+
+            async fn remove_rule(&self, owner: &str, watcher: &str) -> $crate::Result<bool> {
+                let watcher = $crate::normal_aor(watcher, true)?;
+                let n = self
+                    .owned_change(owner, "DELETE FROM presence_rules WHERE owner = $1 AND watcher = $2", |q| q.bind(watcher))
+                    .await;
+                match n {
+                    Ok(_) => Ok(true),
+                    Err($crate::StoreError::NotFound(_)) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+
+            async fn rules(&self, owner: &str) -> $crate::Result<Vec<$crate::Rule>> {
+                let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+                    "SELECT owner, watcher, action, updated_at FROM presence_rules WHERE owner = $1 ORDER BY watcher",
+                )
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| $crate::map_err("rules", e))?;
+                rows.into_iter()
+                    .map(|(owner, watcher, action, updated_at)| {
+                        Ok($crate::Rule { owner, watcher, action: action.parse()?, updated_at })
+                    })
+                    .collect()
+            }
+
+            async fn add_contact(&self, c: &$crate::Contact) -> $crate::Result<()> {
+                let contact = $crate::normal_aor(&c.contact, false)?;
+                self.owned_change(
+                    &c.owner,
+                    "INSERT INTO contacts (owner, contact, display_name, group_name, created_at) \
+                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM users WHERE aor = $1) \
+                     ON CONFLICT (owner, contact, group_name) DO UPDATE SET display_name = excluded.display_name",
+                    |q| q.bind(contact).bind(c.display_name.clone()).bind(c.group.clone()).bind($crate::now()),
+                )
+                .await
+                .map(|_| ())
+            }
+
+            async fn remove_contact(&self, owner: &str, contact: &str, group: Option<&str>) -> $crate::Result<u64> {
+                let contact = $crate::normal_aor(contact, false)?;
+                let r = match group {
+                    Some(g) => {
+                        let g = g.to_string();
+                        self.owned_change(owner, "DELETE FROM contacts WHERE owner = $1 AND contact = $2 AND group_name = $3", |q| q.bind(contact).bind(g)).await
+                    }
+                    None => self.owned_change(owner, "DELETE FROM contacts WHERE owner = $1 AND contact = $2", |q| q.bind(contact)).await,
+                };
+                match r {
+                    Err($crate::StoreError::NotFound(_)) => Ok(0),
+                    other => other,
+                }
+            }
+
+            async fn contacts(&self, owner: &str) -> $crate::Result<Vec<$crate::Contact>> {
+                let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+                    "SELECT owner, contact, display_name, group_name FROM contacts WHERE owner = $1 ORDER BY group_name, contact",
+                )
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| $crate::map_err("contacts", e))?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(owner, contact, display_name, group)| $crate::Contact { owner, contact, display_name, group })
+                    .collect())
+            }
         }
 
         impl $store {
+            /// Runs a statement on one owner's presence data (`$1` is the owner) and notes the
+            /// change in the owner's change log; `NotFound` when it touched nothing.
+            async fn owned_change<'q>(
+                &self,
+                owner: &'q str,
+                sql: &'q str,
+                bind: impl FnOnce(
+                    sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+                ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+            ) -> $crate::Result<u64> {
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                let r = bind(sqlx::query(sql).bind(owner)).execute(&mut *tx).await.map_err(|e| $crate::map_err(owner, e))?;
+                if r.rows_affected() == 0 {
+                    return Err($crate::StoreError::NotFound(owner.to_string()));
+                }
+                self.note_change(&mut tx, owner).await?;
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
+                Ok(r.rows_affected())
+            }
+
             async fn note_change(&self, tx: &mut sqlx::Transaction<'_, $db>, aor: &str) -> $crate::Result<()> {
                 sqlx::query("INSERT INTO user_changes (aor, at) VALUES ($1, $2)")
                     .bind(aor)

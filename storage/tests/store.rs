@@ -208,3 +208,49 @@ async fn the_archive_finds_a_conversation_in_both_directions() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn presence_rules_and_contact_lists() {
+    use sipfront_storage::{Contact, RuleAction};
+    on_both("presence_rules_and_contact_lists", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        let head = s.changes_head().await.unwrap();
+        let alice = "alice@example.test";
+
+        s.set_rule(alice, "bob@Example.TEST", RuleAction::Block).await.unwrap();
+        s.set_rule(alice, "*@other.test", RuleAction::PoliteBlock).await.unwrap();
+        s.set_rule(alice, "bob@example.test", RuleAction::Allow).await.unwrap();
+        let rules = s.rules(alice).await.unwrap();
+        let view: Vec<(&str, RuleAction)> = rules.iter().map(|r| (r.watcher.as_str(), r.action)).collect();
+        assert_eq!(view, vec![("*@other.test", RuleAction::PoliteBlock), ("bob@example.test", RuleAction::Allow)]);
+        assert!(s.remove_rule(alice, "*@other.test").await.unwrap());
+        assert!(!s.remove_rule(alice, "*@other.test").await.unwrap());
+        assert!(matches!(s.set_rule("nobody@example.test", "bob@example.test", RuleAction::Allow).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.set_rule(alice, "not an aor", RuleAction::Allow).await, Err(StoreError::Invalid(_))));
+
+        let c = |contact: &str, group: &str| Contact {
+            owner: alice.into(),
+            contact: contact.into(),
+            display_name: format!("{contact} name"),
+            group: group.into(),
+        };
+        s.add_contact(&c("bob@example.test", "work")).await.unwrap();
+        s.add_contact(&c("bob@example.test", "friends")).await.unwrap();
+        s.add_contact(&c("carol@example.test", "work")).await.unwrap();
+        s.add_contact(&c("carol@example.test", "work")).await.unwrap();
+        assert_eq!(s.contacts(alice).await.unwrap().len(), 3);
+        assert_eq!(s.remove_contact(alice, "bob@example.test", Some("work")).await.unwrap(), 1);
+        assert_eq!(s.remove_contact(alice, "bob@example.test", None).await.unwrap(), 1);
+        let left = s.contacts(alice).await.unwrap();
+        assert_eq!(left, vec![c("carol@example.test", "work")]);
+        assert!(matches!(s.add_contact(&c("*@example.test", "")).await, Err(StoreError::Invalid(_))));
+
+        let changes = s.changes_since(head).await.unwrap();
+        assert!(changes.aors.iter().filter(|a| *a == alice).count() >= 6, "every change names the owner: {changes:?}");
+
+        s.remove_user(alice).await.unwrap();
+        assert!(s.rules(alice).await.unwrap().is_empty(), "rules go with their owner");
+        assert!(s.contacts(alice).await.unwrap().is_empty(), "so does the list");
+    })
+    .await;
+}
