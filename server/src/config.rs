@@ -20,6 +20,7 @@ pub struct Config {
     pub registrar: Registrar,
     pub messaging: Messaging,
     pub archive: Archive,
+    pub presence: Presence,
     pub server: Server,
     pub log: Log,
 }
@@ -71,6 +72,26 @@ pub struct Messaging {
     pub offline_max_per_user: u32,
     /// Kept messages older than this are deleted undelivered.
     pub offline_max_age_days: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Presence {
+    /// Subscription length when the SUBSCRIBE asks none (RFC 3856: 3600).
+    pub default_expires: u32,
+    /// Shorter subscriptions and publications (other than 0) get 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longer ones are granted this long.
+    pub max_expires: u32,
+    /// A watcher gets at most one NOTIFY per presentity per this interval (RFC 6446).
+    pub notify_interval_ms: u64,
+    /// Subscriptions one watcher may hold; beyond it, 403.
+    pub max_subscriptions_per_watcher: usize,
+    /// A watcher with no rule: `same-domain` allows watchers of the presentity's domain and
+    /// leaves others pending; `pending` leaves everyone pending; `allow` allows everyone.
+    pub default_policy: String,
+    /// The user part of a resource-list URI is the owner's followed by this (`alice+contacts`).
+    pub list_suffix: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -258,6 +279,20 @@ impl Default for Messaging {
             offline: true,
             offline_max_per_user: 100,
             offline_max_age_days: 7,
+        }
+    }
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            default_expires: 3600,
+            min_expires: 60,
+            max_expires: 86_400,
+            notify_interval_ms: 1000,
+            max_subscriptions_per_watcher: 500,
+            default_policy: "same-domain".into(),
+            list_suffix: "+contacts".into(),
         }
     }
 }

@@ -267,10 +267,15 @@ pub(crate) fn check_new_user(u: &NewUser) -> Result<()> {
 
 /// `user@domain` (or, when `wildcard`, `*@domain`) with the domain in lower case.
 pub(crate) fn normal_aor(aor: &str, wildcard: bool) -> Result<String> {
-    let invalid = || StoreError::Invalid(format!("{aor:?} is not user@domain{}", if wildcard { " or *@domain" } else { "" }));
+    let invalid =
+        || StoreError::Invalid(format!("{aor:?} is not user@domain{}", if wildcard { " or *@domain" } else { "" }));
     let (user, domain) = aor.rsplit_once('@').ok_or_else(invalid)?;
     let domain = domain.to_ascii_lowercase();
-    if user.is_empty() || user.contains(char::is_whitespace) || (user == "*" && !wildcard) || check_domain(&domain).is_err() {
+    if user.is_empty()
+        || user.contains(char::is_whitespace)
+        || (user == "*" && !wildcard)
+        || check_domain(&domain).is_err()
+    {
         return Err(invalid());
     }
     Ok(format!("{user}@{domain}"))

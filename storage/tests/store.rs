@@ -225,7 +225,10 @@ async fn presence_rules_and_contact_lists() {
         assert_eq!(view, vec![("*@other.test", RuleAction::PoliteBlock), ("bob@example.test", RuleAction::Allow)]);
         assert!(s.remove_rule(alice, "*@other.test").await.unwrap());
         assert!(!s.remove_rule(alice, "*@other.test").await.unwrap());
-        assert!(matches!(s.set_rule("nobody@example.test", "bob@example.test", RuleAction::Allow).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            s.set_rule("nobody@example.test", "bob@example.test", RuleAction::Allow).await,
+            Err(StoreError::NotFound(_))
+        ));
         assert!(matches!(s.set_rule(alice, "not an aor", RuleAction::Allow).await, Err(StoreError::Invalid(_))));
 
         let c = |contact: &str, group: &str| Contact {

@@ -108,9 +108,9 @@ impl Pidf {
     /// host in lower case; `None` if it is not of that form.
     pub fn entity_aor(&self) -> Option<String> {
         let e = self.entity.as_str();
-        let rest = ["pres:", "sips:", "sip:"].iter().find_map(|p| {
-            e.get(..p.len()).filter(|s| s.eq_ignore_ascii_case(p)).map(|_| &e[p.len()..])
-        })?;
+        let rest = ["pres:", "sips:", "sip:"]
+            .iter()
+            .find_map(|p| e.get(..p.len()).filter(|s| s.eq_ignore_ascii_case(p)).map(|_| &e[p.len()..]))?;
         let rest = rest.split([';', '?', '>']).next()?;
         let (user, host) = rest.rsplit_once('@')?;
         if user.is_empty() || host.is_empty() {

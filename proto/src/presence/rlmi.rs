@@ -171,7 +171,11 @@ mod tests {
                 Resource {
                     uri: "sip:bob@example.test".into(),
                     name: Some("Bob".into()),
-                    instances: vec![Instance { id: "r0".into(), state: InstanceState::Active, cid: Some("b@x".into()) }],
+                    instances: vec![Instance {
+                        id: "r0".into(),
+                        state: InstanceState::Active,
+                        cid: Some("b@x".into()),
+                    }],
                 },
                 Resource {
                     uri: "sip:eve@example.test".into(),

@@ -18,6 +18,9 @@ pub struct Directory {
     users: DashMap<Box<str>, Option<Arc<User>>>,
     negative: std::sync::atomic::AtomicUsize,
     domains: RwLock<HashSet<String>>,
+    /// Every AOR the change log names, for those that cache more than credentials (presence
+    /// rules and contact lists).
+    changes: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl Directory {
@@ -30,7 +33,14 @@ impl Directory {
             users: DashMap::new(),
             negative: Default::default(),
             domains: RwLock::new(domains),
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// AORs as the change log names them (a lagging receiver misses some: it should then
+    /// treat everything as changed).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.changes.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -91,6 +101,7 @@ impl Directory {
                             domains_changed = true;
                         } else {
                             self.users.remove(aor.as_str());
+                            let _ = self.changes.send(Arc::from(aor.as_str()));
                         }
                     }
                     // A new user may bring a new domain with it.

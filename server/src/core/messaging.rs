@@ -178,18 +178,23 @@ impl Messaging {
             HeaderName::Via,
             format!("SIP/2.0/{} {};branch={branch}", b.source.transport.via_name(), local),
         );
-        let target = match b.source.transport {
-            // A UDP contact is reached at the address its URI gives (when it is one; we never
-            // resolve names), or else where its REGISTER came from.
+        let target = self.target_of(b);
+        (f, target)
+    }
+
+    /// Where a request for binding `b` is sent: a TCP or TLS client over the flow it
+    /// registered on; a UDP contact at the address its URI gives (when it is one; we never
+    /// resolve names), or else where its REGISTER came from.
+    pub fn target_of(&self, b: &Binding) -> Target {
+        match b.source.transport {
             Transport::Udp => Target {
                 transport: Transport::Udp,
                 remote: contact_addr(&b.uri).unwrap_or(b.source.remote),
                 flow: None,
-                local: Some(local),
+                local: Some(b.source.local),
             },
             t => Target { transport: t, remote: b.source.remote, flow: b.source.flow, local: None },
-        };
-        (f, target)
+        }
     }
 
     pub fn unavailable(&self, msg: &Message) -> Message {
@@ -208,7 +213,7 @@ pub fn better(a: u16, b: u16) -> bool {
 }
 
 /// The IP address and port of a contact URI, if its host is an address literal.
-fn contact_addr(uri: &str) -> Option<SocketAddr> {
+pub fn contact_addr(uri: &str) -> Option<SocketAddr> {
     let u = Uri::parse(uri.as_bytes()).ok()?;
     let ip: IpAddr = match u.host() {
         Host::V4(ip) => ip.into(),

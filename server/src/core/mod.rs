@@ -8,6 +8,7 @@ pub mod lockout;
 pub mod messaging;
 pub mod offline;
 pub mod options;
+pub mod presence;
 pub mod proxy;
 pub mod registrar;
 pub mod reply;
@@ -23,6 +24,7 @@ use auth::{Auth, Verdict};
 use directory::Directory;
 use messaging::Messaging;
 use offline::Offline;
+use presence::Presence;
 use proxy::{Hop, Proxy};
 use registrar::Registrar;
 use sipfront_proto::{HeaderName, Host, Message, Method, NameAddr, Uri};
@@ -31,7 +33,8 @@ use std::sync::Arc;
 use std::task::Context;
 
 /// Methods this server implements; the `Allow` of every 200 to OPTIONS and of every 405/501.
-pub const ALLOW: &str = "OPTIONS, REGISTER, MESSAGE, INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK";
+pub const ALLOW: &str =
+    "OPTIONS, REGISTER, MESSAGE, INVITE, ACK, CANCEL, BYE, INFO, UPDATE, PRACK, PUBLISH, SUBSCRIBE, NOTIFY";
 /// Body types it accepts.
 pub const ACCEPT: &str = "application/sdp, text/plain, text/html, message/cpim, application/im-iscomposing+xml";
 /// Extensions it supports (RFC 3327 path, RFC 5626 outbound, RFC 5627 gruu).
@@ -46,7 +49,8 @@ struct Inner {
     auth: Auth,
     directory: Arc<Directory>,
     registrar: Registrar,
-    messaging: Messaging,
+    messaging: Arc<Messaging>,
+    presence: Arc<Presence>,
     offline: Offline,
     archive: Archive,
     proxy: Proxy,
@@ -66,10 +70,28 @@ impl Core {
         let agent = config.server.agent.clone();
         let transports = transactions.transports().clone();
         let (archive, writer) = Archive::new(config.archive.clone(), directory.store().clone());
+        let messaging =
+            Arc::new(Messaging::new(config.messaging.clone(), bindings.clone(), transports.clone(), agent.clone()));
+        let presence = Arc::new(Presence::new(
+            config.presence.clone(),
+            agent.clone(),
+            directory.store().clone(),
+            std::time::Duration::from_millis(config.database.timeout_ms),
+            bindings.clone(),
+            messaging.clone(),
+            transactions.clone(),
+        ));
+        let weak = Arc::downgrade(&presence);
+        bindings.set_on_change(move |aor| {
+            if let Some(p) = weak.upgrade() {
+                p.registration_changed(aor);
+            }
+        });
         let core = Core(Arc::new(Inner {
             auth: Auth::new(&config.auth),
             registrar: Registrar::new(config.registrar.clone(), bindings.clone(), agent.clone()),
-            messaging: Messaging::new(config.messaging.clone(), bindings, transports.clone(), agent.clone()),
+            messaging,
+            presence,
             offline: Offline::new(config.messaging.clone(), directory.store().clone(), agent.clone()),
             archive,
             proxy: Proxy::new(transactions.clone(), agent.clone()),
@@ -84,7 +106,26 @@ impl Core {
 
     /// The core's own timers (nonces, lockouts); runs until dropped.
     pub async fn run(&self) {
-        tokio::join!(self.0.auth.run(), self.0.offline.run_purge(), self.0.archive.run_sessions());
+        let presence = &self.0.presence;
+        let mut changes = self.0.directory.changes();
+        let follow_changes = async {
+            loop {
+                match changes.recv().await {
+                    Ok(aor) => presence.rules_changed(&aor).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "presence fell behind the change log");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        tokio::join!(
+            self.0.auth.run(),
+            self.0.offline.run_purge(),
+            self.0.archive.run_sessions(),
+            presence.run(),
+            follow_changes
+        );
     }
 
     async fn answer(&self, req: &Incoming) -> Message {
@@ -105,6 +146,13 @@ impl Core {
                 }
                 if msg.method() == Some(&Method::Message) {
                     return self.message(req).await;
+                }
+                if msg.method() == Some(&Method::Publish) {
+                    let publisher = msg.from().as_ref().and_then(aor_of).unwrap_or_default();
+                    return match self.callee(msg).await {
+                        Ok(to) => self.0.presence.publish(msg, &publisher, &to.aor),
+                        Err(refusal) => refusal,
+                    };
                 }
                 // RFC 3261 8.2.1: a method we do not implement is answered 501 with Allow.
                 let mut r = reply::response(msg, 501, agent);
@@ -240,6 +288,21 @@ impl Core {
         self.0.proxy.forward_invite(tx, msg, forks).await;
     }
 
+    /// An initial SUBSCRIBE: authenticated like any request of our users, then presence.
+    async fn subscribe(&self, req: Incoming, tx: ServerTx) {
+        if let Err(refusal) = self.authenticate_sender(&req).await {
+            return tx.respond(refusal);
+        }
+        if let Some(refusal) = self.foreign_route(&req) {
+            return tx.respond(refusal);
+        }
+        let watcher = req.msg.from().as_ref().and_then(aor_of).unwrap_or_default();
+        let presence = self.0.presence.clone();
+        let (resp, followup) = presence.subscribe(&req, &watcher).await;
+        tx.respond(resp);
+        presence.follow(followup);
+    }
+
     /// A request inside a dialog (its To has a tag; `tx` is `None` for the ACK of a 2xx):
     /// through us when we record-routed the dialog, otherwise there is no such dialog here.
     async fn in_dialog(&self, req: Incoming, tx: Option<ServerTx>) {
@@ -250,6 +313,13 @@ impl Core {
                 tx.respond(resp);
             }
         };
+        if received.method() == Some(&Method::Subscribe) {
+            if let Some((resp, followup)) = self.0.presence.resubscribe(received) {
+                respond(tx, resp);
+                self.0.presence.follow(followup);
+                return;
+            }
+        }
         let mut msg = received.clone();
         let target = match self.0.proxy.next_hop(&mut msg, &req.source) {
             Hop::To(target) => target,
@@ -440,6 +510,9 @@ impl TransactionUser for Core {
             }
             if method == Some(&Method::Invite) {
                 return run(async move { core.invite(req, tx).await });
+            }
+            if method == Some(&Method::Subscribe) {
+                return run(async move { core.subscribe(req, tx).await });
             }
         }
         run(async move {

@@ -28,6 +28,12 @@ pub const ARCHIVE_ENTRIES: &str = "sipfront_archive_entries_total";
 pub const ARCHIVE_QUEUE: &str = "sipfront_archive_queue_depth";
 pub const ARCHIVE_WRITE: &str = "sipfront_archive_write_seconds";
 pub const PROXIED_INVITES: &str = "sipfront_proxied_invites_total";
+pub const SUBSCRIPTIONS: &str = "sipfront_subscriptions";
+pub const PUBLICATIONS: &str = "sipfront_publications";
+pub const PUBLISHES: &str = "sipfront_publish_total";
+pub const NOTIFIES: &str = "sipfront_notify_total";
+pub const NOTIFY_FANOUT: &str = "sipfront_notify_fanout";
+pub const NOTIFIES_COALESCED: &str = "sipfront_notify_coalesced_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -78,4 +84,13 @@ fn describe() {
     describe_gauge!(ARCHIVE_QUEUE, "IM archive entries waiting for the writer");
     describe_histogram!(ARCHIVE_WRITE, Unit::Seconds, "Time to write one batch of archive entries");
     describe_counter!(PROXIED_INVITES, "INVITEs proxied to our users, by the final status the caller got");
+    describe_gauge!(SUBSCRIPTIONS, "Active subscriptions, by event package");
+    describe_gauge!(PUBLICATIONS, "Live presence publications");
+    describe_counter!(
+        PUBLISHES,
+        "PUBLISH requests, by result (created, refreshed, modified, removed, or the error code)"
+    );
+    describe_counter!(NOTIFIES, "NOTIFYs sent, by the watcher's answer (2xx, 481, timeout...)");
+    describe_histogram!(NOTIFY_FANOUT, "Watchers notified of one presence change");
+    describe_counter!(NOTIFIES_COALESCED, "Presence changes folded into a later NOTIFY by the throttle (RFC 6446)");
 }

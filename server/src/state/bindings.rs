@@ -48,6 +48,9 @@ impl Binding {
 /// When binding `id` of an AOR expires; earliest first in the heap.
 type Deadline = Reverse<(Instant, u64, Arc<str>)>;
 
+/// What is told of an AOR whose bindings changed.
+type OnChange = Box<dyn Fn(&str) + Send + Sync>;
+
 pub struct Bindings {
     map: DashMap<Arc<str>, Vec<Binding>>,
     /// Deadlines; an entry whose binding was refreshed or removed since is skipped when it
@@ -57,6 +60,8 @@ pub struct Bindings {
     next_id: AtomicU64,
     /// temp-gruu user part -> AOR, for requests addressed to a temp-gruu.
     temp_gruus: DashMap<Box<str>, Arc<str>>,
+    /// Told of every AOR whose set of bindings changed (presence from registration state).
+    on_change: std::sync::OnceLock<OnChange>,
 }
 
 impl Default for Bindings {
@@ -67,6 +72,7 @@ impl Default for Bindings {
             wake: Notify::new(),
             next_id: AtomicU64::new(1),
             temp_gruus: DashMap::new(),
+            on_change: std::sync::OnceLock::new(),
         }
     }
 }
@@ -95,6 +101,11 @@ impl Bindings {
 
     pub fn binding_count(&self) -> usize {
         self.map.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Sets what is told of changed AORs; once, before any binding exists.
+    pub fn set_on_change(&self, f: impl Fn(&str) + Send + Sync + 'static) {
+        let _ = self.on_change.set(Box::new(f));
     }
 
     /// Changes the bindings of one AOR atomically (no other change to the same AOR runs
@@ -131,7 +142,14 @@ impl Bindings {
             }
         }
         let empty = entry.is_empty();
+        let set_changed =
+            entry.len() != before.len() || entry.iter().any(|b| !before.iter().any(|(id, _, _)| *id == b.id));
         drop(entry);
+        if set_changed {
+            if let Some(f) = self.on_change.get() {
+                f(aor);
+            }
+        }
         if empty {
             self.map.remove_if(aor, |_, v| v.is_empty());
         }

@@ -3,3 +3,5 @@
 
 pub mod bindings;
 pub mod expiry;
+pub mod publications;
+pub mod subscriptions;

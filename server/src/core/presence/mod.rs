@@ -1,0 +1,490 @@
+//! The presence server: PUBLISH (RFC 3903) of `application/pidf+xml`, SUBSCRIBE/NOTIFY (RFC
+//! 6665, RFC 3856) with fetch, watcher authorization by the presentity's rules, watcher
+//! information (RFC 3857/3858) and resource lists of the stored contact list (RFC 4662).
+//! Every change fans out to the watchers through a throttle (RFC 6446) that coalesces rapid
+//! changes into one NOTIFY per interval.
+
+mod notify;
+pub mod rules;
+
+use super::messaging::Messaging;
+use super::reply;
+use crate::config;
+use crate::ops::metrics as m;
+use crate::state::bindings::Bindings;
+use crate::state::publications::{Publications, Updated};
+use crate::state::subscriptions::{Dialog, Grant, Package, Subscription, Subscriptions, Throttle};
+use crate::transaction::{Incoming, Transactions};
+use crate::transport::{Transport, Transports};
+use bytes::Bytes;
+use dashmap::DashMap;
+use rules::{Decision, Rules};
+use sipfront_proto::presence::pidf;
+use sipfront_proto::{HeaderName, Message, Uri};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Event packages served; the Allow-Events of every 489.
+pub const ALLOW_EVENTS: &str = "presence, presence.winfo";
+
+pub struct Presence {
+    cfg: config::Presence,
+    agent: String,
+    pub publications: Publications,
+    pub subscriptions: Subscriptions,
+    rules: Rules,
+    bindings: Arc<Bindings>,
+    messaging: Arc<Messaging>,
+    txs: Transactions,
+    transports: Arc<Transports>,
+    /// The composed document of each presentity, until it changes: one composition per change
+    /// however many watchers it goes to.
+    documents: DashMap<Arc<str>, Bytes>,
+}
+
+/// What follows the response to a SUBSCRIBE.
+pub enum Followup {
+    None,
+    /// The NOTIFY with the current state (a new or refreshed subscription).
+    Notify(Arc<Subscription>),
+    /// The final NOTIFY of a fetch or an unsubscribe: current state, `terminated`.
+    Final(Arc<Subscription>),
+}
+
+impl Presence {
+    pub fn new(
+        cfg: config::Presence,
+        agent: String,
+        store: Arc<dyn sipfront_storage::Store>,
+        store_timeout: Duration,
+        bindings: Arc<Bindings>,
+        messaging: Arc<Messaging>,
+        txs: Transactions,
+    ) -> Presence {
+        let policy = rules::Policy::parse(&cfg.default_policy);
+        let transports = txs.transports().clone();
+        Presence {
+            rules: Rules::new(store, store_timeout, policy),
+            cfg,
+            agent,
+            publications: Publications::default(),
+            subscriptions: Subscriptions::default(),
+            bindings,
+            messaging,
+            txs,
+            transports,
+            documents: DashMap::new(),
+        }
+    }
+
+    /// Publications and subscriptions expiring; runs until dropped.
+    pub async fn run(self: &Arc<Self>) {
+        let ended_publication = |aor: &str| self.changed(aor);
+        let ended_subscription = |sub: Arc<Subscription>| {
+            self.watchers_changed(&sub);
+            self.send_final(&sub, "timeout");
+        };
+        tokio::join!(
+            self.publications.run_expiry(ended_publication),
+            self.subscriptions.run_expiry(ended_subscription)
+        );
+    }
+
+    /// The Expires a PUBLISH or SUBSCRIBE asks, as granted: `Err` with the refusal (400 for
+    /// a value that is not a number, 423 with Min-Expires for too short).
+    #[allow(clippy::result_large_err)] // the refusal is what the caller sends next
+    fn expires(&self, msg: &Message) -> Result<u32, Message> {
+        let asked = match msg.expires() {
+            None => self.cfg.default_expires,
+            Some(Ok(e)) => e,
+            Some(Err(_)) => {
+                let mut r = reply::response(msg, 400, &self.agent);
+                r.set_reason("Bad Request (Expires is not a number)");
+                return Err(r);
+            }
+        };
+        if asked != 0 && asked < self.cfg.min_expires {
+            let mut r = reply::response(msg, 423, &self.agent);
+            r.push_header(HeaderName::MinExpires, self.cfg.min_expires.to_string());
+            return Err(r);
+        }
+        Ok(asked.min(self.cfg.max_expires))
+    }
+
+    fn bad_event(&self, msg: &Message) -> Message {
+        let mut r = reply::response(msg, 489, &self.agent);
+        r.push_header(HeaderName::AllowEvents, ALLOW_EVENTS);
+        r
+    }
+
+    fn count_publish(result: &'static str) {
+        metrics::counter!(m::PUBLISHES, "result" => result).increment(1);
+    }
+
+    /// PUBLISH by `publisher` (authenticated) for the presentity `presentity` (RFC 3903 6).
+    pub fn publish(self: &Arc<Self>, msg: &Message, publisher: &str, presentity: &str) -> Message {
+        let agent = &self.agent;
+        let refuse = |code: u16, reason: Option<&str>| {
+            Self::count_publish(reply::code_label(code));
+            let mut r = reply::response(msg, code, agent);
+            if let Some(reason) = reason {
+                r.set_reason(reason.to_string());
+            }
+            r
+        };
+        if !msg.event().is_some_and(|e| e.is("presence")) {
+            Self::count_publish("489");
+            return self.bad_event(msg);
+        }
+        if !publisher.eq_ignore_ascii_case(presentity) {
+            return refuse(403, Some("Forbidden (only the presentity publishes its presence)"));
+        }
+        let expires = match self.expires(msg) {
+            Ok(e) => e,
+            Err(r) => {
+                Self::count_publish(reply::code_label(r.status().unwrap_or(400)));
+                return r;
+            }
+        };
+        let doc = if msg.body().is_empty() {
+            None
+        } else {
+            let ct = msg.content_type().map(|c| sipfront_proto::scan::split_params(c).0);
+            if !ct.is_some_and(|c| c.eq_ignore_ascii_case(pidf::CONTENT_TYPE.as_bytes())) {
+                let mut r = refuse(415, None);
+                r.push_header(HeaderName::Accept, pidf::CONTENT_TYPE);
+                return r;
+            }
+            match pidf::parse(msg.body()) {
+                Err(e) => return refuse(400, Some(&format!("Bad Request (PIDF: {e})"))),
+                Ok(d) if !d.entity_aor().is_some_and(|a| a.eq_ignore_ascii_case(presentity)) => {
+                    return refuse(400, Some("Bad Request (the PIDF entity is another AOR)"));
+                }
+                Ok(d) => Some(d),
+            }
+        };
+        let at = Instant::now() + Duration::from_secs(u64::from(expires));
+        let if_match = msg
+            .header(HeaderName::SipIfMatch)
+            .map(|t| String::from_utf8_lossy(sipfront_proto::scan::trim(t)).into_owned());
+        let (etag, result) = match (if_match, doc) {
+            (None, None) => return refuse(400, Some("Bad Request (initial PUBLISH without a body)")),
+            (None, Some(_)) if expires == 0 => {
+                return refuse(400, Some("Bad Request (Expires 0 without SIP-If-Match)"))
+            }
+            (None, Some(doc)) => (Some(self.publications.create(presentity, doc, at)), "created"),
+            (Some(tag), doc) => {
+                let (changes, result) = match (&doc, expires) {
+                    (_, 0) => (true, "removed"),
+                    (Some(_), _) => (true, "modified"),
+                    (None, _) => (false, "refreshed"),
+                };
+                let when = (expires > 0).then_some(at);
+                match self.publications.update(presentity, &tag, doc, when) {
+                    Updated::UnknownTag => return refuse(412, None),
+                    Updated::Removed => (None, result),
+                    Updated::Tag(t) if changes => (Some(t), result),
+                    Updated::Tag(t) => {
+                        Self::count_publish(result);
+                        return self.published(msg, Some(t), expires);
+                    }
+                }
+            }
+        };
+        Self::count_publish(result);
+        self.changed(presentity);
+        self.published(msg, etag, expires)
+    }
+
+    fn published(&self, msg: &Message, etag: Option<Arc<str>>, expires: u32) -> Message {
+        let mut r = reply::response(msg, 200, &self.agent);
+        if let Some(t) = etag {
+            r.push_header(HeaderName::SipETag, t.to_string());
+        }
+        r.push_header(HeaderName::Expires, expires.to_string());
+        r
+    }
+
+    /// An initial SUBSCRIBE from `watcher` (authenticated) to `target` (the AOR its
+    /// Request-URI names; a list URI names its owner's list).
+    pub async fn subscribe(self: &Arc<Self>, req: &Incoming, watcher: &str) -> (Message, Followup) {
+        let msg = &req.msg;
+        let agent = &self.agent;
+        let refuse = |code: u16, reason: &str| {
+            let mut r = reply::response(msg, code, agent);
+            if !reason.is_empty() {
+                r.set_reason(reason.to_string());
+            }
+            (r, Followup::None)
+        };
+        let package = match msg.event() {
+            Some(e) if e.is("presence") => Package::Presence,
+            Some(e) if e.is("presence.winfo") => Package::Winfo,
+            _ => return (self.bad_event(msg), Followup::None),
+        };
+        let expires = match self.expires(msg) {
+            Ok(e) => e,
+            Err(r) => return (r, Followup::None),
+        };
+        let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else { return refuse(400, "") };
+        let Some(recipient) = self.messaging.recipient(&uri) else { return refuse(404, "") };
+        let mut resource = recipient.aor.clone();
+        let mut package = package;
+        let list_owner = resource.split_once('@').and_then(|(user, domain)| {
+            user.strip_suffix(self.cfg.list_suffix.as_str()).map(|u| format!("{u}@{domain}"))
+        });
+        if let (Some(owner), Package::Presence) = (list_owner, package) {
+            // RFC 4662: a list is only sent to a subscriber that supports eventlist.
+            if !msg.list_has(HeaderName::Supported, "eventlist") {
+                let (mut r, f) = refuse(421, "");
+                r.push_header(HeaderName::Require, "eventlist");
+                return (r, f);
+            }
+            if !owner.eq_ignore_ascii_case(watcher) {
+                return refuse(403, "Forbidden (a contact list is its owner's)");
+            }
+            resource = owner;
+            package = Package::List;
+        }
+        if package == Package::Winfo && !resource.eq_ignore_ascii_case(watcher) {
+            return refuse(403, "Forbidden (only the presentity watches its watchers)");
+        }
+        if expires > 0 && self.subscriptions.held_by(watcher) >= self.cfg.max_subscriptions_per_watcher {
+            return refuse(403, "Forbidden (too many subscriptions)");
+        }
+        let grant = match package {
+            Package::Presence => match self.rules.decide(&resource, watcher).await {
+                Ok(Decision::Block) => return refuse(403, ""),
+                Ok(Decision::Allow) => Grant::Active,
+                Ok(Decision::Pending) => Grant::Pending,
+                Ok(Decision::PoliteBlock) => Grant::PoliteBlocked,
+                Err(_) => {
+                    let (mut r, f) = refuse(503, "");
+                    r.push_header(HeaderName::RetryAfter, "5");
+                    return (r, f);
+                }
+            },
+            Package::List | Package::Winfo => Grant::Active,
+        };
+        let members = match package {
+            Package::List => match self.rules.contacts(&resource).await {
+                Ok(c) => dedup(c.iter().map(|c| Arc::from(c.contact.as_str()))),
+                Err(_) => return refuse(503, ""),
+            },
+            _ => Vec::new(),
+        };
+        let our_tag = reply::new_tag();
+        let Some(dialog) = dialog_of(req, &our_tag, &uri) else { return refuse(400, "Bad Request (no Contact)") };
+        let sub = Subscription {
+            id: self.subscriptions.new_id(),
+            package,
+            resource: Arc::from(resource.as_str()),
+            watcher: Arc::from(watcher),
+            event_id: msg.event().and_then(|e| e.id()).map(|i| String::from_utf8_lossy(i).into_owned()),
+            dialog,
+            expires_at: Mutex::new(Instant::now() + Duration::from_secs(u64::from(expires))),
+            grant: Mutex::new(grant),
+            version: AtomicU32::new(0),
+            members: Mutex::new(members),
+            throttle: Mutex::new(Throttle::default()),
+        };
+        let mut r = reply::response(msg, 200, agent);
+        // Our tag, so that the watcher's refreshes find the dialog.
+        r.remove_headers(HeaderName::To);
+        r.push_header(
+            HeaderName::To,
+            format!("{};tag={our_tag}", String::from_utf8_lossy(msg.header(HeaderName::To).unwrap_or_default())),
+        );
+        r.push_header(HeaderName::Expires, expires.to_string());
+        r.push_header(HeaderName::Contact, our_contact(&sub.dialog));
+        if package == Package::List {
+            r.push_header(HeaderName::Require, "eventlist");
+        }
+        if expires == 0 {
+            // A fetch (RFC 6665 4.4.3): one NOTIFY with the state, nothing kept.
+            return (r, Followup::Final(Arc::new(sub)));
+        }
+        let sub = self.subscriptions.insert(sub);
+        if package == Package::Presence {
+            self.watchers_changed(&sub);
+        }
+        (r, Followup::Notify(sub))
+    }
+
+    /// A SUBSCRIBE inside one of our subscription dialogs: a refresh, or with Expires 0 the
+    /// end of it. `None` when the dialog is not one of ours.
+    pub fn resubscribe(self: &Arc<Self>, msg: &Message) -> Option<(Message, Followup)> {
+        let call_id = String::from_utf8_lossy(msg.call_id()?).into_owned();
+        let our_tag = msg.to().and_then(|t| t.tag().map(|t| String::from_utf8_lossy(t).into_owned()))?;
+        let sub = self.subscriptions.by_dialog(&call_id, &our_tag)?;
+        let expires = match self.expires(msg) {
+            Ok(e) => e,
+            Err(r) => return Some((r, Followup::None)),
+        };
+        let mut r = reply::response(msg, 200, &self.agent);
+        r.push_header(HeaderName::Expires, expires.to_string());
+        r.push_header(HeaderName::Contact, our_contact(&sub.dialog));
+        if expires == 0 {
+            self.subscriptions.remove(sub.id);
+            self.watchers_changed(&sub);
+            return Some((r, Followup::Final(sub)));
+        }
+        self.subscriptions.refresh(&sub, Instant::now() + Duration::from_secs(u64::from(expires)));
+        Some((r, Followup::Notify(sub)))
+    }
+
+    /// After the response to a SUBSCRIBE went out.
+    pub fn follow(self: &Arc<Self>, f: Followup) {
+        match f {
+            Followup::None => {}
+            Followup::Notify(sub) => self.send_full(&sub),
+            Followup::Final(sub) => self.send_final(&sub, "timeout"),
+        }
+    }
+
+    /// The presence of `aor` changed (a publication, or its registrations when it publishes
+    /// nothing): every watcher hears of it, through the throttle.
+    pub fn changed(self: &Arc<Self>, aor: &str) {
+        self.documents.remove(aor);
+        let watchers = self.subscriptions.watching(aor);
+        metrics::histogram!(m::NOTIFY_FANOUT).record(watchers.len() as f64);
+        let changed: Arc<str> = Arc::from(aor);
+        for sub in watchers {
+            self.schedule(&sub, Some(changed.clone()));
+        }
+    }
+
+    /// `aor`'s bindings changed: that is a change of presence only while it publishes nothing.
+    pub fn registration_changed(self: &Arc<Self>, aor: &str) {
+        if self.publications.of(aor).is_empty() {
+            self.changed(aor);
+        }
+    }
+
+    /// `owner`'s rules or contact list changed in the store: live subscriptions follow at once.
+    pub async fn rules_changed(self: &Arc<Self>, owner: &str) {
+        self.rules.forget(owner);
+        for sub in self.subscriptions.involving(owner) {
+            match sub.package {
+                Package::Presence if &*sub.resource == owner => {
+                    let grant = match self.rules.decide(owner, &sub.watcher).await {
+                        Ok(Decision::Block) => {
+                            self.subscriptions.remove(sub.id);
+                            self.watchers_changed(&sub);
+                            self.send_final(&sub, "rejected");
+                            continue;
+                        }
+                        Ok(Decision::Allow) => Grant::Active,
+                        Ok(Decision::Pending) => Grant::Pending,
+                        Ok(Decision::PoliteBlock) => Grant::PoliteBlocked,
+                        Err(_) => continue,
+                    };
+                    let was = std::mem::replace(&mut *sub.grant.lock().unwrap_or_else(|p| p.into_inner()), grant);
+                    if was != grant {
+                        self.watchers_changed(&sub);
+                        self.send_full(&sub);
+                    }
+                }
+                Package::List if &*sub.watcher == owner => {
+                    if let Ok(c) = self.rules.contacts(owner).await {
+                        self.subscriptions.set_members(&sub, dedup(c.iter().map(|c| Arc::from(c.contact.as_str()))));
+                        self.send_full(&sub);
+                    }
+                }
+                _ => {}
+            }
+        }
+        // Lists that show the owner see its new rules for them.
+        let owner: Arc<str> = Arc::from(owner);
+        for sub in self.subscriptions.watching(&owner).into_iter().filter(|s| s.package == Package::List) {
+            self.schedule(&sub, Some(owner.clone()));
+        }
+    }
+
+    /// A presence subscription came, changed or went: the presentity's winfo watchers hear.
+    fn watchers_changed(self: &Arc<Self>, sub: &Subscription) {
+        if sub.package != Package::Presence {
+            return;
+        }
+        for w in self.subscriptions.winfo_of(&sub.resource) {
+            self.send_full(&w);
+        }
+    }
+
+    /// The composed PIDF of `aor` for an allowed watcher: its publications, or else its
+    /// registration state.
+    fn document(&self, aor: &str) -> Bytes {
+        if let Some(d) = self.documents.get(aor) {
+            return d.clone();
+        }
+        let entity = format!("sip:{aor}");
+        let pubs = self.publications.of(aor);
+        let doc = if pubs.is_empty() {
+            let online = !self.bindings.get(aor).is_empty();
+            pidf::basic_document(&entity, online, (!online).then_some("offline"))
+        } else {
+            let sources: Vec<pidf::Source> = pubs
+                .iter()
+                .enumerate()
+                .map(|(i, p)| pidf::Source { doc: &p.doc, tag: &p.etag, newest_first_rank: i })
+                .collect();
+            pidf::compose(&entity, &sources)
+        };
+        let doc = Bytes::from(doc);
+        self.documents.insert(Arc::from(aor), doc.clone());
+        doc
+    }
+}
+
+/// Each AOR once, in order.
+fn dedup(aors: impl Iterator<Item = Arc<str>>) -> Vec<Arc<str>> {
+    let mut seen = std::collections::HashSet::new();
+    aors.filter(|a| seen.insert(a.to_ascii_lowercase())).collect()
+}
+
+/// The dialog a SUBSCRIBE creates (RFC 3261 12.1.1, as a UAS).
+fn dialog_of(req: &Incoming, our_tag: &str, uri: &Uri<'_>) -> Option<Dialog> {
+    let msg = &req.msg;
+    let sipfront_proto::Contact::Addr(contact) = msg.contacts().next()?.ok()? else { return None };
+    let remote_target = String::from_utf8_lossy(contact.uri.raw()).into_owned();
+    let mut leg = req.source.reply_target();
+    if req.source.transport == Transport::Udp {
+        leg.remote = super::messaging::contact_addr(&remote_target).unwrap_or(req.source.remote);
+        leg.local = Some(req.source.local);
+    }
+    let to = msg.to()?;
+    Some(Dialog {
+        call_id: String::from_utf8_lossy(msg.call_id()?).into_owned(),
+        our_tag: our_tag.to_string(),
+        our_uri: format!("<{}>", String::from_utf8_lossy(to.uri.raw())),
+        resource_uri: format!(
+            "{}:{}",
+            String::from_utf8_lossy(uri.scheme()),
+            String::from_utf8_lossy(uri_sans_params(uri))
+        ),
+        their_from: String::from_utf8_lossy(msg.header(HeaderName::From)?).into_owned(),
+        remote_target,
+        route_set: msg.header_all(HeaderName::RecordRoute).map(|v| String::from_utf8_lossy(v).into_owned()).collect(),
+        leg,
+        local: req.source.local,
+        cseq: AtomicU32::new(1),
+    })
+}
+
+/// `user@host[:port]` of a URI, without parameters or headers.
+fn uri_sans_params<'a>(uri: &Uri<'a>) -> &'a [u8] {
+    let raw = uri.raw();
+    let start = raw.iter().position(|&c| c == b':').map_or(0, |i| i + 1);
+    let end = raw[start..].iter().position(|&c| c == b';' || c == b'?').map_or(raw.len(), |e| start + e);
+    &raw[start..end]
+}
+
+/// The Contact of our side of a subscription dialog: where the watcher reached us.
+fn our_contact(d: &Dialog) -> String {
+    match d.leg.transport {
+        Transport::Udp => format!("<sip:{}>", d.local),
+        t => format!("<sip:{};transport={}>", d.local, t.via_name().to_ascii_lowercase()),
+    }
+}

@@ -1,0 +1,246 @@
+//! Subscription dialogs (RFC 6665): who watches what, over which flow, until when, and where
+//! each stands in the NOTIFY throttle. Indexed by id, by dialog, by the resources watched and
+//! by watcher (for the per-watcher cap).
+
+use super::expiry::DeadlineHeap;
+use crate::transport::Target;
+use dashmap::DashMap;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Package {
+    /// `presence` of one presentity (RFC 3856).
+    Presence,
+    /// `presence` of every contact on a list, batched (RFC 4662).
+    List,
+    /// `presence.winfo`: the watchers of one's own presence (RFC 3857).
+    Winfo,
+}
+
+/// What the presentity's rules grant the watcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grant {
+    Pending,
+    Active,
+    /// Looks active, shows offline.
+    PoliteBlocked,
+}
+
+/// The dialog's identifiers and route, as the NOTIFYs need them (RFC 3261 12.1.1).
+pub struct Dialog {
+    pub call_id: String,
+    /// Our tag (the To tag we gave the SUBSCRIBE's response; From of our NOTIFYs).
+    pub our_tag: String,
+    /// The To of the SUBSCRIBE, without tag: the From of our NOTIFYs.
+    pub our_uri: String,
+    /// The resource's URI as subscribed (a list's URI in its RLMI).
+    pub resource_uri: String,
+    /// The From of the SUBSCRIBE, tag included: the To of our NOTIFYs.
+    pub their_from: String,
+    /// The SUBSCRIBE's Contact URI.
+    pub remote_target: String,
+    /// Record-Route of the SUBSCRIBE, in order.
+    pub route_set: Vec<String>,
+    /// Where NOTIFYs go: the watcher's flow, or its UDP address.
+    pub leg: Target,
+    /// The address of ours the watcher reached: our Contact, and our Via over UDP.
+    pub local: SocketAddr,
+    pub cseq: AtomicU32,
+}
+
+pub struct Subscription {
+    pub id: u64,
+    pub package: Package,
+    /// The presentity (Presence), the list's owner (List) or the owner watched (Winfo).
+    pub resource: Arc<str>,
+    pub watcher: Arc<str>,
+    /// The Event header's `id` parameter, echoed in every NOTIFY.
+    pub event_id: Option<String>,
+    pub dialog: Dialog,
+    pub expires_at: Mutex<Instant>,
+    pub grant: Mutex<Grant>,
+    /// Version of the watcherinfo or RLMI document last sent.
+    pub version: AtomicU32,
+    /// The presentities of a List subscription.
+    pub members: Mutex<Vec<Arc<str>>>,
+    pub throttle: Mutex<Throttle>,
+}
+
+/// RFC 6446: when the last NOTIFY went, whether one is scheduled, and which presentities
+/// changed since (for a list's partial state).
+#[derive(Default)]
+pub struct Throttle {
+    pub last_sent: Option<Instant>,
+    pub scheduled: bool,
+    pub dirty: BTreeSet<Arc<str>>,
+}
+
+impl Subscription {
+    pub fn remaining_secs(&self) -> u64 {
+        let at = *self.expires_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.saturating_duration_since(Instant::now()).as_secs()
+    }
+
+    pub fn grant(&self) -> Grant {
+        *self.grant.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn next_cseq(&self) -> u32 {
+        self.dialog.cseq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+pub struct Subscriptions {
+    by_id: DashMap<u64, Arc<Subscription>>,
+    by_dialog: DashMap<(String, String), u64>,
+    /// Presentity -> subscriptions that show it (Presence and List).
+    watching: DashMap<Arc<str>, Vec<u64>>,
+    /// Owner -> its winfo subscriptions.
+    winfo: DashMap<Arc<str>, Vec<u64>>,
+    per_watcher: DashMap<Arc<str>, usize>,
+    deadlines: DeadlineHeap<u64>,
+    next: AtomicU64,
+    /// Live subscriptions per package, for the gauge.
+    counts: [std::sync::atomic::AtomicI64; 3],
+}
+
+impl Subscriptions {
+    pub fn new_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn count(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn held_by(&self, watcher: &str) -> usize {
+        self.per_watcher.get(watcher).map_or(0, |n| *n)
+    }
+
+    pub fn insert(&self, sub: Subscription) -> Arc<Subscription> {
+        let sub = Arc::new(sub);
+        let at = *sub.expires_at.lock().unwrap_or_else(|p| p.into_inner());
+        self.by_dialog.insert((sub.dialog.call_id.clone(), sub.dialog.our_tag.clone()), sub.id);
+        match sub.package {
+            Package::Winfo => self.winfo.entry(sub.resource.clone()).or_default().push(sub.id),
+            Package::Presence => self.watching.entry(sub.resource.clone()).or_default().push(sub.id),
+            Package::List => {
+                for m in sub.members.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    self.watching.entry(m.clone()).or_default().push(sub.id);
+                }
+            }
+        }
+        *self.per_watcher.entry(sub.watcher.clone()).or_default() += 1;
+        self.by_id.insert(sub.id, sub.clone());
+        self.deadlines.push(at, sub.id);
+        self.gauge(sub.package, 1);
+        sub
+    }
+
+    pub fn get(&self, id: u64) -> Option<Arc<Subscription>> {
+        self.by_id.get(&id).map(|e| e.value().clone())
+    }
+
+    /// The subscription of a dialog (Call-ID and our tag).
+    pub fn by_dialog(&self, call_id: &str, our_tag: &str) -> Option<Arc<Subscription>> {
+        let id = *self.by_dialog.get(&(call_id.to_string(), our_tag.to_string()))?;
+        self.get(id)
+    }
+
+    /// Subscriptions showing `presentity`.
+    pub fn watching(&self, presentity: &str) -> Vec<Arc<Subscription>> {
+        self.ids(&self.watching, presentity)
+    }
+
+    /// `owner`'s winfo subscriptions.
+    pub fn winfo_of(&self, owner: &str) -> Vec<Arc<Subscription>> {
+        self.ids(&self.winfo, owner)
+    }
+
+    /// Every subscription whose resource or watcher is `aor`.
+    pub fn involving(&self, aor: &str) -> Vec<Arc<Subscription>> {
+        self.by_id.iter().filter(|e| &*e.resource == aor || &*e.watcher == aor).map(|e| e.value().clone()).collect()
+    }
+
+    fn ids(&self, index: &DashMap<Arc<str>, Vec<u64>>, key: &str) -> Vec<Arc<Subscription>> {
+        let ids = index.get(key).map(|v| v.clone()).unwrap_or_default();
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// A new deadline for a refreshed subscription.
+    pub fn refresh(&self, sub: &Subscription, at: Instant) {
+        *sub.expires_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
+        self.deadlines.push(at, sub.id);
+    }
+
+    /// Changes a list subscription's members (its owner's contact list changed).
+    pub fn set_members(&self, sub: &Subscription, members: Vec<Arc<str>>) {
+        let old = std::mem::replace(&mut *sub.members.lock().unwrap_or_else(|p| p.into_inner()), members.clone());
+        for m in &old {
+            unindex(&self.watching, m, sub.id);
+        }
+        for m in members {
+            self.watching.entry(m).or_default().push(sub.id);
+        }
+    }
+
+    /// Ends a subscription; `None` if it had ended already.
+    pub fn remove(&self, id: u64) -> Option<Arc<Subscription>> {
+        let (_, sub) = self.by_id.remove(&id)?;
+        self.by_dialog.remove(&(sub.dialog.call_id.clone(), sub.dialog.our_tag.clone()));
+        match sub.package {
+            Package::Winfo => unindex(&self.winfo, &sub.resource, id),
+            Package::Presence => unindex(&self.watching, &sub.resource, id),
+            Package::List => {
+                for m in sub.members.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    unindex(&self.watching, m, id);
+                }
+            }
+        }
+        if let Some(mut n) = self.per_watcher.get_mut(&sub.watcher) {
+            *n = n.saturating_sub(1);
+        }
+        self.per_watcher.remove_if(&sub.watcher, |_, n| *n == 0);
+        self.gauge(sub.package, -1);
+        Some(sub)
+    }
+
+    fn gauge(&self, package: Package, delta: i64) {
+        let (i, label) = match package {
+            Package::Presence => (0, "presence"),
+            Package::List => (1, "presence-list"),
+            Package::Winfo => (2, "presence.winfo"),
+        };
+        let n = self.counts[i].fetch_add(delta, Ordering::Relaxed) + delta;
+        metrics::gauge!(crate::ops::metrics::SUBSCRIPTIONS, "event" => label).set(n as f64);
+    }
+
+    /// Calls `ended` for each subscription whose deadline passed (it is removed first); runs
+    /// until dropped.
+    pub async fn run_expiry(&self, ended: impl Fn(Arc<Subscription>)) {
+        self.deadlines
+            .run(|id| {
+                let due = self
+                    .get(id)
+                    .is_some_and(|s| *s.expires_at.lock().unwrap_or_else(|p| p.into_inner()) <= Instant::now());
+                if due {
+                    if let Some(sub) = self.remove(id) {
+                        ended(sub);
+                    }
+                }
+            })
+            .await;
+    }
+}
+
+fn unindex(index: &DashMap<Arc<str>, Vec<u64>>, key: &str, id: u64) {
+    if let Some(mut v) = index.get_mut(key) {
+        v.retain(|x| *x != id);
+    }
+    index.remove_if(key, |_, v| v.is_empty());
+}

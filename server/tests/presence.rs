@@ -1,0 +1,378 @@
+//! Presence (issue 6) over real sockets: PUBLISH with entity tags (RFC 3903), SUBSCRIBE and
+//! NOTIFY (RFC 6665, RFC 3856) with fetch, aggregation of publications, watcher authorization,
+//! watcher information (RFC 3857) and resource lists (RFC 4662).
+
+mod common;
+
+use common::*;
+use sipfront_proto::presence::{pidf, rlmi, winfo};
+use sipfront_proto::{HeaderName, Message, Method};
+use sipfront_storage::RuleAction;
+use std::time::Duration;
+
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "singer"), ("dave", "diver")];
+
+fn fast(c: &mut sipfront::config::Config) {
+    c.presence.notify_interval_ms = 50;
+}
+
+/// A PIDF document for `user` with one tuple.
+fn pidf_doc(user: &str, tuple: &str, basic: &str, note: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" entity="sip:{user}@{DOMAIN}">
+<tuple id="{tuple}"><status><basic>{basic}</basic></status><note>{note}</note></tuple>
+<dm:person id="p-{tuple}"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person>
+</presence>"#
+    )
+}
+
+/// A PUBLISH by `user` on `phone` (registered on that connection, so no challenge).
+fn publish(phone: &Phone, user: &str, body: Option<&str>, etag: Option<&str>, expires: u32) -> Request {
+    let mut r = Request::new("PUBLISH", phone.transport(), phone.local_addr())
+        .set("From", &format!("<sip:{user}@{DOMAIN}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{user}@{DOMAIN}>"))
+        .set("Event", "presence")
+        .set("Expires", &expires.to_string());
+    r.start_line = format!("PUBLISH sip:{user}@{DOMAIN} SIP/2.0");
+    if let Some(t) = etag {
+        r = r.set("SIP-If-Match", t);
+    }
+    if let Some(b) = body {
+        r = r.set("Content-Type", "application/pidf+xml");
+        r.body = b.to_string();
+    }
+    r
+}
+
+fn subscribe(phone: &Phone, watcher: &str, target: &str, event: &str, expires: u32) -> Request {
+    let mut r = Request::new("SUBSCRIBE", phone.transport(), phone.local_addr())
+        .set("From", &format!("<sip:{watcher}@{DOMAIN}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{target}@{DOMAIN}>"))
+        .set("Event", event)
+        .set("Expires", &expires.to_string())
+        .set("Contact", &phone.contact(watcher))
+        .set("Accept", "application/pidf+xml");
+    r.start_line = format!("SUBSCRIBE sip:{target}@{DOMAIN} SIP/2.0");
+    r
+}
+
+/// The next NOTIFY at `phone`, answered 200.
+async fn notified(phone: &mut Phone) -> Message {
+    let n = phone.expect_request(Method::Notify).await;
+    phone.answer(&n, 200, "w").await;
+    n
+}
+
+/// A SUBSCRIBE and what it brings: the 200 and the first NOTIFY (in whichever order they come).
+async fn subscribed(phone: &mut Phone, req: &Request) -> (Message, Message) {
+    phone.send(&req.to_bytes()).await;
+    let (mut ok, mut notify) = (None, None);
+    while ok.is_none() || notify.is_none() {
+        let m = phone.recv().await;
+        if m.method() == Some(&Method::Notify) {
+            phone.answer(&m, 200, "w").await;
+            notify = Some(m);
+        } else {
+            assert_eq!(m.status(), Some(200), "SUBSCRIBE answered 200: {:?}", m.reason());
+            ok = Some(m);
+        }
+    }
+    (ok.expect("200"), notify.expect("NOTIFY"))
+}
+
+fn state(n: &Message) -> String {
+    header(n, HeaderName::SubscriptionState)
+}
+
+fn doc(n: &Message) -> pidf::Pidf {
+    pidf::parse(n.body()).expect("a PIDF body")
+}
+
+async fn online(s: &TestServer, user: &str, password: &str) -> Phone {
+    let mut p = Phone::tcp(s).await;
+    register(&mut p, user, password, None).await;
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_modify_refresh_remove_with_entity_tags() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+
+    let created =
+        alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t1", "open", "hi")), None, 600)).await;
+    assert_eq!(created.status(), Some(200));
+    let etag1 = header(&created, HeaderName::SipETag);
+    assert!(!etag1.is_empty(), "SIP-ETag on create");
+    assert_eq!(header(&created, HeaderName::Expires), "600");
+
+    let refreshed = alice.request(&publish(&alice, "alice", None, Some(&etag1), 600)).await;
+    assert_eq!(refreshed.status(), Some(200), "refresh with SIP-If-Match and no body");
+    let etag2 = header(&refreshed, HeaderName::SipETag);
+    assert_ne!(etag1, etag2, "a new entity tag each time (RFC 3903 4.1)");
+
+    let stale = alice.request(&publish(&alice, "alice", None, Some(&etag1), 600)).await;
+    assert_eq!(stale.status(), Some(412), "the old tag is gone");
+    let unknown = alice.request(&publish(&alice, "alice", None, Some("nosuchtag"), 600)).await;
+    assert_eq!(unknown.status(), Some(412));
+
+    let modified = alice
+        .request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t1", "closed", "away")), Some(&etag2), 600))
+        .await;
+    assert_eq!(modified.status(), Some(200), "modify");
+    let etag3 = header(&modified, HeaderName::SipETag);
+
+    let short = alice.request(&publish(&alice, "alice", None, Some(&etag3), 5)).await;
+    assert_eq!(short.status(), Some(423));
+    assert_eq!(header(&short, HeaderName::MinExpires), "60");
+
+    let removed = alice.request(&publish(&alice, "alice", None, Some(&etag3), 0)).await;
+    assert_eq!(removed.status(), Some(200), "remove with Expires 0");
+    let again = alice.request(&publish(&alice, "alice", None, Some(&etag3), 600)).await;
+    assert_eq!(again.status(), Some(412), "removed means gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_publications_are_refused() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let r = alice.request(&publish(&alice, "alice", Some("<presence><tuple>"), None, 600)).await;
+    assert_eq!(r.status(), Some(400), "malformed PIDF");
+    let r = alice.request(&publish(&alice, "alice", Some(&pidf_doc("bob", "t", "open", "")), None, 600)).await;
+    assert_eq!(r.status(), Some(400), "an entity that is another AOR");
+    let r = alice.request(&publish(&alice, "alice", None, None, 600)).await;
+    assert_eq!(r.status(), Some(400), "initial PUBLISH without a body");
+    let r = alice
+        .request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "open", "")), None, 600).set("Event", "dialog"))
+        .await;
+    assert_eq!(r.status(), Some(489));
+    assert_eq!(header(&r, HeaderName::AllowEvents), "presence, presence.winfo");
+    let mut for_bob = publish(&alice, "bob", Some(&pidf_doc("bob", "t", "open", "")), None, 600);
+    for_bob = for_bob.set("From", &format!("<sip:alice@{DOMAIN}>;tag=x"));
+    let r = alice.request(&for_bob).await;
+    assert_eq!(r.status(), Some(403), "only the presentity publishes for itself");
+    let r = alice
+        .request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "open", "")), None, 600).set("Expires", "soon"))
+        .await;
+    assert_eq!(r.status(), Some(400), "Expires not a number");
+    let r = alice.request(&subscribe(&alice, "alice", "bob", "dialog", 600)).await;
+    assert_eq!(r.status(), Some(489), "SUBSCRIBE to an unknown package");
+    let r = alice.request(&subscribe(&alice, "alice", "bob", "presence", 600).set("Expires", "x")).await;
+    assert_eq!(r.status(), Some(400));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_notify_on_change_and_unsubscribe() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut bob = Phone::udp(&s).await;
+    register(&mut bob, "bob", "builder", None).await;
+
+    // Bob over UDP: challenged once, then subscribed.
+    let first = subscribe(&bob, "bob", "alice", "presence", 600);
+    let req = authorized(&mut bob, &first, "bob", "builder").await;
+    let (ok, first) = subscribed(&mut bob, &req).await;
+    assert_eq!(header(&ok, HeaderName::Expires), "600");
+    assert!(state(&first).starts_with("active;expires="), "{}", state(&first));
+    let d = doc(&first);
+    assert_eq!(d.tuples[0].basic, Some(pidf::Basic::Open), "registered, nothing published: open");
+
+    alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t1", "closed", "in a meeting")), None, 600)).await;
+    let change = notified(&mut bob).await;
+    let d = doc(&change);
+    assert_eq!(d.tuples[0].basic, Some(pidf::Basic::Closed));
+    assert_eq!(d.tuples[0].note.as_deref(), Some("in a meeting"));
+    assert!(String::from_utf8_lossy(change.body()).contains("on-the-phone"), "RPID passed through");
+    assert_eq!(header(&change, HeaderName::CallId), req.header("Call-ID").unwrap_or_default());
+
+    // Unsubscribe in the dialog: 200 and a final NOTIFY, terminated.
+    let to_tag = header(&ok, HeaderName::To);
+    let mut unsub = req.clone().next().set("To", &to_tag).set("Expires", "0").without("Proxy-Authorization");
+    unsub.start_line = format!("SUBSCRIBE {} SIP/2.0", contact_of(&ok));
+    let (ok, last) = subscribed(&mut bob, &unsub).await;
+    assert_eq!(header(&ok, HeaderName::Expires), "0");
+    assert!(state(&last).starts_with("terminated"), "{}", state(&last));
+
+    alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t2", "open", "back")), None, 600)).await;
+    let quiet = tokio::time::timeout(Duration::from_millis(500), bob.recv()).await;
+    assert!(quiet.is_err(), "no NOTIFY after the unsubscribe");
+    assert_eq!(s.metric("sipfront_subscriptions").await, 0.0);
+}
+
+fn contact_of(m: &Message) -> String {
+    header(m, HeaderName::Contact).trim_start_matches('<').split('>').next().unwrap_or_default().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fetch_gets_one_notify_and_leaves_nothing_behind() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let _alice = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    let (ok, n) = {
+        let req = subscribe(&bob, "bob", "alice", "presence", 0);
+        subscribed(&mut bob, &req).await
+    };
+    assert_eq!(header(&ok, HeaderName::Expires), "0");
+    assert!(state(&n).starts_with("terminated"), "{}", state(&n));
+    assert_eq!(doc(&n).tuples[0].basic, Some(pidf::Basic::Open));
+    assert_eq!(s.metric("sipfront_subscriptions").await, 0.0, "no state kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_endpoints_publications_are_aggregated() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let mut phone = online(&s, "alice", "wonderland").await;
+    let mut laptop = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    phone
+        .request(&publish(&phone, "alice", Some(&pidf_doc("alice", "same-id", "open", "on the phone")), None, 600))
+        .await;
+    laptop
+        .request(&publish(&laptop, "alice", Some(&pidf_doc("alice", "same-id", "closed", "laptop asleep")), None, 600))
+        .await;
+    let (_, n) = {
+        let req = subscribe(&bob, "bob", "alice", "presence", 600);
+        subscribed(&mut bob, &req).await
+    };
+    let d = doc(&n);
+    assert_eq!(d.tuples.len(), 2, "one tuple per publishing endpoint: {}", String::from_utf8_lossy(n.body()));
+    assert_ne!(d.tuples[0].id, d.tuples[1].id);
+    let notes: Vec<_> = d.tuples.iter().filter_map(|t| t.note.clone()).collect();
+    assert!(notes.contains(&"on the phone".to_string()) && notes.contains(&"laptop asleep".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_allow_block_and_polite_block() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        fast(c);
+        c.presence.default_policy = "pending".into();
+    })
+    .await;
+    let store = s.server.directory.store().clone();
+    let alice_aor = format!("alice@{DOMAIN}");
+    let mut alice = online(&s, "alice", "wonderland").await;
+    alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "open", "here")), None, 600)).await;
+
+    // No rule: pending, and a neutral document.
+    let mut bob = online(&s, "bob", "builder").await;
+    let (_, n) = {
+        let req = subscribe(&bob, "bob", "alice", "presence", 600);
+        subscribed(&mut bob, &req).await
+    };
+    assert!(state(&n).starts_with("pending"), "{}", state(&n));
+    assert!(doc(&n).tuples.is_empty(), "nothing shown to a pending watcher");
+
+    // Alice allows Bob: the live subscription turns active with her state.
+    store.set_rule(&alice_aor, &format!("bob@{DOMAIN}"), RuleAction::Allow).await.unwrap();
+    let n = notified(&mut bob).await;
+    assert!(state(&n).starts_with("active"), "{}", state(&n));
+    assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("here"));
+
+    // Polite block for Carol: looks active, shows offline.
+    store.set_rule(&alice_aor, &format!("carol@{DOMAIN}"), RuleAction::PoliteBlock).await.unwrap();
+    // Rules reach the server through the change log, polled every database.poll_ms (100 here).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut carol = online(&s, "carol", "singer").await;
+    let (_, n) = {
+        let req = subscribe(&carol, "carol", "alice", "presence", 600);
+        subscribed(&mut carol, &req).await
+    };
+    assert!(state(&n).starts_with("active"), "{}", state(&n));
+    assert_eq!(doc(&n).tuples[0].basic, Some(pidf::Basic::Closed), "polite-block shows offline");
+
+    // Block for the whole domain but Bob's own rule: Dave is refused with 403.
+    store.set_rule(&alice_aor, &format!("*@{DOMAIN}"), RuleAction::Block).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut dave = online(&s, "dave", "diver").await;
+    let r = dave.request(&subscribe(&dave, "dave", "alice", "presence", 600)).await;
+    assert_eq!(r.status(), Some(403), "block");
+
+    // Bob newly blocked: his subscription ends at once, and he sees no more changes.
+    store.set_rule(&alice_aor, &format!("bob@{DOMAIN}"), RuleAction::Block).await.unwrap();
+    let n = notified(&mut bob).await;
+    assert!(state(&n).starts_with("terminated;reason=rejected"), "{}", state(&n));
+    alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "closed", "gone")), None, 600)).await;
+    assert!(tokio::time::timeout(Duration::from_millis(500), bob.recv()).await.is_err(), "blocked: nothing more");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn winfo_tells_of_a_pending_watcher() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        fast(c);
+        c.presence.default_policy = "pending".into();
+    })
+    .await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let (_, n) = {
+        let req = subscribe(&alice, "alice", "alice", "presence.winfo", 600);
+        subscribed(&mut alice, &req).await
+    };
+    assert_eq!(header(&n, HeaderName::ContentType), winfo::CONTENT_TYPE);
+    let info = winfo::parse(n.body()).expect("watcherinfo");
+    assert!(info.lists[0].watchers.is_empty());
+
+    let mut bob = online(&s, "bob", "builder").await;
+    {
+        let req = subscribe(&bob, "bob", "alice", "presence", 600);
+        subscribed(&mut bob, &req).await
+    };
+    let n = notified(&mut alice).await;
+    let info = winfo::parse(n.body()).expect("watcherinfo");
+    let w = &info.lists[0].watchers;
+    assert_eq!(w.len(), 1, "{}", String::from_utf8_lossy(n.body()));
+    assert_eq!(w[0].uri, format!("sip:bob@{DOMAIN}"));
+    assert_eq!(w[0].status, winfo::WatcherStatus::Pending);
+
+    let r = alice.request(&subscribe(&alice, "alice", "bob", "presence.winfo", 600)).await;
+    assert_eq!(r.status(), Some(403), "only one's own watchers");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resource_list_subscription_gets_full_then_partial_state() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let store = s.server.directory.store().clone();
+    for (c, name) in [("bob", "Bob"), ("carol", "Carol")] {
+        store
+            .add_contact(&sipfront_storage::Contact {
+                owner: format!("alice@{DOMAIN}"),
+                contact: format!("{c}@{DOMAIN}"),
+                display_name: name.into(),
+                group: "work".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    let list = subscribe(&alice, "alice", "alice+contacts", "presence", 600)
+        .set("Supported", "eventlist")
+        .set("Accept", "application/pidf+xml, application/rlmi+xml, multipart/related");
+    let without = alice.request(&list.clone().without("Supported").new_branch()).await;
+    assert_eq!(without.status(), Some(421), "eventlist required");
+
+    let (_, n) = subscribed(&mut alice, &list).await;
+    let (full, parts) = rlmi_of(&n);
+    assert!(full.full_state);
+    assert_eq!(full.resources.len(), 2);
+    assert_eq!(full.resources[0].name.as_deref(), Some("Bob"));
+    assert_eq!(parts, 2, "a PIDF for each");
+
+    bob.request(&publish(&bob, "bob", Some(&pidf_doc("bob", "b", "closed", "busy")), None, 600)).await;
+    let n = notified(&mut alice).await;
+    let (partial, parts) = rlmi_of(&n);
+    assert!(!partial.full_state);
+    assert!(partial.version > full.version);
+    assert_eq!(partial.resources.len(), 1, "only what changed");
+    assert_eq!(partial.resources[0].uri, format!("sip:bob@{DOMAIN}"));
+    assert_eq!(parts, 1);
+    assert!(String::from_utf8_lossy(n.body()).contains("busy"));
+}
+
+/// The RLMI document of a list NOTIFY and how many other parts it has.
+fn rlmi_of(n: &Message) -> (rlmi::Rlmi, usize) {
+    let ct = n.header(HeaderName::ContentType).expect("Content-Type");
+    assert!(String::from_utf8_lossy(ct).starts_with("multipart/related"));
+    let parts = sipfront_proto::multipart::parts(ct, n.body()).expect("multipart body");
+    (rlmi::parse(parts[0].body).expect("RLMI first"), parts.len() - 1)
+}
