@@ -376,3 +376,51 @@ fn rlmi_of(n: &Message) -> (rlmi::Rlmi, usize) {
     let parts = sipfront_proto::multipart::parts(ct, n.body()).expect("multipart body");
     (rlmi::parse(parts[0].body).expect("RLMI first"), parts.len() - 1)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_keeps_rules_and_contact_lists_and_live_subscriptions_follow() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "open", "here")), None, 600)).await;
+    let mut bob = online(&s, "bob", "builder").await;
+    let (_, n) = {
+        let req = subscribe(&bob, "bob", "alice", "presence", 600);
+        subscribed(&mut bob, &req).await
+    };
+    assert!(state(&n).starts_with("active"), "same domain: allowed by default");
+
+    let out = cli(&s, &["rules", "block", "alice@example.test", "sip:bob@example.test"], "").await;
+    assert!(out.contains("block bob@example.test"), "{out}");
+    let n = notified(&mut bob).await;
+    assert!(state(&n).starts_with("terminated;reason=rejected"), "a newly blocked watcher is cut off: {}", state(&n));
+
+    cli(&s, &["rules", "polite-block", "alice@example.test", "*@other.test"], "").await;
+    let json = cli(&s, &["rules", "list", "alice@example.test", "--format", "json"], "").await;
+    let rules: Vec<serde_json::Value> = serde_json::from_str(&json).expect("JSON rules");
+    assert_eq!(rules.len(), 2, "{json}");
+    assert_eq!(rules[0]["watcher"], "*@other.test");
+    assert_eq!(rules[0]["action"], "polite-block");
+    cli(&s, &["rules", "remove", "alice@example.test", "*@other.test"], "").await;
+
+    cli(
+        &s,
+        &["contacts", "add", "alice@example.test", "carol@example.test", "--group", "work", "--name", "Carol C"],
+        "",
+    )
+    .await;
+    cli(&s, &["contacts", "add", "alice@example.test", "dave@example.test"], "").await;
+    let csv = cli(&s, &["contacts", "list", "alice@example.test", "--format", "csv"], "").await;
+    assert_eq!(csv, "group,contact,name\n,dave@example.test,\nwork,carol@example.test,Carol C\n");
+    cli(&s, &["contacts", "remove", "alice@example.test", "dave@example.test"], "").await;
+    let table = cli(&s, &["contacts", "list", "alice@example.test"], "").await;
+    assert!(table.contains("carol@example.test") && !table.contains("dave"), "{table}");
+
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront"))
+        .arg("--data-dir")
+        .arg(s.dir.path())
+        .args(["rules", "allow", "nobody@example.test", "bob@example.test"])
+        .output()
+        .expect("run the CLI");
+    assert!(!refused.status.success(), "an unknown owner is an error");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no such user"));
+}

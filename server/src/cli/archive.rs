@@ -110,7 +110,7 @@ pub fn run(config: &Config, data_dir: &Path, command: ArchiveCommand) -> anyhow:
 }
 
 /// RFC 4180: quote a field holding a comma, quote or line break; double its quotes.
-fn csv_field(f: &str) -> String {
+pub(super) fn csv_field(f: &str) -> String {
     if f.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", f.replace('"', "\"\""))
     } else {

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod archive;
+mod presence;
 mod users;
 
 #[derive(Parser, Debug)]
@@ -49,6 +50,16 @@ pub enum Command {
         #[command(subcommand)]
         command: users::UserCommand,
     },
+    /// Presence authorization rules: who may watch whom.
+    Rules {
+        #[command(subcommand)]
+        command: presence::RulesCommand,
+    },
+    /// Contact lists (what a resource-list subscription shows).
+    Contacts {
+        #[command(subcommand)]
+        command: presence::ContactsCommand,
+    },
     /// The IM archive.
     Archive {
         #[command(subcommand)]
@@ -78,6 +89,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Domain { command } => users::run_domain(&config, &cli.data_dir, command),
         Command::User { command } => users::run_user(&config, &cli.data_dir, command),
         Command::Archive { command } => archive::run(&config, &cli.data_dir, command),
+        Command::Rules { command } => presence::run_rules(&config, &cli.data_dir, command),
+        Command::Contacts { command } => presence::run_contacts(&config, &cli.data_dir, command),
         Command::Db { command: DbCommand::Migrate } => users::with_store(&config, &cli.data_dir, async |store| {
             store.migrate().await?;
             println!("schema up to date");

@@ -1,0 +1,175 @@
+//! `sipfront rules ...` and `sipfront contacts ...`: who may watch whom, and each user's
+//! contact list (what a resource-list subscription shows). Changes reach running servers
+//! through the store's change log within `database.poll_ms`, live subscriptions included.
+
+use super::archive::{csv_field, Format};
+use super::users::{parse_aor, with_store};
+use crate::config::Config;
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use sipfront_storage::{Contact, RuleAction, StoreError};
+use std::path::Path;
+
+#[derive(Subcommand, Debug)]
+pub enum RulesCommand {
+    /// Let WATCHER (user@domain, or *@domain for a whole domain) see OWNER's presence.
+    Allow { owner: String, watcher: String },
+    /// Refuse WATCHER's subscriptions to OWNER (403; a live one ends at once).
+    Block { owner: String, watcher: String },
+    /// Let WATCHER subscribe, and show OWNER offline to it.
+    PoliteBlock { owner: String, watcher: String },
+    /// Remove OWNER's rule for WATCHER (the default policy applies again).
+    Remove { owner: String, watcher: String },
+    /// OWNER's rules.
+    List {
+        owner: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContactsCommand {
+    /// Add CONTACT to OWNER's list (in GROUP), or rename it there.
+    Add {
+        owner: String,
+        contact: String,
+        #[arg(long, default_value = "")]
+        group: String,
+        /// The display name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Remove CONTACT from OWNER's list: from GROUP, or from every group.
+    Remove {
+        owner: String,
+        contact: String,
+        #[arg(long)]
+        group: Option<String>,
+    },
+    /// OWNER's contact list.
+    List {
+        owner: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+fn aor(s: &str) -> anyhow::Result<String> {
+    let (u, d) = parse_aor(s)?;
+    Ok(format!("{u}@{d}"))
+}
+
+fn explain(e: StoreError, owner: &str) -> anyhow::Error {
+    match e {
+        StoreError::NotFound(_) => anyhow::anyhow!("{owner}: no such user"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+pub fn run_rules(config: &Config, data_dir: &Path, command: RulesCommand) -> anyhow::Result<()> {
+    with_store(config, data_dir, async |store| {
+        let set = async |owner: &str, watcher: &str, action: RuleAction| -> anyhow::Result<()> {
+            let owner = aor(owner)?;
+            let watcher = aor(watcher)?;
+            store.set_rule(&owner, &watcher, action).await.map_err(|e| explain(e, &owner))?;
+            println!("{owner}: {} {watcher}", action.as_str());
+            Ok(())
+        };
+        match command {
+            RulesCommand::Allow { owner, watcher } => set(&owner, &watcher, RuleAction::Allow).await,
+            RulesCommand::Block { owner, watcher } => set(&owner, &watcher, RuleAction::Block).await,
+            RulesCommand::PoliteBlock { owner, watcher } => set(&owner, &watcher, RuleAction::PoliteBlock).await,
+            RulesCommand::Remove { owner, watcher } => {
+                let (owner, watcher) = (aor(&owner)?, aor(&watcher)?);
+                if !store.remove_rule(&owner, &watcher).await? {
+                    bail!("{owner} has no rule for {watcher}");
+                }
+                println!("{owner}: rule for {watcher} removed");
+                Ok(())
+            }
+            RulesCommand::List { owner, format } => {
+                let owner = aor(&owner)?;
+                if store.user(&owner).await?.is_none() {
+                    bail!("{owner}: no such user");
+                }
+                let rules = store.rules(&owner).await?;
+                let rows: Vec<[String; 2]> =
+                    rules.iter().map(|r| [r.watcher.clone(), r.action.as_str().into()]).collect();
+                print_rows(&["watcher", "action"], &rows, format)
+            }
+        }
+    })
+}
+
+pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) -> anyhow::Result<()> {
+    with_store(config, data_dir, async |store| match command {
+        ContactsCommand::Add { owner, contact, group, name } => {
+            let owner = aor(&owner)?;
+            let c = Contact { owner: owner.clone(), contact: aor(&contact)?, display_name: name, group };
+            store.add_contact(&c).await.map_err(|e| explain(e, &owner))?;
+            println!("{owner}: {} added", c.contact);
+            Ok(())
+        }
+        ContactsCommand::Remove { owner, contact, group } => {
+            let (owner, contact) = (aor(&owner)?, aor(&contact)?);
+            let n = store.remove_contact(&owner, &contact, group.as_deref()).await?;
+            if n == 0 {
+                bail!("{contact} is not on {owner}'s list");
+            }
+            println!("{owner}: {contact} removed");
+            Ok(())
+        }
+        ContactsCommand::List { owner, format } => {
+            let owner = aor(&owner)?;
+            if store.user(&owner).await?.is_none() {
+                bail!("{owner}: no such user");
+            }
+            let rows: Vec<[String; 3]> =
+                store.contacts(&owner).await?.into_iter().map(|c| [c.group, c.contact, c.display_name]).collect();
+            print_rows(&["group", "contact", "name"], &rows, format)
+        }
+    })
+}
+
+fn print_rows<const N: usize>(names: &[&str; N], rows: &[[String; N]], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            let widths: Vec<usize> =
+                (0..N).map(|i| rows.iter().map(|r| r[i].len()).chain([names[i].len()]).max().unwrap_or(0)).collect();
+            let line = |cells: Vec<&str>| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            println!("{}", line(names.to_vec()));
+            for r in rows {
+                println!("{}", line(r.iter().map(String::as_str).collect()));
+            }
+            println!("({} entries)", rows.len());
+        }
+        Format::Csv => {
+            println!("{}", names.join(","));
+            for r in rows {
+                println!("{}", r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+            }
+        }
+        Format::Json => {
+            let objects: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| {
+                    serde_json::Value::Object(
+                        names.iter().zip(r).map(|(n, v)| (n.to_string(), v.clone().into())).collect(),
+                    )
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&objects).context("writing JSON")?);
+        }
+    }
+    Ok(())
+}
