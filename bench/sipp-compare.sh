@@ -22,6 +22,8 @@ mkdir -p "$WORK"
 rm -rf "$WORK/ref" && cp -r "$REF/kamailio" "$WORK/ref" && chmod -R u+w "$WORK/ref"
 export RUN="$WORK/kamailio"
 (cd "$WORK/ref" && ./mkdb.sh >/dev/null)
+# kamailio.cfg names /tmp/kam-anchor for its database and control socket, whatever RUN is.
+(cd "$WORK/ref" && RUN=/tmp/kam-anchor ./mkdb.sh >/dev/null)
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; (cd "$WORK/ref" && ./stop_kamailio.sh >/dev/null 2>&1 || true); }
