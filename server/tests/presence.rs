@@ -424,3 +424,53 @@ async fn the_cli_keeps_rules_and_contact_lists_and_live_subscriptions_follow() {
     assert!(!refused.status.success(), "an unknown owner is an error");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no such user"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_that_never_answers_loses_its_subscription() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        fast(c);
+        c.transaction.t1_ms = 50;
+    })
+    .await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut bob = Phone::udp(&s).await;
+    register(&mut bob, "bob", "builder", None).await;
+    let first = subscribe(&bob, "bob", "alice", "presence", 600);
+    let req = authorized(&mut bob, &first, "bob", "builder").await;
+    bob.send(&req.to_bytes()).await;
+    // The 200 and the NOTIFY come; Bob never answers the NOTIFY (nor its retransmissions).
+    let mut saw_notify = false;
+    for _ in 0..2 {
+        let m = bob.recv().await;
+        saw_notify |= m.method() == Some(&Method::Notify);
+    }
+    assert!(saw_notify);
+    assert_eq!(s.metric("sipfront_subscriptions").await, 1.0);
+    // Timer F (64*T1 = 3.2 s) ends the NOTIFY transaction, and with it the subscription.
+    let ended = eventually(Duration::from_secs(8), async || s.metric("sipfront_subscriptions").await == 0.0).await;
+    assert!(ended, "the subscription is gone");
+    alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "open", "x")), None, 600)).await;
+    assert!(s.metric("sipfront_notify_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_subscribe_storm_from_one_watcher_hits_its_cap() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        fast(c);
+        c.presence.max_subscriptions_per_watcher = 2;
+    })
+    .await;
+    let mut bob = online(&s, "bob", "builder").await;
+    for target in ["alice", "carol"] {
+        let req = subscribe(&bob, "bob", target, "presence", 600);
+        let (ok, _) = subscribed(&mut bob, &req).await;
+        assert_eq!(ok.status(), Some(200));
+    }
+    let r = bob.request(&subscribe(&bob, "bob", "dave", "presence", 600)).await;
+    assert_eq!(r.status(), Some(403), "beyond presence.max_subscriptions_per_watcher");
+    // A fetch keeps no state, so it is still answered.
+    let req = subscribe(&bob, "bob", "dave", "presence", 0);
+    let (ok, n) = subscribed(&mut bob, &req).await;
+    assert_eq!(ok.status(), Some(200));
+    assert!(state(&n).starts_with("terminated"));
+}
