@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{run_tool, sipp_column, tool_available, TestServer};
+use common::{run_tool, sipp_column, tool_available, TestServer, DOMAIN};
 use std::process::Command;
 use std::time::Duration;
 
@@ -114,4 +114,77 @@ async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
         );
     }
     assert_eq!(s.metric("sipfront_proxied_invites_total").await, 50.0);
+}
+
+/// Two real baresip clients (Debian's `baresip-core`, with its presence module) on our server
+/// over UDP: both register, each publishes its presence and watches the other, Alice sends Bob
+/// a MESSAGE; Bob sees Alice come online and, when she quits (un-PUBLISH), go offline.
+#[tokio::test(flavor = "multi_thread")]
+async fn baresip_clients_register_publish_watch_and_message() {
+    if !tool_available("baresip") {
+        return;
+    }
+    let s = TestServer::with_users(&common::Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |c| {
+        c.presence.notify_interval_ms = 200;
+    })
+    .await;
+    let modules = ["/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules"]
+        .into_iter()
+        .find(|d| std::path::Path::new(d).join("presence.so").exists())
+        .expect("baresip's presence module");
+    // baresip listens on the port given and on the next one (TLS): pick two free in a row.
+    let free_pair = || loop {
+        let p = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|u| u.local_addr()).expect("a free port").port();
+        let both = [p, p + 1].iter().all(|q| {
+            std::net::TcpListener::bind(("127.0.0.1", *q)).is_ok()
+                && std::net::UdpSocket::bind(("127.0.0.1", *q)).is_ok()
+        });
+        if both && p < 65_000 {
+            return p;
+        }
+    };
+    let server = s.udp_addr();
+    let setup = |user: &str, password: &str, other: &str| {
+        let dir = s.dir.path().join(format!("baresip-{user}"));
+        std::fs::create_dir_all(&dir).expect("a baresip directory");
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{}\nsip_trans_def udp\ndns_server 127.0.0.1:53\nmodule_path {modules}\n\
+             module g711.so\nmodule ausine.so\nmodule_app account.so\nmodule_app contact.so\nmodule_app menu.so\n\
+             module_app presence.so\naudio_player ausine,\naudio_source ausine,\n",
+            free_pair()
+        );
+        std::fs::write(dir.join("config"), config).expect("config");
+        let account =
+            format!("<sip:{user}@{DOMAIN}>;auth_pass={password};outbound=\"sip:{server}\";regint=600;pubint=600\n");
+        std::fs::write(dir.join("accounts"), account).expect("accounts");
+        std::fs::write(dir.join("contacts"), format!("\"{other}\" <sip:{other}@{DOMAIN}>;presence=p2p\n"))
+            .expect("contacts");
+        dir
+    };
+    let (bob_dir, alice_dir) = (setup("bob", "builder", "alice"), setup("alice", "wonderland", "bob"));
+    let mut bob = Command::new("baresip");
+    bob.arg("-f").arg(&bob_dir).args(["-t", "12"]);
+    let bob = tokio::spawn(run_tool(bob, Duration::from_secs(30)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut alice = Command::new("baresip");
+    alice.arg("-f").arg(&alice_dir).args(["-t", "6", "-e", &format!("/message sip:bob@{DOMAIN} hello-from-alice")]);
+    let (_, alice_out, alice_err) = run_tool(alice, Duration::from_secs(30)).await;
+    let (_, bob_out, bob_err) = bob.await.expect("bob's task");
+    let clean = |s: &str| s.replace(|c: char| c == '\u{1b}', "");
+    let (alice_out, bob_out) = (clean(&alice_out), clean(&bob_out));
+    assert!(alice_out.contains("200 OK (sipfront"), "Alice registered:\n{alice_out}\n{alice_err}");
+    assert!(bob_out.contains("200 OK (sipfront"), "Bob registered:\n{bob_out}\n{bob_err}");
+    let online = bob_out.find("Online").unwrap_or_else(|| panic!("Bob saw Alice online:\n{bob_out}"));
+    assert!(bob_out[online..].contains("Offline"), "then offline when she quit:\n{bob_out}");
+    let text = s.http_get("/metrics").await.1;
+    assert!(
+        metric_of(&text, "sipfront_messages_total{result=\"200\"}") >= 1.0,
+        "the MESSAGE was delivered:\n{bob_out}"
+    );
+    assert!(metric_of(&text, "sipfront_publish_total{result=\"created\"}") >= 2.0, "both published");
+    assert!(metric_of(&text, "sipfront_notify_total{result=\"200\"}") >= 2.0, "NOTIFYs acknowledged");
+}
+
+fn metric_of(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
 }
