@@ -15,6 +15,9 @@ pub enum Scenario {
     /// Pairs of registered users: the sender's MESSAGE (answering 407) reaches the receiver,
     /// which answers 200.
     Message,
+    /// Registered users watch each other (SUBSCRIBE); each transaction is one PUBLISH, whose
+    /// change the server fans out as NOTIFYs, which the watchers count and answer.
+    Presence,
 }
 
 impl Scenario {
@@ -22,6 +25,7 @@ impl Scenario {
         match self {
             Scenario::Register => "register",
             Scenario::Message => "message",
+            Scenario::Presence => "presence",
         }
     }
 }
@@ -94,6 +98,8 @@ pub struct Config {
     pub expires: u32,
     /// Body size of each MESSAGE (the OCS user model's 400 bytes).
     pub message_bytes: usize,
+    /// Presentities each user watches in the presence scenario.
+    pub watch: usize,
     pub allow_remote: bool,
 }
 
@@ -116,6 +122,7 @@ impl Config {
             t1_ms: 500,
             expires: 3600,
             message_bytes: 400,
+            watch: 5,
             allow_remote: false,
         };
         c.set_pattern_users(100, 0, "pw{n}");
@@ -189,6 +196,9 @@ impl Config {
         match self.scenario {
             Scenario::Register if self.accounts.is_empty() => bail!("the register scenario needs at least one user"),
             Scenario::Message if self.accounts.len() < 2 => bail!("the message scenario needs at least two users"),
+            Scenario::Presence if self.accounts.len() <= self.watch => {
+                bail!("the presence scenario needs more users than --watch ({})", self.watch)
+            }
             _ => {}
         }
         if self.planned() == 0 {

@@ -38,6 +38,7 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>, progress: bool
     let phase = match config.scenario {
         Scenario::Register => scenario::register::run(users, &mut stop).await,
         Scenario::Message => scenario::message::run(users, &mut stop).await,
+        Scenario::Presence => scenario::presence::run(users, &mut stop).await,
     };
     if let Some((bar, task)) = bar {
         task.abort();

@@ -20,6 +20,8 @@ enum Command {
     Register(RunArgs),
     /// Pairs of registered users; senders send MESSAGE to receivers at the rate.
     Message(RunArgs),
+    /// Users watch each other (SUBSCRIBE); PUBLISH at the rate; NOTIFYs counted and answered.
+    Presence(RunArgs),
     /// Writes the pattern users as `aor,password` lines (for `sipfront user import`).
     Users(UsersArgs),
 }
@@ -79,6 +81,9 @@ struct RunArgs {
     /// Body size of each MESSAGE in bytes.
     #[arg(long, default_value_t = 400)]
     message_bytes: usize,
+    /// Presentities each user watches (presence).
+    #[arg(long, default_value_t = 5)]
+    watch: usize,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -110,6 +115,7 @@ impl RunArgs {
         c.timeout_ms = (self.timeout * 1000.0) as u64;
         c.expires = self.expires;
         c.message_bytes = self.message_bytes;
+        c.watch = self.watch;
         c.allow_remote = self.allow_remote;
         Ok(c)
     }
@@ -121,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let (scenario, args) = match cli.command {
         Command::Register(a) => (Scenario::Register, a),
         Command::Message(a) => (Scenario::Message, a),
+        Command::Presence(a) => (Scenario::Presence, a),
         Command::Users(u) => {
             for n in u.user_offset..u.user_offset + u.users {
                 println!("user{n}@{},{}", u.domain, u.password_pattern.replace("{n}", &n.to_string()));

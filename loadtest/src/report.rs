@@ -40,6 +40,9 @@ pub struct Report {
     pub transport_errors: u64,
     pub deliveries: u64,
     pub duplicate_deliveries: u64,
+    /// NOTIFYs the clients received and answered 200, and per second of the measured phase.
+    pub notifies: u64,
+    pub notify_rate: f64,
     pub other_requests_received: u64,
     /// By transaction type: the whole exchange (`register`, `message`), its steps
     /// (`register.initial`, `register.auth`...), set-up (`setup.register`).
@@ -171,6 +174,8 @@ impl Report {
             transport_errors: Counters::get(&c.transport_errors),
             deliveries: Counters::get(&c.deliveries),
             duplicate_deliveries: Counters::get(&c.duplicate_deliveries),
+            notifies: Counters::get(&c.notifies),
+            notify_rate: rate(Counters::get(&c.notifies), phase.elapsed.as_secs_f64()),
             other_requests_received: Counters::get(&c.other_requests),
             transactions,
         }
@@ -230,11 +235,15 @@ impl Report {
             self.unmatched_responses,
             self.transport_errors
         );
-        if self.deliveries + self.duplicate_deliveries + self.other_requests_received > 0 {
+        if self.deliveries + self.duplicate_deliveries + self.notifies + self.other_requests_received > 0 {
             let _ = writeln!(
                 s,
-                "received: {} MESSAGE delivered, {} duplicates, {} other requests",
-                self.deliveries, self.duplicate_deliveries, self.other_requests_received
+                "received: {} MESSAGE delivered, {} duplicates, {} NOTIFY ({:.1}/s), {} other requests",
+                self.deliveries,
+                self.duplicate_deliveries,
+                self.notifies,
+                self.notify_rate,
+                self.other_requests_received
             );
         }
         s

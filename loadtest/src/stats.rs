@@ -64,7 +64,9 @@ pub struct Counters {
     pub deliveries: AtomicU64,
     /// Of those, retransmissions of a MESSAGE already delivered.
     pub duplicate_deliveries: AtomicU64,
-    /// Other requests our clients got (answered 200 too: OPTIONS, NOTIFY).
+    /// NOTIFY requests our clients got and answered 200 (presence).
+    pub notifies: AtomicU64,
+    /// Other requests our clients got (answered 200 too: OPTIONS...).
     pub other_requests: AtomicU64,
 }
 

@@ -260,6 +260,7 @@ impl Endpoint {
                     Counters::add(&counters.duplicate_deliveries);
                 }
             }
+            Some(Method::Notify) => Counters::add(&counters.notifies),
             _ => Counters::add(&counters.other_requests),
         }
         let mut resp = req.response_to(200);

@@ -54,7 +54,7 @@ impl Drop for Kamailio {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_and_message_against_kamailio() {
+async fn every_scenario_against_kamailio() {
     if !common::have("kamailio", "kamailio") {
         return;
     }
@@ -79,4 +79,15 @@ async fn register_and_message_against_kamailio() {
     assert_eq!((r.succeeded, r.failed), (200, 0), "message over UDP");
     assert_eq!(r.transactions["message.initial"].statuses.get("407"), Some(&200));
     assert_eq!(r.deliveries, 200);
+
+    // Presence: users 400.., each watching 3 others, 100 PUBLISHes.
+    let mut c = common::config(Scenario::Presence, target, 20, 100.0, 100);
+    c.set_pattern_users(20, 400, "pw{n}");
+    c.watch = 3;
+    let r = common::run(c).await;
+    assert_eq!(r.transactions["setup.subscribe"].ok, 60, "20 users x 3 subscriptions");
+    assert_eq!((r.succeeded, r.failed), (100, 0), "every PUBLISH succeeded");
+    assert_eq!(r.transactions["publish.initial"].statuses.get("407"), Some(&100), "challenged");
+    // Kamailio notifies every change at once: the immediate NOTIFYs and three per PUBLISH.
+    assert!(r.notifies >= 60 + 300, "NOTIFYs received: {}", r.notifies);
 }

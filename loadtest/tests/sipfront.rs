@@ -54,3 +54,22 @@ async fn message_over_tcp() {
     assert_eq!((r.succeeded, r.failed), (100, 0));
     assert_eq!(r.deliveries, 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_over_udp_and_tcp() {
+    for transport in [TransportKind::Udp, TransportKind::Tcp] {
+        let server = Server::start(20).await;
+        let target = if transport == TransportKind::Udp { server.udp() } else { server.tcp() };
+        let mut c = config(Scenario::Presence, target, 20, 100.0, 100);
+        c.transport = transport;
+        c.watch = 3;
+        let r = run(c).await;
+        assert_eq!(r.transactions["setup.subscribe"].ok, 60, "{transport:?}: 20 users x 3 subscriptions");
+        assert_eq!((r.succeeded, r.failed), (100, 0), "{transport:?}: every PUBLISH succeeded");
+        // One immediate NOTIFY per subscription, then changes (coalesced by the server's 1 s
+        // throttle, so at least one per watcher and presentity that changed).
+        assert!(r.notifies >= 60 + 60, "{transport:?}: NOTIFYs received: {}", r.notifies);
+        assert!(r.notify_rate > 0.0);
+        assert_eq!(r.timeouts + r.malformed + r.unexpected_responses + r.transport_errors, 0);
+    }
+}

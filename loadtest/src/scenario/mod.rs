@@ -2,6 +2,7 @@
 //! answered once with credentials (RFC 3261 22.2), a final response.
 
 pub mod message;
+pub mod presence;
 pub mod register;
 
 use crate::config::Account;
@@ -36,14 +37,29 @@ pub async fn exchange(
     kinds: Kinds,
     make: impl Fn(Option<&Credentials>) -> (Message, String),
 ) -> bool {
+    exchange_for(stats, endpoint, account, method, uri, due, kinds, make).await.is_some()
+}
+
+/// [`exchange`], returning the 2xx that ended it (`None` for any other end).
+#[allow(clippy::too_many_arguments)] // one exchange is described by all of them
+pub async fn exchange_for(
+    stats: &Stats,
+    endpoint: &Endpoint,
+    account: &Account,
+    method: &str,
+    uri: &str,
+    due: Instant,
+    kinds: Kinds,
+    make: impl Fn(Option<&Credentials>) -> (Message, String),
+) -> Option<Message> {
     let record_step = |i: usize, since: Instant, outcome: Outcome| {
         if let Some(steps) = kinds.steps {
             stats.record(if i == 0 { steps.0 } else { steps.1 }, since.elapsed(), outcome);
         }
     };
-    let end = |outcome: Outcome| {
+    let end = |outcome: Outcome, resp: Option<Message>| {
         stats.record(kinds.whole, due.elapsed(), outcome);
-        matches!(outcome, Outcome::Status { ok: true, .. })
+        resp.filter(|_| matches!(outcome, Outcome::Status { ok: true, .. }))
     };
 
     let (req, branch) = make(None);
@@ -54,7 +70,7 @@ pub async fn exchange(
                 200..=299 => {
                     // Not challenged (a request over a connection the server already trusts).
                     record_step(0, due, Outcome::Status { code, ok: true });
-                    return end(Outcome::Status { code, ok: true });
+                    return end(Outcome::Status { code, ok: true }, Some(r));
                 }
                 401 | 407 => {
                     record_step(0, due, Outcome::Status { code, ok: true });
@@ -63,38 +79,38 @@ pub async fn exchange(
                 _ => {
                     Counters::add(&stats.counters.unexpected);
                     record_step(0, due, Outcome::Status { code, ok: false });
-                    return end(Outcome::Status { code, ok: false });
+                    return end(Outcome::Status { code, ok: false }, None);
                 }
             }
         }
         TxResult::Timeout => {
             record_step(0, due, Outcome::Timeout);
-            return end(Outcome::Timeout);
+            return end(Outcome::Timeout, None);
         }
         TxResult::Failed => {
             record_step(0, due, Outcome::Error);
-            return end(Outcome::Error);
+            return end(Outcome::Error, None);
         }
     };
     let Some(creds) = sip::credentials(&challenge, method, uri, account) else {
         // A challenge we cannot answer (no Digest, unknown algorithm, malformed).
         Counters::add(&stats.counters.unexpected);
-        return end(Outcome::Status { code: challenge.status().unwrap_or_default(), ok: false });
+        return end(Outcome::Status { code: challenge.status().unwrap_or_default(), ok: false }, None);
     };
     let sent = Instant::now();
     let (req, branch) = make(Some(&creds));
-    let outcome = match endpoint.transact(&req, &branch).await {
+    let (outcome, resp) = match endpoint.transact(&req, &branch).await {
         TxResult::Final(r) => {
             let code = r.status().unwrap_or_default();
             let ok = (200..300).contains(&code);
             if !ok {
                 Counters::add(&stats.counters.unexpected);
             }
-            Outcome::Status { code, ok }
+            (Outcome::Status { code, ok }, Some(r))
         }
-        TxResult::Timeout => Outcome::Timeout,
-        TxResult::Failed => Outcome::Error,
+        TxResult::Timeout => (Outcome::Timeout, None),
+        TxResult::Failed => (Outcome::Error, None),
     };
     record_step(1, sent, outcome);
-    end(outcome)
+    end(outcome, resp)
 }
