@@ -40,8 +40,10 @@ pub struct Report {
     pub transport_errors: u64,
     pub deliveries: u64,
     pub duplicate_deliveries: u64,
-    /// NOTIFYs the clients received and answered 200, and per second of the measured phase.
+    /// NOTIFYs the clients received and answered 200, in all and during the measured phase
+    /// (after the set-up's), and those per second of the measured phase.
     pub notifies: u64,
+    pub measured_notifies: u64,
     pub notify_rate: f64,
     pub other_requests_received: u64,
     /// By transaction type: the whole exchange (`register`, `message`), its steps
@@ -175,7 +177,11 @@ impl Report {
             deliveries: Counters::get(&c.deliveries),
             duplicate_deliveries: Counters::get(&c.duplicate_deliveries),
             notifies: Counters::get(&c.notifies),
-            notify_rate: rate(Counters::get(&c.notifies), phase.elapsed.as_secs_f64()),
+            measured_notifies: Counters::get(&c.notifies) - Counters::get(&c.notifies_before),
+            notify_rate: rate(
+                Counters::get(&c.notifies) - Counters::get(&c.notifies_before),
+                phase.elapsed.as_secs_f64(),
+            ),
             other_requests_received: Counters::get(&c.other_requests),
             transactions,
         }

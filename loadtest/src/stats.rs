@@ -66,6 +66,8 @@ pub struct Counters {
     pub duplicate_deliveries: AtomicU64,
     /// NOTIFY requests our clients got and answered 200 (presence).
     pub notifies: AtomicU64,
+    /// Of those, how many had come before the measured phase began (set-up subscriptions).
+    pub notifies_before: AtomicU64,
     /// Other requests our clients got (answered 200 too: OPTIONS...).
     pub other_requests: AtomicU64,
 }

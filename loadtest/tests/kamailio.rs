@@ -90,4 +90,5 @@ async fn every_scenario_against_kamailio() {
     assert_eq!(r.transactions["publish.initial"].statuses.get("407"), Some(&100), "challenged");
     // Kamailio notifies every change at once: the immediate NOTIFYs and three per PUBLISH.
     assert!(r.notifies >= 60 + 300, "NOTIFYs received: {}", r.notifies);
+    assert!(r.measured_notifies >= 300, "three per PUBLISH while measuring: {}", r.measured_notifies);
 }

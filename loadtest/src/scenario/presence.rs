@@ -46,6 +46,10 @@ pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
     if subscribing.interrupted {
         return Phase { started: 0, ..subscribing };
     }
+    let counters = &users.stats().counters;
+    // The set-up's NOTIFYs (one per subscription) come first, and apart from the measured ones.
+    settle(counters, std::time::Duration::from_millis(500)).await;
+    counters.notifies_before.store(Counters::get(&counters.notifies), std::sync::atomic::Ordering::Relaxed);
     let publications = Arc::new(Publications((0..n).map(|_| Mutex::new((None, 0))).collect()));
     let (rate, count) = (users.config().rate, users.config().planned());
     users.stats().begin();
@@ -58,20 +62,24 @@ pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
         }
     })
     .await;
-    // A server may hold changes back to throttle NOTIFYs (RFC 6446): wait for the last ones,
-    // until none has come for a while (bounded).
-    let counters = &users.stats().counters;
-    let (quiet_for, limit) =
-        (std::time::Duration::from_millis(1500), Instant::now() + std::time::Duration::from_secs(10));
+    // A server may hold changes back to throttle NOTIFYs (RFC 6446): wait for the last ones.
+    if !phase.interrupted {
+        settle(counters, std::time::Duration::from_millis(1500)).await;
+    }
+    phase
+}
+
+/// Waits until no NOTIFY has come for `quiet` (at most 10 s).
+async fn settle(counters: &Counters, quiet: std::time::Duration) {
+    let limit = Instant::now() + std::time::Duration::from_secs(10);
     let mut last = (Counters::get(&counters.notifies), Instant::now());
-    while !phase.interrupted && Instant::now() < limit && last.1.elapsed() < quiet_for {
+    while Instant::now() < limit && last.1.elapsed() < quiet {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let now = Counters::get(&counters.notifies);
         if now != last.0 {
             last = (now, Instant::now());
         }
     }
-    phase
 }
 
 /// `watcher` subscribes to `presentity`'s presence (RFC 3856), with its own address as Contact.
