@@ -265,13 +265,17 @@ pub(crate) fn check_new_user(u: &NewUser) -> Result<()> {
     Ok(())
 }
 
-/// `user@domain` (or, when `wildcard`, `*@domain`) with the domain in lower case.
+/// `user@domain` (or, when `wildcard`, `*@domain`) with the domain in lower case, as user AORs
+/// are kept. RFC 3261 25.1 allows neither `@` nor `:` in the user part (a second `@` fails the
+/// domain check), so `sip:bob@x` is refused rather than kept as a rule or contact that could
+/// never match anyone.
 pub(crate) fn normal_aor(aor: &str, wildcard: bool) -> Result<String> {
     let invalid =
         || StoreError::Invalid(format!("{aor:?} is not user@domain{}", if wildcard { " or *@domain" } else { "" }));
-    let (user, domain) = aor.rsplit_once('@').ok_or_else(invalid)?;
+    let (user, domain) = aor.split_once('@').ok_or_else(invalid)?;
     let domain = domain.to_ascii_lowercase();
     if user.is_empty()
+        || user.contains(':')
         || user.contains(char::is_whitespace)
         || (user == "*" && !wildcard)
         || check_domain(&domain).is_err()

@@ -209,51 +209,185 @@ async fn the_archive_finds_a_conversation_in_both_directions() {
     .await;
 }
 
+// ---- presence rules and contact lists ----
+
+const ALICE: &str = "alice@example.test";
+
+fn contact(contact: &str, name: &str, group: &str) -> sipfront_storage::Contact {
+    sipfront_storage::Contact {
+        owner: ALICE.into(),
+        contact: contact.into(),
+        display_name: name.into(),
+        group: group.into(),
+    }
+}
+
 #[tokio::test]
-async fn presence_rules_and_contact_lists() {
-    use sipfront_storage::{Contact, RuleAction};
-    on_both("presence_rules_and_contact_lists", |s| async move {
+async fn presence_rules_are_set_replaced_listed_and_removed() {
+    use sipfront_storage::RuleAction;
+    on_both("presence_rules", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        s.set_rule(ALICE, "bob@Example.TEST", RuleAction::Block).await.unwrap();
+        s.set_rule(ALICE, "*@other.test", RuleAction::PoliteBlock).await.unwrap();
+        // The same watcher again (its domain in another case): the rule is replaced, not added.
+        s.set_rule(ALICE, "bob@example.test", RuleAction::Allow).await.unwrap();
+        let rules = s.rules(ALICE).await.unwrap();
+        let view: Vec<(&str, &str, RuleAction)> =
+            rules.iter().map(|r| (r.owner.as_str(), r.watcher.as_str(), r.action)).collect();
+        assert_eq!(
+            view,
+            vec![(ALICE, "*@other.test", RuleAction::PoliteBlock), (ALICE, "bob@example.test", RuleAction::Allow)],
+            "by watcher, the domain in lower case"
+        );
+        assert!(rules.iter().all(|r| r.updated_at > 1_600_000_000), "{rules:?}");
+
+        assert!(s.remove_rule(ALICE, "*@OTHER.test").await.unwrap());
+        assert!(!s.remove_rule(ALICE, "*@other.test").await.unwrap(), "already gone");
+        assert!(!s.remove_rule("nobody@example.test", "bob@example.test").await.unwrap());
+        assert_eq!(s.rules(ALICE).await.unwrap().len(), 1);
+        assert!(s.rules("nobody@example.test").await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn presence_rules_refuse_an_unknown_owner_and_a_bad_watcher() {
+    use sipfront_storage::RuleAction;
+    on_both("presence_rules_refused", |s| async move {
         s.add_user(&user("alice", "example.test")).await.unwrap();
         let head = s.changes_head().await.unwrap();
-        let alice = "alice@example.test";
-
-        s.set_rule(alice, "bob@Example.TEST", RuleAction::Block).await.unwrap();
-        s.set_rule(alice, "*@other.test", RuleAction::PoliteBlock).await.unwrap();
-        s.set_rule(alice, "bob@example.test", RuleAction::Allow).await.unwrap();
-        let rules = s.rules(alice).await.unwrap();
-        let view: Vec<(&str, RuleAction)> = rules.iter().map(|r| (r.watcher.as_str(), r.action)).collect();
-        assert_eq!(view, vec![("*@other.test", RuleAction::PoliteBlock), ("bob@example.test", RuleAction::Allow)]);
-        assert!(s.remove_rule(alice, "*@other.test").await.unwrap());
-        assert!(!s.remove_rule(alice, "*@other.test").await.unwrap());
         assert!(matches!(
             s.set_rule("nobody@example.test", "bob@example.test", RuleAction::Allow).await,
             Err(StoreError::NotFound(_))
         ));
-        assert!(matches!(s.set_rule(alice, "not an aor", RuleAction::Allow).await, Err(StoreError::Invalid(_))));
+        for bad in ["not an aor", "bob", "@example.test", "bob@", "sip:bob@example.test", "a@b@example.test", "*@"] {
+            assert!(
+                matches!(s.set_rule(ALICE, bad, RuleAction::Allow).await, Err(StoreError::Invalid(_))),
+                "{bad:?} is neither user@domain nor *@domain"
+            );
+        }
+        assert!(s.rules(ALICE).await.unwrap().is_empty());
+        assert!(s.changes_since(head).await.unwrap().aors.is_empty(), "nothing changed, nothing noted");
+        assert_eq!("polite-block".parse::<RuleAction>().unwrap(), RuleAction::PoliteBlock);
+        assert_eq!(RuleAction::PoliteBlock.as_str(), "polite-block");
+        assert!(matches!("deny".parse::<RuleAction>(), Err(StoreError::Invalid(_))));
+    })
+    .await;
+}
 
-        let c = |contact: &str, group: &str| Contact {
-            owner: alice.into(),
-            contact: contact.into(),
-            display_name: format!("{contact} name"),
-            group: group.into(),
-        };
-        s.add_contact(&c("bob@example.test", "work")).await.unwrap();
-        s.add_contact(&c("bob@example.test", "friends")).await.unwrap();
-        s.add_contact(&c("carol@example.test", "work")).await.unwrap();
-        s.add_contact(&c("carol@example.test", "work")).await.unwrap();
-        assert_eq!(s.contacts(alice).await.unwrap().len(), 3);
-        assert_eq!(s.remove_contact(alice, "bob@example.test", Some("work")).await.unwrap(), 1);
-        assert_eq!(s.remove_contact(alice, "bob@example.test", None).await.unwrap(), 1);
-        let left = s.contacts(alice).await.unwrap();
-        assert_eq!(left, vec![c("carol@example.test", "work")]);
-        assert!(matches!(s.add_contact(&c("*@example.test", "")).await, Err(StoreError::Invalid(_))));
+#[tokio::test]
+async fn contact_lists_keep_groups_and_lose_entries_from_one_group_or_all() {
+    on_both("contact_lists", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        s.add_contact(&contact("bob@example.test", "Bob", "work")).await.unwrap();
+        s.add_contact(&contact("bob@Example.TEST", "Bob", "friends")).await.unwrap();
+        s.add_contact(&contact("carol@example.test", "Carol", "work")).await.unwrap();
+        s.add_contact(&contact("dave@example.test", "", "")).await.unwrap();
+        // Again in the same group: renamed, not doubled.
+        s.add_contact(&contact("carol@example.test", "Carol C", "work")).await.unwrap();
+        assert_eq!(
+            s.contacts(ALICE).await.unwrap(),
+            vec![
+                contact("dave@example.test", "", ""),
+                contact("bob@example.test", "Bob", "friends"),
+                contact("bob@example.test", "Bob", "work"),
+                contact("carol@example.test", "Carol C", "work"),
+            ],
+            "by group (none first), then contact"
+        );
 
-        let changes = s.changes_since(head).await.unwrap();
-        assert!(changes.aors.iter().filter(|a| *a == alice).count() >= 6, "every change names the owner: {changes:?}");
+        assert_eq!(s.remove_contact(ALICE, "bob@example.test", Some("work")).await.unwrap(), 1);
+        assert_eq!(s.remove_contact(ALICE, "bob@example.test", Some("work")).await.unwrap(), 0);
+        s.add_contact(&contact("bob@example.test", "Bob", "family")).await.unwrap();
+        assert_eq!(s.remove_contact(ALICE, "bob@EXAMPLE.test", None).await.unwrap(), 2, "from every group");
+        assert_eq!(
+            s.contacts(ALICE).await.unwrap(),
+            vec![contact("dave@example.test", "", ""), contact("carol@example.test", "Carol C", "work")]
+        );
 
-        s.remove_user(alice).await.unwrap();
-        assert!(s.rules(alice).await.unwrap().is_empty(), "rules go with their owner");
-        assert!(s.contacts(alice).await.unwrap().is_empty(), "so does the list");
+        let stranger =
+            sipfront_storage::Contact { owner: "nobody@example.test".into(), ..contact("bob@example.test", "", "") };
+        assert!(matches!(s.add_contact(&stranger).await, Err(StoreError::NotFound(_))));
+        assert_eq!(s.remove_contact("nobody@example.test", "bob@example.test", None).await.unwrap(), 0);
+        for bad in ["*@example.test", "bob", "sip:bob@example.test"] {
+            assert!(
+                matches!(s.add_contact(&contact(bad, "", "")).await, Err(StoreError::Invalid(_))),
+                "{bad:?} is not user@domain"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rules_and_contact_list_go_with_their_owner() {
+    use sipfront_storage::RuleAction;
+    on_both("presence_cascade", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        s.add_user(&user("bob", "example.test")).await.unwrap();
+        s.set_rule(ALICE, "bob@example.test", RuleAction::Block).await.unwrap();
+        s.add_contact(&contact("bob@example.test", "Bob", "")).await.unwrap();
+        s.set_rule("bob@example.test", ALICE, RuleAction::Allow).await.unwrap();
+
+        s.remove_user(ALICE).await.unwrap();
+        assert!(s.rules(ALICE).await.unwrap().is_empty(), "rules go with their owner");
+        assert!(s.contacts(ALICE).await.unwrap().is_empty(), "so does the list");
+        assert_eq!(s.rules("bob@example.test").await.unwrap().len(), 1, "others' rules about alice stay");
+
+        // A user added again under the same AOR starts with nothing.
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        assert!(s.rules(ALICE).await.unwrap().is_empty());
+        assert!(s.contacts(ALICE).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn presence_changes_are_noted_in_the_owners_change_log() {
+    use sipfront_storage::RuleAction;
+    on_both("presence_changes", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        let head = s.changes_head().await.unwrap();
+        s.set_rule(ALICE, "bob@example.test", RuleAction::Block).await.unwrap();
+        s.set_rule(ALICE, "bob@example.test", RuleAction::Allow).await.unwrap();
+        s.remove_rule(ALICE, "bob@example.test").await.unwrap();
+        s.add_contact(&contact("bob@example.test", "Bob", "work")).await.unwrap();
+        s.remove_contact(ALICE, "bob@example.test", None).await.unwrap();
+        let c = s.changes_since(head).await.unwrap();
+        assert_eq!(c.aors, vec![ALICE; 5], "one entry, the owner's AOR, per change");
+
+        // What changed nothing is not noted.
+        assert!(!s.remove_rule(ALICE, "bob@example.test").await.unwrap());
+        assert_eq!(s.remove_contact(ALICE, "bob@example.test", None).await.unwrap(), 0);
+        assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
+    })
+    .await;
+}
+
+/// Writers that overlap (CLI and server, several front ends) all succeed: every change is one
+/// write transaction from its first statement, never a read that SQLite must upgrade.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_presence_changes_all_succeed() {
+    use sipfront_storage::RuleAction;
+    on_both("presence_concurrent", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        let head = s.changes_head().await.unwrap();
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let peer = format!("peer{i}@example.test");
+                    s.set_rule(ALICE, &peer, RuleAction::Allow).await?;
+                    s.add_contact(&contact(&peer, "", "")).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(s.rules(ALICE).await.unwrap().len(), 32);
+        assert_eq!(s.contacts(ALICE).await.unwrap().len(), 32);
+        assert_eq!(s.changes_since(head).await.unwrap().aors.len(), 64);
     })
     .await;
 }
