@@ -5,9 +5,10 @@
 use super::archive::{csv_field, Format};
 use super::users::{parse_aor, with_store};
 use crate::config::Config;
-use anyhow::{bail, Context};
+use crate::core::reply::iso_time;
+use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
-use sipfront_storage::{Contact, RuleAction, StoreError};
+use sipfront_storage::{Contact, RuleAction, Store, StoreError};
 use std::path::Path;
 
 #[derive(Subcommand, Debug)]
@@ -60,18 +61,31 @@ fn aor(s: &str) -> anyhow::Result<String> {
     Ok(format!("{u}@{d}"))
 }
 
+/// A rule's watcher: `user@domain` or `*@domain` (`sip:` prefix allowed).
+fn parse_watcher(s: &str) -> anyhow::Result<String> {
+    aor(s).map_err(|_| anyhow!("{s:?} is not a watcher: user@domain, or *@domain for a whole domain"))
+}
+
 fn explain(e: StoreError, owner: &str) -> anyhow::Error {
     match e {
-        StoreError::NotFound(_) => anyhow::anyhow!("{owner}: no such user"),
+        StoreError::NotFound(_) => anyhow!("{owner}: no such user"),
         other => anyhow::Error::new(other),
     }
+}
+
+/// Fails with "no such user" unless `owner` is one: reads and removals of an unknown owner's
+/// entries find nothing, which would otherwise look like an empty list.
+async fn existing(store: &dyn Store, owner: &str) -> anyhow::Result<()> {
+    if store.user(owner).await?.is_none() {
+        bail!("{owner}: no such user");
+    }
+    Ok(())
 }
 
 pub fn run_rules(config: &Config, data_dir: &Path, command: RulesCommand) -> anyhow::Result<()> {
     with_store(config, data_dir, async |store| {
         let set = async |owner: &str, watcher: &str, action: RuleAction| -> anyhow::Result<()> {
-            let owner = aor(owner)?;
-            let watcher = aor(watcher)?;
+            let (owner, watcher) = (aor(owner)?, parse_watcher(watcher)?);
             store.set_rule(&owner, &watcher, action).await.map_err(|e| explain(e, &owner))?;
             println!("{owner}: {} {watcher}", action.as_str());
             Ok(())
@@ -81,8 +95,9 @@ pub fn run_rules(config: &Config, data_dir: &Path, command: RulesCommand) -> any
             RulesCommand::Block { owner, watcher } => set(&owner, &watcher, RuleAction::Block).await,
             RulesCommand::PoliteBlock { owner, watcher } => set(&owner, &watcher, RuleAction::PoliteBlock).await,
             RulesCommand::Remove { owner, watcher } => {
-                let (owner, watcher) = (aor(&owner)?, aor(&watcher)?);
+                let (owner, watcher) = (aor(&owner)?, parse_watcher(&watcher)?);
                 if !store.remove_rule(&owner, &watcher).await? {
+                    existing(&*store, &owner).await?;
                     bail!("{owner} has no rule for {watcher}");
                 }
                 println!("{owner}: rule for {watcher} removed");
@@ -90,13 +105,14 @@ pub fn run_rules(config: &Config, data_dir: &Path, command: RulesCommand) -> any
             }
             RulesCommand::List { owner, format } => {
                 let owner = aor(&owner)?;
-                if store.user(&owner).await?.is_none() {
-                    bail!("{owner}: no such user");
-                }
-                let rules = store.rules(&owner).await?;
-                let rows: Vec<[String; 2]> =
-                    rules.iter().map(|r| [r.watcher.clone(), r.action.as_str().into()]).collect();
-                print_rows(&["watcher", "action"], &rows, format)
+                existing(&*store, &owner).await?;
+                let rows: Vec<[String; 3]> = store
+                    .rules(&owner)
+                    .await?
+                    .into_iter()
+                    .map(|r| [r.watcher, r.action.as_str().into(), iso_time(r.updated_at)])
+                    .collect();
+                print_rows(&["watcher", "action", "updated"], &rows, format)
             }
         }
     })
@@ -115,16 +131,18 @@ pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) 
             let (owner, contact) = (aor(&owner)?, aor(&contact)?);
             let n = store.remove_contact(&owner, &contact, group.as_deref()).await?;
             if n == 0 {
-                bail!("{contact} is not on {owner}'s list");
+                existing(&*store, &owner).await?;
+                match group {
+                    Some(g) => bail!("{contact} is not in {owner}'s group {g:?}"),
+                    None => bail!("{contact} is not on {owner}'s list"),
+                }
             }
-            println!("{owner}: {contact} removed");
+            println!("{owner}: {contact} removed ({n} {})", if n == 1 { "entry" } else { "entries" });
             Ok(())
         }
         ContactsCommand::List { owner, format } => {
             let owner = aor(&owner)?;
-            if store.user(&owner).await?.is_none() {
-                bail!("{owner}: no such user");
-            }
+            existing(&*store, &owner).await?;
             let rows: Vec<[String; 3]> =
                 store.contacts(&owner).await?.into_iter().map(|c| [c.group, c.contact, c.display_name]).collect();
             print_rows(&["group", "contact", "name"], &rows, format)
@@ -151,7 +169,7 @@ fn print_rows<const N: usize>(names: &[&str; N], rows: &[[String; N]], format: F
             for r in rows {
                 println!("{}", line(r.iter().map(String::as_str).collect()));
             }
-            println!("({} entries)", rows.len());
+            println!("({} {})", rows.len(), if rows.len() == 1 { "entry" } else { "entries" });
         }
         Format::Csv => {
             println!("{}", names.join(","));

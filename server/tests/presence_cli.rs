@@ -1,0 +1,179 @@
+//! `sipfront rules ...` and `sipfront contacts ...` as an operator runs them, against the store
+//! of a running server (SQLite, and PostgreSQL when the tests have one): what they print in
+//! each format, and one clear line with a non-zero exit for an unknown owner or a bad address.
+//! That a running server follows these changes is tested in `presence.rs`.
+
+mod common;
+
+use common::*;
+use std::process::{Command, Stdio};
+
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+
+/// Runs the `sipfront` binary on `s`'s store expecting it to fail; its standard error.
+async fn cli_fails(s: &TestServer, args: &[&str]) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
+    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
+    cmd.env_remove("SIPFRONT_DATABASE_URL");
+    if !s.config.database.url.is_empty() {
+        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let shown = format!("sipfront {}", args.join(" "));
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), tokio::task::spawn_blocking(move || cmd.output()))
+            .await
+            .unwrap_or_else(|_| panic!("{shown} took too long"))
+            .expect("the CLI task")
+            .expect("run the sipfront binary");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{shown} should fail, printed:\n{stdout}");
+    assert!(stdout.is_empty(), "{shown}: nothing on standard output on failure: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{shown}: one line: {stderr}");
+    stderr.into_owned()
+}
+
+/// The non-empty lines of a table, minus the last ("(N entries)"), each split on whitespace.
+fn table_rows(out: &str) -> Vec<Vec<&str>> {
+    let mut lines: Vec<&str> = out.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.pop().is_some_and(|l| l.starts_with('(') && l.ends_with(')')), "a count at the end: {out}");
+    lines.into_iter().map(|l| l.split_whitespace().collect()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_are_set_listed_in_every_format_and_removed() {
+    for backend in backends("presence_cli_rules").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let out = cli(&s, &["rules", "allow", "sip:alice@Example.TEST", "sip:bob@Example.TEST"], "").await;
+        assert_eq!(out, "alice@example.test: allow bob@example.test\n", "{backend:?}");
+        cli(&s, &["rules", "block", "alice@example.test", "*@other.test"], "").await;
+        cli(&s, &["rules", "polite-block", "alice@example.test", "carol@partner.test"], "").await;
+        // The same watcher again replaces its rule.
+        let out = cli(&s, &["rules", "block", "alice@example.test", "bob@example.test"], "").await;
+        assert_eq!(out, "alice@example.test: block bob@example.test\n");
+
+        let table = cli(&s, &["rules", "list", "alice@example.test"], "").await;
+        let rows = table_rows(&table);
+        let cells: Vec<&[&str]> = rows.iter().map(|r| &r[..2]).collect();
+        assert_eq!(
+            cells,
+            vec![
+                &["watcher", "action"][..],
+                &["*@other.test", "block"],
+                &["bob@example.test", "block"],
+                &["carol@partner.test", "polite-block"],
+            ],
+            "{table}"
+        );
+        assert!(table.ends_with("(3 entries)\n"), "{table}");
+
+        let csv = cli(&s, &["rules", "list", "alice@example.test", "--format", "csv"], "").await;
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], "watcher,action,updated", "{csv}");
+        assert!(lines[1].starts_with("*@other.test,block,20"), "an ISO time: {csv}");
+        assert_eq!(lines.len(), 4, "{csv}");
+
+        let json = cli(&s, &["rules", "list", "alice@example.test", "--format", "json"], "").await;
+        let rules: Vec<serde_json::Value> = serde_json::from_str(&json).expect("JSON rules");
+        let view: Vec<(&str, &str)> =
+            rules.iter().map(|r| (r["watcher"].as_str().unwrap_or(""), r["action"].as_str().unwrap_or(""))).collect();
+        assert_eq!(
+            view,
+            vec![("*@other.test", "block"), ("bob@example.test", "block"), ("carol@partner.test", "polite-block")]
+        );
+
+        let out = cli(&s, &["rules", "remove", "alice@example.test", "*@OTHER.test"], "").await;
+        assert_eq!(out, "alice@example.test: rule for *@other.test removed\n");
+        let err = cli_fails(&s, &["rules", "remove", "alice@example.test", "*@other.test"]).await;
+        assert!(err.contains("alice@example.test has no rule for *@other.test"), "{err}");
+        let json = cli(&s, &["rules", "list", "alice@example.test", "--format", "json"], "").await;
+        assert_eq!(serde_json::from_str::<Vec<serde_json::Value>>(&json).expect("JSON").len(), 2);
+
+        let empty = cli(&s, &["rules", "list", "bob@example.test", "--format", "json"], "").await;
+        assert!(serde_json::from_str::<Vec<serde_json::Value>>(&empty).expect("JSON").is_empty(), "{empty}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contacts_are_kept_in_groups_and_removed_from_one_group_or_all() {
+    for backend in backends("presence_cli_contacts").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let a = "alice@example.test";
+        let out = cli(
+            &s,
+            &["contacts", "add", a, "sip:bob@Example.TEST", "--group", "work", "--name", "Bob, the builder"],
+            "",
+        )
+        .await;
+        assert_eq!(out, "alice@example.test: bob@example.test added\n", "{backend:?}");
+        cli(&s, &["contacts", "add", a, "bob@example.test", "--group", "friends", "--name", "Bob"], "").await;
+        cli(&s, &["contacts", "add", a, "carol@partner.test"], "").await;
+        // Again in the same group: renamed.
+        cli(&s, &["contacts", "add", a, "carol@partner.test", "--name", "Carol"], "").await;
+
+        let csv = cli(&s, &["contacts", "list", a, "--format", "csv"], "").await;
+        assert_eq!(
+            csv,
+            "group,contact,name\n\
+             ,carol@partner.test,Carol\n\
+             friends,bob@example.test,Bob\n\
+             work,bob@example.test,\"Bob, the builder\"\n",
+            "by group (none first), then contact; RFC 4180 quoting"
+        );
+        let json = cli(&s, &["contacts", "list", a, "--format", "json"], "").await;
+        let list: Vec<serde_json::Value> = serde_json::from_str(&json).expect("JSON contacts");
+        assert_eq!(list.len(), 3, "{json}");
+        assert_eq!(list[2]["group"], "work");
+        assert_eq!(list[2]["contact"], "bob@example.test");
+        assert_eq!(list[2]["name"], "Bob, the builder");
+
+        let out = cli(&s, &["contacts", "remove", a, "bob@example.test", "--group", "work"], "").await;
+        assert_eq!(out, "alice@example.test: bob@example.test removed (1 entry)\n");
+        let err = cli_fails(&s, &["contacts", "remove", a, "bob@example.test", "--group", "work"]).await;
+        assert!(err.contains("bob@example.test is not in alice@example.test's group \"work\""), "{err}");
+        cli(&s, &["contacts", "add", a, "bob@example.test", "--group", "family"], "").await;
+        let out = cli(&s, &["contacts", "remove", a, "sip:bob@example.test"], "").await;
+        assert_eq!(out, "alice@example.test: bob@example.test removed (2 entries)\n", "from every group");
+        let err = cli_fails(&s, &["contacts", "remove", a, "bob@example.test"]).await;
+        assert!(err.contains("bob@example.test is not on alice@example.test's list"), "{err}");
+
+        let table = cli(&s, &["contacts", "list", a], "").await;
+        assert_eq!(table_rows(&table), vec![vec!["group", "contact", "name"], vec!["carol@partner.test", "Carol"]]);
+        assert!(table.ends_with("(1 entry)\n"), "{table}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_owners_and_bad_addresses_are_one_clear_error() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let nobody = "nobody@example.test";
+    for args in [
+        &["rules", "allow", nobody, "bob@example.test"][..],
+        &["rules", "polite-block", nobody, "*@example.test"],
+        &["rules", "remove", nobody, "bob@example.test"],
+        &["rules", "list", nobody],
+        &["contacts", "add", nobody, "bob@example.test"],
+        &["contacts", "remove", nobody, "bob@example.test", "--group", "work"],
+        &["contacts", "list", nobody, "--format", "json"],
+    ] {
+        let err = cli_fails(&s, args).await;
+        assert!(err.contains("nobody@example.test: no such user"), "{args:?}: {err}");
+    }
+
+    for watcher in ["bob", "@example.test", "bob@", "bob@bad domain"] {
+        let err = cli_fails(&s, &["rules", "block", "alice@example.test", watcher]).await;
+        assert!(err.contains("user@domain") && err.contains("*@domain"), "{watcher:?}: {err}");
+    }
+    let err = cli_fails(&s, &["rules", "allow", "alice", "bob@example.test"]).await;
+    assert!(err.contains("\"alice\" is not an address of record"), "{err}");
+    let err = cli_fails(&s, &["contacts", "add", "alice@example.test", "*@example.test"]).await;
+    assert!(err.contains("is not user@domain"), "a contact is one user, not a domain: {err}");
+    let err = cli_fails(&s, &["contacts", "add", "alice@example.test", "bob"]).await;
+    assert!(err.contains("\"bob\" is not an address of record"), "{err}");
+
+    // Nothing of the above was kept.
+    let rules = cli(&s, &["rules", "list", "alice@example.test", "--format", "csv"], "").await;
+    assert_eq!(rules, "watcher,action,updated\n");
+    let contacts = cli(&s, &["contacts", "list", "alice@example.test", "--format", "csv"], "").await;
+    assert_eq!(contacts, "group,contact,name\n");
+}
