@@ -7,13 +7,19 @@ use super::xml;
 pub const CONTENT_TYPE: &str = "application/rlmi+xml";
 pub const NS: &str = "urn:ietf:params:xml:ns:rlmi";
 
+/// The state of one instance of a resource's subscription (RFC 4662 section 5.2, the values of
+/// the Subscription-State header of RFC 6665).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InstanceState {
     Active,
     Pending,
-    Terminated { reason: Option<String> },
+    /// `reason` as in Subscription-State (`rejected`, `noresource`, `timeout`...).
+    Terminated {
+        reason: Option<String>,
+    },
 }
 
+/// A back-end subscription to the resource (RFC 4662 section 5.2, `<instance>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub id: String,
@@ -22,22 +28,27 @@ pub struct Instance {
     pub cid: Option<String>,
 }
 
+/// A member of the list (RFC 4662 section 5.2, `<resource>`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Resource {
     pub uri: String,
+    /// The first `<name>`: how the list owner calls the resource.
     pub name: Option<String>,
     pub instances: Vec<Instance>,
 }
 
+/// An RLMI document: the `<list>` (RFC 4662 section 5.2).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rlmi {
     pub uri: String,
+    /// Increases by one with every NOTIFY of the subscription.
     pub version: u32,
     /// Full state (every resource) or partial (only what changed).
     pub full_state: bool,
     pub resources: Vec<Resource>,
 }
 
+/// The RLMI document of `list` (RFC 4662 section 5.2).
 pub fn document(list: &Rlmi) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<list xmlns=\"{NS}\" uri=\"{}\" version=\"{}\" fullState=\"{}\">",
@@ -72,50 +83,66 @@ pub fn document(list: &Rlmi) -> String {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RlmiError(pub String);
+pub enum RlmiError {
+    NotUtf8,
+    NotXml(String),
+    /// The root is not `{urn:ietf:params:xml:ns:rlmi}list`.
+    NotRlmi,
+    /// A required attribute (RFC 4662 section 5) is missing or has a value the schema does not allow.
+    Invalid(&'static str),
+}
 
 impl std::fmt::Display for RlmiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            RlmiError::NotUtf8 => f.write_str("not UTF-8"),
+            RlmiError::NotXml(e) => write!(f, "not well-formed XML: {e}"),
+            RlmiError::NotRlmi => f.write_str("not an RLMI list"),
+            RlmiError::Invalid(what) => write!(f, "invalid {what}"),
+        }
     }
 }
 
+impl std::error::Error for RlmiError {}
+
+/// Parses an RLMI document (RFC 4662 section 5).
 pub fn parse(body: &[u8]) -> Result<Rlmi, RlmiError> {
-    let bad = |s: &str| RlmiError(s.to_string());
-    let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
-    let root = xml::parse(text).map_err(|e| RlmiError(e.0))?;
+    let text = std::str::from_utf8(body).map_err(|_| RlmiError::NotUtf8)?;
+    let root = xml::parse(text).map_err(|e| RlmiError::NotXml(e.0))?;
     if root.ns != NS || root.name != "list" {
-        return Err(bad("not an RLMI list"));
+        return Err(RlmiError::NotRlmi);
     }
+    let invalid = RlmiError::Invalid;
     let mut resources = Vec::new();
     for r in root.children_named(NS, "resource") {
         let mut instances = Vec::new();
         for i in r.children_named(NS, "instance") {
-            let state = match i.attr("state") {
+            let state = match i.attr("state").map(str::trim) {
                 Some("active") => InstanceState::Active,
                 Some("pending") => InstanceState::Pending,
                 Some("terminated") => InstanceState::Terminated { reason: i.attr("reason").map(str::to_string) },
-                _ => return Err(bad("instance state")),
+                _ => return Err(invalid("instance state")),
             };
             instances.push(Instance {
-                id: i.attr("id").ok_or_else(|| bad("instance without id"))?.to_string(),
+                id: i.attr("id").ok_or(invalid("instance id"))?.to_string(),
                 state,
                 cid: i.attr("cid").map(str::to_string),
             });
         }
         resources.push(Resource {
-            uri: r.attr("uri").ok_or_else(|| bad("resource without uri"))?.to_string(),
+            uri: r.attr("uri").ok_or(invalid("resource uri"))?.to_string(),
             name: r.child(NS, "name").map(|n| n.text.clone()),
             instances,
         });
     }
     Ok(Rlmi {
-        uri: root.attr("uri").ok_or_else(|| bad("no uri"))?.to_string(),
-        version: root.attr("version").and_then(|v| v.parse().ok()).ok_or_else(|| bad("no version"))?,
-        full_state: match root.attr("fullState") {
-            Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            _ => return Err(bad("no fullState")),
+        uri: root.attr("uri").ok_or(invalid("list uri"))?.to_string(),
+        version: root.attr("version").and_then(|v| v.trim().parse().ok()).ok_or(invalid("list version"))?,
+        // xs:boolean
+        full_state: match root.attr("fullState").map(str::trim) {
+            Some("true" | "1") => true,
+            Some("false" | "0") => false,
+            _ => return Err(invalid("list fullState")),
         },
         resources,
     })
@@ -123,28 +150,31 @@ pub fn parse(body: &[u8]) -> Result<Rlmi, RlmiError> {
 
 /// One body part of a resource-list NOTIFY.
 pub struct BodyPart<'a> {
+    /// Without the `<>`.
     pub content_id: &'a str,
     pub content_type: &'a str,
     pub body: &'a [u8],
 }
 
-/// The multipart/related body (RFC 2387) of a resource-list NOTIFY: the RLMI document first
-/// (Content-ID `rlmi_cid`), then the parts. Returns the Content-Type header value and the
-/// body; the boundary occurs in no part.
+/// The multipart/related body (RFC 2387; RFC 4662 section 5) of a resource-list NOTIFY: the
+/// RLMI document first (Content-ID `rlmi_cid`), then the parts. Returns the Content-Type
+/// header value and the body. The boundary occurs in no part, so no part can end early.
 pub fn multipart_related(rlmi_cid: &str, rlmi: &str, parts: &[BodyPart<'_>]) -> (String, Vec<u8>) {
-    let mut n = 0u32;
-    let boundary = loop {
-        let b = format!("sipfront-{n:08x}-boundary");
-        let inside = |body: &[u8]| body.windows(b.len()).any(|w| w == b.as_bytes());
-        if !inside(rlmi.as_bytes()) && !parts.iter().any(|p| inside(p.body)) {
-            break b;
+    let boundary = boundary(rlmi.as_bytes(), parts);
+    let size =
+        rlmi.len() + parts.iter().map(|p| p.body.len() + p.content_id.len() + p.content_type.len()).sum::<usize>();
+    let mut body = Vec::with_capacity(size + (parts.len() + 1) * (boundary.len() + 80) + 64);
+    let mut part = |cid: &str, content_type: &str, content: &[u8]| {
+        for line in [
+            format!("--{boundary}\r\n"),
+            "Content-Transfer-Encoding: binary\r\n".to_string(),
+            format!("Content-ID: <{}>\r\n", content_id(cid)),
+            format!("Content-Type: {}\r\n\r\n", header_value(content_type)),
+        ] {
+            body.extend_from_slice(line.as_bytes());
         }
-        n += 1;
-    };
-    let mut body = Vec::with_capacity(rlmi.len() + parts.iter().map(|p| p.body.len() + 128).sum::<usize>() + 128);
-    let mut part = |cid: &str, ct: &str, content: &[u8]| {
-        body.extend_from_slice(format!("--{boundary}\r\nContent-Transfer-Encoding: binary\r\nContent-ID: <{cid}>\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
         body.extend_from_slice(content);
+        // RFC 2046 5.1.1: the line break before a delimiter belongs to the delimiter.
         body.extend_from_slice(b"\r\n");
     };
     part(rlmi_cid, CONTENT_TYPE, rlmi.as_bytes());
@@ -152,12 +182,41 @@ pub fn multipart_related(rlmi_cid: &str, rlmi: &str, parts: &[BodyPart<'_>]) -> 
         part(p.content_id, p.content_type, p.body);
     }
     body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    let content_type =
-        format!("multipart/related;type=\"{CONTENT_TYPE}\";start=\"<{rlmi_cid}>\";boundary=\"{boundary}\"");
+    let content_type = format!(
+        "multipart/related;type=\"{CONTENT_TYPE}\";start=\"<{}>\";boundary=\"{boundary}\"",
+        content_id(rlmi_cid)
+    );
     (content_type, body)
 }
 
+/// The first of `sipfront-00000000`, `sipfront-00000001`... found in no part (RFC 2046 5.1.1:
+/// the boundary must not appear inside the encapsulated parts). Each part rules out at most
+/// as many candidates as it has bytes, so the search ends.
+fn boundary(rlmi: &[u8], parts: &[BodyPart<'_>]) -> String {
+    let mut n: u64 = 0;
+    loop {
+        let candidate = format!("sipfront-{n:08x}");
+        let found = |body: &[u8]| memchr::memmem::find(body, candidate.as_bytes()).is_some();
+        if !found(rlmi) && !parts.iter().any(|p| found(p.body)) {
+            return candidate;
+        }
+        n += 1;
+    }
+}
+
+/// A header value without the control characters that would end the header line early.
+fn header_value(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
+}
+
+/// A Content-ID (RFC 2392: an addr-spec inside `<>`), without what would end it or the quoted
+/// `start` parameter early.
+fn content_id(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\\')).collect()
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test fails
 mod tests {
     use super::*;
 

@@ -1,11 +1,13 @@
 //! Watcher information (RFC 3857 event package `presence.winfo`, RFC 3858 document format):
 //! who watches a presentity and in what state, so that its client can ask the user to approve.
+//! The server writes these documents; the parser serves the tests and the load generator.
 
 use super::xml;
 
 pub const CONTENT_TYPE: &str = "application/watcherinfo+xml";
 pub const NS: &str = "urn:ietf:params:xml:ns:watcherinfo";
 
+/// The state of a watcher's subscription (RFC 3857 section 5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatcherStatus {
     Pending,
@@ -14,6 +16,7 @@ pub enum WatcherStatus {
     Terminated,
 }
 
+/// What made the subscription enter its state (RFC 3857 section 5.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WatcherEvent {
     Subscribe,
@@ -26,42 +29,59 @@ pub enum WatcherEvent {
     Noresource,
 }
 
-const STATUSES: [(WatcherStatus, &str); 4] = [
-    (WatcherStatus::Pending, "pending"),
-    (WatcherStatus::Active, "active"),
-    (WatcherStatus::Waiting, "waiting"),
-    (WatcherStatus::Terminated, "terminated"),
-];
+impl WatcherStatus {
+    /// The `status` attribute value (RFC 3858 section 4.4).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatcherStatus::Pending => "pending",
+            WatcherStatus::Active => "active",
+            WatcherStatus::Waiting => "waiting",
+            WatcherStatus::Terminated => "terminated",
+        }
+    }
 
-const EVENTS: [(WatcherEvent, &str); 8] = [
-    (WatcherEvent::Subscribe, "subscribe"),
-    (WatcherEvent::Approved, "approved"),
-    (WatcherEvent::Deactivated, "deactivated"),
-    (WatcherEvent::Probation, "probation"),
-    (WatcherEvent::Rejected, "rejected"),
-    (WatcherEvent::Timeout, "timeout"),
-    (WatcherEvent::Giveup, "giveup"),
-    (WatcherEvent::Noresource, "noresource"),
-];
-
-fn name_of<T: PartialEq + Copy>(table: &[(T, &'static str)], v: T) -> &'static str {
-    table.iter().find(|(t, _)| *t == v).map_or("", |(_, n)| *n)
+    fn from_name(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Active, Self::Waiting, Self::Terminated].into_iter().find(|v| v.as_str() == s)
+    }
 }
 
-fn value_of<T: Copy>(table: &[(T, &'static str)], s: &str) -> Option<T> {
-    table.iter().find(|(_, n)| *n == s).map(|(t, _)| *t)
+impl WatcherEvent {
+    /// The `event` attribute value (RFC 3858 section 4.4, the transitions of RFC 3857 section 5.1).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatcherEvent::Subscribe => "subscribe",
+            WatcherEvent::Approved => "approved",
+            WatcherEvent::Deactivated => "deactivated",
+            WatcherEvent::Probation => "probation",
+            WatcherEvent::Rejected => "rejected",
+            WatcherEvent::Timeout => "timeout",
+            WatcherEvent::Giveup => "giveup",
+            WatcherEvent::Noresource => "noresource",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Self> {
+        use WatcherEvent::*;
+        [Subscribe, Approved, Deactivated, Probation, Rejected, Timeout, Giveup, Noresource]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
 }
 
+/// A `<watcher>` (RFC 3858 section 4.4): one subscription to the resource.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Watcher {
+    /// Unique for the subscription, stable across documents.
     pub id: String,
     pub uri: String,
     pub display_name: Option<String>,
     pub status: WatcherStatus,
     pub event: WatcherEvent,
+    /// Seconds since the subscription was created.
     pub duration_subscribed: Option<u64>,
 }
 
+/// A `<watcher-list>`: the watchers of one resource for one event package.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatcherList {
     pub resource: String,
@@ -71,12 +91,16 @@ pub struct WatcherList {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatcherInfo {
+    /// RFC 3858 section 4.3: increases by one with every document of a subscription.
     pub version: u32,
+    /// `state="full"` (every watcher) or `"partial"` (only the changes).
     pub full: bool,
     pub lists: Vec<WatcherList>,
 }
 
-/// A watcherinfo document with one watcher list.
+/// A watcherinfo document (RFC 3858 section 4) with one watcher list: `version` counts the
+/// documents sent in the subscription (section 4.3), `full` says whether the list is complete
+/// or only what changed since the previous one.
 pub fn document(version: u32, full: bool, resource: &str, package: &str, watchers: &[Watcher]) -> String {
     let mut out = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<watcherinfo xmlns=\"{NS}\" version=\"{version}\" state=\"{}\">\
@@ -89,8 +113,8 @@ pub fn document(version: u32, full: bool, resource: &str, package: &str, watcher
         out.push_str(&format!(
             "<watcher id=\"{}\" status=\"{}\" event=\"{}\"",
             xml::escape(&w.id),
-            name_of(&STATUSES, w.status),
-            name_of(&EVENTS, w.event)
+            w.status.as_str(),
+            w.event.as_str()
         ));
         if let Some(n) = &w.display_name {
             out.push_str(&format!(" display-name=\"{}\"", xml::escape(n)));
@@ -105,43 +129,60 @@ pub fn document(version: u32, full: bool, resource: &str, package: &str, watcher
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WinfoError(pub String);
+pub enum WinfoError {
+    NotUtf8,
+    NotXml(String),
+    /// The root is not `{urn:ietf:params:xml:ns:watcherinfo}watcherinfo`.
+    NotWatcherinfo,
+    /// A required attribute (RFC 3858 section 4) is missing or has a value the schema does not allow.
+    Invalid(&'static str),
+}
 
 impl std::fmt::Display for WinfoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            WinfoError::NotUtf8 => f.write_str("not UTF-8"),
+            WinfoError::NotXml(e) => write!(f, "not well-formed XML: {e}"),
+            WinfoError::NotWatcherinfo => f.write_str("not a watcherinfo document"),
+            WinfoError::Invalid(what) => write!(f, "invalid {what}"),
+        }
     }
 }
 
+impl std::error::Error for WinfoError {}
+
+/// Parses a watcherinfo document (RFC 3858 section 4).
 pub fn parse(body: &[u8]) -> Result<WatcherInfo, WinfoError> {
-    let bad = |s: &str| WinfoError(s.to_string());
-    let text = std::str::from_utf8(body).map_err(|_| bad("not UTF-8"))?;
-    let root = xml::parse(text).map_err(|e| WinfoError(e.0))?;
+    let text = std::str::from_utf8(body).map_err(|_| WinfoError::NotUtf8)?;
+    let root = xml::parse(text).map_err(|e| WinfoError::NotXml(e.0))?;
     if root.ns != NS || root.name != "watcherinfo" {
-        return Err(bad("not a watcherinfo document"));
+        return Err(WinfoError::NotWatcherinfo);
     }
-    let version = root.attr("version").and_then(|v| v.parse().ok()).ok_or_else(|| bad("no version"))?;
-    let full = match root.attr("state") {
+    let invalid = WinfoError::Invalid;
+    let version = root.attr("version").and_then(|v| v.trim().parse().ok()).ok_or(invalid("version"))?;
+    let full = match root.attr("state").map(str::trim) {
         Some("full") => true,
         Some("partial") => false,
-        _ => return Err(bad("no state")),
+        _ => return Err(invalid("state")),
     };
     let mut lists = Vec::new();
     for l in root.children_named(NS, "watcher-list") {
         let mut watchers = Vec::new();
         for w in l.children_named(NS, "watcher") {
+            let status = w.attr("status").and_then(|s| WatcherStatus::from_name(s.trim()));
+            let event = w.attr("event").and_then(|s| WatcherEvent::from_name(s.trim()));
             watchers.push(Watcher {
-                id: w.attr("id").ok_or_else(|| bad("watcher without id"))?.to_string(),
+                id: w.attr("id").ok_or(invalid("watcher id"))?.to_string(),
                 uri: w.text.trim().to_string(),
                 display_name: w.attr("display-name").map(str::to_string),
-                status: w.attr("status").and_then(|s| value_of(&STATUSES, s)).ok_or_else(|| bad("watcher status"))?,
-                event: w.attr("event").and_then(|s| value_of(&EVENTS, s)).ok_or_else(|| bad("watcher event"))?,
-                duration_subscribed: w.attr("duration-subscribed").and_then(|d| d.parse().ok()),
+                status: status.ok_or(invalid("watcher status"))?,
+                event: event.ok_or(invalid("watcher event"))?,
+                duration_subscribed: w.attr("duration-subscribed").and_then(|d| d.trim().parse().ok()),
             });
         }
         lists.push(WatcherList {
-            resource: l.attr("resource").unwrap_or_default().to_string(),
-            package: l.attr("package").unwrap_or_default().to_string(),
+            resource: l.attr("resource").ok_or(invalid("watcher-list resource"))?.to_string(),
+            package: l.attr("package").ok_or(invalid("watcher-list package"))?.to_string(),
             watchers,
         });
     }
@@ -149,6 +190,7 @@ pub fn parse(body: &[u8]) -> Result<WatcherInfo, WinfoError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a panic is how a test fails
 mod tests {
     use super::*;
 
