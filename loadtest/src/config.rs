@@ -35,6 +35,8 @@ impl Scenario {
 pub enum TransportKind {
     Udp,
     Tcp,
+    /// TLS over TCP (RFC 3261 26.2.1), one connection per user like TCP.
+    Tls,
 }
 
 impl TransportKind {
@@ -43,6 +45,7 @@ impl TransportKind {
         match self {
             TransportKind::Udp => "UDP",
             TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
         }
     }
 
@@ -51,6 +54,7 @@ impl TransportKind {
         match self {
             TransportKind::Udp => "udp",
             TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
         }
     }
 }
@@ -77,6 +81,10 @@ pub struct Config {
     pub scenario: Scenario,
     pub target: SocketAddr,
     pub transport: TransportKind,
+    /// TLS: verify the server's certificate against this PEM file; `None` accepts any.
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// TLS: the name to verify and send as SNI; `None` is the target's address.
+    pub tls_server_name: Option<String>,
     pub domain: String,
     /// How the users were given (`user{n}` pattern or a CSV path), for the report.
     pub users_from: String,
@@ -110,6 +118,8 @@ impl Config {
             scenario,
             target,
             transport: TransportKind::Udp,
+            tls_ca: None,
+            tls_server_name: None,
             domain: "example.test".into(),
             users_from: String::new(),
             accounts: Vec::new(),

@@ -15,6 +15,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod sip;
 pub mod stats;
+pub mod tls;
 pub mod transport;
 pub mod users;
 

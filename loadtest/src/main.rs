@@ -45,6 +45,12 @@ struct RunArgs {
     target: SocketAddr,
     #[arg(long, value_enum, default_value_t = TransportKind::Udp)]
     transport: TransportKind,
+    /// TLS: verify the server's certificate against this PEM file (default: accept any).
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// TLS: the name to verify and send as SNI (default: the target's address).
+    #[arg(long)]
+    tls_server_name: Option<String>,
     /// Users `user{n}` for n in OFFSET..OFFSET+N.
     #[arg(long, default_value_t = 100)]
     users: usize,
@@ -99,6 +105,8 @@ impl RunArgs {
     fn config(&self, scenario: Scenario) -> anyhow::Result<Config> {
         let mut c = Config::new(scenario, self.target);
         c.transport = self.transport;
+        c.tls_ca = self.tls_ca.clone();
+        c.tls_server_name = self.tls_server_name.clone();
         c.domain = self.domain.clone();
         match &self.users_csv {
             Some(path) => c.set_csv_users(path)?,

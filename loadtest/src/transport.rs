@@ -1,4 +1,5 @@
-//! The client side of the wire: a UDP socket or a TCP connection (an [`Endpoint`]) with
+//! The client side of the wire: a UDP socket, a TCP connection or a TLS connection (an
+//! [`Endpoint`]) with
 //! non-INVITE client transactions on it (RFC 3261 17.1.2), and a user agent server that answers
 //! every request it is sent with 200 (what a receiving IM client does).
 //!
@@ -13,9 +14,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpSocket, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -39,7 +39,7 @@ pub struct Timers {
     pub timeout: Duration,
 }
 
-/// One UDP socket or one TCP connection to the target, with its receive task.
+/// One UDP socket or one TCP or TLS connection to the target, with its receive task.
 #[derive(Clone)]
 pub struct Endpoint {
     shared: Arc<Shared>,
@@ -61,7 +61,8 @@ struct Shared {
 
 enum Link {
     Udp(UdpSocket),
-    Tcp(tokio::sync::Mutex<OwnedWriteHalf>),
+    /// The sending half of a TCP or TLS connection.
+    Stream(tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>),
 }
 
 /// Branches remembered per generation of `delivered`.
@@ -90,16 +91,42 @@ impl Endpoint {
         stats: Arc<Stats>,
         timers: Timers,
     ) -> std::io::Result<Endpoint> {
-        let socket = if local_ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-        socket.bind(SocketAddr::new(local_ip, 0))?;
-        let stream = socket.connect(remote).await?;
-        stream.set_nodelay(true)?;
+        let stream = connect(local_ip, remote).await?;
         let local = stream.local_addr()?;
         let (read, write) = stream.into_split();
-        let e = Endpoint::new(Link::Tcp(tokio::sync::Mutex::new(write)), local, remote, stats, timers);
+        Ok(Endpoint::stream(read, Box::new(write), local, remote, stats, timers))
+    }
+
+    /// A TLS connection from `local_ip` to `remote`, the handshake done by `tls`.
+    pub async fn tls(
+        local_ip: IpAddr,
+        remote: SocketAddr,
+        tls: &crate::tls::Client,
+        stats: Arc<Stats>,
+        timers: Timers,
+    ) -> std::io::Result<Endpoint> {
+        let stream = connect(local_ip, remote).await?;
+        let local = stream.local_addr()?;
+        // A handshake that never completes must not hold its user past Timer F.
+        let stream = tokio::time::timeout(timers.timeout, tls.connect(stream))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let (read, write) = tokio::io::split(stream);
+        Ok(Endpoint::stream(read, Box::new(write), local, remote, stats, timers))
+    }
+
+    fn stream(
+        read: impl AsyncRead + Send + Unpin + 'static,
+        write: Box<dyn AsyncWrite + Send + Unpin>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        stats: Arc<Stats>,
+        timers: Timers,
+    ) -> Endpoint {
+        let e = Endpoint::new(Link::Stream(tokio::sync::Mutex::new(write)), local, remote, stats, timers);
         let reader = e.clone();
         tokio::spawn(async move { reader.read_stream(read).await });
-        Ok(e)
+        e
     }
 
     fn new(link: Link, local: SocketAddr, remote: SocketAddr, stats: Arc<Stats>, timers: Timers) -> Endpoint {
@@ -122,7 +149,7 @@ impl Endpoint {
     }
 
     pub fn is_reliable(&self) -> bool {
-        matches!(self.shared.link, Link::Tcp(_))
+        matches!(self.shared.link, Link::Stream(_))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -180,7 +207,12 @@ impl Endpoint {
     async fn send(&self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match &self.shared.link {
             Link::Udp(socket) => socket.send_to(bytes, to).await.map(|_| ()),
-            Link::Tcp(write) => write.lock().await.write_all(bytes).await,
+            Link::Stream(write) => {
+                let mut w = write.lock().await;
+                // A TLS writer holds records until flushed; flushing a TCP one costs nothing.
+                w.write_all(bytes).await?;
+                w.flush().await
+            }
         }
     }
 
@@ -197,7 +229,7 @@ impl Endpoint {
         }
     }
 
-    async fn read_stream(self, mut read: tokio::net::tcp::OwnedReadHalf) {
+    async fn read_stream(self, mut read: impl AsyncRead + Unpin) {
         let mut framer = StreamFramer::new(Limits::default());
         'conn: loop {
             loop {
@@ -284,6 +316,16 @@ impl Endpoint {
         d[0].insert(branch.into_boxed_str());
         true
     }
+}
+
+/// A TCP connection from `local_ip` to `remote`, Nagle off (requests are small and latency
+/// is what we measure).
+async fn connect(local_ip: IpAddr, remote: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if local_ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(local_ip, 0))?;
+    let stream = socket.connect(remote).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 impl Shared {

@@ -1,6 +1,7 @@
 //! The simulated users and how each reaches the server: over UDP every user of a local address
-//! shares that address's socket (as a softphone farm behind one host would); over TCP each user
-//! has a connection of its own (as OCS clients do), opened on first use from its local address,
+//! shares that address's socket (as a softphone farm behind one host would); over TCP and TLS
+//! each user has a connection of its own (as OCS clients do), opened on first use from its
+//! local address,
 //! so that many local addresses allow many more connections than one address's ephemeral ports.
 
 use crate::config::{Account, Config, TransportKind};
@@ -29,6 +30,7 @@ impl User {
 pub struct Users {
     users: Vec<User>,
     udp: Vec<Endpoint>,
+    tls: Option<crate::tls::Client>,
     config: Arc<Config>,
     stats: Arc<Stats>,
     timers: Timers,
@@ -43,6 +45,14 @@ impl Users {
                 udp.push(Endpoint::udp(ip, config.target, stats.clone(), timers).await?);
             }
         }
+        let tls = match config.transport {
+            TransportKind::Tls => Some(crate::tls::Client::new(
+                config.tls_ca.as_deref(),
+                config.tls_server_name.as_deref(),
+                config.target.ip(),
+            )?),
+            _ => None,
+        };
         let users = config
             .accounts
             .iter()
@@ -54,7 +64,7 @@ impl Users {
                 connection: OnceCell::new(),
             })
             .collect();
-        Ok(Users { users, udp, config, stats, timers })
+        Ok(Users { users, udp, tls, config, stats, timers })
     }
 
     pub fn len(&self) -> usize {
@@ -88,7 +98,12 @@ impl Users {
         let ip = self.config.local_ips[i % self.config.local_ips.len()];
         let stats = self.stats.clone();
         let (target, timers) = (self.config.target, self.timers);
-        let connect = || Endpoint::tcp(ip, target, stats, timers);
+        let connect = || async move {
+            match &self.tls {
+                Some(tls) => Endpoint::tls(ip, target, tls, stats, timers).await,
+                None => Endpoint::tcp(ip, target, stats, timers).await,
+            }
+        };
         match self.users[i].connection.get_or_try_init(connect).await {
             Ok(e) => Some(e.clone()),
             Err(_) => {

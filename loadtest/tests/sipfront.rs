@@ -1,4 +1,4 @@
-//! Small bounded runs of every scenario against a live sipfront, over UDP and TCP.
+//! Small bounded runs of every scenario against a live sipfront, over UDP, TCP and TLS.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
@@ -53,6 +53,47 @@ async fn message_over_tcp() {
     let r = run(c).await;
     assert_eq!((r.succeeded, r.failed), (100, 0));
     assert_eq!(r.deliveries, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_message_over_tls() {
+    let server = Server::start(20).await;
+    // The server's certificate is self-signed: accepted without --tls-ca.
+    let mut c = config(Scenario::Register, server.tls(), 20, 200.0, 100);
+    c.transport = TransportKind::Tls;
+    c.local_ips = sipfront_loadtest::config::parse_local_ips("127.0.0.2-127.0.0.3").unwrap();
+    let r = run(c).await;
+    assert_eq!((r.succeeded, r.failed), (100, 0), "register over TLS");
+    assert_eq!(r.transactions["register.initial"].statuses.get("401"), Some(&100));
+    assert_eq!(r.retransmissions + r.transport_errors + r.malformed, 0);
+
+    let mut c = config(Scenario::Message, server.tls(), 20, 200.0, 100);
+    c.transport = TransportKind::Tls;
+    let r = run(c).await;
+    assert_eq!((r.succeeded, r.failed), (100, 0), "message over TLS");
+    assert_eq!(r.deliveries, 100, "relayed to the receivers over their TLS connections");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_ca_verifies_the_server() {
+    let (server, other) = (Server::start(10).await, Server::start(1).await);
+    let mut c = config(Scenario::Register, server.tls(), 10, 100.0, 20);
+    c.transport = TransportKind::Tls;
+    c.tls_ca = Some(server.cert());
+    let r = run(c.clone()).await;
+    assert_eq!((r.succeeded, r.failed), (20, 0), "verified against its own certificate");
+
+    // Another server's certificate: no handshake completes, every transaction fails, counted.
+    c.tls_ca = Some(other.cert());
+    let r = run(c.clone()).await;
+    assert_eq!((r.succeeded, r.failed, r.unfinished), (0, 20, 0));
+    assert!(r.transport_errors >= 20, "{}", r.transport_errors);
+
+    // The right certificate but a name it does not hold.
+    c.tls_ca = Some(server.cert());
+    c.tls_server_name = Some("sip.example.org".into());
+    let r = run(c).await;
+    assert_eq!((r.succeeded, r.failed), (0, 20));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

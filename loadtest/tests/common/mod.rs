@@ -56,6 +56,15 @@ impl Server {
     pub fn tcp(&self) -> SocketAddr {
         self.server.tcp[0]
     }
+
+    pub fn tls(&self) -> SocketAddr {
+        self.server.tls[0]
+    }
+
+    /// The self-signed certificate sipfront made at start (its names include 127.0.0.1).
+    pub fn cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("tls").join("cert.pem")
+    }
 }
 
 /// A small bounded run's configuration: `count` transactions at `rate`, short timeouts.
