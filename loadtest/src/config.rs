@@ -94,6 +94,8 @@ pub struct Config {
     /// Transactions per second, scheduled whether or not earlier ones have been answered.
     pub rate: f64,
     pub bound: Bound,
+    /// Ramp mode: steps of rising rate instead of `rate` and `bound`.
+    pub ramp: Option<crate::ramp::Ramp>,
     /// Registrations per second while the message scenario registers its users.
     pub setup_rate: f64,
     /// Local addresses the clients bind to (one UDP socket each; TCP connections spread over them).
@@ -126,6 +128,7 @@ impl Config {
             users: 0,
             rate: 100.0,
             bound: Bound::Count(1000),
+            ramp: None,
             setup_rate: 1000.0,
             local_ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
             timeout_ms: 32_000,
@@ -174,8 +177,11 @@ impl Config {
         Ok(())
     }
 
-    /// How many transactions the run schedules, if it is bounded by count.
+    /// How many transactions the run schedules (a ramp: if every step passes).
     pub fn planned(&self) -> u64 {
+        if let Some(r) = &self.ramp {
+            return r.rates().map(|rate| r.count(rate)).sum();
+        }
         match self.bound {
             Bound::Count(n) => n,
             Bound::Seconds(s) => (s * self.rate).round() as u64,
@@ -210,6 +216,9 @@ impl Config {
                 bail!("the presence scenario needs more users than --watch ({})", self.watch)
             }
             _ => {}
+        }
+        if let Some(r) = &self.ramp {
+            r.check()?;
         }
         if self.planned() == 0 {
             bail!("the run would send nothing (count or duration is zero)");

@@ -10,6 +10,7 @@
 //! measure other servers exactly as it measures ours.
 
 pub mod config;
+pub mod ramp;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
@@ -36,16 +37,27 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>, progress: bool
     let stats = Arc::new(Stats::default());
     let users = Arc::new(users::Users::new(config.clone(), stats.clone()).await?);
     let bar = progress.then(|| live(config.planned(), stats.clone()));
-    let phase = match config.scenario {
-        Scenario::Register => scenario::register::run(users, &mut stop).await,
-        Scenario::Message => scenario::message::run(users, &mut stop).await,
-        Scenario::Presence => scenario::presence::run(users, &mut stop).await,
+    let (phase, ramp) = match (scenario::prepare(&users, &mut stop).await, &config.ramp) {
+        (Err(interrupted), _) => (interrupted, None),
+        (Ok(prepared), None) => (prepared.measure(&users, config.rate, config.planned(), &mut stop).await, None),
+        (Ok(prepared), Some(r)) => {
+            let (phase, steps) = ramp::run(r, &prepared, &users, &mut stop).await;
+            (phase, Some(steps))
+        }
     };
     if let Some((bar, task)) = bar {
         task.abort();
         bar.finish_and_clear();
     }
-    Ok(Report::new(&config, &stats, &phase, started_unix_ms))
+    let mut report = Report::new(&config, &stats, &phase, started_unix_ms);
+    if let Some(ramp) = ramp {
+        // Over every step together: `ramp::run` has added each step's last interval to the
+        // sending span already.
+        report.offered_rate =
+            if phase.sending.is_zero() { 0.0 } else { phase.started as f64 / phase.sending.as_secs_f64() };
+        report.ramp = Some(ramp);
+    }
+    Ok(report)
 }
 
 /// The live progress line: transactions ended out of planned, the rate over the last second,

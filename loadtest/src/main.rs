@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sipfront_loadtest::config::{parse_local_ips, Bound, Config, Scenario, TransportKind};
+use sipfront_loadtest::ramp::Ramp;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -73,6 +74,18 @@ struct RunArgs {
     /// Run this many transactions at the rate (default 1000 when no --duration).
     #[arg(long)]
     count: Option<u64>,
+    /// Ramp mode: steps at START, START+STEP, ... up to MAX per second, until one fails.
+    #[arg(long, value_name = "START:STEP:MAX", conflicts_with_all = ["rate", "duration", "count"])]
+    ramp: Option<String>,
+    /// Ramp: seconds each step lasts [default: 10].
+    #[arg(long)]
+    step_duration: Option<f64>,
+    /// Ramp: a step fails with this percentage of failed transactions or more [default: 1].
+    #[arg(long)]
+    max_failure_pct: Option<f64>,
+    /// Ramp: a step fails with a p99 latency above this many milliseconds [default: 200].
+    #[arg(long)]
+    max_p99_ms: Option<f64>,
     /// Registrations per second while the message scenario registers its users.
     #[arg(long, default_value_t = 1000.0)]
     setup_rate: f64,
@@ -118,6 +131,19 @@ impl RunArgs {
             (None, Some(n)) => Bound::Count(n),
             (None, None) => Bound::Count(1000),
         };
+        let ramp_options = [self.step_duration, self.max_failure_pct, self.max_p99_ms];
+        if self.ramp.is_none() && ramp_options.iter().any(Option::is_some) {
+            anyhow::bail!("--step-duration, --max-failure-pct and --max-p99-ms go with --ramp");
+        }
+        if let Some(spec) = &self.ramp {
+            let r = Ramp::parse(spec)?;
+            c.ramp = Some(Ramp {
+                step_secs: self.step_duration.unwrap_or(r.step_secs),
+                max_failure_pct: self.max_failure_pct.unwrap_or(r.max_failure_pct),
+                max_p99_ms: self.max_p99_ms.unwrap_or(r.max_p99_ms),
+                ..r
+            });
+        }
         c.setup_rate = self.setup_rate;
         c.local_ips = parse_local_ips(&self.local_ips)?;
         c.timeout_ms = (self.timeout * 1000.0) as u64;

@@ -46,6 +46,9 @@ pub struct Report {
     pub measured_notifies: u64,
     pub notify_rate: f64,
     pub other_requests_received: u64,
+    /// Ramp mode: every step and the highest rate that passed. The figures above then cover
+    /// every step together.
+    pub ramp: Option<crate::ramp::RampReport>,
     /// By transaction type: the whole exchange (`register`, `message`), its steps
     /// (`register.initial`, `register.auth`...), set-up (`setup.register`).
     pub transactions: BTreeMap<String, TxReport>,
@@ -183,6 +186,7 @@ impl Report {
                 phase.elapsed.as_secs_f64(),
             ),
             other_requests_received: Counters::get(&c.other_requests),
+            ramp: None,
             transactions,
         }
     }
@@ -191,14 +195,17 @@ impl Report {
     pub fn table(&self) -> String {
         let c = &self.config;
         let mut s = String::new();
+        let target = match &c.ramp {
+            Some(r) => format!("ramp {}:{}:{}/s, {} s a step", r.start, r.step, r.max, r.step_secs),
+            None => format!("target {}/s", c.rate),
+        };
         let _ = writeln!(
             s,
-            "sipfront-load {} -> {} over {}: {} users, target {}/s, {} planned{}",
+            "sipfront-load {} -> {} over {}: {} users, {target}, {} planned{}",
             c.scenario.name(),
             c.target,
             c.transport.param(),
             c.users,
-            c.rate,
             self.planned,
             if self.interrupted { "  [INTERRUPTED: partial figures]" } else { "" }
         );
@@ -251,6 +258,33 @@ impl Report {
                 self.notify_rate,
                 self.other_requests_received
             );
+        }
+        if let Some(ramp) = &self.ramp {
+            let _ = writeln!(
+                s,
+                "{:>9} {:>9} {:>9} {:>8} {:>7} {:>9} {:>9} {:>9}  verdict",
+                "step /s", "offered", "achieved", "ok", "fail %", "p50 ms", "p99 ms", "NOTIFY/s"
+            );
+            for step in &ramp.steps {
+                let _ = writeln!(
+                    s,
+                    "{:>9.1} {:>9.1} {:>9.1} {:>8} {:>7.2} {:>9.2} {:>9.2} {:>9.1}  {}",
+                    step.rate,
+                    step.offered_rate,
+                    step.achieved_rate,
+                    step.succeeded,
+                    step.failure_pct,
+                    step.p50_ms,
+                    step.p99_ms,
+                    step.notify_rate,
+                    step.verdict
+                );
+            }
+            let (bound, pct) = c.ramp.as_ref().map_or((0.0, 0.0), |r| (r.max_p99_ms, r.max_failure_pct));
+            let _ = match ramp.highest_passing_rate {
+                Some(rate) => writeln!(s, "highest passing rate: {rate}/s (failures under {pct}%, p99 <= {bound} ms)"),
+                None => writeln!(s, "highest passing rate: none, the first step failed"),
+            };
         }
         s
     }

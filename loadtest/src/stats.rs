@@ -24,15 +24,13 @@ pub struct TxStats {
 
 impl TxStats {
     fn new() -> TxStats {
-        TxStats {
-            // 3 significant digits from 1 us to 120 s: a few tens of kB per type.
-            latency: Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant, valid bounds"),
-            statuses: BTreeMap::new(),
-            ok: 0,
-            failed: 0,
-            timeouts: 0,
-        }
+        TxStats { latency: new_histogram(), statuses: BTreeMap::new(), ok: 0, failed: 0, timeouts: 0 }
     }
+}
+
+/// 3 significant digits from 1 us to 120 s: a few tens of kB.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_MICROS, 3).expect("constant, valid bounds")
 }
 
 /// How one exchange or step ended.
@@ -96,6 +94,9 @@ pub struct Stats {
     /// achieved rate is computed over.
     origin: std::sync::OnceLock<std::time::Instant>,
     last_success_us: AtomicU64,
+    /// Latencies of the measured exchanges (whatever their type and outcome) since the last
+    /// [`Stats::take_step_latency`]: what a ramp step is judged by.
+    step_latency: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Stats {
@@ -132,8 +133,14 @@ impl Stats {
         *self.origin.get_or_init(std::time::Instant::now)
     }
 
-    /// One exchange of the measured scenario has ended.
-    pub fn finish(&self, ok: bool) {
+    /// One exchange of the measured scenario has ended, `latency` after it was due.
+    pub fn finish(&self, ok: bool, latency: Duration) {
+        {
+            let mut h = self.step_latency.lock().unwrap_or_else(|e| e.into_inner());
+            let micros = u64::try_from(latency.as_micros()).unwrap_or(MAX_MICROS).clamp(1, MAX_MICROS);
+            // Cannot fail: the value is clamped into the histogram's bounds.
+            let _ = h.get_or_insert_with(new_histogram).record(micros);
+        }
         Counters::add(&self.finished);
         if ok {
             Counters::add(&self.succeeded);
@@ -147,6 +154,16 @@ impl Stats {
     /// From the start of the measured phase to its last success.
     pub fn success_span(&self) -> Duration {
         Duration::from_micros(Counters::get(&self.last_success_us))
+    }
+
+    /// How long ago the measured phase began (zero before it has).
+    pub fn since_begin(&self) -> Duration {
+        self.origin.get().map_or(Duration::ZERO, |o| o.elapsed())
+    }
+
+    /// The measured exchanges' latencies since the last call, and a fresh start.
+    pub fn take_step_latency(&self) -> Histogram<u64> {
+        self.step_latency.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_else(new_histogram)
     }
 
     /// Failed exchanges of the measured scenario so far.

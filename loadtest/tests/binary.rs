@@ -77,3 +77,45 @@ async fn ctrl_c_prints_the_partial_report() {
     assert!(report.interrupted);
     assert!(report.succeeded > 50 && report.succeeded < 6000, "{}", report.succeeded);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_reports_each_step_and_the_highest_passing_rate() {
+    let server = Server::start(50).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ramp.json");
+    let target = server.udp().to_string();
+    let json2 = json.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(["register", "--target", &target, "--users", "50", "--ramp", "100:100:300"])
+            .args(["--step-duration", "0.5", "--max-p99-ms", "2000", "--json"])
+            .arg(&json2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(stdout.contains("highest passing rate: 300/s"), "the table says it");
+
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ramp = report.ramp.expect("a ramp section");
+    let rates: Vec<f64> = ramp.steps.iter().map(|s| s.rate).collect();
+    assert_eq!(rates, vec![100.0, 200.0, 300.0]);
+    assert_eq!(ramp.steps.iter().map(|s| s.succeeded).collect::<Vec<_>>(), vec![50, 100, 150]);
+    assert!(ramp.steps.iter().all(|s| s.passed && s.verdict == "ok" && s.p99_ms > 0.0));
+    assert_eq!(ramp.highest_passing_rate, Some(300.0));
+    assert_eq!((report.planned, report.succeeded, report.failed), (300, 300, 0));
+    assert_eq!(report.config.ramp.unwrap().step_secs, 0.5);
+
+    // Options of a ramp without --ramp are refused (before anything is sent: the target is
+    // TEST-NET-1, which is refused too, but later and with another message).
+    let out = Command::new(BIN)
+        .args(["register", "--target", "192.0.2.1:5060", "--step-duration", "1", "--count", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ramp"), "{}", String::from_utf8_lossy(&out.stderr));
+}

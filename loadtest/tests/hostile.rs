@@ -5,6 +5,7 @@
 mod common;
 
 use bytes::Bytes;
+use sipfront_loadtest::ramp::Ramp;
 use sipfront_loadtest::Scenario;
 use sipfront_proto::{HeaderName, Limits, Message};
 use tokio::net::UdpSocket;
@@ -46,4 +47,35 @@ async fn counts_what_goes_wrong_instead_of_failing() {
     assert_eq!(r.unexpected_responses, 2, "the 500s");
     assert_eq!(r.transactions["register"].statuses.get("500"), Some(&2));
     assert_eq!(r.transactions["register"].statuses.get("200"), Some(&2), "a server that does not challenge");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ramp_stops_at_the_first_failing_step() {
+    // Answers the first 50 requests, then nothing: the second step's transactions time out.
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        let mut answered = 0;
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let Ok(req) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else { continue };
+            if answered < 50 {
+                answered += 1;
+                let mut r = req.response_to(200);
+                r.push_header(HeaderName::ContentLength, "0");
+                let _ = socket.send_to(&r.to_vec(), from).await;
+            }
+        }
+    });
+    let mut c = common::config(Scenario::Register, target, 10, 100.0, 1);
+    c.timeout_ms = 500;
+    c.ramp = Some(Ramp { step_secs: 0.5, max_p99_ms: 1000.0, ..Ramp::parse("100:100:500").unwrap() });
+    let r = common::run(c).await;
+    let ramp = r.ramp.unwrap();
+    assert_eq!(ramp.steps.len(), 2, "no step after the failing one");
+    assert!(ramp.steps[0].passed);
+    assert_eq!((ramp.steps[1].failed, ramp.steps[1].passed), (100, false));
+    assert!(ramp.steps[1].verdict.starts_with("failures 100.00%"), "{}", ramp.steps[1].verdict);
+    assert_eq!(ramp.highest_passing_rate, Some(100.0));
+    assert_eq!((r.succeeded, r.timeouts), (50, 100));
 }

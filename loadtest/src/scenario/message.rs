@@ -5,42 +5,41 @@
 //! Latency is from the scheduled send to the sender's final response; deliveries are counted
 //! where the receivers see them.
 
-use super::{exchange, register, Kinds};
-use crate::schedule::{open_loop, Phase};
+use super::{exchange, measured, register, Kinds};
+use crate::schedule::Phase;
 use crate::sip::{self, Exchange};
-use crate::stats::{Counters, Outcome};
+use crate::stats::Outcome;
 use crate::users::Users;
 use sipfront_proto::{HeaderName, Method};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub const SETUP: Kinds = Kinds { whole: "setup.register", steps: None };
 pub const MEASURED: Kinds = Kinds { whole: "message", steps: Some(("message.initial", "message.auth")) };
 
-pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
-    let setup = open_loop(users.config().setup_rate, users.len() as u64, stop, |i, due| {
-        let users = users.clone();
-        async move {
-            register::register(&users, i as usize, due, SETUP).await;
-        }
-    })
-    .await;
-    if setup.interrupted {
-        return Phase { started: 0, ..setup };
-    }
-    let (rate, count) = (users.config().rate, users.config().planned());
+/// The body every MESSAGE carries.
+pub struct Prepared {
+    body: Arc<str>,
+}
+
+/// Registers every user, at the set-up rate.
+pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Result<Prepared, Phase> {
+    register::register_all(users, stop).await?;
+    Ok(Prepared { body: body(users.config().message_bytes).into() })
+}
+
+pub async fn measure(
+    users: &Arc<Users>,
+    prepared: &Prepared,
+    rate: f64,
+    count: u64,
+    stop: &mut watch::Receiver<bool>,
+) -> Phase {
     let pairs = users.len() / 2;
-    let body: Arc<str> = body(users.config().message_bytes).into();
-    users.stats().begin();
-    open_loop(rate, count, stop, |i, due| {
-        let (users, body) = (users.clone(), body.clone());
-        async move {
-            Counters::add(&users.stats().started);
-            let k = i as usize % pairs;
-            let ok = send(&users, k, pairs + k, due, &body).await;
-            users.stats().finish(ok);
-        }
+    measured(users, rate, count, stop, |i, due| {
+        let (users, body) = (users.clone(), prepared.body.clone());
+        let k = i as usize % pairs;
+        async move { send(&users, k, pairs + k, due, &body).await }
     })
     .await
 }

@@ -1,16 +1,78 @@
 //! The scenarios, and the exchange they all are made of: a request, a 401 or 407 challenge
 //! answered once with credentials (RFC 3261 22.2), a final response.
+//!
+//! A scenario is run in two parts: its set-up once ([`prepare`]: registrations, subscriptions),
+//! then its measured transactions at a rate ([`Prepared::measure`]), once for a fixed-rate run
+//! or once per step of a ramp.
 
 pub mod message;
 pub mod presence;
 pub mod register;
 
-use crate::config::Account;
+use crate::config::{Account, Scenario};
+use crate::schedule::{open_loop, Phase};
 use crate::sip;
 use crate::stats::{Counters, Outcome, Stats};
 use crate::transport::{Endpoint, TxResult};
+use crate::users::Users;
 use sipfront_proto::{HeaderName, Message};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// A scenario whose set-up is done: what its measured transactions need.
+pub enum Prepared {
+    Register,
+    Message(message::Prepared),
+    Presence(presence::Prepared),
+}
+
+/// Runs the set-up of the configured scenario; `Err` holds its phase if it was interrupted.
+pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Result<Prepared, Phase> {
+    let prepared = match users.config().scenario {
+        Scenario::Register => Prepared::Register,
+        Scenario::Message => Prepared::Message(message::prepare(users, stop).await?),
+        Scenario::Presence => Prepared::Presence(presence::prepare(users, stop).await?),
+    };
+    Ok(prepared)
+}
+
+impl Prepared {
+    /// `count` measured transactions at `rate` per second.
+    pub async fn measure(&self, users: &Arc<Users>, rate: f64, count: u64, stop: &mut watch::Receiver<bool>) -> Phase {
+        match self {
+            Prepared::Register => register::measure(users, rate, count, stop).await,
+            Prepared::Message(m) => message::measure(users, m, rate, count, stop).await,
+            Prepared::Presence(p) => presence::measure(users, p, rate, count, stop).await,
+        }
+    }
+}
+
+/// The measured phase of every scenario: `count` exchanges at `rate`, each made by
+/// `exchange(i, due)` and counted as started, then finished (ok or not) with its latency.
+pub async fn measured<F, Fut>(
+    users: &Arc<Users>,
+    rate: f64,
+    count: u64,
+    stop: &mut watch::Receiver<bool>,
+    exchange: F,
+) -> Phase
+where
+    F: Fn(u64, Instant) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    users.stats().begin();
+    open_loop(rate, count, stop, |i, due| {
+        let (users, run) = (users.clone(), exchange(i, due));
+        async move {
+            Counters::add(&users.stats().started);
+            let ok = run.await;
+            users.stats().finish(ok, due.elapsed());
+        }
+    })
+    .await
+}
 
 /// Where an exchange's figures go: the whole exchange, and optionally each of its two steps.
 #[derive(Clone, Copy)]

@@ -5,7 +5,7 @@
 //! state flipping between open and closed; the server fans each change out as NOTIFYs to the
 //! watchers, which answer 200 and count them (`notifies`, and per second `notify_rate`).
 
-use super::{exchange, exchange_for, register, Kinds};
+use super::{exchange, exchange_for, measured, Kinds};
 use crate::schedule::{open_loop, Phase};
 use crate::sip::{self, Exchange};
 use crate::stats::{Counters, Outcome};
@@ -15,25 +15,20 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-pub const SETUP: Kinds = Kinds { whole: "setup.register", steps: None };
 pub const SUBSCRIBE: Kinds = Kinds { whole: "setup.subscribe", steps: None };
 pub const MEASURED: Kinds = Kinds { whole: "publish", steps: Some(("publish.initial", "publish.auth")) };
 
 /// Each user's current entity tag and how many times it published.
 struct Publications(Vec<Mutex<(Option<String>, u64)>>);
 
-pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
+/// What the measured PUBLISHes share.
+pub struct Prepared {
+    publications: Arc<Publications>,
+}
+
+pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Result<Prepared, Phase> {
     let n = users.len();
-    let setup = open_loop(users.config().setup_rate, n as u64, stop, |i, due| {
-        let users = users.clone();
-        async move {
-            register::register(&users, i as usize, due, SETUP).await;
-        }
-    })
-    .await;
-    if setup.interrupted {
-        return Phase { started: 0, ..setup };
-    }
+    super::register::register_all(users, stop).await?;
     let watch = users.config().watch;
     let subscribing = open_loop(users.config().setup_rate, (n * watch) as u64, stop, |j, due| {
         let users = users.clone();
@@ -44,22 +39,27 @@ pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
     })
     .await;
     if subscribing.interrupted {
-        return Phase { started: 0, ..subscribing };
+        return Err(Phase { started: 0, ..subscribing });
     }
     let counters = &users.stats().counters;
     // The set-up's NOTIFYs (one per subscription) come first, and apart from the measured ones.
     settle(counters, std::time::Duration::from_millis(500)).await;
     counters.notifies_before.store(Counters::get(&counters.notifies), std::sync::atomic::Ordering::Relaxed);
-    let publications = Arc::new(Publications((0..n).map(|_| Mutex::new((None, 0))).collect()));
-    let (rate, count) = (users.config().rate, users.config().planned());
-    users.stats().begin();
-    let phase = open_loop(rate, count, stop, |i, due| {
-        let (users, publications) = (users.clone(), publications.clone());
-        async move {
-            Counters::add(&users.stats().started);
-            let ok = publish(&users, &publications, i as usize % n, due).await;
-            users.stats().finish(ok);
-        }
+    Ok(Prepared { publications: Arc::new(Publications((0..n).map(|_| Mutex::new((None, 0))).collect())) })
+}
+
+pub async fn measure(
+    users: &Arc<Users>,
+    prepared: &Prepared,
+    rate: f64,
+    count: u64,
+    stop: &mut watch::Receiver<bool>,
+) -> Phase {
+    let n = users.len();
+    let counters = &users.stats().counters;
+    let phase = measured(users, rate, count, stop, |i, due| {
+        let (users, publications) = (users.clone(), prepared.publications.clone());
+        async move { publish(&users, &publications, i as usize % n, due).await }
     })
     .await;
     // A server may hold changes back to throttle NOTIFYs (RFC 6446): wait for the last ones.

@@ -2,7 +2,7 @@
 //! REGISTER with credentials -> 200 (SIPp's `reg_auth.xml`). Users are taken in turn, so with
 //! more transactions than users the later ones are refreshes (same Call-ID, higher CSeq).
 
-use super::{exchange, Kinds};
+use super::{exchange, measured, Kinds};
 use crate::schedule::{open_loop, Phase};
 use crate::sip::{self, Exchange};
 use crate::users::Users;
@@ -13,17 +13,28 @@ use tokio::time::Instant;
 
 /// The figures of the measured registrations.
 pub const MEASURED: Kinds = Kinds { whole: "register", steps: Some(("register.initial", "register.auth")) };
+/// The registrations of the other scenarios' set-up.
+pub const SETUP: Kinds = Kinds { whole: "setup.register", steps: None };
 
-pub async fn run(users: Arc<Users>, stop: &mut watch::Receiver<bool>) -> Phase {
-    let (rate, count) = (users.config().rate, users.config().planned());
-    users.stats().begin();
-    open_loop(rate, count, stop, |i, due| {
+/// Registers every user at the set-up rate (`setup.register`); `Err` if interrupted.
+pub async fn register_all(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Result<(), Phase> {
+    let setup = open_loop(users.config().setup_rate, users.len() as u64, stop, |i, due| {
         let users = users.clone();
         async move {
-            crate::stats::Counters::add(&users.stats().started);
-            let ok = register(&users, i as usize, due, MEASURED).await;
-            users.stats().finish(ok);
+            register(&users, i as usize, due, SETUP).await;
         }
+    })
+    .await;
+    if setup.interrupted {
+        return Err(Phase { started: 0, ..setup });
+    }
+    Ok(())
+}
+
+pub async fn measure(users: &Arc<Users>, rate: f64, count: u64, stop: &mut watch::Receiver<bool>) -> Phase {
+    measured(users, rate, count, stop, |i, due| {
+        let users = users.clone();
+        async move { register(&users, i as usize, due, MEASURED).await }
     })
     .await
 }
