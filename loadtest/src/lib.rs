@@ -10,6 +10,7 @@
 //! measure other servers exactly as it measures ours.
 
 pub mod config;
+pub mod provision;
 pub mod ramp;
 pub mod report;
 pub mod scenario;

@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sipfront_loadtest::config::{parse_local_ips, Bound, Config, Scenario, TransportKind};
+use sipfront_loadtest::provision::{find_sipfront, Provision};
 use sipfront_loadtest::ramp::Ramp;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -103,6 +104,19 @@ struct RunArgs {
     /// Presentities each user watches (presence).
     #[arg(long, default_value_t = 5)]
     watch: usize,
+    /// Before the run, create the users (and the domain) in this sipfront data directory.
+    #[arg(long, value_name = "DATA_DIR")]
+    provision: Option<PathBuf>,
+    /// The sipfront executable for --provision [default: `sipfront` beside sipfront-load, else
+    /// on PATH].
+    #[arg(long, requires = "provision")]
+    sipfront_bin: Option<PathBuf>,
+    /// A sipfront configuration file for --provision (passed as `sipfront --config FILE`).
+    #[arg(long, value_name = "FILE", requires = "provision")]
+    sipfront_config: Option<PathBuf>,
+    /// With --provision: create the users, then exit without sending anything.
+    #[arg(long, requires = "provision")]
+    provision_only: bool,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -155,6 +169,24 @@ impl RunArgs {
     }
 }
 
+/// `--provision`: the run's users into sipfront's store, through sipfront's command line.
+fn provision(args: &RunArgs, data_dir: &std::path::Path, config: &Config) -> anyhow::Result<()> {
+    let bin = match &args.sipfront_bin {
+        Some(b) => b.clone(),
+        None => find_sipfront(std::env::current_exe().ok().as_deref(), std::env::var_os("PATH").as_deref())
+            .context("--provision: no `sipfront` beside sipfront-load or on PATH; give --sipfront-bin")?,
+    };
+    let p = Provision { data_dir: data_dir.to_path_buf(), bin, config: args.sipfront_config.clone() };
+    let done = p.run(&config.domain, &config.accounts).context("--provision")?;
+    println!(
+        "provisioned {}: {} users imported, {} already there (left as they were)",
+        data_dir.display(),
+        done.imported,
+        done.already_there
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -170,6 +202,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let config = args.config(scenario)?;
+    if let Some(data_dir) = &args.provision {
+        // Refuse a run that cannot start before changing anything.
+        config.check()?;
+        provision(&args, data_dir, &config)?;
+        if args.provision_only {
+            return Ok(());
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         // Ctrl-C: stop sending, print what was measured so far.

@@ -39,6 +39,11 @@ impl Server {
                 .collect();
             store.add_users(&new).await.expect("add the users");
         }
+        Server::start_in(dir).await
+    }
+
+    /// A sipfront on the store already in `dir`.
+    pub async fn start_in(dir: tempfile::TempDir) -> Server {
         let mut c = ServerConfig::default();
         c.listen.sip = vec![LOCALHOST];
         c.listen.tls = vec![LOCALHOST];

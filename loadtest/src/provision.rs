@@ -1,0 +1,183 @@
+//! `--provision DATA_DIR`: creates the run's accounts in a sipfront data directory before the
+//! run, with sipfront's own command line (`domain add`, `user list`, `user import`), so that
+//! the generator never depends on the server crate or its store. Users already there are left
+//! as they are, so provisioning the same directory twice is harmless.
+
+use crate::config::Account;
+use anyhow::{bail, Context};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long one sipfront command may take (an import of 100,000 users takes seconds).
+const COMMAND_LIMIT: Duration = Duration::from_secs(600);
+
+pub struct Provision {
+    pub data_dir: PathBuf,
+    /// The `sipfront` executable.
+    pub bin: PathBuf,
+    /// Passed on as `--config`.
+    pub config: Option<PathBuf>,
+}
+
+/// What provisioning did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Provisioned {
+    pub imported: usize,
+    pub already_there: usize,
+}
+
+/// `sipfront` beside `exe` (as cargo builds them both into target/<profile>/), else the first
+/// one on `path` (the `PATH` variable).
+pub fn find_sipfront(exe: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    let beside = exe.and_then(Path::parent).map(|d| d.join("sipfront"));
+    let on_path = path.into_iter().flat_map(std::env::split_paths).map(|d| d.join("sipfront"));
+    beside.into_iter().chain(on_path).find(|p| p.is_file())
+}
+
+impl Provision {
+    /// Adds `domain` (if new) and every account not there yet.
+    pub fn run(&self, domain: &str, accounts: &[Account]) -> anyhow::Result<Provisioned> {
+        let out = self.sipfront(&["domain", "add", domain])?;
+        // Older versions fail on a domain that exists, newer ones say so and succeed.
+        if !out.status.success() && !out.stderr.to_ascii_lowercase().contains("already") {
+            bail!("sipfront domain add {domain}: {}", out.stderr.trim());
+        }
+        let out = self.sipfront(&["user", "list", "--domain", domain])?;
+        if !out.status.success() {
+            bail!("sipfront user list: {}", out.stderr.trim());
+        }
+        // `aor<TAB>enabled<TAB>display name` per line.
+        let existing: std::collections::HashSet<&str> =
+            out.stdout.lines().filter_map(|l| l.split('\t').next()).map(str::trim).collect();
+        let missing: Vec<&Account> =
+            accounts.iter().filter(|a| !existing.contains(format!("{}@{domain}", a.user).as_str())).collect();
+        let result = Provisioned { imported: missing.len(), already_there: accounts.len() - missing.len() };
+        if missing.is_empty() {
+            return Ok(result);
+        }
+        let csv = UsersFile::write(domain, &missing)?;
+        let file = csv.path.to_string_lossy().into_owned();
+        let out = self.sipfront(&["user", "import", &file])?;
+        if !out.status.success() {
+            bail!("sipfront user import: {}", out.stderr.trim());
+        }
+        Ok(result)
+    }
+
+    /// Runs `sipfront --data-dir D [--config F] ARGS...`, bounded by [`COMMAND_LIMIT`].
+    fn sipfront(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let what = format!("{} {}", self.bin.display(), args.join(" "));
+        let mut child = cmd.spawn().with_context(|| format!("run {what}"))?;
+        // Read both pipes to their end on threads of their own: a child blocked on a full pipe
+        // would never exit.
+        let drain = |pipe: Option<Box<dyn Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_string(&mut s);
+                }
+                s
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+        let deadline = Instant::now() + COMMAND_LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().with_context(|| format!("wait for {what}"))? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("{what}: no end after {} s", COMMAND_LIMIT.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = |t: std::thread::JoinHandle<String>| t.join().unwrap_or_default();
+        Ok(Output { status, stdout: text(stdout), stderr: text(stderr) })
+    }
+}
+
+struct Output {
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// The accounts as `aor,password` lines in a file only we can read, removed when dropped.
+struct UsersFile {
+    path: PathBuf,
+}
+
+impl UsersFile {
+    fn write(domain: &str, accounts: &[&Account]) -> anyhow::Result<UsersFile> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::env::temp_dir().join(format!(
+            "sipfront-load-users-{}-{}.csv",
+            std::process::id(),
+            crate::sip::token()
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        let file = UsersFile { path };
+        let mut text = String::with_capacity(accounts.len() * 40);
+        for a in accounts {
+            text.push_str(&format!("{}@{domain},{}\n", a.user, csv_field(&a.password)));
+        }
+        f.write_all(text.as_bytes()).with_context(|| format!("write {}", file.path.display()))?;
+        Ok(file)
+    }
+}
+
+impl Drop for UsersFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A CSV field as `sipfront user import` reads it: quoted when it holds a comma or a quote,
+/// quotes doubled.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"']) || s.trim() != s {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_what_needs_it() {
+        assert_eq!(csv_field("pw1"), "pw1");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
+
+    #[test]
+    fn finds_sipfront_beside_the_executable_then_on_the_path() {
+        let (beside, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let exe = beside.path().join("sipfront-load");
+        let path = std::env::join_paths([elsewhere.path()]).unwrap();
+        assert_eq!(find_sipfront(Some(&exe), Some(&path)), None);
+        std::fs::write(elsewhere.path().join("sipfront"), "").unwrap();
+        assert_eq!(find_sipfront(Some(&exe), Some(&path)), Some(elsewhere.path().join("sipfront")));
+        std::fs::write(beside.path().join("sipfront"), "").unwrap();
+        assert_eq!(find_sipfront(Some(&exe), Some(&path)), Some(beside.path().join("sipfront")));
+    }
+}
