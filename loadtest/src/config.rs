@@ -15,8 +15,9 @@ pub enum Scenario {
     /// Pairs of registered users: the sender's MESSAGE (answering 407) reaches the receiver,
     /// which answers 200.
     Message,
-    /// Registered users watch each other (SUBSCRIBE); each transaction is one PUBLISH, whose
-    /// change the server fans out as NOTIFYs, which the watchers count and answer.
+    /// Watchers subscribe to presentities (or to their resource lists); each transaction is one
+    /// PUBLISH by a presentity, whose change the server fans out as NOTIFYs, which the
+    /// watchers count and answer.
     Presence,
 }
 
@@ -108,8 +109,14 @@ pub struct Config {
     pub expires: u32,
     /// Body size of each MESSAGE (the OCS user model's 400 bytes).
     pub message_bytes: usize,
-    /// Presentities each user watches in the presence scenario.
+    /// Presence: how many of the users are presentities (the first ones); `None`: half.
+    pub presentities: Option<usize>,
+    /// Presence: presentities each watcher subscribes to, one SUBSCRIBE each.
     pub watch: usize,
+    /// Presence: each watcher subscribes once to its resource list instead (RFC 4662).
+    pub resource_lists: bool,
+    /// What follows a user part to make its list's URI (`user7+contacts@domain`).
+    pub list_suffix: String,
     pub allow_remote: bool,
 }
 
@@ -135,7 +142,10 @@ impl Config {
             t1_ms: 500,
             expires: 3600,
             message_bytes: 400,
+            presentities: None,
             watch: 5,
+            resource_lists: false,
+            list_suffix: "+contacts".into(),
             allow_remote: false,
         };
         c.set_pattern_users(100, 0, "pw{n}");
@@ -212,8 +222,14 @@ impl Config {
         match self.scenario {
             Scenario::Register if self.accounts.is_empty() => bail!("the register scenario needs at least one user"),
             Scenario::Message if self.accounts.len() < 2 => bail!("the message scenario needs at least two users"),
-            Scenario::Presence if self.accounts.len() <= self.watch => {
-                bail!("the presence scenario needs more users than --watch ({})", self.watch)
+            Scenario::Presence => {
+                let p = crate::scenario::presence::presentities(self);
+                if p == 0 || p >= self.accounts.len() {
+                    bail!("the presence scenario needs at least one presentity and one watcher ({p} of {} users are presentities)", self.accounts.len());
+                }
+                if !self.resource_lists && !(1..=p).contains(&self.watch) {
+                    bail!("--watch must be 1 to the number of presentities ({p}), got {}", self.watch);
+                }
             }
             _ => {}
         }

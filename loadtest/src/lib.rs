@@ -38,12 +38,21 @@ pub async fn run(config: Config, mut stop: watch::Receiver<bool>, progress: bool
     let stats = Arc::new(Stats::default());
     let users = Arc::new(users::Users::new(config.clone(), stats.clone()).await?);
     let bar = progress.then(|| live(config.planned(), stats.clone()));
-    let (phase, ramp) = match (scenario::prepare(&users, &mut stop).await, &config.ramp) {
-        (Err(interrupted), _) => (interrupted, None),
-        (Ok(prepared), None) => (prepared.measure(&users, config.rate, config.planned(), &mut stop).await, None),
-        (Ok(prepared), Some(r)) => {
-            let (phase, steps) = ramp::run(r, &prepared, &users, &mut stop).await;
-            (phase, Some(steps))
+    let (phase, ramp) = match scenario::prepare(&users, &mut stop).await {
+        Err(interrupted) => (interrupted, None),
+        Ok(prepared) => {
+            let (phase, ramp) = match &config.ramp {
+                None => (prepared.measure(&users, config.rate, config.planned(), &mut stop).await, None),
+                Some(r) => {
+                    let (phase, steps) = ramp::run(r, &prepared, &users, &mut stop).await;
+                    (phase, Some(steps))
+                }
+            };
+            stats.end();
+            if !phase.interrupted {
+                prepared.teardown(&users, &mut stop).await;
+            }
+            (phase, ramp)
         }
     };
     if let Some((bar, task)) = bar {

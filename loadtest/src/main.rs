@@ -22,7 +22,7 @@ enum Command {
     Register(RunArgs),
     /// Pairs of registered users; senders send MESSAGE to receivers at the rate.
     Message(RunArgs),
-    /// Users watch each other (SUBSCRIBE); PUBLISH at the rate; NOTIFYs counted and answered.
+    /// Watchers SUBSCRIBE to presentities (or their lists); PUBLISH at the rate; NOTIFYs counted.
     Presence(RunArgs),
     /// Writes the pattern users as `aor,password` lines (for `sipfront user import`).
     Users(UsersArgs),
@@ -101,9 +101,18 @@ struct RunArgs {
     /// Body size of each MESSAGE in bytes.
     #[arg(long, default_value_t = 400)]
     message_bytes: usize,
-    /// Presentities each user watches (presence).
+    /// Presence: how many of the users (the first ones) are presentities [default: half].
+    #[arg(long)]
+    presentities: Option<usize>,
+    /// Presence: presentities each watcher subscribes to, one SUBSCRIBE each.
     #[arg(long, default_value_t = 5)]
     watch: usize,
+    /// Presence: each watcher subscribes once to its resource list (RFC 4662) instead.
+    #[arg(long)]
+    resource_lists: bool,
+    /// Presence: a list's URI is the watcher's user part followed by this, @ the domain.
+    #[arg(long, default_value = "+contacts")]
+    list_suffix: String,
     /// Before the run, create the users (and the domain) in this sipfront data directory.
     #[arg(long, value_name = "DATA_DIR")]
     provision: Option<PathBuf>,
@@ -163,7 +172,10 @@ impl RunArgs {
         c.timeout_ms = (self.timeout * 1000.0) as u64;
         c.expires = self.expires;
         c.message_bytes = self.message_bytes;
+        c.presentities = self.presentities;
         c.watch = self.watch;
+        c.resource_lists = self.resource_lists;
+        c.list_suffix = self.list_suffix.clone();
         c.allow_remote = self.allow_remote;
         Ok(c)
     }

@@ -159,7 +159,9 @@ pub async fn run(
             p99_ms: p99,
             max_ms: if latency.is_empty() { 0.0 } else { latency.max() as f64 / 1000.0 },
             notifies,
-            notify_rate: notifies as f64 / phase.elapsed.as_secs_f64().max(1e-3),
+            // Until the step's last NOTIFY, which may trail its last transaction (RFC 6446).
+            notify_rate: notifies as f64
+                / phase.elapsed.max(stats.notify_span().saturating_sub(began)).as_secs_f64().max(1e-3),
             elapsed_s: phase.elapsed.as_secs_f64(),
             passed,
             verdict,

@@ -40,11 +40,16 @@ pub struct Report {
     pub transport_errors: u64,
     pub deliveries: u64,
     pub duplicate_deliveries: u64,
-    /// NOTIFYs the clients received and answered 200, in all and during the measured phase
-    /// (after the set-up's), and those per second of the measured phase.
+    /// NOTIFYs the clients received for their subscriptions and answered 200, in all and
+    /// during the measured phase (after the set-up's), and those per second of the measured
+    /// phase (until its last NOTIFY, if that came after its last transaction).
     pub notifies: u64,
     pub measured_notifies: u64,
     pub notify_rate: f64,
+    /// All NOTIFYs received by Subscription-State: `active`, `pending`, `terminated`, `other`.
+    pub notify_states: BTreeMap<String, u64>,
+    /// NOTIFYs for no subscription the clients hold, answered 481.
+    pub unmatched_notifies: u64,
     pub other_requests_received: u64,
     /// Ramp mode: every step and the highest rate that passed. The figures above then cover
     /// every step together.
@@ -180,11 +185,21 @@ impl Report {
             deliveries: Counters::get(&c.deliveries),
             duplicate_deliveries: Counters::get(&c.duplicate_deliveries),
             notifies: Counters::get(&c.notifies),
-            measured_notifies: Counters::get(&c.notifies) - Counters::get(&c.notifies_before),
+            measured_notifies: Counters::get(&c.measured_notifies),
             notify_rate: rate(
-                Counters::get(&c.notifies) - Counters::get(&c.notifies_before),
-                phase.elapsed.as_secs_f64(),
+                Counters::get(&c.measured_notifies),
+                phase.elapsed.max(stats.notify_span()).as_secs_f64(),
             ),
+            notify_states: [
+                ("active", &c.notifies_active),
+                ("pending", &c.notifies_pending),
+                ("terminated", &c.notifies_terminated),
+                ("other", &c.notifies_other),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Counters::get(v)))
+            .collect(),
+            unmatched_notifies: Counters::get(&c.unmatched_notifies),
             other_requests_received: Counters::get(&c.other_requests),
             ramp: None,
             transactions,
@@ -248,15 +263,23 @@ impl Report {
             self.unmatched_responses,
             self.transport_errors
         );
-        if self.deliveries + self.duplicate_deliveries + self.notifies + self.other_requests_received > 0 {
+        if self.deliveries + self.duplicate_deliveries + self.other_requests_received > 0 {
             let _ = writeln!(
                 s,
-                "received: {} MESSAGE delivered, {} duplicates, {} NOTIFY ({:.1}/s), {} other requests",
-                self.deliveries,
-                self.duplicate_deliveries,
+                "received: {} MESSAGE delivered, {} duplicates, {} other requests",
+                self.deliveries, self.duplicate_deliveries, self.other_requests_received
+            );
+        }
+        if self.notifies + self.unmatched_notifies > 0 {
+            let states: Vec<String> = self.notify_states.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(
+                s,
+                "NOTIFY received: {} ({} while measuring, {:.1}/s; {}), {} for no subscription (481)",
                 self.notifies,
+                self.measured_notifies,
                 self.notify_rate,
-                self.other_requests_received
+                states.join(", "),
+                self.unmatched_notifies
             );
         }
         if let Some(ramp) = &self.ramp {

@@ -62,10 +62,18 @@ pub struct Counters {
     pub deliveries: AtomicU64,
     /// Of those, retransmissions of a MESSAGE already delivered.
     pub duplicate_deliveries: AtomicU64,
-    /// NOTIFY requests our clients got and answered 200 (presence).
+    /// NOTIFY requests our clients got for their subscriptions and answered 200 (presence).
     pub notifies: AtomicU64,
-    /// Of those, how many had come before the measured phase began (set-up subscriptions).
-    pub notifies_before: AtomicU64,
+    /// Of those, the ones that came while measuring (not the set-up's or the teardown's).
+    pub measured_notifies: AtomicU64,
+    /// The same NOTIFYs by their Subscription-State (RFC 6665 8.2.3).
+    pub notifies_active: AtomicU64,
+    pub notifies_pending: AtomicU64,
+    pub notifies_terminated: AtomicU64,
+    /// ... with a missing or unknown state.
+    pub notifies_other: AtomicU64,
+    /// NOTIFYs for no subscription our clients hold, answered 481.
+    pub unmatched_notifies: AtomicU64,
     /// Other requests our clients got (answered 200 too: OPTIONS...).
     pub other_requests: AtomicU64,
 }
@@ -94,6 +102,10 @@ pub struct Stats {
     /// achieved rate is computed over.
     origin: std::sync::OnceLock<std::time::Instant>,
     last_success_us: AtomicU64,
+    /// The last NOTIFY after the measured phase began (in us since it began).
+    last_notify_us: AtomicU64,
+    /// Between [`Stats::begin`] and [`Stats::end`].
+    measuring: std::sync::atomic::AtomicBool,
     /// Latencies of the measured exchanges (whatever their type and outcome) since the last
     /// [`Stats::take_step_latency`]: what a ramp step is judged by.
     step_latency: Mutex<Option<Histogram<u64>>>,
@@ -128,9 +140,15 @@ impl Stats {
         f(&self.types.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The measured phase begins now.
+    /// The measured phase begins now (or has begun already: a ramp's later steps).
     pub fn begin(&self) -> std::time::Instant {
+        self.measuring.store(true, Ordering::Relaxed);
         *self.origin.get_or_init(std::time::Instant::now)
+    }
+
+    /// The measured phase is over: what comes now is teardown.
+    pub fn end(&self) {
+        self.measuring.store(false, Ordering::Relaxed);
     }
 
     /// One exchange of the measured scenario has ended, `latency` after it was due.
@@ -149,6 +167,30 @@ impl Stats {
                 self.last_success_us.fetch_max(us, Ordering::Relaxed);
             }
         }
+    }
+
+    /// A NOTIFY for one of our subscriptions came, its Subscription-State `state`.
+    pub fn notified(&self, state: &[u8]) {
+        let c = &self.counters;
+        Counters::add(&c.notifies);
+        Counters::add(match state {
+            b"active" => &c.notifies_active,
+            b"pending" => &c.notifies_pending,
+            b"terminated" => &c.notifies_terminated,
+            _ => &c.notifies_other,
+        });
+        if self.measuring.load(Ordering::Relaxed) {
+            Counters::add(&c.measured_notifies);
+            if let Some(origin) = self.origin.get() {
+                let us = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.last_notify_us.fetch_max(us, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// From the start of the measured phase to the last NOTIFY while measuring.
+    pub fn notify_span(&self) -> Duration {
+        Duration::from_micros(Counters::get(&self.last_notify_us))
     }
 
     /// From the start of the measured phase to its last success.

@@ -1,7 +1,8 @@
 //! The client side of the wire: a UDP socket, a TCP connection or a TLS connection (an
 //! [`Endpoint`]) with
 //! non-INVITE client transactions on it (RFC 3261 17.1.2), and a user agent server that answers
-//! every request it is sent with 200 (what a receiving IM client does).
+//! every request it is sent with 200 (what a receiving IM client does), but a NOTIFY for a
+//! subscription none of its users holds with 481.
 //!
 //! Responses are matched to transactions by the branch of their top Via alone: every branch we
 //! send is fresh and random, and the server echoes Via unchanged (RFC 3261 17.1.3).
@@ -57,6 +58,9 @@ struct Shared {
     /// Branches of the MESSAGE requests delivered lately, to tell a retransmission from a new
     /// one; two generations, so memory stays bounded on long runs.
     delivered: Mutex<[HashSet<Box<str>>; 2]>,
+    /// Subscriptions this endpoint's users hold, by Call-ID: the subscriber's tag, which every
+    /// NOTIFY of the subscription carries as its To tag (RFC 6665 4.1.2.4 and 4.4.1).
+    subscriptions: Mutex<HashMap<Box<str>, Box<str>>>,
 }
 
 enum Link {
@@ -140,6 +144,7 @@ impl Endpoint {
                 timers,
                 closed: AtomicBool::new(false),
                 delivered: Mutex::new([HashSet::new(), HashSet::new()]),
+                subscriptions: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -154,6 +159,17 @@ impl Endpoint {
 
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// A subscription with this Call-ID and subscriber tag is being made: its NOTIFYs are
+    /// answered 200 (even one that comes before the SUBSCRIBE's 200, RFC 6665 4.1.2.4).
+    pub fn subscribing(&self, call_id: &str, tag: &str) {
+        self.shared.lock_subscriptions().insert(call_id.into(), tag.into());
+    }
+
+    /// The subscription is over (refused, or ended by us): later NOTIFYs get 481.
+    pub fn unsubscribed(&self, call_id: &str) {
+        self.shared.lock_subscriptions().remove(call_id);
     }
 
     /// Runs one non-INVITE client transaction: sends `req` (whose top Via carries `branch`),
@@ -292,10 +308,38 @@ impl Endpoint {
                     Counters::add(&counters.duplicate_deliveries);
                 }
             }
-            Some(Method::Notify) => Counters::add(&counters.notifies),
+            Some(Method::Notify) => return self.notified(req, from).await,
             _ => Counters::add(&counters.other_requests),
         }
-        let mut resp = req.response_to(200);
+        self.reply(&req, 200, from).await;
+    }
+
+    /// A NOTIFY: 200 and counted by its Subscription-State when it belongs to a subscription
+    /// one of our users holds (a `terminated` one ends it), else 481 (RFC 6665 4.1.3).
+    async fn notified(&self, req: Message, from: SocketAddr) {
+        let stats = &self.shared.stats;
+        let call_id = req.call_id().map(String::from_utf8_lossy).unwrap_or_default();
+        let to_tag = req.to().and_then(|t| t.tag().map(|t| String::from_utf8_lossy(t).into_owned()));
+        let ours = {
+            let subs = self.shared.lock_subscriptions();
+            subs.get(call_id.as_ref()).is_some_and(|tag| Some(tag.as_ref()) == to_tag.as_deref())
+        };
+        if !ours {
+            Counters::add(&stats.counters.unmatched_notifies);
+            return self.reply(&req, 481, from).await;
+        }
+        let state = req.header(HeaderName::SubscriptionState).unwrap_or_default();
+        let state = state.split(|&b| b == b';').next().unwrap_or_default().trim_ascii().to_ascii_lowercase();
+        stats.notified(&state);
+        if state == b"terminated" {
+            self.unsubscribed(&call_id);
+        }
+        self.reply(&req, 200, from).await;
+    }
+
+    async fn reply(&self, req: &Message, code: u16, from: SocketAddr) {
+        let counters = &self.shared.stats.counters;
+        let mut resp = req.response_to(code);
         resp.set_to_tag(&crate::sip::token());
         resp.push_header(HeaderName::ContentLength, "0");
         if self.send(&resp.to_bytes(), from).await.is_err() {
@@ -329,6 +373,10 @@ async fn connect(local_ip: IpAddr, remote: SocketAddr) -> std::io::Result<TcpStr
 }
 
 impl Shared {
+    fn lock_subscriptions(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Box<str>>> {
+        self.subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, mpsc::UnboundedSender<Message>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }

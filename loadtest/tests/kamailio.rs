@@ -80,15 +80,41 @@ async fn every_scenario_against_kamailio() {
     assert_eq!(r.transactions["message.initial"].statuses.get("407"), Some(&200));
     assert_eq!(r.deliveries, 200);
 
-    // Presence: users 400.., each watching 3 others, 100 PUBLISHes.
-    let mut c = common::config(Scenario::Presence, target, 20, 100.0, 100);
-    c.set_pattern_users(20, 400, "pw{n}");
-    c.watch = 3;
-    let r = common::run(c).await;
-    assert_eq!(r.transactions["setup.subscribe"].ok, 60, "20 users x 3 subscriptions");
-    assert_eq!((r.succeeded, r.failed), (100, 0), "every PUBLISH succeeded");
-    assert_eq!(r.transactions["publish.initial"].statuses.get("407"), Some(&100), "challenged");
-    // Kamailio notifies every change at once: the immediate NOTIFYs and three per PUBLISH.
-    assert!(r.notifies >= 60 + 300, "NOTIFYs received: {}", r.notifies);
-    assert!(r.measured_notifies >= 300, "three per PUBLISH while measuring: {}", r.measured_notifies);
+    // Presence: users 400..419, 10 presentities and 10 watchers of 3 each, 100 PUBLISHes;
+    // with digest auth over UDP, then without (port 5071) over TCP. Kamailio has no resource
+    // lists in this configuration: single subscriptions only.
+    for (port, transport, first) in [(5070, TransportKind::Udp, 400), (5071, TransportKind::Tcp, 420)] {
+        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut c = common::config(Scenario::Presence, target, 20, 100.0, 100);
+        c.set_pattern_users(20, first, "pw{n}");
+        c.transport = transport;
+        c.watch = 3;
+        let r = common::run(c).await;
+        let what = format!("presence on {port} over {transport:?}");
+        assert_eq!(r.transactions["subscribe"].ok, 30, "{what}: 10 watchers x 3 subscriptions");
+        assert_eq!((r.succeeded, r.failed), (100, 0), "{what}: every PUBLISH succeeded");
+        let challenged = r.transactions["publish.initial"].statuses.get("407").copied().unwrap_or(0);
+        assert_eq!(challenged, if port == 5070 { 100 } else { 0 }, "{what}: challenged on 5070 only");
+        // Kamailio notifies every change at once: three watchers per PUBLISH.
+        assert!(r.measured_notifies >= 300, "{what}: three per PUBLISH while measuring: {}", r.measured_notifies);
+        assert!(r.notifies >= r.measured_notifies + 30, "{what}: and one per subscription before: {}", r.notifies);
+        assert_eq!(r.transactions["unsubscribe"].ok, 30, "{what}: every subscription ended");
+        assert_eq!(r.notify_states["terminated"], 30, "{what}");
+        assert_eq!(r.unmatched_notifies + r.timeouts + r.transport_errors, 0, "{what}");
+    }
+
+    // The binary, with its JSON report: users 440..459.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("presence.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
+        .args(["presence", "--target", "127.0.0.1:5070", "--users", "20", "--user-offset", "440", "--watch", "2"])
+        .args(["--rate", "100", "--count", "50", "--timeout", "5", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    let r: sipfront_loadtest::Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((r.succeeded, r.transactions["subscribe"].ok), (50, 20));
+    assert!(r.measured_notifies >= 100 && r.notify_rate > 0.0, "two watchers per PUBLISH: {}", r.measured_notifies);
 }

@@ -49,6 +49,15 @@ impl Prepared {
     }
 }
 
+impl Prepared {
+    /// What a scenario does after its measured transactions (ending its subscriptions).
+    pub async fn teardown(&self, users: &Arc<Users>, stop: &mut watch::Receiver<bool>) {
+        if let Prepared::Presence(p) = self {
+            presence::teardown(users, p, stop).await;
+        }
+    }
+}
+
 /// The measured phase of every scenario: `count` exchanges at `rate`, each made by
 /// `exchange(i, due)` and counted as started, then finished (ok or not) with its latency.
 pub async fn measured<F, Fut>(
