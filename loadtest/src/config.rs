@@ -19,6 +19,8 @@ pub enum Scenario {
     /// PUBLISH by a presentity, whose change the server fans out as NOTIFYs, which the
     /// watchers count and answer.
     Presence,
+    /// The OCS user model, every user doing all of it at its own pace, time-compressible.
+    Model,
 }
 
 impl Scenario {
@@ -27,6 +29,7 @@ impl Scenario {
             Scenario::Register => "register",
             Scenario::Message => "message",
             Scenario::Presence => "presence",
+            Scenario::Model => "model",
         }
     }
 }
@@ -97,7 +100,7 @@ pub struct Config {
     pub bound: Bound,
     /// Ramp mode: steps of rising rate instead of `rate` and `bound`.
     pub ramp: Option<crate::ramp::Ramp>,
-    /// Registrations per second while the message scenario registers its users.
+    /// Set-up and teardown requests per second (registrations, subscriptions, their ends).
     pub setup_rate: f64,
     /// Local addresses the clients bind to (one UDP socket each; TCP connections spread over them).
     pub local_ips: Vec<IpAddr>,
@@ -117,6 +120,8 @@ pub struct Config {
     pub resource_lists: bool,
     /// What follows a user part to make its list's URI (`user7+contacts@domain`).
     pub list_suffix: String,
+    /// The model scenario's user model and time scale.
+    pub model: crate::scenario::model::Model,
     pub allow_remote: bool,
 }
 
@@ -146,6 +151,7 @@ impl Config {
             watch: 5,
             resource_lists: false,
             list_suffix: "+contacts".into(),
+            model: crate::scenario::model::Model::default(),
             allow_remote: false,
         };
         c.set_pattern_users(100, 0, "pw{n}");
@@ -192,6 +198,9 @@ impl Config {
         if let Some(r) = &self.ramp {
             return r.rates().map(|rate| r.count(rate)).sum();
         }
+        if let (Scenario::Model, Bound::Seconds(s)) = (self.scenario, self.bound) {
+            return crate::scenario::model::Model::planned(self, s);
+        }
         match self.bound {
             Bound::Count(n) => n,
             Bound::Seconds(s) => (s * self.rate).round() as u64,
@@ -229,6 +238,24 @@ impl Config {
                 }
                 if !self.resource_lists && !(1..=p).contains(&self.watch) {
                     bail!("--watch must be 1 to the number of presentities ({p}), got {}", self.watch);
+                }
+            }
+            Scenario::Model => {
+                if !(1..self.accounts.len()).contains(&self.watch) {
+                    bail!("the model scenario needs more users than contacts (--watch {})", self.watch);
+                }
+                if !matches!(self.bound, Bound::Seconds(_)) || self.ramp.is_some() {
+                    bail!("the model scenario runs for --duration seconds, at the model's rates (no --count, --ramp)");
+                }
+                let m = &self.model;
+                let rates = [m.publishes_per_hour, m.im_sessions_per_hour, m.fetches_per_day];
+                if !positive(m.time_scale)
+                    || m.reregister_secs <= 0.0
+                    || m.keepalive_secs <= 0.0
+                    || rates.iter().any(|r| *r < 0.0)
+                    || self.expires < 2
+                {
+                    bail!("the model needs a positive --time-scale and intervals, rates not below zero, --expires of 2 s or more");
                 }
             }
             _ => {}
@@ -298,5 +325,18 @@ mod tests {
         let mut c = Config::new(Scenario::Message, "127.0.0.1:5060".parse().unwrap());
         c.set_pattern_users(3, 10, "secret-{n}");
         assert_eq!(c.accounts[2], Account { user: "user12".into(), password: "secret-12".into() });
+    }
+
+    #[test]
+    fn the_model_runs_for_a_duration() {
+        let mut c = Config::new(Scenario::Model, "127.0.0.1:5060".parse().unwrap());
+        assert!(c.check().is_err(), "bounded by count");
+        c.bound = Bound::Seconds(10.0);
+        c.check().unwrap();
+        c.watch = 100;
+        assert!(c.check().is_err(), "as many contacts as users");
+        c.watch = 5;
+        c.model.time_scale = 0.0;
+        assert!(c.check().is_err());
     }
 }

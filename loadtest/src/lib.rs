@@ -31,8 +31,12 @@ use tokio::sync::watch;
 
 /// Runs `config` to its end, or until `stop` turns true (then the report holds what was
 /// measured so far and says it was interrupted). `progress` draws a live line on stdout.
-pub async fn run(config: Config, mut stop: watch::Receiver<bool>, progress: bool) -> anyhow::Result<Report> {
+pub async fn run(mut config: Config, mut stop: watch::Receiver<bool>, progress: bool) -> anyhow::Result<Report> {
     config.check()?;
+    if config.scenario == Scenario::Model {
+        // The target rate of a model run is what its users' habits add up to.
+        config.rate = scenario::model::Model::rate(&config);
+    }
     let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let config = Arc::new(config);
     let stats = Arc::new(Stats::default());

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use sipfront_loadtest::config::{parse_local_ips, Bound, Config, Scenario, TransportKind};
 use sipfront_loadtest::provision::{find_sipfront, Provision};
 use sipfront_loadtest::ramp::Ramp;
+use sipfront_loadtest::scenario::model::Model;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ enum Command {
     Message(RunArgs),
     /// Watchers SUBSCRIBE to presentities (or their lists); PUBLISH at the rate; NOTIFYs counted.
     Presence(RunArgs),
+    /// The OCS user model for --duration seconds: registrations, keep-alives, subscriptions
+    /// and their refreshes, PUBLISH, IM sessions, presence fetches; --time-scale compresses it.
+    Model(RunArgs),
     /// Writes the pattern users as `aor,password` lines (for `sipfront user import`).
     Users(UsersArgs),
 }
@@ -87,7 +91,7 @@ struct RunArgs {
     /// Ramp: a step fails with a p99 latency above this many milliseconds [default: 200].
     #[arg(long)]
     max_p99_ms: Option<f64>,
-    /// Registrations per second while the message scenario registers its users.
+    /// Set-up and teardown requests per second (registrations, subscriptions, their ends).
     #[arg(long, default_value_t = 1000.0)]
     setup_rate: f64,
     /// Local addresses to send from: `127.0.0.2-127.0.0.20`, or a list.
@@ -104,7 +108,7 @@ struct RunArgs {
     /// Presence: how many of the users (the first ones) are presentities [default: half].
     #[arg(long)]
     presentities: Option<usize>,
-    /// Presence: presentities each watcher subscribes to, one SUBSCRIBE each.
+    /// Presence: presentities each watcher subscribes to, one SUBSCRIBE each; model: contacts.
     #[arg(long, default_value_t = 5)]
     watch: usize,
     /// Presence: each watcher subscribes once to its resource list (RFC 4662) instead.
@@ -113,6 +117,27 @@ struct RunArgs {
     /// Presence: a list's URI is the watcher's user part followed by this, @ the domain.
     #[arg(long, default_value = "+contacts")]
     list_suffix: String,
+    /// Model: model seconds per second of the run (60: an hour of the model in a minute).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Model: seconds between a user's registrations.
+    #[arg(long, default_value_t = 900.0)]
+    reregister_secs: f64,
+    /// Model: seconds between a user's keep-alives (TCP and TLS).
+    #[arg(long, default_value_t = 300.0)]
+    keepalive_secs: f64,
+    /// Model: presence changes (PUBLISH) per user per hour.
+    #[arg(long, default_value_t = 4.0)]
+    publishes_per_hour: f64,
+    /// Model: IM sessions per user per hour.
+    #[arg(long, default_value_t = 2.0)]
+    im_sessions_per_hour: f64,
+    /// Model: MESSAGEs per IM session.
+    #[arg(long, default_value_t = 10)]
+    im_messages: u32,
+    /// Model: presence fetches (SUBSCRIBE with Expires 0) per user per day.
+    #[arg(long, default_value_t = 60.0)]
+    fetches_per_day: f64,
     /// Before the run, create the users (and the domain) in this sipfront data directory.
     #[arg(long, value_name = "DATA_DIR")]
     provision: Option<PathBuf>,
@@ -152,7 +177,17 @@ impl RunArgs {
         c.bound = match (self.duration, self.count) {
             (Some(s), _) => Bound::Seconds(s),
             (None, Some(n)) => Bound::Count(n),
+            (None, None) if scenario == Scenario::Model => Bound::Seconds(60.0),
             (None, None) => Bound::Count(1000),
+        };
+        c.model = Model {
+            time_scale: self.time_scale,
+            reregister_secs: self.reregister_secs,
+            keepalive_secs: self.keepalive_secs,
+            publishes_per_hour: self.publishes_per_hour,
+            im_sessions_per_hour: self.im_sessions_per_hour,
+            im_messages: self.im_messages,
+            fetches_per_day: self.fetches_per_day,
         };
         let ramp_options = [self.step_duration, self.max_failure_pct, self.max_p99_ms];
         if self.ramp.is_none() && ramp_options.iter().any(Option::is_some) {
@@ -206,6 +241,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Register(a) => (Scenario::Register, a),
         Command::Message(a) => (Scenario::Message, a),
         Command::Presence(a) => (Scenario::Presence, a),
+        Command::Model(a) => (Scenario::Model, a),
         Command::Users(u) => {
             for n in u.user_offset..u.user_offset + u.users {
                 println!("user{n}@{},{}", u.domain, u.password_pattern.replace("{n}", &n.to_string()));

@@ -51,6 +51,9 @@ pub struct Report {
     /// NOTIFYs for no subscription the clients hold, answered 481.
     pub unmatched_notifies: u64,
     pub other_requests_received: u64,
+    /// CRLFCRLF keep-alives sent on connections, and CRLF pongs received (model).
+    pub keepalives: u64,
+    pub pongs: u64,
     /// Ramp mode: every step and the highest rate that passed. The figures above then cover
     /// every step together.
     pub ramp: Option<crate::ramp::RampReport>,
@@ -201,6 +204,8 @@ impl Report {
             .collect(),
             unmatched_notifies: Counters::get(&c.unmatched_notifies),
             other_requests_received: Counters::get(&c.other_requests),
+            keepalives: Counters::get(&c.keepalives),
+            pongs: Counters::get(&c.pongs),
             ramp: None,
             transactions,
         }
@@ -212,7 +217,8 @@ impl Report {
         let mut s = String::new();
         let target = match &c.ramp {
             Some(r) => format!("ramp {}:{}:{}/s, {} s a step", r.start, r.step, r.max, r.step_secs),
-            None => format!("target {}/s", c.rate),
+            // Rounded: a model's rate is a sum of fractions.
+            None => format!("target {}/s", (c.rate * 10.0).round() / 10.0),
         };
         let _ = writeln!(
             s,
@@ -281,6 +287,9 @@ impl Report {
                 states.join(", "),
                 self.unmatched_notifies
             );
+        }
+        if self.keepalives + self.pongs > 0 {
+            let _ = writeln!(s, "keep-alives: {} sent, {} answered", self.keepalives, self.pongs);
         }
         if let Some(ramp) = &self.ramp {
             let _ = writeln!(

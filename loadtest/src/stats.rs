@@ -74,6 +74,9 @@ pub struct Counters {
     pub notifies_other: AtomicU64,
     /// NOTIFYs for no subscription our clients hold, answered 481.
     pub unmatched_notifies: AtomicU64,
+    /// CRLFCRLF keep-alives sent on connections, and the CRLF pongs that came back.
+    pub keepalives: AtomicU64,
+    pub pongs: AtomicU64,
     /// Other requests our clients got (answered 200 too: OPTIONS...).
     pub other_requests: AtomicU64,
 }

@@ -61,6 +61,8 @@ struct Shared {
     /// Subscriptions this endpoint's users hold, by Call-ID: the subscriber's tag, which every
     /// NOTIFY of the subscription carries as its To tag (RFC 6665 4.1.2.4 and 4.4.1).
     subscriptions: Mutex<HashMap<Box<str>, Box<str>>>,
+    /// Keep-alive pings sent on this connection and not answered yet.
+    pings: std::sync::atomic::AtomicU64,
 }
 
 enum Link {
@@ -145,6 +147,7 @@ impl Endpoint {
                 closed: AtomicBool::new(false),
                 delivered: Mutex::new([HashSet::new(), HashSet::new()]),
                 subscriptions: Mutex::new(HashMap::new()),
+                pings: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -159,6 +162,22 @@ impl Endpoint {
 
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
+    }
+
+    /// A keep-alive on a connection (RFC 5626 3.5.1: CRLFCRLF, which the server answers with
+    /// CRLF, counted as a pong). `false` on UDP, which would need STUN, or a closed connection.
+    pub async fn keepalive(&self) -> bool {
+        if !self.is_reliable() || self.is_closed() {
+            return false;
+        }
+        // Counted before it leaves, so that however soon the pong comes it is known for one.
+        self.shared.pings.fetch_add(1, Ordering::Relaxed);
+        if self.send(b"\r\n\r\n", self.shared.remote).await.is_err() {
+            self.shared.pings.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        Counters::add(&self.shared.stats.counters.keepalives);
+        true
     }
 
     /// A subscription with this Call-ID and subscriber tag is being made: its NOTIFYs are
@@ -249,6 +268,16 @@ impl Endpoint {
         let mut framer = StreamFramer::new(Limits::default());
         'conn: loop {
             loop {
+                // RFC 5626 4.4.1: after our ping, a CRLF is its pong, even alone in the buffer,
+                // where the framer (which knows nothing of our pings) would hold it back as the
+                // possible start of a ping, and would take two pongs together for one.
+                let buf = framer.buffer_mut();
+                if buf.starts_with(b"\r\n") && self.shared.pings.load(Ordering::Relaxed) > 0 {
+                    let _ = buf.split_to(2);
+                    self.shared.pings.fetch_sub(1, Ordering::Relaxed);
+                    Counters::add(&self.shared.stats.counters.pongs);
+                    continue;
+                }
                 match framer.next_frame() {
                     Ok(Some(Frame::Message(bytes))) => self.received(bytes, self.shared.remote).await,
                     Ok(Some(Frame::Ping)) => {

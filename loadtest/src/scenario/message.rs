@@ -39,15 +39,16 @@ pub async fn measure(
     measured(users, rate, count, stop, |i, due| {
         let (users, body) = (users.clone(), prepared.body.clone());
         let k = i as usize % pairs;
-        async move { send(&users, k, pairs + k, due, &body).await }
+        async move { send(&users, k, pairs + k, due, &body, MEASURED).await }
     })
     .await
 }
 
-async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, body: &Arc<str>) -> bool {
+/// One MESSAGE from `sender` to `receiver`, answering a challenge.
+pub async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, body: &str, kinds: Kinds) -> bool {
     let stats = users.stats();
     let Some(endpoint) = users.endpoint(sender).await else {
-        stats.record(MEASURED.whole, due.elapsed(), Outcome::Error);
+        stats.record(kinds.whole, due.elapsed(), Outcome::Error);
         return false;
     };
     let c = users.config();
@@ -74,11 +75,11 @@ async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, body:
         m.set_body(body.as_bytes().to_vec());
         (m, branch)
     };
-    exchange(stats, &endpoint, &from.account, "MESSAGE", &uri, due, MEASURED, make).await
+    exchange(stats, &endpoint, &from.account, "MESSAGE", &uri, due, kinds, make).await
 }
 
 /// A text of exactly `len` bytes.
-fn body(len: usize) -> String {
+pub fn body(len: usize) -> String {
     let line = "The quick brown fox jumps over the lazy dog. ";
     line.repeat(len / line.len() + 1)[..len].to_string()
 }

@@ -6,6 +6,7 @@
 //! or once per step of a ramp.
 
 pub mod message;
+pub mod model;
 pub mod presence;
 pub mod register;
 
@@ -26,6 +27,7 @@ pub enum Prepared {
     Register,
     Message(message::Prepared),
     Presence(presence::Prepared),
+    Model(model::Prepared),
 }
 
 /// Runs the set-up of the configured scenario; `Err` holds its phase if it was interrupted.
@@ -34,6 +36,7 @@ pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Re
         Scenario::Register => Prepared::Register,
         Scenario::Message => Prepared::Message(message::prepare(users, stop).await?),
         Scenario::Presence => Prepared::Presence(presence::prepare(users, stop).await?),
+        Scenario::Model => Prepared::Model(model::prepare(users, stop).await?),
     };
     Ok(prepared)
 }
@@ -45,6 +48,8 @@ impl Prepared {
             Prepared::Register => register::measure(users, rate, count, stop).await,
             Prepared::Message(m) => message::measure(users, m, rate, count, stop).await,
             Prepared::Presence(p) => presence::measure(users, p, rate, count, stop).await,
+            // The model's rates are its users' habits; its length is the run's duration.
+            Prepared::Model(m) => model::measure(users, m, stop).await,
         }
     }
 }
@@ -52,8 +57,10 @@ impl Prepared {
 impl Prepared {
     /// What a scenario does after its measured transactions (ending its subscriptions).
     pub async fn teardown(&self, users: &Arc<Users>, stop: &mut watch::Receiver<bool>) {
-        if let Prepared::Presence(p) = self {
-            presence::teardown(users, p, stop).await;
+        match self {
+            Prepared::Presence(p) => presence::teardown(users, &p.dialogs, stop).await,
+            Prepared::Model(m) => presence::teardown(users, &m.dialogs, stop).await,
+            Prepared::Register | Prepared::Message(_) => {}
         }
     }
 }

@@ -59,7 +59,7 @@ impl Publications {
 pub struct Prepared {
     publications: Arc<Publications>,
     /// (watcher, its subscription)
-    dialogs: Vec<(usize, Arc<Dialog>)>,
+    pub dialogs: Vec<(usize, Arc<Dialog>)>,
 }
 
 pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Result<Prepared, Phase> {
@@ -93,8 +93,8 @@ pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Re
 /// After the run: every watcher ends its subscriptions (SUBSCRIBE with Expires 0 in each
 /// dialog, `unsubscribe`), so that a server kept running is left without dead watchers that
 /// it would go on notifying in the next run.
-pub async fn teardown(users: &Arc<Users>, prepared: &Prepared, stop: &mut watch::Receiver<bool>) {
-    let dialogs = Arc::new(prepared.dialogs.clone());
+pub async fn teardown(users: &Arc<Users>, dialogs: &[(usize, Arc<Dialog>)], stop: &mut watch::Receiver<bool>) {
+    let dialogs: Arc<[(usize, Arc<Dialog>)]> = dialogs.into();
     open_loop(users.config().setup_rate, dialogs.len() as u64, stop, |i, due| {
         let (users, dialogs) = (users.clone(), dialogs.clone());
         async move {
