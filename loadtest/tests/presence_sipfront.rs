@@ -1,0 +1,114 @@
+//! The presence scenario against a live sipfront: resource lists (RFC 4662) over UDP, TCP and
+//! TLS, single subscriptions over TLS, a ramp, and the binary with its JSON report.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::{config, run, Server, DOMAIN};
+use sipfront_loadtest::ramp::Ramp;
+use sipfront_loadtest::scenario::presence::watched;
+use sipfront_loadtest::{Report, Scenario, TransportKind};
+use std::process::Command;
+
+/// Gives watcher j (user `presentities + j`) the contact list the scenario's single
+/// subscriptions would have: presentities j, j+1, ... j+watch-1, wrapping round.
+async fn contact_lists(server: &Server, users: usize, presentities: usize, watch: usize) {
+    let store = sipfront_storage::open("", server.dir.path()).await.unwrap();
+    for j in 0..users - presentities {
+        for k in 0..watch {
+            let contact = sipfront_storage::Contact {
+                owner: format!("user{}@{DOMAIN}", presentities + j),
+                contact: format!("user{}@{DOMAIN}", watched(j, k, presentities)),
+                display_name: String::new(),
+                group: String::new(),
+            };
+            store.add_contact(&contact).await.unwrap();
+        }
+    }
+}
+
+fn target(server: &Server, transport: TransportKind) -> std::net::SocketAddr {
+    match transport {
+        TransportKind::Udp => server.udp(),
+        TransportKind::Tcp => server.tcp(),
+        TransportKind::Tls => server.tls(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_lists_over_udp_tcp_and_tls() {
+    for transport in [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls] {
+        let server = Server::start(20).await;
+        contact_lists(&server, 20, 10, 3).await;
+        let mut c = config(Scenario::Presence, target(&server, transport), 20, 100.0, 100);
+        c.transport = transport;
+        c.resource_lists = true;
+        let r = run(c).await;
+        let what = format!("{transport:?}");
+        assert_eq!(r.transactions["subscribe"].ok, 10, "{what}: one list subscription per watcher");
+        assert_eq!((r.succeeded, r.failed), (100, 0), "{what}: every PUBLISH succeeded");
+        // Full state at once, then partial state as members change (throttled by the server,
+        // so at least one per list), then `terminated` when the run ends them.
+        assert!(r.measured_notifies >= 10, "{what}: list NOTIFYs while measuring: {}", r.measured_notifies);
+        assert!(r.notifies >= r.measured_notifies + 20, "{what}: {}", r.notifies);
+        assert_eq!(r.notify_states["terminated"], 10, "{what}");
+        assert_eq!(r.unmatched_notifies + r.timeouts + r.unexpected_responses + r.transport_errors, 0, "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_subscriptions_over_tls() {
+    let server = Server::start(30).await;
+    let mut c = config(Scenario::Presence, server.tls(), 30, 100.0, 100);
+    c.transport = TransportKind::Tls;
+    c.presentities = Some(10);
+    c.watch = 5;
+    let r = run(c).await;
+    assert_eq!(r.transactions["subscribe"].ok, 100, "20 watchers x 5");
+    assert_eq!((r.succeeded, r.failed), (100, 0));
+    assert!(r.measured_notifies >= 100, "{}", r.measured_notifies);
+    assert_eq!(r.notify_states["terminated"], 100);
+    assert_eq!(r.unmatched_notifies + r.timeouts + r.transport_errors, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_ramp_counts_notifies_per_step() {
+    let server = Server::start(20).await;
+    let mut c = config(Scenario::Presence, server.udp(), 20, 100.0, 1);
+    c.watch = 3;
+    c.ramp = Some(Ramp { step_secs: 0.5, max_p99_ms: 2000.0, ..Ramp::parse("50:50:100").unwrap() });
+    let r = run(c).await;
+    let ramp = r.ramp.unwrap();
+    assert_eq!(ramp.highest_passing_rate, Some(100.0));
+    assert_eq!(ramp.steps.iter().map(|s| s.succeeded).collect::<Vec<_>>(), vec![25, 50]);
+    assert!(ramp.steps.iter().all(|s| s.notifies >= 30 && s.notify_rate > 0.0), "{:?}", ramp.steps);
+    assert_eq!(r.transactions["unsubscribe"].ok, 30, "ended once, after the last step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_presence_with_resource_lists() {
+    let server = Server::start(20).await;
+    contact_lists(&server, 20, 10, 3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("presence.json");
+    let (target, json2) = (server.tcp().to_string(), json.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
+            .args(["presence", "--target", &target, "--transport", "tcp", "--users", "20", "--resource-lists"])
+            .args(["--rate", "100", "--count", "100", "--json"])
+            .arg(&json2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(stdout.contains("NOTIFY received"), "the table counts NOTIFYs");
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report.config.resource_lists);
+    assert_eq!((report.succeeded, report.transactions["subscribe"].ok), (100, 10));
+    assert!(report.notify_rate > 0.0 && report.notify_states["active"] >= 20);
+}
