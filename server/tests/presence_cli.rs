@@ -144,6 +144,44 @@ async fn contacts_are_kept_in_groups_and_removed_from_one_group_or_all() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn contacts_are_imported_in_bulk_all_of_a_batch_or_none() {
+    for backend in backends("presence_cli_contacts_import").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let file = s.dir.path().join("contacts.csv");
+        std::fs::write(
+            &file,
+            "owner,contact,group,name\n\
+             # alice's list\n\
+             alice@example.test,sip:bob@Example.TEST,work,\"Bob, the builder\"\n\
+             alice@example.test,carol@partner.test\n\
+             \n\
+             bob@example.test,alice@example.test,,Alice\n",
+        )
+        .expect("write the file");
+        let path = file.to_str().expect("a UTF-8 path");
+        let out = cli(&s, &["contacts", "import", path], "").await;
+        assert_eq!(out, "imported 3 contacts\n", "{backend:?}");
+        let csv = cli(&s, &["contacts", "list", "alice@example.test", "--format", "csv"], "").await;
+        assert_eq!(csv, "group,contact,name\n,carol@partner.test,\nwork,bob@example.test,\"Bob, the builder\"\n");
+        let csv = cli(&s, &["contacts", "list", "bob@example.test", "--format", "csv"], "").await;
+        assert_eq!(csv, "group,contact,name\n,alice@example.test,Alice\n");
+
+        // A bad line stops the import before anything is written.
+        std::fs::write(&file, "bob@example.test,dave@example.test\nbob@example.test,dave\n").expect("write");
+        let err = cli_fails(&s, &["contacts", "import", path]).await;
+        assert!(err.contains("line 2: contact") && err.contains("dave"), "{err}");
+        // An unknown owner spoils its batch (here, one line each): the batches before it stay.
+        std::fs::write(&file, "bob@example.test,dave@example.test\nnobody@example.test,alice@example.test\n")
+            .expect("write");
+        let err = cli_fails(&s, &["contacts", "import", path, "--batch", "1"]).await;
+        assert!(err.contains("lines 2-2") && err.contains("nobody@example.test: no such user"), "{err}");
+        assert!(err.contains("1 contacts before them were"), "{err}");
+        let csv = cli(&s, &["contacts", "list", "bob@example.test", "--format", "csv"], "").await;
+        assert_eq!(csv, "group,contact,name\n,alice@example.test,Alice\n,dave@example.test,\n");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn unknown_owners_and_bad_addresses_are_one_clear_error() {
     let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
     let nobody = "nobody@example.test";

@@ -182,6 +182,9 @@ pub trait Store: Send + Sync + 'static {
     async fn rules(&self, owner: &str) -> Result<Vec<Rule>>;
     /// Adds (or renames) a contact in a group of the owner's list.
     async fn add_contact(&self, contact: &Contact) -> Result<()>;
+    /// Adds (or renames) many contacts, of any owners, in one transaction: all of them, or
+    /// none if one fails (`NotFound` naming an owner that is no user). How many were given.
+    async fn add_contacts(&self, contacts: &[Contact]) -> Result<usize>;
     /// Removes a contact from one group, or from every group (`None`); how many entries went.
     async fn remove_contact(&self, owner: &str, contact: &str, group: Option<&str>) -> Result<u64>;
     /// `owner`'s contact list, by group then contact.

@@ -348,16 +348,40 @@ macro_rules! sql_store {
             }
 
             async fn add_contact(&self, c: &$crate::Contact) -> $crate::Result<()> {
-                let contact = $crate::normal_aor(&c.contact, false)?;
-                self.owned_change(
-                    &c.owner,
-                    "INSERT INTO contacts (owner, contact, display_name, group_name, created_at) \
-                     SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM users WHERE aor = $1) \
-                     ON CONFLICT (owner, contact, group_name) DO UPDATE SET display_name = excluded.display_name",
-                    |q| q.bind(contact).bind(c.display_name.clone()).bind(c.group.clone()).bind($crate::now()),
-                )
-                .await
-                .map(|_| ())
+                self.add_contacts(std::slice::from_ref(c)).await.map(|_| ())
+            }
+
+            async fn add_contacts(&self, contacts: &[$crate::Contact]) -> $crate::Result<usize> {
+                let normal: Vec<String> =
+                    contacts.iter().map(|c| $crate::normal_aor(&c.contact, false)).collect::<$crate::Result<_>>()?;
+                let now = $crate::now();
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
+                for (c, contact) in contacts.iter().zip(&normal) {
+                    let r = sqlx::query(
+                        "INSERT INTO contacts (owner, contact, display_name, group_name, created_at) \
+                         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM users WHERE aor = $1) \
+                         ON CONFLICT (owner, contact, group_name) DO UPDATE SET display_name = excluded.display_name",
+                    )
+                    .bind(&c.owner)
+                    .bind(contact)
+                    .bind(&c.display_name)
+                    .bind(&c.group)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| $crate::map_err(&c.owner, e))?;
+                    if r.rows_affected() == 0 {
+                        return Err($crate::StoreError::NotFound(c.owner.clone()));
+                    }
+                }
+                let mut owners: Vec<&str> = contacts.iter().map(|c| c.owner.as_str()).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                for owner in owners {
+                    self.note_change(&mut tx, owner).await?;
+                }
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
+                Ok(contacts.len())
             }
 
             async fn remove_contact(&self, owner: &str, contact: &str, group: Option<&str>) -> $crate::Result<u64> {

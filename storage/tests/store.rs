@@ -320,6 +320,32 @@ async fn contact_lists_keep_groups_and_lose_entries_from_one_group_or_all() {
 }
 
 #[tokio::test]
+async fn contacts_in_bulk_go_in_together_or_not_at_all() {
+    on_both("contacts_bulk", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        s.add_user(&user("bob", "example.test")).await.unwrap();
+        let of = |owner: &str, c: &str| sipfront_storage::Contact { owner: owner.into(), ..contact(c, "", "") };
+        let head = s.changes_head().await.unwrap();
+        let batch = [of(ALICE, "bob@example.test"), of(ALICE, "carol@example.test"), of("bob@example.test", ALICE)];
+        assert_eq!(s.add_contacts(&batch).await.unwrap(), 3);
+        assert_eq!(s.contacts(ALICE).await.unwrap().len(), 2);
+        assert_eq!(s.contacts("bob@example.test").await.unwrap(), vec![of("bob@example.test", ALICE)]);
+        let c = s.changes_since(head).await.unwrap();
+        assert_eq!(c.aors, vec![ALICE, "bob@example.test"], "one change per owner, not per contact");
+
+        // An owner that is no user, or a contact that is no AOR, spoils the whole batch.
+        let spoilt = [of(ALICE, "dave@example.test"), of("nobody@example.test", ALICE)];
+        assert!(matches!(s.add_contacts(&spoilt).await, Err(StoreError::NotFound(o)) if o == "nobody@example.test"));
+        let spoilt = [of(ALICE, "dave@example.test"), of(ALICE, "dave")];
+        assert!(matches!(s.add_contacts(&spoilt).await, Err(StoreError::Invalid(_))));
+        assert_eq!(s.contacts(ALICE).await.unwrap().len(), 2, "nothing of either batch is kept");
+        assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
+        assert_eq!(s.add_contacts(&[]).await.unwrap(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn rules_and_contact_list_go_with_their_owner() {
     use sipfront_storage::RuleAction;
     on_both("presence_cascade", |s| async move {

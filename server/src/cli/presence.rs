@@ -3,7 +3,7 @@
 //! through the store's change log within `database.poll_ms`, live subscriptions included.
 
 use super::archive::{csv_field, Format};
-use super::users::{parse_aor, with_store};
+use super::users::{csv_fields, parse_aor, with_store};
 use crate::config::Config;
 use crate::core::reply::iso_time;
 use anyhow::{anyhow, bail, Context};
@@ -53,6 +53,13 @@ pub enum ContactsCommand {
         owner: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Add the contacts of a CSV file: owner,contact[,group[,display name]] per line (an
+    /// `owner,...` header and `#` comments are skipped), BATCH lines per transaction.
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
     },
 }
 
@@ -119,6 +126,15 @@ pub fn run_rules(config: &Config, data_dir: &Path, command: RulesCommand) -> any
 }
 
 pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) -> anyhow::Result<()> {
+    // Read and check the whole file before touching the store.
+    let import = match &command {
+        ContactsCommand::Import { file, .. } => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))
+                .and_then(|text| parse_contacts(&text))?,
+        ),
+        _ => None,
+    };
     with_store(config, data_dir, async |store| match command {
         ContactsCommand::Add { owner, contact, group, name } => {
             let owner = aor(&owner)?;
@@ -147,7 +163,45 @@ pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) 
                 store.contacts(&owner).await?.into_iter().map(|c| [c.group, c.contact, c.display_name]).collect();
             print_rows(&["group", "contact", "name"], &rows, format)
         }
+        ContactsCommand::Import { batch, .. } => {
+            let mut added = 0;
+            for chunk in import.unwrap_or_default().chunks(batch.max(1)) {
+                let lines = format!("{}-{}", chunk.first().map_or(0, |c| c.0), chunk.last().map_or(0, |c| c.0));
+                let contacts: Vec<Contact> = chunk.iter().map(|(_, c)| c.clone()).collect();
+                added += store.add_contacts(&contacts).await.map_err(|e| {
+                    let owner = if let StoreError::NotFound(o) = &e { o.clone() } else { String::new() };
+                    explain(e, &owner).context(format!("lines {lines}: none imported, {added} contacts before them were"))
+                })?;
+            }
+            println!("imported {added} contacts");
+            Ok(())
+        }
     })
+}
+
+/// The contacts of an import file, each with its line number.
+fn parse_contacts(text: &str) -> anyhow::Result<Vec<(usize, Contact)>> {
+    let mut contacts = Vec::new();
+    for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
+        if line.is_empty() || line.starts_with('#') || (n == 1 && line.to_ascii_lowercase().starts_with("owner,")) {
+            continue;
+        }
+        let fields = csv_fields(line);
+        let (owner, contact, group, name) = match fields.as_slice() {
+            [o, c] => (o, c, "", ""),
+            [o, c, g] => (o, c, g.as_str(), ""),
+            [o, c, g, d] => (o, c, g.as_str(), d.as_str()),
+            _ => bail!("line {n}: expected owner,contact[,group[,display name]]"),
+        };
+        let contact = Contact {
+            owner: aor(owner).with_context(|| format!("line {n}: owner"))?,
+            contact: aor(contact).with_context(|| format!("line {n}: contact"))?,
+            display_name: name.into(),
+            group: group.into(),
+        };
+        contacts.push((n, contact));
+    }
+    Ok(contacts)
 }
 
 fn print_rows<const N: usize>(names: &[&str; N], rows: &[[String; N]], format: Format) -> anyhow::Result<()> {

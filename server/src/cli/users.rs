@@ -203,7 +203,7 @@ async fn import(store: &dyn Store, text: &str, batch: usize) -> anyhow::Result<(
 }
 
 /// One CSV line: fields separated by commas, optionally in double quotes (`""` is a quote).
-fn csv_fields(line: &str) -> Vec<String> {
+pub(super) fn csv_fields(line: &str) -> Vec<String> {
     let mut fields = vec![String::new()];
     let mut quoted = false;
     let mut chars = line.chars().peekable();
