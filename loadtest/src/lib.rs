@@ -26,7 +26,7 @@ pub use report::Report;
 
 use stats::{Counters, Stats};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Runs `config` to its end, or until `stop` turns true (then the report holds what was
@@ -37,7 +37,7 @@ pub async fn run(mut config: Config, mut stop: watch::Receiver<bool>, progress: 
         // The target rate of a model run is what its users' habits add up to.
         config.rate = scenario::model::Model::rate(&config);
     }
-    let started_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let started_unix_ms = stats::unix_ms();
     let config = Arc::new(config);
     let stats = Arc::new(Stats::default());
     let users = Arc::new(users::Users::new(config.clone(), stats.clone()).await?);

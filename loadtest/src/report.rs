@@ -14,6 +14,10 @@ pub struct Report {
     pub version: String,
     /// When the run began, in milliseconds since the Unix epoch.
     pub started_unix_ms: u64,
+    /// When the measured phase began and ended (ms since the Unix epoch): the span to read
+    /// the server's CPU over. The set-up comes before it, the settle and teardown after.
+    pub measured_from_unix_ms: Option<u64>,
+    pub measured_until_unix_ms: Option<u64>,
     pub config: Config,
     pub machine: Machine,
     /// Stopped (Ctrl-C) before the end: the figures are partial.
@@ -162,6 +166,8 @@ impl Report {
             tool: "sipfront-load".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             started_unix_ms,
+            measured_from_unix_ms: stats.window_unix_ms().0,
+            measured_until_unix_ms: stats.window_unix_ms().1,
             config: config.clone(),
             machine: Machine::this(),
             interrupted: phase.interrupted,

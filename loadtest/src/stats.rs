@@ -109,6 +109,9 @@ pub struct Stats {
     last_notify_us: AtomicU64,
     /// Between [`Stats::begin`] and [`Stats::end`].
     measuring: std::sync::atomic::AtomicBool,
+    /// The same span in wall-clock time (ms since the Unix epoch), for matching a run with
+    /// what was sampled outside it (the server's CPU).
+    window_unix_ms: Mutex<(Option<u64>, Option<u64>)>,
     /// Latencies of the measured exchanges (whatever their type and outcome) since the last
     /// [`Stats::take_step_latency`]: what a ramp step is judged by.
     step_latency: Mutex<Option<Histogram<u64>>>,
@@ -146,12 +149,19 @@ impl Stats {
     /// The measured phase begins now (or has begun already: a ramp's later steps).
     pub fn begin(&self) -> std::time::Instant {
         self.measuring.store(true, Ordering::Relaxed);
+        self.window_unix_ms.lock().unwrap_or_else(|e| e.into_inner()).0.get_or_insert_with(unix_ms);
         *self.origin.get_or_init(std::time::Instant::now)
     }
 
     /// The measured phase is over: what comes now is teardown.
     pub fn end(&self) {
         self.measuring.store(false, Ordering::Relaxed);
+        self.window_unix_ms.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(unix_ms());
+    }
+
+    /// When the measured phase began and ended, in ms since the Unix epoch.
+    pub fn window_unix_ms(&self) -> (Option<u64>, Option<u64>) {
+        *self.window_unix_ms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// One exchange of the measured scenario has ended, `latency` after it was due.
@@ -215,4 +225,10 @@ impl Stats {
     pub fn failures(&self) -> u64 {
         Counters::get(&self.finished).saturating_sub(Counters::get(&self.succeeded))
     }
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub fn unix_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }

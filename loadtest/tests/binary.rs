@@ -37,6 +37,8 @@ async fn json_report_holds_every_figure() {
     assert_eq!((report.succeeded, report.failed), (200, 0));
     assert_eq!(report.config.local_ips.len(), 2);
     assert!(report.machine.nproc >= 1 && !report.machine.kernel.is_empty());
+    let (from, until) = (report.measured_from_unix_ms.unwrap(), report.measured_until_unix_ms.unwrap());
+    assert!(report.started_unix_ms <= from && from < until, "the measured phase's window: {from}..{until}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     for p in ["p50", "p90", "p99", "p99_9", "max"] {
         assert!(v["transactions"]["register"]["latency_ms"][p].as_f64().unwrap() > 0.0, "{p}");
