@@ -224,12 +224,14 @@ fn provision(args: &RunArgs, data_dir: &std::path::Path, config: &Config) -> any
             .context("--provision: no `sipfront` beside sipfront-load or on PATH; give --sipfront-bin")?,
     };
     let p = Provision { data_dir: data_dir.to_path_buf(), bin, config: args.sipfront_config.clone() };
-    let done = p.run(&config.domain, &config.accounts).context("--provision")?;
+    let lists = sipfront_loadtest::scenario::contact_lists(config);
+    let done = p.run(&config.domain, &config.accounts, &lists).context("--provision")?;
     println!(
-        "provisioned {}: {} users imported, {} already there (left as they were)",
+        "provisioned {}: {} users imported, {} already there (left as they were), {} contact-list entries",
         data_dir.display(),
         done.imported,
-        done.already_there
+        done.already_there,
+        done.contacts
     );
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! `--provision DATA_DIR`: creates the run's accounts in a sipfront data directory before the
 //! run, with sipfront's own command line (`domain add`, `user list`, `user import`), so that
 //! the generator never depends on the server crate or its store. Users already there are left
-//! as they are, so provisioning the same directory twice is harmless.
+//! as they are, so provisioning the same directory twice is harmless. With `--resource-lists`
+//! the contact lists the run subscribes to are imported too (`contacts import`; an entry
+//! already there is left as it is).
 
 use crate::config::Account;
 use anyhow::{bail, Context};
@@ -26,6 +28,8 @@ pub struct Provision {
 pub struct Provisioned {
     pub imported: usize,
     pub already_there: usize,
+    /// Contact-list entries imported (or found there already).
+    pub contacts: usize,
 }
 
 /// `sipfront` beside `exe` (as cargo builds them both into target/<profile>/), else the first
@@ -37,8 +41,9 @@ pub fn find_sipfront(exe: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Opti
 }
 
 impl Provision {
-    /// Adds `domain` (if new) and every account not there yet.
-    pub fn run(&self, domain: &str, accounts: &[Account]) -> anyhow::Result<Provisioned> {
+    /// Adds `domain` (if new), every account not there yet, and `lists` (owner and contacts,
+    /// by account index).
+    pub fn run(&self, domain: &str, accounts: &[Account], lists: &[(usize, Vec<usize>)]) -> anyhow::Result<Provisioned> {
         let out = self.sipfront(&["domain", "add", domain])?;
         // Older versions fail on a domain that exists, newer ones say so and succeed.
         if !out.status.success() && !out.stderr.to_ascii_lowercase().contains("already") {
@@ -53,17 +58,40 @@ impl Provision {
             out.stdout.lines().filter_map(|l| l.split('\t').next()).map(str::trim).collect();
         let missing: Vec<&Account> =
             accounts.iter().filter(|a| !existing.contains(format!("{}@{domain}", a.user).as_str())).collect();
-        let result = Provisioned { imported: missing.len(), already_there: accounts.len() - missing.len() };
-        if missing.is_empty() {
-            return Ok(result);
+        let mut result =
+            Provisioned { imported: missing.len(), already_there: accounts.len() - missing.len(), contacts: 0 };
+        if !missing.is_empty() {
+            let mut text = String::with_capacity(missing.len() * 40);
+            for a in &missing {
+                text.push_str(&format!("{}@{domain},{}\n", a.user, csv_field(&a.password)));
+            }
+            self.import(&["user", "import"], &text)?;
         }
-        let csv = UsersFile::write(domain, &missing)?;
-        let file = csv.path.to_string_lossy().into_owned();
-        let out = self.sipfront(&["user", "import", &file])?;
-        if !out.status.success() {
-            bail!("sipfront user import: {}", out.stderr.trim());
+        let aor = |i: usize| accounts.get(i).map(|a| format!("{}@{domain}", a.user));
+        let mut text = String::new();
+        for (owner, contacts) in lists {
+            for c in contacts {
+                if let (Some(o), Some(c)) = (aor(*owner), aor(*c)) {
+                    text.push_str(&format!("{o},{c}\n"));
+                    result.contacts += 1;
+                }
+            }
+        }
+        if result.contacts > 0 {
+            self.import(&["contacts", "import"], &text)?;
         }
         Ok(result)
+    }
+
+    /// Runs `sipfront COMMAND... FILE` on `text` written to a private temporary file.
+    fn import(&self, command: &[&str], text: &str) -> anyhow::Result<()> {
+        let file = PrivateFile::write(text)?;
+        let path = file.path.to_string_lossy().into_owned();
+        let out = self.sipfront(&[command, &[path.as_str()]].concat())?;
+        if !out.status.success() {
+            bail!("sipfront {}: {}", command.join(" "), out.stderr.trim());
+        }
+        Ok(())
     }
 
     /// Runs `sipfront --data-dir D [--config F] ARGS...`, bounded by [`COMMAND_LIMIT`].
@@ -112,16 +140,16 @@ struct Output {
     stderr: String,
 }
 
-/// The accounts as `aor,password` lines in a file only we can read, removed when dropped.
-struct UsersFile {
+/// A file only we can read (it may hold passwords), removed when dropped.
+struct PrivateFile {
     path: PathBuf,
 }
 
-impl UsersFile {
-    fn write(domain: &str, accounts: &[&Account]) -> anyhow::Result<UsersFile> {
+impl PrivateFile {
+    fn write(text: &str) -> anyhow::Result<PrivateFile> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = std::env::temp_dir().join(format!(
-            "sipfront-load-users-{}-{}.csv",
+            "sipfront-load-{}-{}.csv",
             std::process::id(),
             crate::sip::token()
         ));
@@ -131,17 +159,13 @@ impl UsersFile {
             .mode(0o600)
             .open(&path)
             .with_context(|| format!("create {}", path.display()))?;
-        let file = UsersFile { path };
-        let mut text = String::with_capacity(accounts.len() * 40);
-        for a in accounts {
-            text.push_str(&format!("{}@{domain},{}\n", a.user, csv_field(&a.password)));
-        }
+        let file = PrivateFile { path };
         f.write_all(text.as_bytes()).with_context(|| format!("write {}", file.path.display()))?;
         Ok(file)
     }
 }
 
-impl Drop for UsersFile {
+impl Drop for PrivateFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
     }

@@ -7,19 +7,19 @@ mod common;
 
 use common::{config, run, Server, DOMAIN};
 use sipfront_loadtest::ramp::Ramp;
-use sipfront_loadtest::scenario::presence::watched;
-use sipfront_loadtest::{Report, Scenario, TransportKind};
+use sipfront_loadtest::{Config, Report, Scenario, TransportKind};
 use std::process::Command;
 
-/// Gives watcher j (user `presentities + j`) the contact list the scenario's single
-/// subscriptions would have: presentities j, j+1, ... j+watch-1, wrapping round.
-async fn contact_lists(server: &Server, users: usize, presentities: usize, watch: usize) {
+/// Gives every watcher the contact list its resource list stands for (what `--provision`
+/// imports): the presentities its single subscriptions would watch.
+async fn contact_lists(server: &Server, c: &Config) {
     let store = sipfront_storage::open("", server.dir.path()).await.unwrap();
-    for j in 0..users - presentities {
-        for k in 0..watch {
+    let aor = |i: usize| format!("user{i}@{DOMAIN}");
+    for (owner, contacts) in sipfront_loadtest::scenario::contact_lists(c) {
+        for contact in contacts {
             let contact = sipfront_storage::Contact {
-                owner: format!("user{}@{DOMAIN}", presentities + j),
-                contact: format!("user{}@{DOMAIN}", watched(j, k, presentities)),
+                owner: aor(owner),
+                contact: aor(contact),
                 display_name: String::new(),
                 group: String::new(),
             };
@@ -40,10 +40,11 @@ fn target(server: &Server, transport: TransportKind) -> std::net::SocketAddr {
 async fn resource_lists_over_udp_tcp_and_tls() {
     for transport in [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls] {
         let server = Server::start(20).await;
-        contact_lists(&server, 20, 10, 3).await;
         let mut c = config(Scenario::Presence, target(&server, transport), 20, 100.0, 100);
         c.transport = transport;
         c.resource_lists = true;
+        c.watch = 3;
+        contact_lists(&server, &c).await;
         let r = run(c).await;
         let what = format!("{transport:?}");
         assert_eq!(r.transactions["subscribe"].ok, 10, "{what}: one list subscription per watcher");
@@ -89,13 +90,16 @@ async fn presence_ramp_counts_notifies_per_step() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_runs_presence_with_resource_lists() {
     let server = Server::start(20).await;
-    contact_lists(&server, 20, 10, 3).await;
+    let mut c = config(Scenario::Presence, server.tcp(), 20, 100.0, 100);
+    (c.resource_lists, c.watch) = (true, 3);
+    contact_lists(&server, &c).await;
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("presence.json");
     let (target, json2) = (server.tcp().to_string(), json.clone());
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
             .args(["presence", "--target", &target, "--transport", "tcp", "--users", "20", "--resource-lists"])
+            .args(["--watch", "3"])
             .args(["--rate", "100", "--count", "100", "--json"])
             .arg(&json2)
             .output()

@@ -51,15 +51,15 @@ async fn provisioned_users_register() {
     c.set_pattern_users(30, 0, "secret,{n}");
     let p = Provision { data_dir: dir.path().to_path_buf(), bin: sipfront_cli(), config: None };
     let accounts = c.accounts.clone();
-    let done = tokio::task::spawn_blocking(move || p.run(DOMAIN, &accounts).unwrap()).await.unwrap();
-    assert_eq!(done, Provisioned { imported: 30, already_there: 0 });
+    let done = tokio::task::spawn_blocking(move || p.run(DOMAIN, &accounts, &[]).unwrap()).await.unwrap();
+    assert_eq!(done, Provisioned { imported: 30, already_there: 0, contacts: 0 });
 
     // Again, with 10 more: only those are imported (an import of an existing user would fail).
     c.set_pattern_users(40, 0, "secret,{n}");
     let p = Provision { data_dir: dir.path().to_path_buf(), bin: sipfront_cli(), config: None };
     let accounts = c.accounts.clone();
-    let done = tokio::task::spawn_blocking(move || p.run(DOMAIN, &accounts).unwrap()).await.unwrap();
-    assert_eq!(done, Provisioned { imported: 10, already_there: 30 });
+    let done = tokio::task::spawn_blocking(move || p.run(DOMAIN, &accounts, &[]).unwrap()).await.unwrap();
+    assert_eq!(done, Provisioned { imported: 10, already_there: 30, contacts: 0 });
 
     let server = Server::start_in(dir).await;
     c.target = server.udp();
@@ -108,4 +108,37 @@ async fn the_binary_provisions_then_runs() {
     let server = Server::start_in(dir).await;
     let r = common::run(common::config(Scenario::Register, server.udp(), 10, 100.0, 10)).await;
     assert_eq!((r.succeeded, r.failed), (10, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contact_lists_of_a_resource_list_run_are_provisioned() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["presence", "--users", "20", "--watch", "3", "--resource-lists", "--provision-only", "--provision"])
+        .arg(dir.path())
+        .arg("--sipfront-bin")
+        .arg(sipfront_cli())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+    assert!(stdout.contains("20 users imported") && stdout.contains("30 contact-list entries"), "{stdout}");
+    let list = Command::new(sipfront_cli())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["contacts", "list", &format!("user10@{DOMAIN}"), "--format", "csv"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&list.stdout);
+    let expected = format!("group,contact,name\n,user0@{DOMAIN},\n,user1@{DOMAIN},\n,user2@{DOMAIN},\n");
+    assert_eq!(csv, expected, "watcher 0 (user10) watches presentities 0, 1 and 2");
+
+    // A sipfront on that directory answers the watchers' list subscriptions with the lists.
+    let server = Server::start_in(dir).await;
+    let mut c = common::config(Scenario::Presence, server.udp(), 20, 100.0, 50);
+    (c.resource_lists, c.watch) = (true, 3);
+    let r = common::run(c).await;
+    assert_eq!((r.transactions["subscribe"].ok, r.succeeded, r.failed), (10, 50, 0));
+    assert!(r.measured_notifies >= 10 && r.unmatched_notifies == 0, "{}", r.measured_notifies);
 }

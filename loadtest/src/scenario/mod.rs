@@ -41,6 +41,17 @@ pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Re
     Ok(prepared)
 }
 
+/// The contact lists a run's resource-list subscriptions expect the server to hold, by user
+/// index (none unless `--resource-lists`).
+pub fn contact_lists(c: &crate::config::Config) -> Vec<(usize, Vec<usize>)> {
+    match c.scenario {
+        _ if !c.resource_lists => Vec::new(),
+        Scenario::Presence => presence::contact_lists(c),
+        Scenario::Model => model::contact_lists(c),
+        Scenario::Register | Scenario::Message => Vec::new(),
+    }
+}
+
 impl Prepared {
     /// `count` measured transactions at `rate` per second.
     pub async fn measure(&self, users: &Arc<Users>, rate: f64, count: u64, stop: &mut watch::Receiver<bool>) -> Phase {

@@ -152,9 +152,20 @@ pub struct Prepared {
     body: Arc<str>,
 }
 
-/// A random contact of user `u` (users u+1..u+K).
+/// The `k`-th contact of user `u` among `n` users: users u+1..u+K.
+fn kth_contact(u: usize, k: usize, n: usize) -> usize {
+    (u + 1 + k) % n
+}
+
+/// A random contact of user `u`.
 fn contact(c: &Config, u: usize) -> usize {
-    (u + 1 + fastrand::usize(..c.watch.max(1))) % c.accounts.len()
+    kth_contact(u, fastrand::usize(..c.watch.max(1)), c.accounts.len())
+}
+
+/// Every user's contact list, by user index: (user, its contacts).
+pub fn contact_lists(c: &Config) -> Vec<(usize, Vec<usize>)> {
+    let n = c.accounts.len();
+    (0..n).map(|u| (u, (0..c.watch).map(|k| kth_contact(u, k, n)).collect())).collect()
 }
 
 /// Every user registers, then subscribes to its contacts or its list (`subscribe`).
@@ -168,7 +179,7 @@ pub async fn prepare(users: &Arc<Users>, stop: &mut watch::Receiver<bool>) -> Re
     let subscribing = open_loop(c.setup_rate, (n * per_user) as u64, stop, |s, due| {
         let (users, dialogs) = (users.clone(), dialogs.clone());
         let (u, k) = (s as usize / per_user, s as usize % per_user);
-        let target = if lists { Target::List } else { Target::Presentity((u + 1 + k) % n) };
+        let target = if lists { Target::List } else { Target::Presentity(kth_contact(u, k, n)) };
         async move {
             if let Some(d) = presence::subscribe(&users, u, target, expires, due, presence::SUBSCRIBE).await {
                 dialogs.lock().unwrap_or_else(|e| e.into_inner()).push((u, Arc::new(d)));

@@ -29,6 +29,13 @@ pub fn presentities(c: &Config) -> usize {
     c.presentities.unwrap_or(c.accounts.len() / 2)
 }
 
+/// The contact list behind each watcher's resource list, by user index: (watcher, the
+/// presentities it watches).
+pub fn contact_lists(c: &Config) -> Vec<(usize, Vec<usize>)> {
+    let (n, p) = (c.accounts.len(), presentities(c));
+    (0..n.saturating_sub(p)).map(|j| (p + j, (0..c.watch).map(|k| watched(j, k, p)).collect())).collect()
+}
+
 /// The presentity watcher number `j` (counted among the watchers) watches `k`-th.
 pub fn watched(j: usize, k: usize, presentities: usize) -> usize {
     (j + k) % presentities
