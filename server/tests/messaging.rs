@@ -212,6 +212,33 @@ async fn kept_messages_survive_a_restart() {
     assert_eq!(delivered.body(), b"hello", "the message kept before the restart");
 }
 
+/// Another front end on the same store keeps a message for Alice while she is registered here
+/// (she had no binding there): her next REGISTER here delivers it, the change log having told
+/// this front end that she has messages waiting. Refreshes of users with nothing waiting do not
+/// look in the store (that is what the server's benchmark sees, not what this test can).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_kept_by_another_front_end_goes_out_at_the_next_refresh() {
+    for backend in backends("offline_other_front_end").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let mut alice = s.udp_client().await;
+        register(&mut alice, "alice", "wonderland", None).await;
+        register(&mut alice, "alice", "wonderland", None).await;
+        let elsewhere = sipfront_storage::open(&s.config.database.url, s.dir.path()).await.expect("the shared store");
+        let kept = elsewhere.store_offline("alice@example.test", "bob@example.test", "text/plain", b"from afar", 10);
+        assert!(kept.await.unwrap(), "{backend:?}");
+        // The change log is polled every 100 ms here.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        register(&mut alice, "alice", "wonderland", None).await;
+        let delivered = accept_next(&alice).await;
+        assert_eq!(delivered.body(), b"from afar", "{backend:?}");
+        let gone = eventually(Duration::from_secs(5), async || {
+            elsewhere.offline_messages("alice@example.test", 10).await.unwrap().is_empty()
+        })
+        .await;
+        assert!(gone, "deleted once delivered, on {backend:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_offline_quota_is_kept() {
     let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.messaging.offline_max_per_user = 2).await;

@@ -154,6 +154,8 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_head(&self) -> Result<i64>;
 
     /// Keeps a message for `recipient` unless it already has `max` waiting; whether it was kept.
+    /// A kept message is noted under the recipient in the change log, so that every front end
+    /// learns that the recipient has messages waiting.
     async fn store_offline(
         &self,
         recipient: &str,
@@ -162,6 +164,8 @@ pub trait Store: Send + Sync + 'static {
         body: &[u8],
         max: u32,
     ) -> Result<bool>;
+    /// Every recipient with messages kept.
+    async fn offline_recipients(&self) -> Result<Vec<String>>;
     /// Up to `limit` messages kept for `recipient`, oldest first.
     async fn offline_messages(&self, recipient: &str, limit: u32) -> Result<Vec<OfflineMessage>>;
     async fn delete_offline(&self, id: i64) -> Result<()>;

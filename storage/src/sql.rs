@@ -175,7 +175,9 @@ macro_rules! sql_store {
             async fn store_offline(&self, recipient: &str, sender: &str, content_type: &str, body: &[u8], max: u32) -> $crate::Result<bool> {
                 // One statement, so that the quota check and the insert are atomic without a
                 // read-then-write transaction (which SQLite in WAL mode fails outright, without
-                // waiting, when another connection wrote in between).
+                // waiting, when another connection wrote in between); the transaction begins
+                // with that write.
+                let mut tx = self.pool.begin().await.map_err(|e| $crate::map_err("begin", e))?;
                 let r = sqlx::query(
                     "INSERT INTO offline_messages (recipient, sender, content_type, body, received_at) \
                      SELECT $1, $2, $3, $4, $5 WHERE (SELECT COUNT(*) FROM offline_messages WHERE recipient = $1) < $6",
@@ -186,10 +188,22 @@ macro_rules! sql_store {
                 .bind(body)
                 .bind($crate::now())
                 .bind(i64::from(max))
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(|e| $crate::map_err(recipient, e))?;
-                Ok(r.rows_affected() == 1)
+                if r.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                self.note_change(&mut tx, recipient).await?;
+                tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
+                Ok(true)
+            }
+
+            async fn offline_recipients(&self) -> $crate::Result<Vec<String>> {
+                sqlx::query_scalar("SELECT DISTINCT recipient FROM offline_messages")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(|e| $crate::map_err("offline recipients", e))
             }
 
             async fn offline_messages(&self, recipient: &str, limit: u32) -> $crate::Result<Vec<$crate::OfflineMessage>> {

@@ -133,6 +133,7 @@ async fn ping_notices_a_locked_sqlite() {
 #[tokio::test]
 async fn offline_messages_are_kept_in_order_up_to_a_limit() {
     on_both("offline", |s| async move {
+        let head = s.changes_head().await.unwrap();
         for i in 0..3 {
             let body = format!("message {i}");
             assert!(s
@@ -145,6 +146,13 @@ async fn offline_messages_are_kept_in_order_up_to_a_limit() {
             .await
             .unwrap());
         assert!(s.store_offline("carol@example.test", "bob@example.test", "text/html", b"<b>hi</b>", 3).await.unwrap());
+        // Every front end learns who has messages waiting: from the change log as they come, and
+        // from the store when it starts.
+        let noted = s.changes_since(head).await.unwrap().aors;
+        assert_eq!(noted, vec!["alice@example.test"; 3].into_iter().chain(["carol@example.test"]).collect::<Vec<_>>());
+        let mut waiting = s.offline_recipients().await.unwrap();
+        waiting.sort();
+        assert_eq!(waiting, vec!["alice@example.test", "carol@example.test"]);
 
         let kept = s.offline_messages("alice@example.test", 10).await.unwrap();
         assert_eq!(
@@ -162,6 +170,7 @@ async fn offline_messages_are_kept_in_order_up_to_a_limit() {
         assert_eq!(s.offline_messages("carol@example.test", 10).await.unwrap()[0].body, b"<b>hi</b>");
         assert_eq!(s.purge_offline(i64::MAX).await.unwrap(), 3);
         assert!(s.offline_messages("alice@example.test", 10).await.unwrap().is_empty());
+        assert!(s.offline_recipients().await.unwrap().is_empty());
     })
     .await;
 }

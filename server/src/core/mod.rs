@@ -108,6 +108,7 @@ impl Core {
     pub async fn run(&self) {
         let presence = &self.0.presence;
         let mut changes = self.0.directory.changes();
+        let offline_changes = self.0.directory.changes();
         let follow_changes = async {
             loop {
                 match changes.recv().await {
@@ -122,6 +123,7 @@ impl Core {
         tokio::join!(
             self.0.auth.run(),
             self.0.offline.run_purge(),
+            self.0.offline.follow(offline_changes),
             self.0.archive.run_sessions(),
             presence.run(),
             follow_changes
@@ -188,7 +190,7 @@ impl Core {
             return reply::response(msg, 403, agent);
         }
         let resp = self.0.registrar.register(req, &aor);
-        if resp.status() == Some(200) && self.0.offline.enabled() && !self.0.registrar.bindings.get(&aor).is_empty() {
+        if resp.status() == Some(200) && self.0.offline.may_have(&aor) && !self.0.registrar.bindings.get(&aor).is_empty() {
             // Messages kept while the user was away go out now, after this 200.
             let core = self.clone();
             let aor = aor.clone();

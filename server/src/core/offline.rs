@@ -2,6 +2,11 @@
 //! 202 Accepted; on the recipient's next successful REGISTER they are delivered in the order
 //! they came, each with a `Date` header of its original time, and deleted once a 2xx comes back.
 //! Messages older than the age limit are purged.
+//!
+//! A REGISTER looks in the store only for a recipient that may have messages waiting: one in
+//! the store when the server started, one this front end kept a message for, or one the change
+//! log named since (another front end may have kept one: the store notes every kept message
+//! there). Refreshes of everyone else cost no store round trip.
 
 use super::messaging::Messaging;
 use super::reply;
@@ -11,8 +16,10 @@ use crate::transaction::Transactions;
 use dashmap::DashMap;
 use sipfront_proto::{HeaderName, Message, Method};
 use sipfront_storage::Store;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
 
 pub struct Offline {
     cfg: config::Messaging,
@@ -20,16 +27,70 @@ pub struct Offline {
     /// AORs whose stored messages are being delivered now: one delivery at a time per user,
     /// so that two quick REGISTERs do not deliver everything twice.
     delivering: DashMap<String, ()>,
+    /// Recipients that may have messages waiting (see the module's comment).
+    waiting: DashMap<String, ()>,
+    /// Until `waiting` is known (at start, and after missing part of the change log), every
+    /// recipient may have messages waiting.
+    unsure: AtomicBool,
     agent: String,
 }
 
 impl Offline {
     pub fn new(cfg: config::Messaging, store: Arc<dyn Store>, agent: String) -> Offline {
-        Offline { cfg, store, delivering: DashMap::new(), agent }
+        Offline { cfg, store, delivering: DashMap::new(), waiting: DashMap::new(), unsure: AtomicBool::new(true), agent }
     }
 
     pub fn enabled(&self) -> bool {
         self.cfg.offline
+    }
+
+    /// Whether `aor` may have messages waiting, so that its REGISTER should look.
+    pub fn may_have(&self, aor: &str) -> bool {
+        self.cfg.offline && (self.unsure.load(Ordering::Relaxed) || self.waiting.contains_key(aor))
+    }
+
+    /// Learns who has messages waiting: the store's recipients, then every AOR the change log
+    /// names (`changes`, subscribed before this is called, so that nothing falls in between);
+    /// runs until the change log closes.
+    pub async fn follow(&self, mut changes: broadcast::Receiver<Arc<str>>) {
+        if !self.cfg.offline {
+            return;
+        }
+        self.load_waiting().await;
+        loop {
+            match changes.recv().await {
+                // Most changes are of something else (a password, a rule): looking once, at
+                // that user's next REGISTER, is cheap.
+                Ok(aor) => {
+                    self.waiting.insert(aor.to_string(), ());
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.unsure.store(true, Ordering::Relaxed);
+                    self.load_waiting().await;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Reads the store's recipients into `waiting` (retrying while the store is unavailable,
+    /// every REGISTER looking meanwhile).
+    async fn load_waiting(&self) {
+        loop {
+            match self.store.offline_recipients().await {
+                Ok(recipients) => {
+                    for r in recipients {
+                        self.waiting.insert(r, ());
+                    }
+                    self.unsure.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read who has offline messages; every REGISTER looks meanwhile");
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }
     }
 
     /// Keeps `msg` for `recipient`: 202 when stored, 480 when storage is off or the user's
@@ -45,6 +106,7 @@ impl Offline {
             .await
         {
             Ok(true) => {
+                self.waiting.insert(recipient.to_string(), ());
                 metrics::counter!(m::OFFLINE_MESSAGES, "event" => "stored").increment(1);
                 reply::response(msg, 202, &self.agent)
             }
@@ -86,6 +148,9 @@ impl Offline {
         loop {
             let batch = self.store.offline_messages(aor, 50).await?;
             if batch.is_empty() {
+                // A message kept from now on puts the recipient back (here, or through the
+                // change log).
+                self.waiting.remove(aor);
                 return Ok(());
             }
             for stored in batch {
