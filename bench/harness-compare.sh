@@ -6,8 +6,8 @@
 #   bench/harness-compare.sh SCENARIO "RATE..." [SECONDS] [-- sipfront-load options...]
 #     bench/harness-compare.sh register "2000 4000" 20 -- --users 10000
 #     bench/harness-compare.sh presence "300" 20 -- --users 20000 --watch 50 --setup-rate 3000
-#   env: SERVERS="sipfront kamailio", USERS=10100 (accounts made on both servers),
-#        WORK=/tmp/sipfront-harness
+#   env: SERVERS="sipfront kamailio", USERS=10100 (accounts in Kamailio's subscriber table;
+#        sipfront gets the run's own, by sipfront-load --provision), WORK=/tmp/sipfront-harness
 # Needs release builds (cargo build --release -p sipfront -p sipfront-loadtest), Kamailio with
 # its presence and SQLite modules, sqlite3, python3.
 # Prints one line per server and rate: the rate asked, the rate achieved, failed transactions
@@ -20,6 +20,7 @@ ROOT="$HERE/.."
 REF="$ROOT/../shared/reference/kamailio"
 SCEN=$1; RATES=$2; SECS=${3:-20}
 shift $(( $# < 3 ? $# : 3 )); [ "${1:-}" = -- ] && shift
+RUN_ARGS=("$@")
 SERVERS=${SERVERS:-sipfront kamailio}
 USERS=${USERS:-10100}
 WORK=${WORK:-/tmp/sipfront-harness}
@@ -39,9 +40,9 @@ start() { # SERVER -> prints "PID PORT"
   case $1 in
   sipfront)
     rm -rf "$WORK/data"
-    "$BIN/sipfront-load" users --users "$USERS" >"$WORK/users.csv"
-    "$BIN/sipfront" --data-dir "$WORK/data" domain add example.test >/dev/null
-    "$BIN/sipfront" --data-dir "$WORK/data" user import "$WORK/users.csv" >/dev/null
+    # The run's own users (and, with --resource-lists, their contact lists), as it will use them.
+    "$BIN/sipfront-load" "$SCEN" --provision "$WORK/data" --provision-only --sipfront-bin "$BIN/sipfront" \
+      "${RUN_ARGS[@]}" >"$WORK/provision.log"
     SIPFRONT_LOG_LEVEL=warn "$BIN/sipfront" --data-dir "$WORK/data" serve --sip-addr 127.0.0.1:25100 \
       --tls-addr 127.0.0.1:25101 --http-addr 127.0.0.1:29200 >"$WORK/sipfront.log" 2>&1 &
     echo "$! 25100" ;;
