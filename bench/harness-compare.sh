@@ -12,7 +12,9 @@
 # its presence and SQLite modules, sqlite3, python3.
 # Prints one line per server and rate: the rate asked, the rate achieved, failed transactions
 # (failures + timeouts), p99 of the scenario's transaction in ms, NOTIFYs answered per second
-# and NOTIFYs missing (presence), and the server's CPU over the measured phase (1 core = 100).
+# and the presentity states they carried per second (one per PIDF, one per RLMI resource),
+# states missing (presence), and the server's CPU over the measured phase (1 core = 100) and
+# its largest PSS then (MB, children included).
 # Every run's table, JSON report and CPU samples stay in $WORK.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -29,6 +31,12 @@ mkdir -p "$WORK"
 TCK=$(getconf CLK_TCK)
 # kamailio.cfg names /tmp/kam-anchor for its database and control socket, whatever RUN is.
 KAM_RUN=/tmp/kam-anchor
+
+pss() { # total PSS in MB of a process and its children
+  local pids="$1 $(pgrep -P "$1" | tr '\n' ' ')" kb=0
+  for p in $pids; do [ -r /proc/$p/smaps_rollup ] && kb=$(( kb + $(awk '/^Pss:/ {print $2}' /proc/$p/smaps_rollup) )); done
+  echo $(( kb / 1024 ))
+}
 
 ticks() { # total utime+stime of a process and its children
   local pids="$1 $(pgrep -P "$1" | tr '\n' ' ')" t=0
@@ -63,13 +71,13 @@ stop() { # SERVER PID
   esac
 }
 
-printf 'server\tscenario\trate\tachieved/s\tfailed\tp99_ms\tnotify/s\tnotify_missing\tcpu%%\n'
+printf 'server\tscenario\trate\tachieved/s\tfailed\tp99_ms\tnotify/s/states/s\tstates_missing\tcpu%%\tpss_mb\n'
 for r in $RATES; do
   for s in $SERVERS; do
     read -r pid port < <(start "$s"); sleep 2
     name="$s-$SCEN-r$r"; json="$WORK/$name.json"
     # Sample the server's CPU every 0.5 s; the report says when the measured phase ran.
-    ( while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(ticks "$pid")"; sleep 0.5; done ) >"$WORK/$name.cpu" &
+    ( while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(ticks "$pid") $(pss "$pid")"; sleep 0.5; done ) >"$WORK/$name.cpu" &
     sampler=$!
     rm -f "$json"
     timeout $(( SECS + 600 )) "$BIN/sipfront-load" "$SCEN" --target 127.0.0.1:"$port" --rate "$r" \
@@ -80,11 +88,12 @@ for r in $RATES; do
     python3 - "$json" "$WORK/$name.cpu" "$TCK" "$s" "$SCEN" "$r" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1])); tck = int(sys.argv[3]); server, scen, rate = sys.argv[4:7]
-samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 2]
+samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 3]
 # The measured phase, as the report gives it (the set-up before it, settle and teardown after).
 lo, hi = j["measured_from_unix_ms"] / 1000.0, j["measured_until_unix_ms"] / 1000.0
 win = [s for s in samples if lo <= s[0] <= hi]
 cpu = (win[-1][1] - win[0][1]) / tck / (win[-1][0] - win[0][0]) * 100 if len(win) >= 2 else float("nan")
+pss = max((s[2] for s in win), default=float("nan"))
 main = {"register": "register", "message": "message", "presence": "publish"}.get(scen)
 txs = j["transactions"]
 p99 = txs[main]["latency_ms"]["p99"] if main in txs else max(
@@ -95,9 +104,10 @@ if scen == "presence":
     # Each watcher watches `watch` presentities, singly or through its resource list: a
     # PUBLISH changes one presentity and reaches its watchers.
     per_publish = (users - p) * c["watch"] / p
-    notify = f'{j["notify_rate"]:.0f}'
-    missing = str(max(round(j["started"] * per_publish) - j["measured_notifies"], 0))
-print(f'{server}\t{scen}\t{rate}\t{j["achieved_rate"]:.0f}\t{j["failed"] + j["timeouts"]}\t{p99:.1f}\t{notify}\t{missing}\t{cpu:.0f}')
+    # A list NOTIFY coalesces its members' changes (RFC 6446): count the states carried.
+    notify = f'{j["notify_rate"]:.0f}/{j["state_rate"]:.0f}'
+    missing = str(max(round(j["started"] * per_publish) - j["measured_states"], 0))
+print(f'{server}\t{scen}\t{rate}\t{j["achieved_rate"]:.0f}\t{j["failed"] + j["timeouts"]}\t{p99:.1f}\t{notify}\t{missing}\t{cpu:.0f}\t{pss:.0f}')
 PY
   done
 done

@@ -50,6 +50,10 @@ pub struct Report {
     pub notifies: u64,
     pub measured_notifies: u64,
     pub notify_rate: f64,
+    /// Presentity states those measured NOTIFYs carried (a list NOTIFY carries each changed
+    /// member), and per second over the same span as `notify_rate`.
+    pub measured_states: u64,
+    pub state_rate: f64,
     /// All NOTIFYs received by Subscription-State: `active`, `pending`, `terminated`, `other`.
     pub notify_states: BTreeMap<String, u64>,
     /// NOTIFYs for no subscription the clients hold, answered 481.
@@ -199,6 +203,8 @@ impl Report {
                 Counters::get(&c.measured_notifies),
                 phase.elapsed.max(stats.notify_span()).as_secs_f64(),
             ),
+            measured_states: Counters::get(&c.measured_states),
+            state_rate: rate(Counters::get(&c.measured_states), phase.elapsed.max(stats.notify_span()).as_secs_f64()),
             notify_states: [
                 ("active", &c.notifies_active),
                 ("pending", &c.notifies_pending),
@@ -286,10 +292,12 @@ impl Report {
             let states: Vec<String> = self.notify_states.iter().map(|(k, n)| format!("{k} {n}")).collect();
             let _ = writeln!(
                 s,
-                "NOTIFY received: {} ({} while measuring, {:.1}/s; {}), {} for no subscription (481)",
+                "NOTIFY received: {} ({} while measuring, {:.1}/s, carrying {} presentity states, {:.1}/s; {}), {} for no subscription (481)",
                 self.notifies,
                 self.measured_notifies,
                 self.notify_rate,
+                self.measured_states,
+                self.state_rate,
                 states.join(", "),
                 self.unmatched_notifies
             );

@@ -66,6 +66,9 @@ pub struct Counters {
     pub notifies: AtomicU64,
     /// Of those, the ones that came while measuring (not the set-up's or the teardown's).
     pub measured_notifies: AtomicU64,
+    /// Presentity states those NOTIFYs carried while measuring: one per PIDF body, one per
+    /// resource of a list's RLMI document (a list NOTIFY coalesces its members' changes).
+    pub measured_states: AtomicU64,
     /// The same NOTIFYs by their Subscription-State (RFC 6665 8.2.3).
     pub notifies_active: AtomicU64,
     pub notifies_pending: AtomicU64,
@@ -183,7 +186,8 @@ impl Stats {
     }
 
     /// A NOTIFY for one of our subscriptions came, its Subscription-State `state`.
-    pub fn notified(&self, state: &[u8]) {
+    /// A NOTIFY for one of our subscriptions, carrying `states` presentity states.
+    pub fn notified(&self, state: &[u8], states: u64) {
         let c = &self.counters;
         Counters::add(&c.notifies);
         Counters::add(match state {
@@ -194,6 +198,7 @@ impl Stats {
         });
         if self.measuring.load(Ordering::Relaxed) {
             Counters::add(&c.measured_notifies);
+            c.measured_states.fetch_add(states, Ordering::Relaxed);
             if let Some(origin) = self.origin.get() {
                 let us = u64::try_from(origin.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.last_notify_us.fetch_max(us, Ordering::Relaxed);

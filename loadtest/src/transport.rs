@@ -359,7 +359,7 @@ impl Endpoint {
         }
         let state = req.header(HeaderName::SubscriptionState).unwrap_or_default();
         let state = state.split(|&b| b == b';').next().unwrap_or_default().trim_ascii().to_ascii_lowercase();
-        stats.notified(&state);
+        stats.notified(&state, presence_states(&req));
         if state == b"terminated" {
             self.unsubscribed(&call_id);
         }
@@ -420,4 +420,16 @@ impl Drop for Forget<'_> {
     fn drop(&mut self) {
         self.shared.lock_pending().remove(&self.key);
     }
+}
+
+/// The presentity states a NOTIFY carries: the resources of its RLMI document (RFC 4662: a
+/// list NOTIFY names each member it reports), else one for a body, none without.
+fn presence_states(req: &Message) -> u64 {
+    let body = req.body();
+    let multipart = req.content_type().is_some_and(|t| t.to_ascii_lowercase().starts_with(b"multipart/"));
+    if !multipart {
+        return u64::from(!body.is_empty());
+    }
+    const RESOURCE: &[u8] = b"<resource ";
+    body.windows(RESOURCE.len()).filter(|w| *w == RESOURCE).count() as u64
 }

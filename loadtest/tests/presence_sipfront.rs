@@ -52,6 +52,8 @@ async fn resource_lists_over_udp_tcp_and_tls() {
         // Full state at once, then partial state as members change (throttled by the server,
         // so at least one per list), then `terminated` when the run ends them.
         assert!(r.measured_notifies >= 10, "{what}: list NOTIFYs while measuring: {}", r.measured_notifies);
+        // Each partial-state NOTIFY names the members that changed: at least one each.
+        assert!(r.measured_states >= r.measured_notifies, "{what}: {} states", r.measured_states);
         assert!(r.notifies >= r.measured_notifies + 20, "{what}: {}", r.notifies);
         assert_eq!(r.notify_states["terminated"], 10, "{what}");
         assert_eq!(r.unmatched_notifies + r.timeouts + r.unexpected_responses + r.transport_errors, 0, "{what}");
@@ -69,6 +71,7 @@ async fn single_subscriptions_over_tls() {
     assert_eq!(r.transactions["subscribe"].ok, 100, "20 watchers x 5");
     assert_eq!((r.succeeded, r.failed), (100, 0));
     assert!(r.measured_notifies >= 100, "{}", r.measured_notifies);
+    assert_eq!(r.measured_states, r.measured_notifies, "one PIDF per NOTIFY");
     assert_eq!(r.notify_states["terminated"], 100);
     assert_eq!(r.unmatched_notifies + r.timeouts + r.transport_errors, 0);
 }
