@@ -18,6 +18,8 @@ use tokio::time::Instant;
 
 /// Entries written in one transaction at most.
 const BATCH: usize = 500;
+/// How long the writer gathers entries after the first before writing them together.
+const GATHER: Duration = Duration::from_millis(20);
 
 pub struct Archive {
     cfg: config::Archive,
@@ -140,10 +142,15 @@ impl ArchiveWriter {
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(first) = self.entries.recv().await {
                 batch.push(first);
+                // Gather what comes in the next moment into the same transaction: one commit
+                // per message would cost more than the relaying itself.
+                let deadline = tokio::time::Instant::now() + GATHER;
                 while batch.len() < BATCH {
-                    match self.entries.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
+                    let room = BATCH - batch.len();
+                    match tokio::time::timeout_at(deadline, self.entries.recv_many(&mut batch, room)).await {
+                        Ok(n) if n > 0 => {}
+                        // The time is up, or every sender is gone: write what there is.
+                        _ => break,
                     }
                 }
                 let mut backoff = Duration::from_millis(200);
