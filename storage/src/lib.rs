@@ -117,13 +117,26 @@ pub enum StoreError {
 pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Users changed since some point, for cache invalidation. An entry `@domain` says that the
-/// domain was added.
+/// domain was added; one made by [`waiting_entry`], that a message was kept for a user.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     /// The position to ask from next time.
     pub last: i64,
     pub aors: Vec<String>,
 }
+
+/// The change-log entry saying that an offline message was kept for `recipient` (nothing of the
+/// user changed: caches of users, rules and lists need not hear of it).
+pub fn waiting_entry(recipient: &str) -> String {
+    format!("{WAITING}{recipient}")
+}
+
+/// The recipient a change-log entry made by [`waiting_entry`] names.
+pub fn waiting_for(entry: &str) -> Option<&str> {
+    entry.strip_prefix(WAITING)
+}
+
+const WAITING: &str = "offline:";
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -154,7 +167,7 @@ pub trait Store: Send + Sync + 'static {
     async fn changes_head(&self) -> Result<i64>;
 
     /// Keeps a message for `recipient` unless it already has `max` waiting; whether it was kept.
-    /// A kept message is noted under the recipient in the change log, so that every front end
+    /// A kept message is noted in the change log ([`waiting_entry`]), so that every front end
     /// learns that the recipient has messages waiting.
     async fn store_offline(
         &self,

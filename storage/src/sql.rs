@@ -194,7 +194,7 @@ macro_rules! sql_store {
                 if r.rows_affected() != 1 {
                     return Ok(false);
                 }
-                self.note_change(&mut tx, recipient).await?;
+                self.note_change(&mut tx, &$crate::waiting_entry(recipient)).await?;
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
                 Ok(true)
             }

@@ -21,6 +21,8 @@ pub struct Directory {
     /// Every AOR the change log names, for those that cache more than credentials (presence
     /// rules and contact lists).
     changes: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Every recipient the change log says a message was kept for (offline delivery).
+    waiting: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl Directory {
@@ -34,6 +36,7 @@ impl Directory {
             negative: Default::default(),
             domains: RwLock::new(domains),
             changes: tokio::sync::broadcast::channel(1024).0,
+            waiting: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -41,6 +44,12 @@ impl Directory {
     /// treat everything as changed).
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
         self.changes.subscribe()
+    }
+
+    /// Recipients the change log says a message was kept for, by any front end (a lagging
+    /// receiver misses some, as with [`Directory::changes`]).
+    pub fn waiting(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.waiting.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -97,15 +106,18 @@ impl Directory {
                     last = c.last;
                     let mut domains_changed = false;
                     for aor in &c.aors {
-                        if aor.starts_with('@') {
+                        if let Some(recipient) = sipfront_storage::waiting_for(aor) {
+                            let _ = self.waiting.send(Arc::from(recipient));
+                        } else if aor.starts_with('@') {
                             domains_changed = true;
                         } else {
+                            // A new user may bring a new domain with it.
+                            domains_changed = true;
                             self.users.remove(aor.as_str());
                             let _ = self.changes.send(Arc::from(aor.as_str()));
                         }
                     }
-                    // A new user may bring a new domain with it.
-                    if domains_changed || !c.aors.is_empty() {
+                    if domains_changed {
                         if let Ok(d) = self.store.domains().await {
                             *self.domains.write().unwrap_or_else(|p| p.into_inner()) = d.into_iter().collect();
                         }

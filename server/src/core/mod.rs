@@ -108,7 +108,7 @@ impl Core {
     pub async fn run(&self) {
         let presence = &self.0.presence;
         let mut changes = self.0.directory.changes();
-        let offline_changes = self.0.directory.changes();
+        let offline_changes = self.0.directory.waiting();
         let follow_changes = async {
             loop {
                 match changes.recv().await {

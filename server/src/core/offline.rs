@@ -6,7 +6,8 @@
 //! A REGISTER looks in the store only for a recipient that may have messages waiting: one in
 //! the store when the server started, one this front end kept a message for, or one the change
 //! log named since (another front end may have kept one: the store notes every kept message
-//! there). Refreshes of everyone else cost no store round trip.
+//! there, as an entry of its own that user, rule and list caches ignore). Refreshes of everyone
+//! else cost no store round trip.
 
 use super::messaging::Messaging;
 use super::reply;
@@ -49,9 +50,9 @@ impl Offline {
         self.cfg.offline && (self.unsure.load(Ordering::Relaxed) || self.waiting.contains_key(aor))
     }
 
-    /// Learns who has messages waiting: the store's recipients, then every AOR the change log
-    /// names (`changes`, subscribed before this is called, so that nothing falls in between);
-    /// runs until the change log closes.
+    /// Learns who has messages waiting: the store's recipients, then every recipient the change
+    /// log names (`changes`, subscribed before this is called, so that nothing falls in
+    /// between); runs until the change log closes.
     pub async fn follow(&self, mut changes: broadcast::Receiver<Arc<str>>) {
         if !self.cfg.offline {
             return;
@@ -59,8 +60,6 @@ impl Offline {
         self.load_waiting().await;
         loop {
             match changes.recv().await {
-                // Most changes are of something else (a password, a rule): looking once, at
-                // that user's next REGISTER, is cheap.
                 Ok(aor) => {
                     self.waiting.insert(aor.to_string(), ());
                 }
