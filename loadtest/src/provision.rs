@@ -43,7 +43,12 @@ pub fn find_sipfront(exe: Option<&Path>, path: Option<&std::ffi::OsStr>) -> Opti
 impl Provision {
     /// Adds `domain` (if new), every account not there yet, and `lists` (owner and contacts,
     /// by account index).
-    pub fn run(&self, domain: &str, accounts: &[Account], lists: &[(usize, Vec<usize>)]) -> anyhow::Result<Provisioned> {
+    pub fn run(
+        &self,
+        domain: &str,
+        accounts: &[Account],
+        lists: &[(usize, Vec<usize>)],
+    ) -> anyhow::Result<Provisioned> {
         let out = self.sipfront(&["domain", "add", domain])?;
         // Older versions fail on a domain that exists, newer ones say so and succeed.
         if !out.status.success() && !out.stderr.to_ascii_lowercase().contains("already") {
@@ -148,11 +153,8 @@ struct PrivateFile {
 impl PrivateFile {
     fn write(text: &str) -> anyhow::Result<PrivateFile> {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = std::env::temp_dir().join(format!(
-            "sipfront-load-{}-{}.csv",
-            std::process::id(),
-            crate::sip::token()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("sipfront-load-{}-{}.csv", std::process::id(), crate::sip::token()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)

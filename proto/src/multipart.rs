@@ -98,6 +98,7 @@ pub fn parts<'a>(content_type: &[u8], body: &'a [u8]) -> Result<Vec<Part<'a>>, M
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

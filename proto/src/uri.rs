@@ -257,6 +257,7 @@ impl fmt::Debug for Uri<'_> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

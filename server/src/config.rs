@@ -473,6 +473,7 @@ pub fn data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

@@ -2,6 +2,8 @@
 //! CLI; in critical mode, IM is refused while the archive cannot be written, and nothing that
 //! was accepted is lost.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
 mod common;
 
 use common::*;

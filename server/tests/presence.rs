@@ -2,6 +2,8 @@
 //! NOTIFY (RFC 6665, RFC 3856) with fetch, aggregation of publications, watcher authorization,
 //! watcher information (RFC 3857) and resource lists (RFC 4662).
 
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
 mod common;
 
 use common::*;

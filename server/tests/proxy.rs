@@ -3,6 +3,8 @@
 //! the 2xx, the ACK, an in-dialog MESSAGE and the BYE through our Record-Route; the caller's
 //! CANCEL; the ms-proxy-2007fallback retry; and the refusals.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
 mod common;
 
 use common::*;

@@ -170,7 +170,7 @@ async fn baresip_clients_register_publish_watch_and_message() {
     alice.arg("-f").arg(&alice_dir).args(["-t", "6", "-e", &format!("/message sip:bob@{DOMAIN} hello-from-alice")]);
     let (_, alice_out, alice_err) = run_tool(alice, Duration::from_secs(30)).await;
     let (_, bob_out, bob_err) = bob.await.expect("bob's task");
-    let clean = |s: &str| s.replace(|c: char| c == '\u{1b}', "");
+    let clean = |s: &str| s.replace('\u{1b}', "");
     let (alice_out, bob_out) = (clean(&alice_out), clean(&bob_out));
     assert!(alice_out.contains("200 OK (sipfront"), "Alice registered:\n{alice_out}\n{alice_err}");
     assert!(bob_out.contains("200 OK (sipfront"), "Bob registered:\n{bob_out}\n{bob_err}");

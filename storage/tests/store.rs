@@ -1,5 +1,7 @@
 //! The same suite against SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
 use sipfront_storage::{testing, NewUser, PgStore, SqliteStore, Store, StoreError};
 use std::sync::Arc;
 

@@ -61,6 +61,7 @@ impl<'a> DigestParams<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

@@ -81,6 +81,7 @@ impl<'a> Via<'a> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

@@ -170,7 +170,8 @@ pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) 
                 let contacts: Vec<Contact> = chunk.iter().map(|(_, c)| c.clone()).collect();
                 added += store.add_contacts(&contacts).await.map_err(|e| {
                     let owner = if let StoreError::NotFound(o) = &e { o.clone() } else { String::new() };
-                    explain(e, &owner).context(format!("lines {lines}: none imported, {added} contacts before them were"))
+                    explain(e, &owner)
+                        .context(format!("lines {lines}: none imported, {added} contacts before them were"))
                 })?;
             }
             println!("imported {added} contacts");

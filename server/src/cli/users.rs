@@ -228,6 +228,7 @@ pub(super) fn csv_fields(line: &str) -> Vec<String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

@@ -224,6 +224,7 @@ pub fn contact_addr(uri: &str) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
 

@@ -190,7 +190,10 @@ impl Core {
             return reply::response(msg, 403, agent);
         }
         let resp = self.0.registrar.register(req, &aor);
-        if resp.status() == Some(200) && self.0.offline.may_have(&aor) && !self.0.registrar.bindings.get(&aor).is_empty() {
+        if resp.status() == Some(200)
+            && self.0.offline.may_have(&aor)
+            && !self.0.registrar.bindings.get(&aor).is_empty()
+        {
             // Messages kept while the user was away go out now, after this 200.
             let core = self.clone();
             let aor = aor.clone();

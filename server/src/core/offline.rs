@@ -38,7 +38,14 @@ pub struct Offline {
 
 impl Offline {
     pub fn new(cfg: config::Messaging, store: Arc<dyn Store>, agent: String) -> Offline {
-        Offline { cfg, store, delivering: DashMap::new(), waiting: DashMap::new(), unsure: AtomicBool::new(true), agent }
+        Offline {
+            cfg,
+            store,
+            delivering: DashMap::new(),
+            waiting: DashMap::new(),
+            unsure: AtomicBool::new(true),
+            agent,
+        }
     }
 
     pub fn enabled(&self) -> bool {

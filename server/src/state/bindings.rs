@@ -211,6 +211,7 @@ impl Bindings {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
     use crate::transport::Transport;

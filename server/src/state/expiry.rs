@@ -135,6 +135,7 @@ impl<K: Ord> DeadlineHeap<K> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
     use std::sync::Arc;

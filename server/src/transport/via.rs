@@ -51,6 +51,7 @@ pub fn udp_response_addr(msg: &Message, remote: SocketAddr) -> SocketAddr {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
     use bytes::Bytes;

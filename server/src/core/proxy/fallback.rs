@@ -30,6 +30,7 @@ pub fn retry(forked: &Message, (content_type, body): (Vec<u8>, Vec<u8>)) -> Mess
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
     use bytes::Bytes;
