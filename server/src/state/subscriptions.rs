@@ -1,6 +1,7 @@
 //! Subscription dialogs (RFC 6665): who watches what, over which flow, until when, and where
 //! each stands in the NOTIFY throttle. Indexed by id, by dialog, by the resources watched and
-//! by watcher (for the per-watcher cap).
+//! by watcher (for the per-watcher cap, and for finding what a user's changes touch without
+//! looking at every subscription).
 
 use super::expiry::DeadlineHeap;
 use crate::transport::Target;
@@ -102,7 +103,8 @@ pub struct Subscriptions {
     watching: DashMap<Arc<str>, Vec<u64>>,
     /// Owner -> its winfo subscriptions.
     winfo: DashMap<Arc<str>, Vec<u64>>,
-    per_watcher: DashMap<Arc<str>, usize>,
+    /// Watcher -> its subscriptions (for the per-watcher cap, and the changes of a user).
+    by_watcher: DashMap<Arc<str>, Vec<u64>>,
     deadlines: DeadlineHeap<u64>,
     next: AtomicU64,
     /// Live subscriptions per package, for the gauge.
@@ -119,7 +121,7 @@ impl Subscriptions {
     }
 
     pub fn held_by(&self, watcher: &str) -> usize {
-        self.per_watcher.get(watcher).map_or(0, |n| *n)
+        self.by_watcher.get(watcher).map_or(0, |ids| ids.len())
     }
 
     pub fn insert(&self, sub: Subscription) -> Arc<Subscription> {
@@ -135,7 +137,7 @@ impl Subscriptions {
                 }
             }
         }
-        *self.per_watcher.entry(sub.watcher.clone()).or_default() += 1;
+        self.by_watcher.entry(sub.watcher.clone()).or_default().push(sub.id);
         self.by_id.insert(sub.id, sub.clone());
         self.deadlines.push(at, sub.id);
         self.gauge(sub.package, 1);
@@ -162,9 +164,18 @@ impl Subscriptions {
         self.ids(&self.winfo, owner)
     }
 
-    /// Every subscription whose resource or watcher is `aor`.
+    /// Every subscription whose resource or watcher is `aor`, from the indexes: its own
+    /// subscriptions (its list's among them: only the owner holds one), those watching it
+    /// (minus the lists that merely show it), its winfo subscriptions.
     pub fn involving(&self, aor: &str) -> Vec<Arc<Subscription>> {
-        self.by_id.iter().filter(|e| &*e.resource == aor || &*e.watcher == aor).map(|e| e.value().clone()).collect()
+        let mut ids: Vec<u64> = [&self.by_watcher, &self.watching, &self.winfo]
+            .into_iter()
+            .filter_map(|index| index.get(aor).map(|v| v.clone()))
+            .flatten()
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().filter_map(|id| self.get(id)).filter(|s| &*s.resource == aor || &*s.watcher == aor).collect()
     }
 
     fn ids(&self, index: &DashMap<Arc<str>, Vec<u64>>, key: &str) -> Vec<Arc<Subscription>> {
@@ -202,10 +213,7 @@ impl Subscriptions {
                 }
             }
         }
-        if let Some(mut n) = self.per_watcher.get_mut(&sub.watcher) {
-            *n = n.saturating_sub(1);
-        }
-        self.per_watcher.remove_if(&sub.watcher, |_, n| *n == 0);
+        unindex(&self.by_watcher, &sub.watcher, id);
         self.gauge(sub.package, -1);
         Some(sub)
     }
@@ -243,4 +251,65 @@ fn unindex(index: &DashMap<Arc<str>, Vec<u64>>, key: &str, id: u64) {
         v.retain(|x| *x != id);
     }
     index.remove_if(key, |_, v| v.is_empty());
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+    use crate::transport::Transport;
+
+    fn sub(subs: &Subscriptions, package: Package, resource: &str, watcher: &str, members: &[&str]) -> u64 {
+        let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let id = subs.new_id();
+        subs.insert(Subscription {
+            id,
+            package,
+            resource: Arc::from(resource),
+            watcher: Arc::from(watcher),
+            event_id: None,
+            dialog: Dialog {
+                call_id: format!("call-{id}"),
+                our_tag: format!("tag-{id}"),
+                our_uri: String::new(),
+                resource_uri: String::new(),
+                their_from: String::new(),
+                remote_target: String::new(),
+                route_set: Vec::new(),
+                leg: Target { transport: Transport::Udp, remote: local, flow: None, local: None },
+                local,
+                cseq: AtomicU32::new(1),
+            },
+            expires_at: Mutex::new(Instant::now() + std::time::Duration::from_secs(60)),
+            grant: Mutex::new(Grant::Active),
+            version: AtomicU32::new(0),
+            members: Mutex::new(members.iter().map(|m| Arc::from(*m)).collect()),
+            throttle: Mutex::new(Throttle::default()),
+        })
+        .id
+    }
+
+    #[test]
+    fn involving_finds_what_a_user_holds_and_what_shows_it_but_not_lists_it_is_on() {
+        let subs = Subscriptions::default();
+        let bob_watches_alice = sub(&subs, Package::Presence, "alice", "bob", &[]);
+        let alice_watches_carol = sub(&subs, Package::Presence, "carol", "alice", &[]);
+        let alice_winfo = sub(&subs, Package::Winfo, "alice", "alice", &[]);
+        let alice_list = sub(&subs, Package::List, "alice", "alice", &["bob", "carol"]);
+        let carol_list = sub(&subs, Package::List, "carol", "carol", &["alice"]);
+        sub(&subs, Package::Presence, "dave", "bob", &[]);
+        let mut found: Vec<u64> = subs.involving("alice").iter().map(|s| s.id).collect();
+        found.sort_unstable();
+        assert_eq!(found, vec![bob_watches_alice, alice_watches_carol, alice_winfo, alice_list]);
+        assert!(!found.contains(&carol_list), "carol's list shows alice but is carol's");
+        assert_eq!((subs.held_by("alice"), subs.held_by("bob")), (3, 2));
+
+        subs.remove(alice_list);
+        subs.remove(alice_watches_carol);
+        assert_eq!(subs.held_by("alice"), 1);
+        assert_eq!(subs.involving("alice").len(), 2);
+        subs.remove(alice_winfo);
+        assert_eq!(subs.held_by("alice"), 0);
+        assert!(subs.by_watcher.get("alice").is_none(), "no empty entry left behind");
+    }
 }
