@@ -16,7 +16,7 @@ use crate::stats::{Counters, Outcome};
 use crate::users::Users;
 use sipfront_proto::{HeaderName, Method};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -49,16 +49,18 @@ pub struct Publication {
     changes: u64,
 }
 
-/// Every user's publication.
-pub struct Publications(Vec<Mutex<Publication>>);
+/// Every user's publication. A user's PUBLISHes go one at a time, as a client's do: one that is
+/// due while the last is unanswered waits for it (and its entity tag), its wait counted in its
+/// latency, instead of racing it with a stale tag into a 412.
+pub struct Publications(Vec<tokio::sync::Mutex<Publication>>);
 
 impl Publications {
     pub fn new(users: usize) -> Publications {
-        Publications((0..users).map(|_| Mutex::default()).collect())
+        Publications((0..users).map(|_| tokio::sync::Mutex::default()).collect())
     }
 
-    fn lock(&self, i: usize) -> MutexGuard<'_, Publication> {
-        self.0[i % self.0.len()].lock().unwrap_or_else(|e| e.into_inner())
+    async fn lock(&self, i: usize) -> tokio::sync::MutexGuard<'_, Publication> {
+        self.0[i % self.0.len()].lock().await
     }
 }
 
@@ -306,13 +308,11 @@ pub async fn publish(
     };
     let c = users.config();
     let u = users.get(i);
-    let (etag, nth) = {
-        let mut p = publications.lock(i);
-        if change == Change::Modify || p.etag.is_none() {
-            p.changes += 1;
-        }
-        (p.etag.clone(), p.changes)
-    };
+    let mut p = publications.lock(i).await;
+    if change == Change::Modify || p.etag.is_none() {
+        p.changes += 1;
+    }
+    let (etag, nth) = (p.etag.clone(), p.changes);
     let refresh = change == Change::Refresh && etag.is_some();
     let uri = format!("sip:{}@{}", u.account.user, c.domain);
     let basic = if nth % 2 == 1 { "open" } else { "closed" };
@@ -354,6 +354,6 @@ pub async fn publish(
         .as_ref()
         .and_then(|r| r.header(HeaderName::SipETag))
         .map(|t| String::from_utf8_lossy(t).trim().to_string());
-    publications.lock(i).etag = fresh;
+    p.etag = fresh;
     resp.is_some()
 }
