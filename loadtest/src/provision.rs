@@ -72,14 +72,13 @@ impl Provision {
             }
             self.import(&["user", "import"], &text)?;
         }
-        let aor = |i: usize| accounts.get(i).map(|a| format!("{}@{domain}", a.user));
+        let aor = |i: &usize| accounts.get(*i).map(|a| format!("{}@{domain}", a.user));
         let mut text = String::new();
         for (owner, contacts) in lists {
-            for c in contacts {
-                if let (Some(o), Some(c)) = (aor(*owner), aor(*c)) {
-                    text.push_str(&format!("{o},{c}\n"));
-                    result.contacts += 1;
-                }
+            let Some(owner) = aor(owner) else { continue };
+            for contact in contacts.iter().filter_map(aor) {
+                text.push_str(&format!("{owner},{contact}\n"));
+                result.contacts += 1;
             }
         }
         if result.contacts > 0 {

@@ -166,12 +166,15 @@ impl Report {
         // interval makes the offered rate of an on-time run exactly the target.
         let send_span = phase.sending.as_secs_f64() + 1.0 / config.rate;
         let success_span = stats.success_span().as_secs_f64().max(1.0 / config.rate);
+        // NOTIFYs may come after the last transaction of the phase: until the last of them.
+        let notify_span = phase.elapsed.max(stats.notify_span()).as_secs_f64();
+        let window = stats.window_unix_ms();
         Report {
             tool: "sipfront-load".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             started_unix_ms,
-            measured_from_unix_ms: stats.window_unix_ms().0,
-            measured_until_unix_ms: stats.window_unix_ms().1,
+            measured_from_unix_ms: window.0,
+            measured_until_unix_ms: window.1,
             config: config.clone(),
             machine: Machine::this(),
             interrupted: phase.interrupted,
@@ -199,12 +202,9 @@ impl Report {
             duplicate_deliveries: Counters::get(&c.duplicate_deliveries),
             notifies: Counters::get(&c.notifies),
             measured_notifies: Counters::get(&c.measured_notifies),
-            notify_rate: rate(
-                Counters::get(&c.measured_notifies),
-                phase.elapsed.max(stats.notify_span()).as_secs_f64(),
-            ),
+            notify_rate: rate(Counters::get(&c.measured_notifies), notify_span),
             measured_states: Counters::get(&c.measured_states),
-            state_rate: rate(Counters::get(&c.measured_states), phase.elapsed.max(stats.notify_span()).as_secs_f64()),
+            state_rate: rate(Counters::get(&c.measured_states), notify_span),
             notify_states: [
                 ("active", &c.notifies_active),
                 ("pending", &c.notifies_pending),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Server;
+use common::{sipfront_load_async, Server};
 use sipfront_loadtest::Report;
 use std::process::Command;
 
@@ -13,33 +13,32 @@ const BIN: &str = env!("CARGO_BIN_EXE_sipfront-load");
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_report_holds_every_figure() {
     let server = Server::start(50).await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
     let target = server.udp().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["register", "--target", &target, "--users", "50", "--rate", "200", "--count", "200"])
-            .args(["--local-ips", "127.0.0.2-127.0.0.3", "--json"])
-            .arg(&json)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
+    let run = sipfront_load_async(&[
+        "register",
+        "--target",
+        &target,
+        "--users",
+        "50",
+        "--rate",
+        "200",
+        "--count",
+        "200",
+        "--local-ips",
+        "127.0.0.2-127.0.0.3",
+    ])
+    .await;
+    let (stdout, text) = (&run.stdout, &run.json);
     assert!(stdout.contains("register.auth") && stdout.contains("p99.9 ms"), "the final table");
     assert!(!stdout.contains('\u{1b}'), "no progress bar when stdout is not a terminal");
 
-    let text = std::fs::read_to_string(dir.path().join("report.json")).unwrap();
-    let report: Report = serde_json::from_str(&text).expect("the report parses");
+    let report = run.report();
     assert_eq!((report.succeeded, report.failed), (200, 0));
     assert_eq!(report.config.local_ips.len(), 2);
     assert!(report.machine.nproc >= 1 && !report.machine.kernel.is_empty());
     let (from, until) = (report.measured_from_unix_ms.unwrap(), report.measured_until_unix_ms.unwrap());
     assert!(report.started_unix_ms <= from && from < until, "the measured phase's window: {from}..{until}");
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text).unwrap();
     for p in ["p50", "p90", "p99", "p99_9", "max"] {
         assert!(v["transactions"]["register"]["latency_ms"][p].as_f64().unwrap() > 0.0, "{p}");
     }
@@ -83,26 +82,24 @@ async fn ctrl_c_prints_the_partial_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ramp_reports_each_step_and_the_highest_passing_rate() {
     let server = Server::start(50).await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("ramp.json");
     let target = server.udp().to_string();
-    let json2 = json.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(BIN)
-            .args(["register", "--target", &target, "--users", "50", "--ramp", "100:100:300"])
-            .args(["--step-duration", "0.5", "--max-p99-ms", "2000", "--json"])
-            .arg(&json2)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
-    assert!(stdout.contains("highest passing rate: 300/s"), "the table says it");
+    let run = sipfront_load_async(&[
+        "register",
+        "--target",
+        &target,
+        "--users",
+        "50",
+        "--ramp",
+        "100:100:300",
+        "--step-duration",
+        "0.5",
+        "--max-p99-ms",
+        "2000",
+    ])
+    .await;
+    assert!(run.stdout.contains("highest passing rate: 300/s"), "the table says it");
 
-    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = run.report();
     let ramp = report.ramp.expect("a ramp section");
     let rates: Vec<f64> = ramp.steps.iter().map(|s| s.rate).collect();
     assert_eq!(rates, vec![100.0, 200.0, 300.0]);

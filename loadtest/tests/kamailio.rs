@@ -107,20 +107,11 @@ async fn every_scenario_against_kamailio() {
     // UDP, 480..499 without over TCP (with keep-alives).
     for (port, transport, first) in [(5070, TransportKind::Udp, 460), (5071, TransportKind::Tcp, 480)] {
         let target = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut c = common::config(Scenario::Model, target, 20, 1.0, 1);
+        let mut c = common::model_config(target, transport, 20);
         c.set_pattern_users(20, first, "pw{n}");
-        c.transport = transport;
-        c.watch = 3;
-        c.bound = sipfront_loadtest::Bound::Seconds(3.0);
-        c.model.time_scale = 600.0;
         let r = common::run(c).await;
         let what = format!("model on {port} over {transport:?}");
-        let ok = |kind: &str| r.transactions.get(kind).map_or(0, |t| t.ok);
-        assert_eq!(ok("subscribe"), 60, "{what}");
-        assert_eq!((ok("reregister"), ok("resubscribe"), ok("publish")), (40, 60, 40), "{what}");
-        assert_eq!((ok("message"), ok("fetch")), (200, 25), "{what}");
-        assert_eq!((r.planned, r.succeeded, r.failed), (365, 365, 0), "{what}");
-        assert_eq!(r.deliveries, 200, "{what}");
+        common::assert_half_an_hour_of_the_model(&r, &what);
         assert!(r.measured_notifies >= 120 + 25, "{what}: 3 per PUBLISH and one per fetch: {}", r.measured_notifies);
         if transport == TransportKind::Tcp {
             assert_eq!((r.keepalives, r.pongs), (120, 120), "{what}: every 5 minutes, each answered");
@@ -129,17 +120,24 @@ async fn every_scenario_against_kamailio() {
     }
 
     // The binary, with its JSON report: users 440..459.
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("presence.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
-        .args(["presence", "--target", "127.0.0.1:5070", "--users", "20", "--user-offset", "440", "--watch", "2"])
-        .args(["--rate", "100", "--count", "50", "--timeout", "5", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
-    let r: sipfront_loadtest::Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = common::sipfront_load(&[
+        "presence",
+        "--target",
+        "127.0.0.1:5070",
+        "--users",
+        "20",
+        "--user-offset",
+        "440",
+        "--watch",
+        "2",
+        "--rate",
+        "100",
+        "--count",
+        "50",
+        "--timeout",
+        "5",
+    ])
+    .report();
     assert_eq!((r.succeeded, r.transactions["subscribe"].ok), (50, 20));
     assert!(r.measured_notifies >= 100 && r.notify_rate > 0.0, "two watchers per PUBLISH: {}", r.measured_notifies);
 
@@ -149,18 +147,27 @@ async fn every_scenario_against_kamailio() {
 /// `sipfront-load model` with its JSON report (one Kamailio for every run: tests of their
 /// own would start and stop it under each other).
 fn the_binary_runs_the_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("model.json");
     // Users 500..509 over TCP without auth, an hour of the model in 2 s.
-    let out = Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
-        .args(["model", "--target", "127.0.0.1:5071", "--transport", "tcp", "--users", "10", "--user-offset", "500"])
-        .args(["--watch", "2", "--duration", "2", "--time-scale", "1800", "--timeout", "5", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    println!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
-    let r: sipfront_loadtest::Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = common::sipfront_load(&[
+        "model",
+        "--target",
+        "127.0.0.1:5071",
+        "--transport",
+        "tcp",
+        "--users",
+        "10",
+        "--user-offset",
+        "500",
+        "--watch",
+        "2",
+        "--duration",
+        "2",
+        "--time-scale",
+        "1800",
+        "--timeout",
+        "5",
+    ])
+    .report();
     assert_eq!(r.config.model.time_scale, 1800.0);
     // In an hour of the model, 10 users: 40 registrations, 40 PUBLISHes, 20 IM sessions of
     // 10, 120 keep-alives, 25 fetches, 40 subscription refreshes.

@@ -5,46 +5,19 @@
 
 mod common;
 
-use common::{config, run, Server, DOMAIN};
+use common::{config, run, sipfront_load_async, Server};
 use sipfront_loadtest::ramp::Ramp;
-use sipfront_loadtest::{Config, Report, Scenario, TransportKind};
-use std::process::Command;
-
-/// Gives every watcher the contact list its resource list stands for (what `--provision`
-/// imports): the presentities its single subscriptions would watch.
-async fn contact_lists(server: &Server, c: &Config) {
-    let store = sipfront_storage::open("", server.dir.path()).await.unwrap();
-    let aor = |i: usize| format!("user{i}@{DOMAIN}");
-    for (owner, contacts) in sipfront_loadtest::scenario::contact_lists(c) {
-        for contact in contacts {
-            let contact = sipfront_storage::Contact {
-                owner: aor(owner),
-                contact: aor(contact),
-                display_name: String::new(),
-                group: String::new(),
-            };
-            store.add_contact(&contact).await.unwrap();
-        }
-    }
-}
-
-fn target(server: &Server, transport: TransportKind) -> std::net::SocketAddr {
-    match transport {
-        TransportKind::Udp => server.udp(),
-        TransportKind::Tcp => server.tcp(),
-        TransportKind::Tls => server.tls(),
-    }
-}
+use sipfront_loadtest::{Scenario, TransportKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resource_lists_over_udp_tcp_and_tls() {
     for transport in [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls] {
         let server = Server::start(20).await;
-        let mut c = config(Scenario::Presence, target(&server, transport), 20, 100.0, 100);
+        let mut c = config(Scenario::Presence, server.addr(transport), 20, 100.0, 100);
         c.transport = transport;
         c.resource_lists = true;
         c.watch = 3;
-        contact_lists(&server, &c).await;
+        server.contact_lists(&c).await;
         let r = run(c).await;
         let what = format!("{transport:?}");
         assert_eq!(r.transactions["subscribe"].ok, 10, "{what}: one list subscription per watcher");
@@ -95,26 +68,27 @@ async fn the_binary_runs_presence_with_resource_lists() {
     let server = Server::start(20).await;
     let mut c = config(Scenario::Presence, server.tcp(), 20, 100.0, 100);
     (c.resource_lists, c.watch) = (true, 3);
-    contact_lists(&server, &c).await;
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("presence.json");
-    let (target, json2) = (server.tcp().to_string(), json.clone());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
-            .args(["presence", "--target", &target, "--transport", "tcp", "--users", "20", "--resource-lists"])
-            .args(["--watch", "3"])
-            .args(["--rate", "100", "--count", "100", "--json"])
-            .arg(&json2)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
-    assert!(stdout.contains("NOTIFY received"), "the table counts NOTIFYs");
-    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    server.contact_lists(&c).await;
+    let target = server.tcp().to_string();
+    let run = sipfront_load_async(&[
+        "presence",
+        "--target",
+        &target,
+        "--transport",
+        "tcp",
+        "--users",
+        "20",
+        "--resource-lists",
+        "--watch",
+        "3",
+        "--rate",
+        "100",
+        "--count",
+        "100",
+    ])
+    .await;
+    assert!(run.stdout.contains("NOTIFY received"), "the table counts NOTIFYs");
+    let report = run.report();
     assert!(report.config.resource_lists);
     assert_eq!((report.succeeded, report.transactions["subscribe"].ok), (100, 10));
     assert!(report.notify_rate > 0.0 && report.notify_states["active"] >= 20);

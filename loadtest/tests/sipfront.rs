@@ -100,7 +100,7 @@ async fn tls_ca_verifies_the_server() {
 async fn presence_over_udp_and_tcp() {
     for transport in [TransportKind::Udp, TransportKind::Tcp] {
         let server = Server::start(20).await;
-        let target = if transport == TransportKind::Udp { server.udp() } else { server.tcp() };
+        let target = server.addr(transport);
         // 10 presentities, 10 watchers of 3 each.
         let mut c = config(Scenario::Presence, target, 20, 100.0, 100);
         c.transport = transport;

@@ -5,7 +5,7 @@
 
 use sipfront::config::Config as ServerConfig;
 use sipfront::RunningServer;
-use sipfront_loadtest::{Config, Report, Scenario};
+use sipfront_loadtest::{Config, Report, Scenario, TransportKind};
 use std::net::{Ipv4Addr, SocketAddr};
 
 pub const DOMAIN: &str = "example.test";
@@ -66,6 +66,33 @@ impl Server {
         self.server.tls[0]
     }
 
+    /// Where clients over `transport` reach it.
+    pub fn addr(&self, transport: TransportKind) -> SocketAddr {
+        match transport {
+            TransportKind::Udp => self.udp(),
+            TransportKind::Tcp => self.tcp(),
+            TransportKind::Tls => self.tls(),
+        }
+    }
+
+    /// Gives every user the contact list `c`'s resource-list subscriptions stand for (what
+    /// `--provision` imports), straight into the store.
+    pub async fn contact_lists(&self, c: &Config) {
+        let store = sipfront_storage::open("", self.dir.path()).await.expect("open the store");
+        let aor = |i: usize| format!("user{i}@{DOMAIN}");
+        for (owner, contacts) in sipfront_loadtest::scenario::contact_lists(c) {
+            for contact in contacts {
+                let contact = sipfront_storage::Contact {
+                    owner: aor(owner),
+                    contact: aor(contact),
+                    display_name: String::new(),
+                    group: String::new(),
+                };
+                store.add_contact(&contact).await.expect("add the contact");
+            }
+        }
+    }
+
     /// The self-signed certificate sipfront made at start (its names include 127.0.0.1).
     pub fn cert(&self) -> std::path::PathBuf {
         self.dir.path().join("tls").join("cert.pem")
@@ -80,6 +107,66 @@ pub fn config(scenario: Scenario, target: SocketAddr, users: usize, rate: f64, c
     c.bound = sipfront_loadtest::Bound::Count(count);
     c.timeout_ms = 5_000;
     c
+}
+
+/// The user model over `transport`, 10 minutes of it a second for 3 s, 3 contacts each.
+pub fn model_config(target: SocketAddr, transport: TransportKind, users: usize) -> Config {
+    let mut c = config(Scenario::Model, target, users, 1.0, 1);
+    c.transport = transport;
+    c.watch = 3;
+    c.bound = sipfront_loadtest::Bound::Seconds(3.0);
+    c.model.time_scale = 600.0;
+    c
+}
+
+/// What half an hour of the model (a [`model_config`] run of 20 users) must have done: 60
+/// subscriptions; 40 registrations (every 15 min), 60 subscription refreshes (every 30 min),
+/// 40 PUBLISHes (4/h), 20 IM sessions of 10 MESSAGEs (2/h), 25 fetches (60/day), each
+/// MESSAGE delivered.
+pub fn assert_half_an_hour_of_the_model(r: &Report, what: &str) {
+    let ok = |kind: &str| r.transactions.get(kind).map_or(0, |t| t.ok);
+    assert_eq!(ok("subscribe"), 60, "{what}");
+    assert_eq!((ok("reregister"), ok("resubscribe"), ok("publish")), (40, 60, 40), "{what}");
+    assert_eq!((ok("message"), ok("fetch")), (200, 25), "{what}");
+    assert_eq!((r.planned, r.succeeded, r.failed), (365, 365, 0), "{what}");
+    assert_eq!(r.deliveries, 200, "{what}: every MESSAGE reached its contact");
+}
+
+/// A run of the `sipfront-load` binary: what it printed, and its JSON report.
+pub struct BinaryRun {
+    pub stdout: String,
+    pub json: String,
+}
+
+impl BinaryRun {
+    pub fn report(&self) -> Report {
+        serde_json::from_str(&self.json).expect("the report parses")
+    }
+}
+
+/// Runs `sipfront-load ARGS... --json FILE`, prints what it said and requires that it
+/// succeeded.
+pub fn sipfront_load(args: &[&str]) -> BinaryRun {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let json = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run sipfront-load");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "sipfront-load {}", args.join(" "));
+    BinaryRun { stdout, json: std::fs::read_to_string(&json).expect("the JSON report") }
+}
+
+/// [`sipfront_load`] off the async runtime (a server in this process must go on answering).
+pub async fn sipfront_load_async(args: &[&str]) -> BinaryRun {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || sipfront_load(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+        .await
+        .expect("the sipfront-load task")
 }
 
 pub async fn run(config: Config) -> Report {

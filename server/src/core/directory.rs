@@ -104,20 +104,20 @@ impl Directory {
                 Ok(c) if c.aors.is_empty() => {}
                 Ok(c) => {
                     last = c.last;
-                    let mut domains_changed = false;
+                    // A new domain, or a user (who may bring a new domain with it).
+                    let mut reload_domains = false;
                     for aor in &c.aors {
                         if let Some(recipient) = sipfront_storage::waiting_for(aor) {
                             let _ = self.waiting.send(Arc::from(recipient));
-                        } else if aor.starts_with('@') {
-                            domains_changed = true;
-                        } else {
-                            // A new user may bring a new domain with it.
-                            domains_changed = true;
+                            continue;
+                        }
+                        reload_domains = true;
+                        if !aor.starts_with('@') {
                             self.users.remove(aor.as_str());
                             let _ = self.changes.send(Arc::from(aor.as_str()));
                         }
                     }
-                    if domains_changed {
+                    if reload_domains {
                         if let Ok(d) = self.store.domains().await {
                             *self.domains.write().unwrap_or_else(|p| p.into_inner()) = d.into_iter().collect();
                         }
