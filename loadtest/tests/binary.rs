@@ -14,19 +14,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_sipfront-load");
 async fn json_report_holds_every_figure() {
     let server = Server::start(50).await;
     let target = server.udp().to_string();
-    let run = sipfront_load_async(&[
-        "register",
-        "--target",
-        &target,
-        "--users",
-        "50",
-        "--rate",
-        "200",
-        "--count",
-        "200",
-        "--local-ips",
-        "127.0.0.2-127.0.0.3",
-    ])
+    let run = sipfront_load_async(format!(
+        "register --target {target} --users 50 --rate 200 --count 200 --local-ips 127.0.0.2-127.0.0.3"
+    ))
     .await;
     let (stdout, text) = (&run.stdout, &run.json);
     assert!(stdout.contains("register.auth") && stdout.contains("p99.9 ms"), "the final table");
@@ -83,19 +73,9 @@ async fn ctrl_c_prints_the_partial_report() {
 async fn ramp_reports_each_step_and_the_highest_passing_rate() {
     let server = Server::start(50).await;
     let target = server.udp().to_string();
-    let run = sipfront_load_async(&[
-        "register",
-        "--target",
-        &target,
-        "--users",
-        "50",
-        "--ramp",
-        "100:100:300",
-        "--step-duration",
-        "0.5",
-        "--max-p99-ms",
-        "2000",
-    ])
+    let run = sipfront_load_async(format!(
+        "register --target {target} --users 50 --ramp 100:100:300 --step-duration 0.5 --max-p99-ms 2000"
+    ))
     .await;
     assert!(run.stdout.contains("highest passing rate: 300/s"), "the table says it");
 

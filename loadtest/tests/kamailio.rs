@@ -120,23 +120,9 @@ async fn every_scenario_against_kamailio() {
     }
 
     // The binary, with its JSON report: users 440..459.
-    let r = common::sipfront_load(&[
-        "presence",
-        "--target",
-        "127.0.0.1:5070",
-        "--users",
-        "20",
-        "--user-offset",
-        "440",
-        "--watch",
-        "2",
-        "--rate",
-        "100",
-        "--count",
-        "50",
-        "--timeout",
-        "5",
-    ])
+    let r = common::sipfront_load(
+        "presence --target 127.0.0.1:5070 --users 20 --user-offset 440 --watch 2 --rate 100 --count 50 --timeout 5",
+    )
     .report();
     assert_eq!((r.succeeded, r.transactions["subscribe"].ok), (50, 20));
     assert!(r.measured_notifies >= 100 && r.notify_rate > 0.0, "two watchers per PUBLISH: {}", r.measured_notifies);
@@ -148,25 +134,10 @@ async fn every_scenario_against_kamailio() {
 /// own would start and stop it under each other).
 fn the_binary_runs_the_model() {
     // Users 500..509 over TCP without auth, an hour of the model in 2 s.
-    let r = common::sipfront_load(&[
-        "model",
-        "--target",
-        "127.0.0.1:5071",
-        "--transport",
-        "tcp",
-        "--users",
-        "10",
-        "--user-offset",
-        "500",
-        "--watch",
-        "2",
-        "--duration",
-        "2",
-        "--time-scale",
-        "1800",
-        "--timeout",
-        "5",
-    ])
+    let r = common::sipfront_load(
+        "model --target 127.0.0.1:5071 --transport tcp --users 10 --user-offset 500 --watch 2 \
+         --duration 2 --time-scale 1800 --timeout 5",
+    )
     .report();
     assert_eq!(r.config.model.time_scale, 1800.0);
     // In an hour of the model, 10 users: 40 registrations, 40 PUBLISHes, 20 IM sessions of

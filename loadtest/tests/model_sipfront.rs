@@ -32,24 +32,10 @@ async fn the_binary_runs_the_model_with_resource_lists_over_tls() {
     (c.resource_lists, c.watch) = (true, 2);
     server.contact_lists(&c).await;
     let target = server.tls().to_string();
-    let r = sipfront_load_async(&[
-        "model",
-        "--target",
-        &target,
-        "--transport",
-        "tls",
-        "--users",
-        "10",
-        "--watch",
-        "2",
-        "--resource-lists",
-        "--duration",
-        "2",
-        "--time-scale",
-        "1800",
-        "--timeout",
-        "5",
-    ])
+    let r = sipfront_load_async(format!(
+        "model --target {target} --transport tls --users 10 --watch 2 --resource-lists \
+         --duration 2 --time-scale 1800 --timeout 5"
+    ))
     .await
     .report();
     assert_eq!(r.transactions["subscribe"].ok, 10, "one list subscription each");

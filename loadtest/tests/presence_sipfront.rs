@@ -70,22 +70,9 @@ async fn the_binary_runs_presence_with_resource_lists() {
     (c.resource_lists, c.watch) = (true, 3);
     server.contact_lists(&c).await;
     let target = server.tcp().to_string();
-    let run = sipfront_load_async(&[
-        "presence",
-        "--target",
-        &target,
-        "--transport",
-        "tcp",
-        "--users",
-        "20",
-        "--resource-lists",
-        "--watch",
-        "3",
-        "--rate",
-        "100",
-        "--count",
-        "100",
-    ])
+    let run = sipfront_load_async(format!(
+        "presence --target {target} --transport tcp --users 20 --resource-lists --watch 3 --rate 100 --count 100"
+    ))
     .await;
     assert!(run.stdout.contains("NOTIFY received"), "the table counts NOTIFYs");
     let report = run.report();

@@ -144,29 +144,26 @@ impl BinaryRun {
     }
 }
 
-/// Runs `sipfront-load ARGS... --json FILE`, prints what it said and requires that it
-/// succeeded.
-pub fn sipfront_load(args: &[&str]) -> BinaryRun {
+/// Runs `sipfront-load ARGS --json FILE` (ARGS split at white space), prints what it said and
+/// requires that it succeeded.
+pub fn sipfront_load(args: &str) -> BinaryRun {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let json = dir.path().join("report.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront-load"))
-        .args(args)
+        .args(args.split_whitespace())
         .arg("--json")
         .arg(&json)
         .output()
         .expect("run sipfront-load");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "sipfront-load {}", args.join(" "));
+    assert!(out.status.success(), "sipfront-load {args}");
     BinaryRun { stdout, json: std::fs::read_to_string(&json).expect("the JSON report") }
 }
 
 /// [`sipfront_load`] off the async runtime (a server in this process must go on answering).
-pub async fn sipfront_load_async(args: &[&str]) -> BinaryRun {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || sipfront_load(&args.iter().map(String::as_str).collect::<Vec<_>>()))
-        .await
-        .expect("the sipfront-load task")
+pub async fn sipfront_load_async(args: String) -> BinaryRun {
+    tokio::task::spawn_blocking(move || sipfront_load(&args)).await.expect("the sipfront-load task")
 }
 
 pub async fn run(config: Config) -> Report {
