@@ -50,7 +50,7 @@ impl Archive {
 
     /// Whether messages between these AORs are archived: archiving on, a listed domain (or
     /// every domain when none is listed), and neither user excluded.
-    pub fn applies(&self, sender: &str, recipient: &str) -> bool {
+    fn applies(&self, sender: &str, recipient: &str) -> bool {
         let domain = |aor: &str| aor.rsplit_once('@').map_or("", |(_, d)| d).to_string();
         let listed = |aor: &str| self.cfg.domains.is_empty() || self.cfg.domains.contains(&domain(aor));
         self.cfg.enabled
@@ -58,8 +58,22 @@ impl Archive {
             && !self.cfg.exclude_users.iter().any(|u| u == sender || u == recipient)
     }
 
-    pub fn critical(&self) -> bool {
+    fn critical(&self) -> bool {
         self.cfg.critical
+    }
+
+    /// Archives an instant message from `sender` to `recipient` where archiving applies to
+    /// them; `false` when it must not be delivered: critical mode and it cannot be archived.
+    pub fn keep(&self, msg: &Message, sender: &str, recipient: &str) -> bool {
+        !(self.applies(sender, recipient) && !self.record(msg, sender, recipient) && self.critical())
+    }
+
+    /// The 503 to an instant message refused in critical mode: no unarchived IM.
+    pub fn unavailable(msg: &Message, agent: &str) -> Message {
+        let mut r = super::reply::response(msg, 503, agent);
+        r.set_reason("Service Unavailable (archive unavailable)");
+        r.push_header(sipfront_proto::HeaderName::RetryAfter, "5");
+        r
     }
 
     /// Queues `msg` for the archive; `false` when it cannot be archived now: the queue is

@@ -3,60 +3,85 @@
 //! own flow (RFC 5626: a TCP or TLS client is reached over the connection it registered on,
 //! never a new one), and the sender gets the best final response (RFC 3261 16.7).
 
-use super::{reply, SUPPORTED};
+use super::archive::Archive;
+use super::gate::Gate;
+use super::location::Location;
+use super::offline::Offline;
+use super::options::SUPPORTED;
+use super::proxy::loops;
+use super::reply;
 use crate::config;
 use crate::ops::metrics as m;
-use crate::state::bindings::{Binding, Bindings};
-use crate::transaction::{ClientTx, Transactions};
-use crate::transport::{Target, Transport, Transports};
-use sipfront_proto::{HeaderName, Host, Message, Uri};
-use std::net::{IpAddr, SocketAddr};
+use crate::state::bindings::Binding;
+use crate::transaction::{ClientTx, Incoming, Transactions};
+use sipfront_proto::{HeaderName, Message};
 use std::sync::Arc;
 
 pub struct Messaging {
     cfg: config::Messaging,
-    bindings: Arc<Bindings>,
-    transports: Arc<Transports>,
+    gate: Arc<Gate>,
+    location: Arc<Location>,
+    archive: Arc<Archive>,
+    offline: Offline,
+    txs: Transactions,
     agent: String,
-}
-
-/// Who a Request-URI names: an AOR, and possibly one instance of it (a GRUU, RFC 5627).
-pub struct Recipient {
-    pub aor: String,
-    /// pub-gruu: the `+sip.instance` (`<urn:...>`) it names.
-    instance: Option<String>,
-    /// temp-gruu: the temp-gruu user part.
-    temp_gruu: Option<String>,
 }
 
 impl Messaging {
     pub fn new(
         cfg: config::Messaging,
-        bindings: Arc<Bindings>,
-        transports: Arc<Transports>,
+        gate: Arc<Gate>,
+        location: Arc<Location>,
+        archive: Arc<Archive>,
+        offline: Offline,
+        txs: Transactions,
         agent: String,
     ) -> Messaging {
-        Messaging { cfg, bindings, transports, agent }
+        Messaging { cfg, gate, location, archive, offline, txs, agent }
     }
 
-    /// The AOR (and instance) a Request-URI addresses; `None` if it is not one of ours.
-    pub fn recipient(&self, uri: &Uri<'_>) -> Option<Recipient> {
-        let Host::Name(domain) = uri.host() else { return None };
-        let domain = String::from_utf8_lossy(domain).to_ascii_lowercase();
-        let user = String::from_utf8_lossy(&sipfront_proto::unescape(uri.user()?)).into_owned();
-        match uri.params().get("gr") {
-            // temp-gruu: `sip:tgruu.X@domain;gr`
-            Some(None) => {
-                let aor = self.bindings.temp_gruu_aor(&user)?;
-                Some(Recipient { aor: aor.to_string(), instance: None, temp_gruu: Some(user) })
-            }
-            // pub-gruu: `sip:user@domain;gr=urn:uuid:...`
-            Some(Some(urn)) => Some(Recipient {
-                aor: format!("{user}@{domain}"),
-                instance: Some(format!("<{}>", String::from_utf8_lossy(urn))),
-                temp_gruu: None,
-            }),
-            None => Some(Recipient { aor: format!("{user}@{domain}"), instance: None, temp_gruu: None }),
+    /// Offline messages: their purge, and following which users have some; runs until dropped.
+    pub async fn run(&self, kept_elsewhere: tokio::sync::broadcast::Receiver<Arc<str>>) {
+        tokio::join!(self.offline.run_purge(), self.offline.follow(kept_elsewhere));
+    }
+
+    /// A MESSAGE (RFC 3428) outside a dialog: checked, its sender authenticated, archived,
+    /// and relayed to every binding of the recipient, or kept until it registers.
+    pub async fn handle(&self, req: &Incoming) -> Message {
+        let msg = &req.msg;
+        let sender = match self.gate.sender(req).await {
+            Ok(sender) => sender,
+            Err(refusal) => return refusal,
+        };
+        if let Some(refusal) = self.refusal(msg) {
+            return refusal;
+        }
+        if loops::looped(msg) {
+            return reply::response(msg, 482, &self.agent);
+        }
+        let to = match self.gate.callee(msg).await {
+            Ok(to) => to,
+            Err(refusal) => return refusal,
+        };
+        let targets = self.location.targets(&to);
+        if targets.is_empty() && !self.offline.enabled() {
+            return Self::unavailable(msg, &self.agent);
+        }
+        if !self.archive.keep(msg, &sender, &to.aor) {
+            return Archive::unavailable(msg, &self.agent);
+        }
+        if targets.is_empty() {
+            return self.offline.keep(msg, &to.aor, &sender).await;
+        }
+        self.relay(msg, targets).await
+    }
+
+    /// `aor` has just registered: what was kept for it while it was away goes out now.
+    pub fn registered(self: &Arc<Self>, aor: &str) {
+        if self.offline.may_have(aor) && !self.location.bindings().get(aor).is_empty() {
+            let this = self.clone();
+            let aor = aor.to_string();
+            tokio::spawn(async move { this.offline.deliver(&aor, &this).await });
         }
     }
 
@@ -93,31 +118,22 @@ impl Messaging {
         None
     }
 
-    /// The bindings a request for `to` may go to: live, of the right instance for a GRUU, and
-    /// reachable (a stream binding whose connection is gone is skipped).
-    pub fn targets(&self, to: &Recipient) -> Vec<Binding> {
-        self.bindings
-            .get(&to.aor)
-            .into_iter()
-            .filter(|b| to.instance.as_deref().is_none_or(|i| b.instance.as_deref() == Some(i)))
-            .filter(|b| to.temp_gruu.as_deref().is_none_or(|t| b.temp_gruu.as_deref() == Some(t)))
-            .filter(|b| {
-                !b.source.transport.is_reliable() || b.source.flow.is_some_and(|f| self.transports.flows.is_open(f))
-            })
-            .collect()
-    }
-
-    /// The reachable bindings of an AOR, all instances.
-    pub fn targets_of(&self, aor: &str) -> Vec<Binding> {
-        self.targets(&Recipient { aor: aor.to_string(), instance: None, temp_gruu: None })
+    /// Relays `req` to every reachable binding of `aor`; `None` when it has none.
+    pub async fn relay_to(&self, aor: &str, req: &Message) -> Option<Message> {
+        let targets = self.location.targets_of(aor);
+        if targets.is_empty() {
+            return None;
+        }
+        Some(self.relay(req, targets).await)
     }
 
     /// Forks `req` to every target and answers with the best final response.
-    pub async fn relay(&self, txs: &Transactions, req: &Message, targets: Vec<Binding>) -> Message {
+    pub async fn relay(&self, req: &Message, targets: Vec<Binding>) -> Message {
+        let txs = &self.txs;
         metrics::histogram!(m::MESSAGE_FORKS).record(targets.len() as f64);
         if let [only] = targets.as_slice() {
             // One branch (the common case): its transaction runs right here, no task spawned.
-            let (fork, target) = self.fork(req, only, &super::proxy::loops::branch(req));
+            let (fork, target) = self.location.fork(req, only, &loops::branch(req));
             let mut resp = txs.final_response(fork, target).await;
             resp.pop_first_element(HeaderName::Via);
             metrics::counter!(m::MESSAGES, "result" => reply::code_label(resp.status().unwrap_or(0))).increment(1);
@@ -125,7 +141,7 @@ impl Messaging {
         }
         let mut branches: Vec<ClientTx> = Vec::with_capacity(targets.len());
         for b in &targets {
-            let (fork, target) = self.fork(req, b, &super::proxy::loops::branch(req));
+            let (fork, target) = self.location.fork(req, b, &loops::branch(req));
             branches.push(txs.request(fork, target));
         }
         // RFC 3261 16.7: a 2xx goes upstream at once; otherwise wait for every branch and pick.
@@ -160,46 +176,10 @@ impl Messaging {
         resp
     }
 
-    /// The copy of `req` for one binding (RFC 3261 16.6): new Request-URI, one hop less, the
-    /// binding's Path as Route, our Via (with `branch`) on top, our own credentials and the
-    /// Route entries naming us removed (the caller checked that only ours were there).
-    pub fn fork(&self, req: &Message, b: &Binding, branch: &str) -> (Message, Target) {
-        let mut f = req.clone();
-        f.set_request_uri(b.uri.to_string());
-        f.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
-        // Credentials for our realm were consumed here (RFC 3261 22.3).
-        f.remove_headers(HeaderName::ProxyAuthorization);
-        f.remove_headers(HeaderName::Route);
-        for p in b.path.iter().rev() {
-            f.prepend_header(HeaderName::Route, p.to_string());
-        }
-        let local = b.source.local;
-        f.prepend_header(
-            HeaderName::Via,
-            format!("SIP/2.0/{} {};branch={branch}", b.source.transport.via_name(), local),
-        );
-        let target = self.target_of(b);
-        (f, target)
-    }
-
-    /// Where a request for binding `b` is sent: a TCP or TLS client over the flow it
-    /// registered on; a UDP contact at the address its URI gives (when it is one; we never
-    /// resolve names), or else where its REGISTER came from.
-    pub fn target_of(&self, b: &Binding) -> Target {
-        match b.source.transport {
-            Transport::Udp => Target {
-                transport: Transport::Udp,
-                remote: contact_addr(&b.uri).unwrap_or(b.source.remote),
-                flow: None,
-                local: Some(b.source.local),
-            },
-            t => Target { transport: t, remote: b.source.remote, flow: b.source.flow, local: None },
-        }
-    }
-
-    pub fn unavailable(&self, msg: &Message) -> Message {
+    /// 480 for a request to a user with no reachable binding.
+    pub fn unavailable(msg: &Message, agent: &str) -> Message {
         metrics::counter!(m::MESSAGES, "result" => "480").increment(1);
-        let mut r = reply::response(msg, 480, &self.agent);
+        let mut r = reply::response(msg, 480, agent);
         r.push_header(HeaderName::Supported, SUPPORTED);
         r
     }
@@ -210,17 +190,6 @@ impl Messaging {
 pub fn better(a: u16, b: u16) -> bool {
     let rank = |c: u16| if c >= 600 { 0 } else { c / 100 };
     rank(a) < rank(b)
-}
-
-/// The IP address and port of a contact URI, if its host is an address literal.
-pub fn contact_addr(uri: &str) -> Option<SocketAddr> {
-    let u = Uri::parse(uri.as_bytes()).ok()?;
-    let ip: IpAddr = match u.host() {
-        Host::V4(ip) => ip.into(),
-        Host::V6(ip) => ip.into(),
-        Host::Name(_) => return None,
-    };
-    Some(SocketAddr::new(ip, u.port().unwrap_or(5060)))
 }
 
 #[cfg(test)]
@@ -235,12 +204,5 @@ mod tests {
         assert!(better(486, 500));
         assert!(!better(404, 480));
         assert!(!better(500, 404));
-    }
-
-    #[test]
-    fn contact_addresses() {
-        assert_eq!(contact_addr("sip:alice@127.0.0.1:5090"), Some("127.0.0.1:5090".parse().unwrap()));
-        assert_eq!(contact_addr("sip:alice@[::1]"), Some("[::1]:5060".parse().unwrap()));
-        assert_eq!(contact_addr("sip:alice@host.example.test:5090"), None);
     }
 }

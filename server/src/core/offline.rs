@@ -13,7 +13,6 @@ use super::messaging::Messaging;
 use super::reply;
 use crate::config;
 use crate::ops::metrics as m;
-use crate::transaction::Transactions;
 use dashmap::DashMap;
 use sipfront_proto::{HeaderName, Message, Method};
 use sipfront_storage::Store;
@@ -134,23 +133,18 @@ impl Offline {
 
     /// Delivers what is stored for `aor` to its bindings, oldest first; stops at the first one
     /// not accepted (it stays, and so does everything after it, to keep the order).
-    pub async fn deliver(&self, aor: &str, messaging: &Messaging, txs: &Transactions) {
+    pub async fn deliver(&self, aor: &str, messaging: &Messaging) {
         if self.delivering.insert(aor.to_string(), ()).is_some() {
             return;
         }
-        let result = self.deliver_all(aor, messaging, txs).await;
+        let result = self.deliver_all(aor, messaging).await;
         self.delivering.remove(aor);
         if let Err(e) = result {
             tracing::warn!(aor, error = %e, "offline delivery interrupted; retried at the next REGISTER");
         }
     }
 
-    async fn deliver_all(
-        &self,
-        aor: &str,
-        messaging: &Messaging,
-        txs: &Transactions,
-    ) -> Result<(), sipfront_storage::StoreError> {
+    async fn deliver_all(&self, aor: &str, messaging: &Messaging) -> Result<(), sipfront_storage::StoreError> {
         loop {
             let batch = self.store.offline_messages(aor, 50).await?;
             if batch.is_empty() {
@@ -160,12 +154,7 @@ impl Offline {
                 return Ok(());
             }
             for stored in batch {
-                let targets = messaging.targets_of(aor);
-                if targets.is_empty() {
-                    return Ok(());
-                }
-                let msg = message_for(&stored);
-                let resp = messaging.relay(txs, &msg, targets).await;
+                let Some(resp) = messaging.relay_to(aor, &message_for(&stored)).await else { return Ok(()) };
                 if !resp.status().is_some_and(|c| (200..300).contains(&c)) {
                     tracing::debug!(aor, status = resp.status(), "offline message not accepted; kept");
                     return Ok(());

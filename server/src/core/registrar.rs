@@ -3,11 +3,15 @@
 //! reg-id, reached over the flow it registered on), RFC 5627 GRUUs, RFC 3327 Path and RFC
 //! 3608 Service-Route. It decides; `state::bindings` stores.
 
+use super::gate::Gate;
+use super::messaging::Messaging;
+use super::options::SUPPORTED;
 use super::reply;
 use crate::config;
 use crate::state::bindings::{Binding, Bindings};
 use crate::transaction::Incoming;
-use crate::transport::Transport;
+use crate::transport::flows::FlowId;
+use crate::transport::{Transport, Transports};
 use sipfront_proto::{Contact, HeaderName, Message, NameAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +19,10 @@ use tokio::time::Instant;
 
 pub struct Registrar {
     cfg: config::Registrar,
-    pub bindings: Arc<Bindings>,
+    bindings: Arc<Bindings>,
+    gate: Arc<Gate>,
+    messaging: Arc<Messaging>,
+    transports: Arc<Transports>,
     agent: String,
 }
 
@@ -28,8 +35,41 @@ struct Requested<'a> {
 }
 
 impl Registrar {
-    pub fn new(cfg: config::Registrar, bindings: Arc<Bindings>, agent: String) -> Registrar {
-        Registrar { cfg, bindings, agent }
+    pub fn new(
+        cfg: config::Registrar,
+        bindings: Arc<Bindings>,
+        gate: Arc<Gate>,
+        messaging: Arc<Messaging>,
+        transports: Arc<Transports>,
+        agent: String,
+    ) -> Registrar {
+        Registrar { cfg, bindings, gate, messaging, transports, agent }
+    }
+
+    /// A REGISTER: its owner authenticated (steps 1 to 4, the [`Gate`]), its bindings
+    /// updated (steps 5 to 8); then what waited for the user goes out, and the connection it
+    /// came on speaks for the user.
+    pub async fn handle(&self, req: &Incoming) -> Message {
+        let aor = match self.gate.registrant(req).await {
+            Ok(aor) => aor,
+            Err(refusal) => return refusal,
+        };
+        let resp = self.register(req, &aor);
+        if resp.status() == Some(200) {
+            self.messaging.registered(&aor);
+            if let Some(flow) = req.source.flow {
+                // The connection now speaks for this user (as OCS binds a connection to its
+                // security association): later requests on it need no challenge.
+                self.transports.flows.bind_identity(flow, &aor);
+            }
+        }
+        resp
+    }
+
+    /// RFC 5626: a client is reached over the flow it registered on; once that flow is gone,
+    /// so are the bindings that depended on it.
+    pub fn flow_closed(&self, flow: FlowId, aor: &str) {
+        self.bindings.update(aor, |v| v.retain(|b| b.source.flow != Some(flow)));
     }
 
     fn error(&self, req: &Message, code: u16, reason: &'static str) -> Message {
@@ -42,7 +82,7 @@ impl Registrar {
     }
 
     /// Steps 5 to 8 of RFC 3261 10.3 for `aor` (`user@domain`), whose owner sent `req`.
-    pub fn register(&self, req: &Incoming, aor: &str) -> Message {
+    fn register(&self, req: &Incoming, aor: &str) -> Message {
         let msg = &req.msg;
         let mut contacts = Vec::new();
         let mut star = false;
@@ -213,7 +253,7 @@ impl Registrar {
         if outbound {
             r.push_header(HeaderName::Require, "outbound");
         }
-        r.push_header(HeaderName::Supported, super::SUPPORTED);
+        r.push_header(HeaderName::Supported, SUPPORTED);
         r.push_header(HeaderName::Date, reply::http_date(SystemTime::now()));
         r
     }

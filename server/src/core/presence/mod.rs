@@ -7,20 +7,21 @@
 mod notify;
 pub mod rules;
 
-use super::messaging::Messaging;
+use super::gate::Gate;
+use super::location::Location;
 use super::reply;
 use crate::config;
 use crate::ops::metrics as m;
 use crate::state::bindings::Bindings;
 use crate::state::publications::{Publications, Updated};
 use crate::state::subscriptions::{Dialog, Grant, Package, Subscription, Subscriptions, Throttle};
-use crate::transaction::{Incoming, Transactions};
+use crate::transaction::{Incoming, ServerTx, Transactions};
 use crate::transport::{Transport, Transports};
 use bytes::Bytes;
 use dashmap::DashMap;
 use rules::{Decision, Rules};
 use sipfront_proto::presence::pidf;
-use sipfront_proto::{HeaderName, Message, Uri};
+use sipfront_proto::{HeaderName, Message, Method, Uri};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +37,8 @@ pub struct Presence {
     pub subscriptions: Subscriptions,
     rules: Rules,
     bindings: Arc<Bindings>,
-    messaging: Arc<Messaging>,
+    gate: Arc<Gate>,
+    location: Arc<Location>,
     txs: Transactions,
     transports: Arc<Transports>,
     /// The composed document of each presentity, until it changes: one composition per change
@@ -60,7 +62,8 @@ impl Presence {
         store: Arc<dyn sipfront_storage::Store>,
         store_timeout: Duration,
         bindings: Arc<Bindings>,
-        messaging: Arc<Messaging>,
+        gate: Arc<Gate>,
+        location: Arc<Location>,
         txs: Transactions,
     ) -> Presence {
         let policy = rules::Policy::parse(&cfg.default_policy);
@@ -72,24 +75,70 @@ impl Presence {
             publications: Publications::default(),
             subscriptions: Subscriptions::default(),
             bindings,
-            messaging,
+            gate,
+            location,
             txs,
             transports,
             documents: DashMap::new(),
         }
     }
 
-    /// Publications and subscriptions expiring; runs until dropped.
-    pub async fn run(self: &Arc<Self>) {
+    /// Publications and subscriptions expiring, and the store's changes of users' rules and
+    /// contact lists (`changes`) applied to live subscriptions; runs until dropped.
+    pub async fn run(self: &Arc<Self>, mut changes: tokio::sync::broadcast::Receiver<Arc<str>>) {
         let ended_publication = |aor: &str| self.changed(aor);
         let ended_subscription = |sub: Arc<Subscription>| {
             self.watchers_changed(&sub);
             self.send_final(&sub, "timeout");
         };
+        let follow_changes = async {
+            loop {
+                match changes.recv().await {
+                    Ok(aor) => self.rules_changed(&aor).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "presence fell behind the change log");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
         tokio::join!(
             self.publications.run_expiry(ended_publication),
-            self.subscriptions.run_expiry(ended_subscription)
+            self.subscriptions.run_expiry(ended_subscription),
+            follow_changes
         );
+    }
+
+    /// PUBLISH, or a SUBSCRIBE that starts a subscription: from one of our users,
+    /// authenticated like any of their requests.
+    pub async fn handle(self: &Arc<Self>, req: Incoming, tx: ServerTx) {
+        let sender = match self.gate.sender(&req).await {
+            Ok(sender) => sender,
+            Err(refusal) => return tx.respond(refusal),
+        };
+        if req.msg.method() == Some(&Method::Publish) {
+            let resp = match self.gate.callee(&req.msg).await {
+                Ok(to) => self.publish(&req.msg, &sender, &to.aor),
+                Err(refusal) => refusal,
+            };
+            return tx.respond(resp);
+        }
+        let (resp, followup) = self.subscribe(&req, &sender).await;
+        tx.respond(resp);
+        self.follow(followup);
+    }
+
+    /// A SUBSCRIBE inside a dialog: a refresh or the end of one of our subscriptions. The
+    /// transaction comes back when the dialog is not one of ours (the proxy may know it).
+    pub fn in_dialog(self: &Arc<Self>, req: &Incoming, tx: ServerTx) -> Result<(), ServerTx> {
+        match self.resubscribe(&req.msg) {
+            Some((resp, followup)) => {
+                tx.respond(resp);
+                self.follow(followup);
+                Ok(())
+            }
+            None => Err(tx),
+        }
     }
 
     /// The Expires a PUBLISH or SUBSCRIBE asks, as granted: `Err` with the refusal (400 for
@@ -124,7 +173,7 @@ impl Presence {
     }
 
     /// PUBLISH by `publisher` (authenticated) for the presentity `presentity` (RFC 3903 6).
-    pub fn publish(self: &Arc<Self>, msg: &Message, publisher: &str, presentity: &str) -> Message {
+    fn publish(self: &Arc<Self>, msg: &Message, publisher: &str, presentity: &str) -> Message {
         let agent = &self.agent;
         let refuse = |code: u16, reason: Option<&str>| {
             Self::count_publish(reply::code_label(code));
@@ -209,7 +258,7 @@ impl Presence {
 
     /// An initial SUBSCRIBE from `watcher` (authenticated) to `target` (the AOR its
     /// Request-URI names; a list URI names its owner's list).
-    pub async fn subscribe(self: &Arc<Self>, req: &Incoming, watcher: &str) -> (Message, Followup) {
+    async fn subscribe(self: &Arc<Self>, req: &Incoming, watcher: &str) -> (Message, Followup) {
         let msg = &req.msg;
         let agent = &self.agent;
         let refuse = |code: u16, reason: &str| {
@@ -229,7 +278,7 @@ impl Presence {
             Err(r) => return (r, Followup::None),
         };
         let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else { return refuse(400, "") };
-        let Some(recipient) = self.messaging.recipient(&uri) else { return refuse(404, "") };
+        let Some(recipient) = self.location.recipient(&uri) else { return refuse(404, "") };
         let mut resource = recipient.aor.clone();
         let mut package = package;
         let list_owner = resource.split_once('@').and_then(|(user, domain)| {
@@ -315,7 +364,7 @@ impl Presence {
 
     /// A SUBSCRIBE inside one of our subscription dialogs: a refresh, or with Expires 0 the
     /// end of it. `None` when the dialog is not one of ours.
-    pub fn resubscribe(self: &Arc<Self>, msg: &Message) -> Option<(Message, Followup)> {
+    fn resubscribe(self: &Arc<Self>, msg: &Message) -> Option<(Message, Followup)> {
         let call_id = String::from_utf8_lossy(msg.call_id()?).into_owned();
         let our_tag = msg.to().and_then(|t| t.tag().map(|t| String::from_utf8_lossy(t).into_owned()))?;
         let sub = self.subscriptions.by_dialog(&call_id, &our_tag)?;
@@ -336,7 +385,7 @@ impl Presence {
     }
 
     /// After the response to a SUBSCRIBE went out.
-    pub fn follow(self: &Arc<Self>, f: Followup) {
+    fn follow(self: &Arc<Self>, f: Followup) {
         match f {
             Followup::None => {}
             Followup::Notify(sub) => self.send_full(&sub),
@@ -364,7 +413,7 @@ impl Presence {
     }
 
     /// `owner`'s rules or contact list changed in the store: live subscriptions follow at once.
-    pub async fn rules_changed(self: &Arc<Self>, owner: &str) {
+    async fn rules_changed(self: &Arc<Self>, owner: &str) {
         self.rules.forget(owner);
         for sub in self.subscriptions.involving(owner) {
             match sub.package {
@@ -451,7 +500,7 @@ fn dialog_of(req: &Incoming, our_tag: &str, uri: &Uri<'_>) -> Option<Dialog> {
     let remote_target = String::from_utf8_lossy(contact.uri.raw()).into_owned();
     let mut leg = req.source.reply_target();
     if req.source.transport == Transport::Udp {
-        leg.remote = super::messaging::contact_addr(&remote_target).unwrap_or(req.source.remote);
+        leg.remote = super::location::contact_addr(&remote_target).unwrap_or(req.source.remote);
         leg.local = Some(req.source.local);
     }
     let to = msg.to()?;

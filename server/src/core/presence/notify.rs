@@ -260,9 +260,9 @@ impl Presence {
         let d = &sub.dialog;
         if let Ok(uri) = Uri::parse(d.remote_target.as_bytes()) {
             if uri.params().get("gr").is_some() {
-                let recipient = self.messaging.recipient(&uri)?;
-                let b = self.messaging.targets(&recipient).into_iter().next()?;
-                return Some((b.uri.to_string(), self.messaging.target_of(&b)));
+                let recipient = self.location.recipient(&uri)?;
+                let b = self.location.targets(&recipient).into_iter().next()?;
+                return Some((b.uri.to_string(), self.location.target_of(&b)));
             }
         }
         match d.leg.transport {

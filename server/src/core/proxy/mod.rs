@@ -10,10 +10,14 @@ mod fallback;
 pub mod loops;
 pub mod token;
 
+use super::archive::Archive;
+use super::gate::{aor_of, Gate};
+use super::location::Location;
+use super::messaging::Messaging;
 use super::reply;
 use crate::ops::metrics as m;
 use crate::transaction::key::TxKey;
-use crate::transaction::{ServerTx, Transactions};
+use crate::transaction::{Incoming, ServerTx, Transactions};
 use crate::transport::{Source, Target, Transport, Transports};
 use dashmap::DashMap;
 use sipfront_proto::{HeaderName, Message, Method, NameAddr};
@@ -34,6 +38,9 @@ const CALLER_PARAM: &str = "sft";
 pub struct Proxy {
     txs: Transactions,
     transports: Arc<Transports>,
+    gate: Arc<Gate>,
+    location: Arc<Location>,
+    archive: Arc<Archive>,
     agent: String,
     tokens: Tokens,
     /// INVITEs being forwarded, by server transaction: where the caller's CANCEL goes.
@@ -70,16 +77,90 @@ enum BranchState {
 }
 
 impl Proxy {
-    pub fn new(txs: Transactions, agent: String) -> Proxy {
+    pub fn new(
+        txs: Transactions,
+        gate: Arc<Gate>,
+        location: Arc<Location>,
+        archive: Arc<Archive>,
+        agent: String,
+    ) -> Proxy {
         let transports = txs.transports().clone();
-        Proxy { txs, transports, agent, tokens: Tokens::default(), pending: DashMap::new() }
+        Proxy { txs, transports, gate, location, archive, agent, tokens: Tokens::default(), pending: DashMap::new() }
+    }
+
+    /// An initial INVITE (RFC 3261 16.3 to 16.6): checked, its sender authenticated, forked
+    /// to every binding of the callee with Record-Route, and answered as the branches answer.
+    pub async fn invite(&self, req: Incoming, tx: ServerTx) {
+        let msg = &req.msg;
+        let agent = &self.agent;
+        if msg.max_forwards() == Some(0) {
+            return tx.respond(reply::response(msg, 483, agent));
+        }
+        if loops::looped(msg) {
+            return tx.respond(reply::response(msg, 482, agent));
+        }
+        if let Err(refusal) = self.gate.sender(&req).await {
+            return tx.respond(refusal);
+        }
+        let to = match self.gate.callee(msg).await {
+            Ok(to) => to,
+            Err(refusal) => return tx.respond(refusal),
+        };
+        let targets = self.location.targets(&to);
+        if targets.is_empty() {
+            metrics::counter!(m::PROXIED_INVITES, "code" => "480").increment(1);
+            return tx.respond(Messaging::unavailable(msg, agent));
+        }
+        tx.provisional(reply::response(msg, 100, agent));
+        let forks = targets
+            .iter()
+            .map(|b| {
+                let (mut fork, target) = self.location.fork(msg, b, &loops::branch(msg));
+                self.record_route(&mut fork, &req.source, &target, b.source.local);
+                (fork, target)
+            })
+            .collect();
+        self.forward_invite(tx, msg, forks).await;
+    }
+
+    /// A request inside a dialog (its To has a tag; `tx` is `None` for the ACK of a 2xx):
+    /// through us when we record-routed the dialog, otherwise there is no such dialog here.
+    pub async fn in_dialog(&self, req: Incoming, tx: Option<ServerTx>) {
+        let agent = &self.agent;
+        let received = &req.msg;
+        let respond = |tx: Option<ServerTx>, resp: Message| {
+            if let Some(tx) = tx {
+                tx.respond(resp);
+            }
+        };
+        let mut msg = received.clone();
+        let target = match self.next_hop(&mut msg, &req.source) {
+            Hop::To(target) => target,
+            Hop::NotOurs => return respond(tx, reply::response(received, 481, agent)),
+            Hop::Refused(code, reason) => {
+                let mut r = reply::response(received, code, agent);
+                r.set_reason(reason);
+                return respond(tx, r);
+            }
+        };
+        if received.max_forwards() == Some(0) {
+            return respond(tx, reply::response(received, 483, agent));
+        }
+        if received.method() == Some(&Method::Message) {
+            // IM inside a session is archived as pager-mode IM is.
+            let aor = |a: Option<NameAddr<'_>>| a.as_ref().and_then(aor_of).unwrap_or_default();
+            if !self.archive.keep(received, &aor(received.from()), &aor(received.to())) {
+                return respond(tx, Archive::unavailable(received, agent));
+            }
+        }
+        self.forward_in_dialog(tx, received, msg, req.source.local, target).await;
     }
 
     /// Completes the copy `fork` of an initial INVITE that came from `source` and goes to
     /// `target` (a binding whose REGISTER arrived on `callee_local`): Record-Route with the
     /// token of both legs, twice when the two sides use different transports or addresses
     /// (RFC 5658), and the caller's leg in our Via.
-    pub fn record_route(&self, fork: &mut Message, source: &Source, target: &Target, callee_local: SocketAddr) {
+    fn record_route(&self, fork: &mut Message, source: &Source, target: &Target, callee_local: SocketAddr) {
         let caller = Leg::of_source(source);
         let token = self.tokens.seal(&[caller, Leg::of_target(target)]);
         let caller_side = route_uri(&token, source.transport, source.local);
@@ -99,7 +180,7 @@ impl Proxy {
     /// Forwards an INVITE's copies and answers the caller: provisional responses as they come,
     /// a 2xx at once (and every later 2xx too, RFC 3261 16.7 step 5), otherwise the best final
     /// response once every branch has one. Runs until every branch has ended.
-    pub async fn forward_invite(&self, tx: ServerTx, original: &Message, forks: Vec<(Message, Target)>) {
+    async fn forward_invite(&self, tx: ServerTx, original: &Message, forks: Vec<(Message, Target)>) {
         let (events_in, mut events) = mpsc::channel::<(usize, Message)>(16);
         let (cancel_in, mut cancels) = mpsc::channel::<()>(1);
         let key = tx.key().cloned();
@@ -271,7 +352,7 @@ impl Proxy {
 
     /// A request inside a dialog: removes our Route entries and says where it goes. The
     /// party it came from is recognised by its flow (or UDP address); it goes to the other.
-    pub fn next_hop(&self, msg: &mut Message, source: &Source) -> Hop {
+    fn next_hop(&self, msg: &mut Message, source: &Source) -> Hop {
         let mut legs = None;
         loop {
             let Some(route) = msg.list(HeaderName::Route).next() else { break };
@@ -308,7 +389,7 @@ impl Proxy {
     /// Forwards a request inside a dialog to `target` (see [`Proxy::next_hop`]): one hop
     /// less, our Via on top; an ACK statelessly, anything else in a client transaction whose
     /// responses go back to the sender.
-    pub async fn forward_in_dialog(
+    async fn forward_in_dialog(
         &self,
         tx: Option<ServerTx>,
         received: &Message,

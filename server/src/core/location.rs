@@ -1,0 +1,135 @@
+//! Where our users are reached: the AOR (and GRUU instance) a Request-URI names, the live
+//! bindings a request for it may go to, and the copy of a request for one binding with the
+//! target it is sent to (RFC 3261 16.6). Every service that sends to a user (messaging, the
+//! proxy, presence, offline delivery) asks here; the registrar writes what is read here.
+
+use crate::state::bindings::{Binding, Bindings};
+use crate::transport::{Target, Transport, Transports};
+use sipfront_proto::{HeaderName, Host, Message, Uri};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+pub struct Location {
+    bindings: Arc<Bindings>,
+    transports: Arc<Transports>,
+}
+
+/// Who a Request-URI names: an AOR, and possibly one instance of it (a GRUU, RFC 5627).
+pub struct Recipient {
+    pub aor: String,
+    /// pub-gruu: the `+sip.instance` (`<urn:...>`) it names.
+    instance: Option<String>,
+    /// temp-gruu: the temp-gruu user part.
+    temp_gruu: Option<String>,
+}
+
+impl Location {
+    pub fn new(bindings: Arc<Bindings>, transports: Arc<Transports>) -> Location {
+        Location { bindings, transports }
+    }
+
+    pub fn bindings(&self) -> &Arc<Bindings> {
+        &self.bindings
+    }
+
+    /// The AOR (and instance) a Request-URI addresses; `None` if it is not one of ours.
+    pub fn recipient(&self, uri: &Uri<'_>) -> Option<Recipient> {
+        let Host::Name(domain) = uri.host() else { return None };
+        let domain = String::from_utf8_lossy(domain).to_ascii_lowercase();
+        let user = String::from_utf8_lossy(&sipfront_proto::unescape(uri.user()?)).into_owned();
+        match uri.params().get("gr") {
+            // temp-gruu: `sip:tgruu.X@domain;gr`
+            Some(None) => {
+                let aor = self.bindings.temp_gruu_aor(&user)?;
+                Some(Recipient { aor: aor.to_string(), instance: None, temp_gruu: Some(user) })
+            }
+            // pub-gruu: `sip:user@domain;gr=urn:uuid:...`
+            Some(Some(urn)) => Some(Recipient {
+                aor: format!("{user}@{domain}"),
+                instance: Some(format!("<{}>", String::from_utf8_lossy(urn))),
+                temp_gruu: None,
+            }),
+            None => Some(Recipient { aor: format!("{user}@{domain}"), instance: None, temp_gruu: None }),
+        }
+    }
+
+    /// The bindings a request for `to` may go to: live, of the right instance for a GRUU, and
+    /// reachable (a stream binding whose connection is gone is skipped).
+    pub fn targets(&self, to: &Recipient) -> Vec<Binding> {
+        self.bindings
+            .get(&to.aor)
+            .into_iter()
+            .filter(|b| to.instance.as_deref().is_none_or(|i| b.instance.as_deref() == Some(i)))
+            .filter(|b| to.temp_gruu.as_deref().is_none_or(|t| b.temp_gruu.as_deref() == Some(t)))
+            .filter(|b| {
+                !b.source.transport.is_reliable() || b.source.flow.is_some_and(|f| self.transports.flows.is_open(f))
+            })
+            .collect()
+    }
+
+    /// The reachable bindings of an AOR, all instances.
+    pub fn targets_of(&self, aor: &str) -> Vec<Binding> {
+        self.targets(&Recipient { aor: aor.to_string(), instance: None, temp_gruu: None })
+    }
+
+    /// The copy of `req` for one binding (RFC 3261 16.6): new Request-URI, one hop less, the
+    /// binding's Path as Route, our Via (with `branch`) on top, our own credentials and the
+    /// Route entries naming us removed (the caller checked that only ours were there).
+    pub fn fork(&self, req: &Message, b: &Binding, branch: &str) -> (Message, Target) {
+        let mut f = req.clone();
+        f.set_request_uri(b.uri.to_string());
+        f.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
+        // Credentials for our realm were consumed here (RFC 3261 22.3).
+        f.remove_headers(HeaderName::ProxyAuthorization);
+        f.remove_headers(HeaderName::Route);
+        for p in b.path.iter().rev() {
+            f.prepend_header(HeaderName::Route, p.to_string());
+        }
+        let local = b.source.local;
+        f.prepend_header(
+            HeaderName::Via,
+            format!("SIP/2.0/{} {};branch={branch}", b.source.transport.via_name(), local),
+        );
+        let target = self.target_of(b);
+        (f, target)
+    }
+
+    /// Where a request for binding `b` is sent: a TCP or TLS client over the flow it
+    /// registered on; a UDP contact at the address its URI gives (when it is one; we never
+    /// resolve names), or else where its REGISTER came from.
+    pub fn target_of(&self, b: &Binding) -> Target {
+        match b.source.transport {
+            Transport::Udp => Target {
+                transport: Transport::Udp,
+                remote: contact_addr(&b.uri).unwrap_or(b.source.remote),
+                flow: None,
+                local: Some(b.source.local),
+            },
+            t => Target { transport: t, remote: b.source.remote, flow: b.source.flow, local: None },
+        }
+    }
+}
+
+/// The IP address and port of a contact URI, if its host is an address literal.
+pub fn contact_addr(uri: &str) -> Option<SocketAddr> {
+    let u = Uri::parse(uri.as_bytes()).ok()?;
+    let ip: IpAddr = match u.host() {
+        Host::V4(ip) => ip.into(),
+        Host::V6(ip) => ip.into(),
+        Host::Name(_) => return None,
+    };
+    Some(SocketAddr::new(ip, u.port().unwrap_or(5060)))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contact_addresses() {
+        assert_eq!(contact_addr("sip:alice@127.0.0.1:5090"), Some("127.0.0.1:5090".parse().unwrap()));
+        assert_eq!(contact_addr("sip:alice@[::1]"), Some("[::1]:5060".parse().unwrap()));
+        assert_eq!(contact_addr("sip:alice@host.example.test:5090"), None);
+    }
+}
