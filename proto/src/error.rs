@@ -1,3 +1,6 @@
+//! What can be wrong with a message: one [`ErrorKind`] per fault, each mapped to the status
+//! code that answers it and the metric label that counts it.
+
 use crate::message::Message;
 use crate::name::HeaderName;
 use std::fmt;

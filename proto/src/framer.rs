@@ -1,3 +1,7 @@
+//! Framing a byte stream (TCP, TLS) into messages by Content-Length (RFC 3261 18.3), with
+//! RFC 5626 CRLF keep-alives, bounded buffering, and resynchronisation never guessed: a
+//! stream that cannot be framed is an error and the connection ends.
+
 use crate::limits::Limits;
 use bytes::{Bytes, BytesMut};
 use std::fmt;

@@ -31,6 +31,7 @@ mod name;
 mod parse;
 pub mod presence;
 mod reason;
+pub mod reply;
 pub mod scan;
 mod serialize;
 mod text;

@@ -1,3 +1,6 @@
+//! The bounds every parsed message stays within, named and with defaults, so that a peer can
+//! never make the parser buffer or scan more than an operator allowed.
+
 /// The bounds a parsed message must stay within. Each is checked before any work or allocation
 /// proportional to it, so a peer cannot make us buffer or scan more than these.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,3 +1,7 @@
+//! The message model: one buffer and the spans of its start line and headers, with typed
+//! accessors for what the server reads and builders for what it writes. Nothing is copied
+//! until a header is changed.
+
 use crate::headers::auth::DigestParams;
 use crate::headers::cseq::CSeq;
 use crate::headers::event::Event;

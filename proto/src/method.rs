@@ -1,3 +1,6 @@
+//! Request methods (RFC 3261 7.1 and the extensions a presence and IM server meets), case
+//! sensitive, with extension methods kept by name.
+
 use std::fmt;
 
 /// A request method. Methods are case-sensitive (RFC 3261 7.1): `invite` is an extension

@@ -1,3 +1,6 @@
+//! Header field names: the known ones as variants (compact forms folded in, RFC 3261 7.3.3),
+//! anything else by its spelling.
+
 /// A header field name. The ones the server acts on or that RFC 3261 defines are variants, so
 /// that looking a header up is an integer compare; anything else is [`HeaderName::Other`] and
 /// keeps its spelling in the message.

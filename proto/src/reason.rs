@@ -1,3 +1,5 @@
+//! Reason phrases for status codes (RFC 3261 21 and the RFCs that added codes).
+
 /// The reason phrase RFC 3261 (and the RFCs that added codes) gives a status code; a generic
 /// one by class for codes it does not name.
 // The named codes come first and the class ranges catch the rest: the overlap is the point.

@@ -1,3 +1,5 @@
+//! Writing a message in wire form, Content-Length always from the actual body.
+
 use crate::message::{Message, StartLine};
 use crate::name::HeaderName;
 use bytes::Bytes;

@@ -1,3 +1,6 @@
+//! Text in a message: a span of its buffer, a static string or owned bytes, so that building
+//! a response from a request copies nothing it does not change.
+
 use std::fmt;
 
 /// A piece of text in a [`crate::Message`]: a span of the message's own buffer (everything the

@@ -1,3 +1,6 @@
+//! SIP and SIPS URIs (RFC 3261 19.1): user, host, port and parameters borrowed from the
+//! message, escapes undone on demand; other schemes kept whole and passed through.
+
 use crate::scan::Params;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -1,3 +1,6 @@
+//! The `sipfront` binary: the CLI (`serve`, `user`, `rules`, `contacts`, `archive`, `db`...)
+//! on jemalloc. Everything it does lives in the library.
+
 use clap::Parser;
 
 /// jemalloc rather than the system allocator: it hands memory back to the kernel after a burst

@@ -4,19 +4,18 @@
 use crate::config::Config;
 use crate::core::directory::Directory;
 use crate::core::Core;
-use crate::ops::shutdown::{self, InFlight, Readiness, Shutdown, ShutdownTrigger};
+use crate::ops::shutdown::{self, InFlight, Readiness, ShutdownTrigger};
 use crate::ops::{http, metrics as m};
 use crate::state::bindings::Bindings;
 use crate::transaction::timers::Timers;
-use crate::transaction::Transactions;
+use crate::transaction::{TransactionUser, Transactions};
+use crate::transport::accept::{Acceptor, Admission};
 use crate::transport::stream::StreamSettings;
-use crate::transport::{listen, stream, tls, udp, Inbound, Transport, Transports};
+use crate::transport::{listen, tls, udp, Inbound, Transports};
 use anyhow::Context;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -31,6 +30,8 @@ pub struct RunningServer {
     pub bindings: Arc<Bindings>,
     pub directory: Arc<Directory>,
     pub readiness: Readiness,
+    /// The transaction user (the core), which the transaction layer holds only weakly.
+    _user: Arc<dyn TransactionUser>,
     trigger: ShutdownTrigger,
     inflight: InFlight,
     drain: Duration,
@@ -120,7 +121,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     );
     let bindings = Arc::new(Bindings::default());
     let (core, archive_writer) = Core::new(config, directory.clone(), bindings.clone(), transactions.clone());
-    transactions.set_user(Arc::new(core.clone()));
+    let user: Arc<dyn TransactionUser> = Arc::new(core.clone());
+    transactions.set_user(&user);
     let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
 
     let mut tasks = JoinSet::new();
@@ -186,6 +188,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         bindings,
         directory,
         readiness,
+        _user: user,
         trigger,
         inflight,
         drain: Duration::from_secs(config.server.drain_timeout_secs),
@@ -203,115 +206,5 @@ async fn watch_store(store: Arc<dyn sipfront_storage::Store>, readiness: Readine
             tracing::warn!(reachable = ok, "store reachability changed");
         }
         readiness.set_store(ok);
-    }
-}
-
-/// Connection caps: in all, and per source IP, so that one host cannot take every slot.
-struct Admission {
-    max: usize,
-    per_ip: usize,
-    open: AtomicUsize,
-    by_ip: Mutex<HashMap<IpAddr, usize>>,
-}
-
-struct Admitted {
-    admission: Arc<Admission>,
-    ip: IpAddr,
-}
-
-impl Admission {
-    fn new(max: usize, per_ip: usize) -> Admission {
-        Admission { max, per_ip, open: AtomicUsize::new(0), by_ip: Mutex::new(HashMap::new()) }
-    }
-
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, &'static str> {
-        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if self.open.load(Ordering::Relaxed) >= self.max {
-            return Err("max_connections");
-        }
-        let n = by_ip.entry(ip).or_insert(0);
-        if *n >= self.per_ip {
-            return Err("max_connections_per_ip");
-        }
-        *n += 1;
-        self.open.fetch_add(1, Ordering::Relaxed);
-        Ok(Admitted { admission: self.clone(), ip })
-    }
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut by_ip = self.admission.by_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                by_ip.remove(&self.ip);
-            }
-        }
-        self.admission.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Clone)]
-struct Acceptor {
-    transports: Arc<Transports>,
-    inbound: Arc<dyn Inbound>,
-    settings: Arc<StreamSettings>,
-    admission: Arc<Admission>,
-    shutdown: Shutdown,
-}
-
-impl Acceptor {
-    async fn run(self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, handshake: Duration) {
-        let Ok(local) = listener.local_addr() else { return };
-        let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
-        let mut shutdown = self.shutdown.clone();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = shutdown.wait() => return,
-            };
-            let (tcp, remote) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, typically: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let admitted = match self.admission.admit(remote.ip()) {
-                Ok(a) => a,
-                Err(reason) => {
-                    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
-                    tracing::debug!(%remote, reason, "connection refused");
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let this = self.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let _admitted = admitted;
-                let (transports, inbound, settings, shutdown) =
-                    (this.transports, this.inbound, this.settings, this.shutdown);
-                match tls {
-                    None => stream::run(tcp, transport, remote, local, transports, inbound, settings, shutdown).await,
-                    Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
-                        Ok(Ok(s)) => {
-                            stream::run(s, transport, remote, local, transports, inbound, settings, shutdown).await
-                        }
-                        Ok(Err(e)) => {
-                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
-                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
-                            tracing::debug!(%remote, "TLS handshake timed out");
-                        }
-                    },
-                }
-            });
-        }
     }
 }

@@ -1,3 +1,6 @@
+//! Digest credentials and challenges (RFC 3261 22, RFC 7616): Authorization and
+//! WWW-Authenticate values and their parameters.
+
 use super::InvalidHeader;
 use crate::scan::{is_token, quoted_end, split_commas, trim, unquote};
 use std::borrow::Cow;

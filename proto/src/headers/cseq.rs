@@ -1,3 +1,5 @@
+//! The CSeq header (RFC 3261 20.16): sequence number and method.
+
 use super::InvalidHeader;
 use crate::method::Method;
 use crate::scan::{is_ws, parse_u32, trim};

@@ -1,3 +1,5 @@
+//! The Event header (RFC 6665 8.2.1): the event package and its parameters (`id`).
+
 use super::InvalidHeader;
 use crate::scan::{is_token, split_params, Params};
 

@@ -1,3 +1,6 @@
+//! Name-addr values (From, To, Contact, Route, Record-Route, Path, Service-Route) and Contact,
+//! which may also be `*` (RFC 3261 10.2.2).
+
 use super::InvalidHeader;
 use crate::scan::{is_token, is_ws, quoted_end, split_params, trim, unquote, Params};
 use crate::uri::Uri;

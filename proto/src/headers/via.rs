@@ -1,3 +1,6 @@
+//! The Via header (RFC 3261 20.42): protocol, sent-by and parameters (branch, received,
+//! rport), as responses are routed by it.
+
 use super::InvalidHeader;
 use crate::scan::{is_token, is_ws, trim, Params};
 use crate::uri::{split_host_port, Host};

@@ -70,7 +70,7 @@ impl Archive {
 
     /// The 503 to an instant message refused in critical mode: no unarchived IM.
     pub fn unavailable(msg: &Message, agent: &str) -> Message {
-        let mut r = super::reply::response(msg, 503, agent);
+        let mut r = sipfront_proto::reply::response(msg, 503, agent);
         r.set_reason("Service Unavailable (archive unavailable)");
         r.push_header(sipfront_proto::HeaderName::RetryAfter, "5");
         r

@@ -100,7 +100,7 @@ impl Auth {
     /// A 401 (REGISTER: WWW-Authenticate) or 407 (Proxy-Authenticate) response with one
     /// challenge per configured algorithm, in order, all with the same nonce.
     pub fn challenge(&self, req: &Message, code: u16, realm: &str, stale: bool, agent: &str) -> Message {
-        let mut r = super::reply::response(req, code, agent);
+        let mut r = sipfront_proto::reply::response(req, code, agent);
         let header = if code == 401 { HeaderName::WwwAuthenticate } else { HeaderName::ProxyAuthenticate };
         let nonce = self.new_nonce();
         for a in &self.algorithms {

@@ -3,13 +3,17 @@
 //! Route names only us, and the user it is for exists and is enabled. Every service asks here,
 //! so that no method can be sent around these checks.
 
+// Every check's error is the response that refuses the request, sent next: boxing it would
+// only add an allocation to each refusal.
+#![allow(clippy::result_large_err)]
+
 use super::auth::{Auth, Verdict};
 use super::directory::Directory;
 use super::location::{Location, Recipient};
-use super::reply;
 use crate::ops::metrics as m;
 use crate::transaction::Incoming;
 use crate::transport::Transports;
+use sipfront_proto::reply;
 use sipfront_proto::{HeaderName, Host, Message, NameAddr, Uri};
 use std::sync::Arc;
 

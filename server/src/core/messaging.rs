@@ -9,11 +9,11 @@ use super::location::Location;
 use super::offline::Offline;
 use super::options::SUPPORTED;
 use super::proxy::loops;
-use super::reply;
 use crate::config;
 use crate::ops::metrics as m;
 use crate::state::bindings::Binding;
 use crate::transaction::{ClientTx, Incoming, Transactions};
+use sipfront_proto::reply;
 use sipfront_proto::{HeaderName, Message};
 use std::sync::Arc;
 
@@ -89,7 +89,7 @@ impl Messaging {
     /// body of an accepted type, within the size limit, hops left); `None` if it passes.
     pub fn refusal(&self, msg: &Message) -> Option<Message> {
         let refuse = |code: u16, reason: Option<&str>| {
-            metrics::counter!(m::MESSAGES, "result" => reply::code_label(code)).increment(1);
+            metrics::counter!(m::MESSAGES, "result" => m::code_label(code)).increment(1);
             let mut r = reply::response(msg, code, &self.agent);
             if let Some(reason) = reason {
                 r.set_reason(reason.to_string());
@@ -136,7 +136,7 @@ impl Messaging {
             let (fork, target) = self.location.fork(req, only, &loops::branch(req));
             let mut resp = txs.final_response(fork, target).await;
             resp.pop_first_element(HeaderName::Via);
-            metrics::counter!(m::MESSAGES, "result" => reply::code_label(resp.status().unwrap_or(0))).increment(1);
+            metrics::counter!(m::MESSAGES, "result" => m::code_label(resp.status().unwrap_or(0))).increment(1);
             return resp;
         }
         let mut branches: Vec<ClientTx> = Vec::with_capacity(targets.len());
@@ -172,7 +172,7 @@ impl Messaging {
         };
         // Our Via goes; the response continues on the request's Vias (RFC 3261 16.7 step 3).
         resp.pop_first_element(HeaderName::Via);
-        metrics::counter!(m::MESSAGES, "result" => reply::code_label(resp.status().unwrap_or(0))).increment(1);
+        metrics::counter!(m::MESSAGES, "result" => m::code_label(resp.status().unwrap_or(0))).increment(1);
         resp
     }
 

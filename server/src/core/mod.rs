@@ -91,7 +91,6 @@ impl Core {
             agent.clone(),
             store,
             std::time::Duration::from_millis(config.database.timeout_ms),
-            bindings.clone(),
             gate.clone(),
             location.clone(),
             transactions.clone(),
@@ -144,8 +143,8 @@ impl TransactionUser for Core {
         // as a proxy we honour Proxy-Require only (RFC 3261 16.3 item 5).
         let uas = method == Some(Method::Register)
             || !in_dialog && !matches!(method, Some(Method::Options | Method::Invite | Method::Subscribe));
-        let proxied = method != Some(Method::Register) && !(method == Some(Method::Options) && !in_dialog);
-        let refusal = proxied
+        let to_us = method == Some(Method::Register) || method == Some(Method::Options) && !in_dialog;
+        let refusal = (!to_us)
             .then(|| options::unsupported(&req.msg, HeaderName::ProxyRequire, &s.agent))
             .flatten()
             .or_else(|| uas.then(|| options::unsupported(&req.msg, HeaderName::Require, &s.agent)).flatten());

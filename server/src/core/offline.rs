@@ -10,10 +10,10 @@
 //! else cost no store round trip.
 
 use super::messaging::Messaging;
-use super::reply;
 use crate::config;
 use crate::ops::metrics as m;
 use dashmap::DashMap;
+use sipfront_proto::reply;
 use sipfront_proto::{HeaderName, Message, Method};
 use sipfront_storage::Store;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -193,7 +193,7 @@ fn message_for(stored: &sipfront_storage::OfflineMessage) -> Message {
     m.push_header(HeaderName::CallId, format!("{}@offline.sipfront", reply::new_tag()));
     m.push_header(HeaderName::CSeq, "1 MESSAGE");
     let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(stored.received_at).unwrap_or(0));
-    m.push_header(HeaderName::Date, reply::http_date(when));
+    m.push_header(HeaderName::Date, crate::core::reply::http_date(when));
     m.push_header(HeaderName::ContentType, stored.content_type.clone());
     m.push_header(HeaderName::ContentLength, "0");
     m.set_body(stored.body.clone());

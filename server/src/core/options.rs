@@ -3,7 +3,7 @@
 //! the Allow of every 405/501; and the 420 for an extension it is required to support and
 //! does not (RFC 3261 8.2.2.3).
 
-use super::reply;
+use sipfront_proto::reply;
 use sipfront_proto::{HeaderName, Message};
 
 /// Methods this server implements; the `Allow` of every 200 to OPTIONS and of every 405/501.

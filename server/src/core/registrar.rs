@@ -6,12 +6,12 @@
 use super::gate::Gate;
 use super::messaging::Messaging;
 use super::options::SUPPORTED;
-use super::reply;
 use crate::config;
 use crate::state::bindings::{Binding, Bindings};
 use crate::transaction::Incoming;
 use crate::transport::flows::FlowId;
 use crate::transport::{Transport, Transports};
+use sipfront_proto::reply;
 use sipfront_proto::{Contact, HeaderName, Message, NameAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -254,7 +254,7 @@ impl Registrar {
             r.push_header(HeaderName::Require, "outbound");
         }
         r.push_header(HeaderName::Supported, SUPPORTED);
-        r.push_header(HeaderName::Date, reply::http_date(SystemTime::now()));
+        r.push_header(HeaderName::Date, crate::core::reply::http_date(SystemTime::now()));
         r
     }
 }

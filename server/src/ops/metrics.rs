@@ -35,6 +35,14 @@ pub const NOTIFIES: &str = "sipfront_notify_total";
 pub const NOTIFY_FANOUT: &str = "sipfront_notify_fanout";
 pub const NOTIFIES_COALESCED: &str = "sipfront_notify_coalesced_total";
 
+/// A status code as a metric label, without allocating per response: the 600 labels
+/// "100".."699" are made once; anything else is "other", so a peer cannot grow the label set.
+pub fn code_label(code: u16) -> &'static str {
+    static LABELS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    let labels = LABELS.get_or_init(|| (100..700).map(|c: u16| &*Box::leak(c.to_string().into_boxed_str())).collect());
+    labels.get(usize::from(code).wrapping_sub(100)).copied().unwrap_or("other")
+}
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide recorder once and returns its handle (several servers in one
@@ -93,4 +101,17 @@ fn describe() {
     describe_counter!(NOTIFIES, "NOTIFYs sent, by the watcher's answer (2xx, 481, timeout...)");
     describe_histogram!(NOTIFY_FANOUT, "Watchers notified of one presence change");
     describe_counter!(NOTIFIES_COALESCED, "Presence changes folded into a later NOTIFY by the throttle (RFC 6446)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_labels() {
+        assert_eq!(code_label(100), "100");
+        assert_eq!(code_label(699), "699");
+        assert_eq!(code_label(700), "other");
+        assert_eq!(code_label(0), "other");
+    }
 }

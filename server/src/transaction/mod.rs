@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use key::TxKey;
 use server::ServerEntry;
 use sipfront_proto::{Message, Method};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use timers::Timers;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -60,7 +60,8 @@ pub struct Transactions(Arc<Inner>);
 
 struct Inner {
     transports: Arc<Transports>,
-    tu: OnceLock<Arc<dyn TransactionUser>>,
+    /// The layer above, held weakly: it holds this layer, and the server holds it.
+    tu: OnceLock<Weak<dyn TransactionUser>>,
     server: DashMap<TxKey, ServerEntry>,
     client: DashMap<TxKey, mpsc::Sender<Message>>,
     timers: Timers,
@@ -93,9 +94,10 @@ impl Transactions {
         Transactions(Arc::new(inner))
     }
 
-    /// Connects the transaction user; done once, before any listener starts.
-    pub fn set_user(&self, tu: Arc<dyn TransactionUser>) {
-        let _ = self.0.tu.set(tu);
+    /// Connects the transaction user; done once, before any listener starts. The caller
+    /// keeps `tu` alive: once it is dropped, requests are answered 503.
+    pub fn set_user(&self, tu: &Arc<dyn TransactionUser>) {
+        let _ = self.0.tu.set(Arc::downgrade(tu));
     }
 
     pub fn transports(&self) -> &Arc<Transports> {
@@ -136,8 +138,8 @@ impl Transactions {
         client::final_response(self, req, target).await
     }
 
-    fn tu(&self) -> Option<&Arc<dyn TransactionUser>> {
-        self.0.tu.get()
+    fn tu(&self) -> Option<Arc<dyn TransactionUser>> {
+        self.0.tu.get().and_then(Weak::upgrade)
     }
 
     fn on_response(&self, msg: Message, source: Source) {

@@ -137,7 +137,7 @@ fn cancel(txs: &Transactions, msg: Message, tx: ServerTx) {
         .as_ref()
         .and_then(|k| txs.0.server.get(k))
         .is_some_and(|e| matches!(e.state, ServerState::Proceeding { .. }));
-    tx.respond(crate::core::reply::response(&msg, if pending { 200 } else { 481 }, &txs.0.agent));
+    tx.respond(sipfront_proto::reply::response(&msg, if pending { 200 } else { 481 }, &txs.0.agent));
     if let (true, Some(k), Some(tu)) = (pending, invite_key, txs.tu()) {
         tu.on_cancel(&k);
     }
@@ -246,7 +246,7 @@ impl ServerTx {
 
 fn count_response(resp: &Message) {
     let code = resp.status().unwrap_or(0);
-    metrics::counter!(m::RESPONSES, "code" => crate::core::reply::code_label(code)).increment(1);
+    metrics::counter!(m::RESPONSES, "code" => m::code_label(code)).increment(1);
 }
 
 impl Drop for ServerTx {

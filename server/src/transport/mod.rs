@@ -2,6 +2,7 @@
 //! message to a [`Target`]. Transport frames bytes and hands parsed messages up through
 //! [`Inbound`]; it never decides what a request means.
 
+pub mod accept;
 pub mod flows;
 pub mod listen;
 pub mod stream;
@@ -253,9 +254,9 @@ impl Transports {
         }
         let mut resp = msg.response_to(code);
         resp.set_reason(reason.to_string());
-        resp.set_to_tag(&crate::core::reply::new_tag());
+        resp.set_to_tag(&sipfront_proto::reply::new_tag());
         resp.push_header(sipfront_proto::HeaderName::ContentLength, "0");
-        metrics::counter!(m::RESPONSES, "code" => crate::core::reply::code_label(code)).increment(1);
+        metrics::counter!(m::RESPONSES, "code" => m::code_label(code)).increment(1);
         let _ = self.send(&source.reply_target(), resp.to_bytes());
     }
 }

@@ -9,7 +9,6 @@ pub mod rules;
 
 use super::gate::Gate;
 use super::location::Location;
-use super::reply;
 use crate::config;
 use crate::ops::metrics as m;
 use crate::state::bindings::Bindings;
@@ -21,6 +20,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use rules::{Decision, Rules};
 use sipfront_proto::presence::pidf;
+use sipfront_proto::reply;
 use sipfront_proto::{HeaderName, Message, Method, Uri};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
@@ -61,7 +61,6 @@ impl Presence {
         agent: String,
         store: Arc<dyn sipfront_storage::Store>,
         store_timeout: Duration,
-        bindings: Arc<Bindings>,
         gate: Arc<Gate>,
         location: Arc<Location>,
         txs: Transactions,
@@ -74,7 +73,7 @@ impl Presence {
             agent,
             publications: Publications::default(),
             subscriptions: Subscriptions::default(),
-            bindings,
+            bindings: location.bindings().clone(),
             gate,
             location,
             txs,
@@ -130,6 +129,7 @@ impl Presence {
 
     /// A SUBSCRIBE inside a dialog: a refresh or the end of one of our subscriptions. The
     /// transaction comes back when the dialog is not one of ours (the proxy may know it).
+    #[allow(clippy::result_large_err)] // handed on as it is, never boxed
     pub fn in_dialog(self: &Arc<Self>, req: &Incoming, tx: ServerTx) -> Result<(), ServerTx> {
         match self.resubscribe(&req.msg) {
             Some((resp, followup)) => {
@@ -176,7 +176,7 @@ impl Presence {
     fn publish(self: &Arc<Self>, msg: &Message, publisher: &str, presentity: &str) -> Message {
         let agent = &self.agent;
         let refuse = |code: u16, reason: Option<&str>| {
-            Self::count_publish(reply::code_label(code));
+            Self::count_publish(m::code_label(code));
             let mut r = reply::response(msg, code, agent);
             if let Some(reason) = reason {
                 r.set_reason(reason.to_string());
@@ -193,7 +193,7 @@ impl Presence {
         let expires = match self.expires(msg) {
             Ok(e) => e,
             Err(r) => {
-                Self::count_publish(reply::code_label(r.status().unwrap_or(400)));
+                Self::count_publish(m::code_label(r.status().unwrap_or(400)));
                 return r;
             }
         };

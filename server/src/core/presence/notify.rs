@@ -4,7 +4,6 @@
 
 use super::rules::Decision;
 use super::Presence;
-use crate::core::reply;
 use crate::ops::metrics as m;
 use crate::state::subscriptions::{Grant, Package, Subscription};
 use crate::transport::{Target, Transport};
@@ -239,7 +238,7 @@ impl Presence {
         let (this, sub) = (self.clone(), sub.clone());
         tokio::spawn(async move {
             let code = client.final_response().await.and_then(|r| r.status()).unwrap_or(500);
-            metrics::counter!(m::NOTIFIES, "result" => reply::code_label(code)).increment(1);
+            metrics::counter!(m::NOTIFIES, "result" => m::code_label(code)).increment(1);
             // RFC 6665 4.2.2: a 481, a timeout or another failure (but a challenge) ends it.
             if code >= 300 && code != 401 && code != 407 && this.subscriptions.remove(sub.id).is_some() {
                 tracing::debug!(

@@ -14,12 +14,12 @@ use super::archive::Archive;
 use super::gate::{aor_of, Gate};
 use super::location::Location;
 use super::messaging::Messaging;
-use super::reply;
 use crate::ops::metrics as m;
 use crate::transaction::key::TxKey;
 use crate::transaction::{Incoming, ServerTx, Transactions};
 use crate::transport::{Source, Target, Transport, Transports};
 use dashmap::DashMap;
+use sipfront_proto::reply;
 use sipfront_proto::{HeaderName, Message, Method, NameAddr};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -491,5 +491,5 @@ fn route_uri(token: &str, transport: Transport, local: SocketAddr) -> String {
 }
 
 fn count(code: u16) {
-    metrics::counter!(m::PROXIED_INVITES, "code" => reply::code_label(code)).increment(1);
+    metrics::counter!(m::PROXIED_INVITES, "code" => m::code_label(code)).increment(1);
 }

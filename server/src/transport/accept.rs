@@ -1,0 +1,127 @@
+//! Accepting TCP and TLS connections: admission against the connection caps (in all, and per
+//! source IP, so that one host cannot take every slot), the TLS handshake within its timeout,
+//! and a [`stream::run`] task for each connection admitted.
+
+use super::stream::{self, StreamSettings};
+use super::{Inbound, Transport, Transports};
+use crate::ops::metrics as m;
+use crate::ops::shutdown::Shutdown;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Connection caps: in all, and per source IP, so that one host cannot take every slot.
+pub struct Admission {
+    max: usize,
+    per_ip: usize,
+    open: AtomicUsize,
+    by_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    pub fn new(max: usize, per_ip: usize) -> Admission {
+        Admission { max, per_ip, open: AtomicUsize::new(0), by_ip: Mutex::new(HashMap::new()) }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, &'static str> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open.load(Ordering::Relaxed) >= self.max {
+            return Err("max_connections");
+        }
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= self.per_ip {
+            return Err("max_connections_per_ip");
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Admitted { admission: self.clone(), ip })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut by_ip = self.admission.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+        self.admission.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What every accepted connection shares.
+#[derive(Clone)]
+pub struct Acceptor {
+    pub transports: Arc<Transports>,
+    pub inbound: Arc<dyn Inbound>,
+    pub settings: Arc<StreamSettings>,
+    pub admission: Arc<Admission>,
+    pub shutdown: Shutdown,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` (TLS when `tls` is given, each handshake within `handshake`) until
+    /// shutdown.
+    pub async fn run(self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, handshake: Duration) {
+        let Ok(local) = listener.local_addr() else { return };
+        let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait() => return,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, typically: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admitted = match self.admission.admit(remote.ip()) {
+                Ok(a) => a,
+                Err(reason) => {
+                    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+                    tracing::debug!(%remote, reason, "connection refused");
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let this = self.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let _admitted = admitted;
+                let (transports, inbound, settings, shutdown) =
+                    (this.transports, this.inbound, this.settings, this.shutdown);
+                match tls {
+                    None => stream::run(tcp, transport, remote, local, transports, inbound, settings, shutdown).await,
+                    Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                        Ok(Ok(s)) => {
+                            stream::run(s, transport, remote, local, transports, inbound, settings, shutdown).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
+                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                        }
+                        Err(_) => {
+                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
+                            tracing::debug!(%remote, "TLS handshake timed out");
+                        }
+                    },
+                }
+            });
+        }
+    }
+}
