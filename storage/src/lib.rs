@@ -101,42 +101,103 @@ pub struct Contact {
     pub group: String,
 }
 
+/// Why the store refused or failed. Each kind is one answer upstream: a CLI error naming the
+/// key, or (unavailable, timeout) a 503 with Retry-After while the store heals.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// No such row; the key it was looked up by (an AOR, a domain).
     #[error("not found: {0}")]
     NotFound(String),
+    /// The row exists already; its key.
     #[error("already exists: {0}")]
     Conflict(String),
+    /// What was given breaks a rule of the data (a malformed AOR, domain or hash); says which.
     #[error("invalid: {0}")]
     Invalid(String),
-    /// The database cannot be reached or is locked: the caller answers 503 and retries later.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    /// The database cannot be reached, is locked or failed: the caller answers 503 and
+    /// retries later.
+    #[error("store unavailable ({during}): {cause}")]
+    Unavailable {
+        /// What was being done (`opening ...`, `commit`, the key of the row).
+        during: String,
+        #[source]
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store did not answer within the caller's deadline.
+    #[error("store did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl StoreError {
+    /// The database is not usable now (as opposed to a refusal of what was asked).
+    pub fn unavailable(during: impl Into<String>, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Unavailable { during: during.into(), cause: cause.into() }
+    }
+
+    /// The kind as a metric label (`sipfront_store_errors_total{kind}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreError::NotFound(_) => "not_found",
+            StoreError::Conflict(_) => "conflict",
+            StoreError::Invalid(_) => "invalid",
+            StoreError::Unavailable { .. } => "unavailable",
+            StoreError::Timeout(_) => "timeout",
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Users changed since some point, for cache invalidation. An entry `@domain` says that the
-/// domain was added; one made by [`waiting_entry`], that a message was kept for a user.
+/// One entry of the store's change log: what changed, so that every front end's caches and
+/// live subscriptions follow the store within a poll.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A domain was added (the served domains changed).
+    Domain(String),
+    /// A user (by AOR) was added, removed or changed: credentials, enabled, presence rules or
+    /// contact list.
+    User(String),
+    /// An offline message was kept for this user (by AOR). Nothing of the user changed: caches
+    /// of users, rules and lists need not hear of it; offline delivery does.
+    Waiting(String),
+}
+
+impl Change {
+    /// The kind as the `kind` column keeps it.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Change::Domain(_) => "domain",
+            Change::User(_) => "user",
+            Change::Waiting(_) => "waiting",
+        }
+    }
+
+    /// The domain or AOR it names.
+    pub(crate) fn subject(&self) -> &str {
+        match self {
+            Change::Domain(s) | Change::User(s) | Change::Waiting(s) => s,
+        }
+    }
+
+    /// A row of the change log; `None` for a kind this version does not know (a newer front
+    /// end's entry, which is skipped).
+    pub(crate) fn from_row(kind: &str, subject: String) -> Option<Change> {
+        match kind {
+            "domain" => Some(Change::Domain(subject)),
+            "user" => Some(Change::User(subject)),
+            "waiting" => Some(Change::Waiting(subject)),
+            _ => None,
+        }
+    }
+}
+
+/// The change log past some position.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     /// The position to ask from next time.
     pub last: i64,
-    pub aors: Vec<String>,
+    pub entries: Vec<Change>,
 }
-
-/// The change-log entry saying that an offline message was kept for `recipient` (nothing of the
-/// user changed: caches of users, rules and lists need not hear of it).
-pub fn waiting_entry(recipient: &str) -> String {
-    format!("{WAITING}{recipient}")
-}
-
-/// The recipient a change-log entry made by [`waiting_entry`] names.
-pub fn waiting_for(entry: &str) -> Option<&str> {
-    entry.strip_prefix(WAITING)
-}
-
-const WAITING: &str = "offline:";
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -161,13 +222,13 @@ pub trait Store: Send + Sync + 'static {
     async fn set_credentials(&self, aor: &str, ha1_md5: &str, ha1_sha256: &str) -> Result<()>;
     async fn set_enabled(&self, aor: &str, enabled: bool) -> Result<()>;
 
-    /// AORs changed after position `since` (0: from the start); see [`Changes`].
+    /// The change log after position `since` (0: from the start).
     async fn changes_since(&self, since: i64) -> Result<Changes>;
     /// The current position of the change log, to start watching from.
     async fn changes_head(&self) -> Result<i64>;
 
     /// Keeps a message for `recipient` unless it already has `max` waiting; whether it was kept.
-    /// A kept message is noted in the change log ([`waiting_entry`]), so that every front end
+    /// A kept message is noted in the change log ([`Change::Waiting`]), so that every front end
     /// learns that the recipient has messages waiting.
     async fn store_offline(
         &self,
@@ -322,6 +383,6 @@ pub(crate) fn map_err(what: &str, e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(what.to_string()),
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Invalid(format!("{what}: {db}")),
         sqlx::Error::RowNotFound => StoreError::NotFound(what.to_string()),
-        _ => StoreError::Unavailable(format!("{what}: {e}")),
+        _ => StoreError::unavailable(what, e),
     }
 }

@@ -15,7 +15,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("connecting to PostgreSQL: {e}")))?;
+            .map_err(|e| StoreError::unavailable("connecting to PostgreSQL", e))?;
         Ok(PgStore { pool })
     }
 }

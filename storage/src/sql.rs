@@ -7,7 +7,7 @@ macro_rules! sql_store {
         #[async_trait::async_trait]
         impl $crate::Store for $store {
             async fn migrate(&self) -> $crate::Result<()> {
-                $migrations.run(&self.pool).await.map_err(|e| $crate::StoreError::Unavailable(format!("migrating: {e}")))
+                $migrations.run(&self.pool).await.map_err(|e| $crate::StoreError::unavailable("migrating", e))
             }
 
             async fn ping(&self) -> $crate::Result<()> {
@@ -31,8 +31,7 @@ macro_rules! sql_store {
                     .map_err(|e| $crate::map_err(domain, e))?;
                 let created = r.rows_affected() == 1;
                 if created {
-                    // "@domain" in the change log: the served domains changed.
-                    self.note_change(&mut tx, &format!("@{domain}")).await?;
+                    self.note_change(&mut tx, &$crate::Change::Domain(domain.to_string())).await?;
                 }
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
                 Ok(created)
@@ -75,7 +74,7 @@ macro_rules! sql_store {
                         .await
                         .map_err(|e| $crate::map_err(d, e))?;
                     if r.rows_affected() == 1 {
-                        self.note_change(&mut tx, &format!("@{d}")).await?;
+                        self.note_change(&mut tx, &$crate::Change::Domain(d.to_string())).await?;
                     }
                 }
                 for u in users {
@@ -95,12 +94,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| $crate::map_err(&aor, e))?;
-                    sqlx::query("INSERT INTO user_changes (aor, at) VALUES ($1, $2)")
-                        .bind(&aor)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|e| $crate::map_err(&aor, e))?;
+                    self.note_change(&mut tx, &$crate::Change::User(aor)).await?;
                 }
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
                 Ok(users.len())
@@ -116,7 +110,7 @@ macro_rules! sql_store {
                 if r.rows_affected() == 0 {
                     return Err($crate::StoreError::NotFound(aor.to_string()));
                 }
-                self.note_change(&mut tx, aor).await?;
+                self.note_change(&mut tx, &$crate::Change::User(aor.to_string())).await?;
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))
             }
 
@@ -155,14 +149,15 @@ macro_rules! sql_store {
             }
 
             async fn changes_since(&self, since: i64) -> $crate::Result<$crate::Changes> {
-                let rows: Vec<(i64, String)> =
-                    sqlx::query_as("SELECT seq, aor FROM user_changes WHERE seq > $1 ORDER BY seq LIMIT 10000")
+                let rows: Vec<(i64, String, String)> =
+                    sqlx::query_as("SELECT seq, kind, subject FROM user_changes WHERE seq > $1 ORDER BY seq LIMIT 10000")
                         .bind(since)
                         .fetch_all(&self.pool)
                         .await
                         .map_err(|e| $crate::map_err("changes", e))?;
-                let last = rows.last().map_or(since, |(s, _)| *s);
-                Ok($crate::Changes { last, aors: rows.into_iter().map(|(_, a)| a).collect() })
+                let last = rows.last().map_or(since, |(s, _, _)| *s);
+                let entries = rows.into_iter().filter_map(|(_, kind, subject)| $crate::Change::from_row(&kind, subject)).collect();
+                Ok($crate::Changes { last, entries })
             }
 
             async fn changes_head(&self) -> $crate::Result<i64> {
@@ -194,7 +189,7 @@ macro_rules! sql_store {
                 if r.rows_affected() != 1 {
                     return Ok(false);
                 }
-                self.note_change(&mut tx, &$crate::waiting_entry(recipient)).await?;
+                self.note_change(&mut tx, &$crate::Change::Waiting(recipient.to_string())).await?;
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
                 Ok(true)
             }
@@ -392,7 +387,7 @@ macro_rules! sql_store {
                 owners.sort_unstable();
                 owners.dedup();
                 for owner in owners {
-                    self.note_change(&mut tx, owner).await?;
+                    self.note_change(&mut tx, &$crate::Change::User(owner.to_string())).await?;
                 }
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
                 Ok(contacts.len())
@@ -444,19 +439,20 @@ macro_rules! sql_store {
                 if r.rows_affected() == 0 {
                     return Err($crate::StoreError::NotFound(owner.to_string()));
                 }
-                self.note_change(&mut tx, owner).await?;
+                self.note_change(&mut tx, &$crate::Change::User(owner.to_string())).await?;
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))?;
                 Ok(r.rows_affected())
             }
 
-            async fn note_change(&self, tx: &mut sqlx::Transaction<'_, $db>, aor: &str) -> $crate::Result<()> {
-                sqlx::query("INSERT INTO user_changes (aor, at) VALUES ($1, $2)")
-                    .bind(aor)
+            async fn note_change(&self, tx: &mut sqlx::Transaction<'_, $db>, change: &$crate::Change) -> $crate::Result<()> {
+                sqlx::query("INSERT INTO user_changes (kind, subject, at) VALUES ($1, $2, $3)")
+                    .bind(change.kind())
+                    .bind(change.subject())
                     .bind($crate::now())
                     .execute(&mut **tx)
                     .await
                     .map(|_| ())
-                    .map_err(|e| $crate::map_err(aor, e))
+                    .map_err(|e| $crate::map_err(change.subject(), e))
             }
 
             /// Runs an UPDATE of one user (`$1` is the AOR, the last parameter the time) and
@@ -474,7 +470,7 @@ macro_rules! sql_store {
                 if r.rows_affected() == 0 {
                     return Err($crate::StoreError::NotFound(aor.to_string()));
                 }
-                self.note_change(&mut tx, aor).await?;
+                self.note_change(&mut tx, &$crate::Change::User(aor.to_string())).await?;
                 tx.commit().await.map_err(|e| $crate::map_err("commit", e))
             }
         }

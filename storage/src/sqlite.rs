@@ -14,7 +14,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::unavailable(format!("creating {}", dir.display()), e))?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -30,7 +31,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("opening {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::unavailable(format!("opening {}", path.display()), e))?;
         Ok(SqliteStore { pool })
     }
 }

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
-use sipfront_storage::{testing, NewUser, PgStore, SqliteStore, Store, StoreError};
+use sipfront_storage::{testing, Change, NewUser, PgStore, SqliteStore, Store, StoreError};
 use std::sync::Arc;
 
 fn user(name: &str, domain: &str) -> NewUser {
@@ -98,15 +98,16 @@ async fn the_change_log_names_every_changed_user() {
     on_both("changes", |s| async move {
         let head = s.changes_head().await.unwrap();
         s.add_domain("new.test").await.unwrap();
-        assert_eq!(s.changes_since(head).await.unwrap().aors, vec!["@new.test"]);
+        assert_eq!(s.changes_since(head).await.unwrap().entries, vec![Change::Domain("new.test".into())]);
         let head = s.changes_head().await.unwrap();
         s.add_user(&user("dave", "example.test")).await.unwrap();
         s.set_enabled("dave@example.test", false).await.unwrap();
         s.remove_user("dave@example.test").await.unwrap();
         let c = s.changes_since(head).await.unwrap();
-        assert_eq!(c.aors, vec!["@example.test", "dave@example.test", "dave@example.test", "dave@example.test"]);
+        let dave = Change::User("dave@example.test".into());
+        assert_eq!(c.entries, vec![Change::Domain("example.test".into()), dave.clone(), dave.clone(), dave]);
         assert!(c.last > head);
-        assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
+        assert!(s.changes_since(c.last).await.unwrap().entries.is_empty());
     })
     .await;
 }
@@ -150,8 +151,14 @@ async fn offline_messages_are_kept_in_order_up_to_a_limit() {
         assert!(s.store_offline("carol@example.test", "bob@example.test", "text/html", b"<b>hi</b>", 3).await.unwrap());
         // Every front end learns who has messages waiting: from the change log as they come, and
         // from the store when it starts.
-        let noted = s.changes_since(head).await.unwrap().aors;
-        let waiting: Vec<&str> = noted.iter().filter_map(|e| sipfront_storage::waiting_for(e)).collect();
+        let noted = s.changes_since(head).await.unwrap().entries;
+        let waiting: Vec<&str> = noted
+            .iter()
+            .filter_map(|e| match e {
+                Change::Waiting(aor) => Some(aor.as_str()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(waiting, ["alice@example.test", "alice@example.test", "alice@example.test", "carol@example.test"]);
         assert_eq!(noted.len(), 4, "nothing else noted: {noted:?}");
         let mut waiting = s.offline_recipients().await.unwrap();
@@ -280,7 +287,7 @@ async fn presence_rules_refuse_an_unknown_owner_and_a_bad_watcher() {
             );
         }
         assert!(s.rules(ALICE).await.unwrap().is_empty());
-        assert!(s.changes_since(head).await.unwrap().aors.is_empty(), "nothing changed, nothing noted");
+        assert!(s.changes_since(head).await.unwrap().entries.is_empty(), "nothing changed, nothing noted");
         assert_eq!("polite-block".parse::<RuleAction>().unwrap(), RuleAction::PoliteBlock);
         assert_eq!(RuleAction::PoliteBlock.as_str(), "polite-block");
         assert!(matches!("deny".parse::<RuleAction>(), Err(StoreError::Invalid(_))));
@@ -344,7 +351,11 @@ async fn contacts_in_bulk_go_in_together_or_not_at_all() {
         assert_eq!(s.contacts(ALICE).await.unwrap().len(), 2);
         assert_eq!(s.contacts("bob@example.test").await.unwrap(), vec![of("bob@example.test", ALICE)]);
         let c = s.changes_since(head).await.unwrap();
-        assert_eq!(c.aors, vec![ALICE, "bob@example.test"], "one change per owner, not per contact");
+        assert_eq!(
+            c.entries,
+            vec![Change::User(ALICE.into()), Change::User("bob@example.test".into())],
+            "one change per owner, not per contact"
+        );
 
         // An owner that is no user, or a contact that is no AOR, spoils the whole batch.
         let spoilt = [of(ALICE, "dave@example.test"), of("nobody@example.test", ALICE)];
@@ -352,7 +363,7 @@ async fn contacts_in_bulk_go_in_together_or_not_at_all() {
         let spoilt = [of(ALICE, "dave@example.test"), of(ALICE, "dave")];
         assert!(matches!(s.add_contacts(&spoilt).await, Err(StoreError::Invalid(_))));
         assert_eq!(s.contacts(ALICE).await.unwrap().len(), 2, "nothing of either batch is kept");
-        assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
+        assert!(s.changes_since(c.last).await.unwrap().entries.is_empty());
         assert_eq!(s.add_contacts(&[]).await.unwrap(), 0);
     })
     .await;
@@ -393,12 +404,12 @@ async fn presence_changes_are_noted_in_the_owners_change_log() {
         s.add_contact(&contact("bob@example.test", "Bob", "work")).await.unwrap();
         s.remove_contact(ALICE, "bob@example.test", None).await.unwrap();
         let c = s.changes_since(head).await.unwrap();
-        assert_eq!(c.aors, vec![ALICE; 5], "one entry, the owner's AOR, per change");
+        assert_eq!(c.entries, vec![Change::User(ALICE.into()); 5], "one entry, the owner's AOR, per change");
 
         // What changed nothing is not noted.
         assert!(!s.remove_rule(ALICE, "bob@example.test").await.unwrap());
         assert_eq!(s.remove_contact(ALICE, "bob@example.test", None).await.unwrap(), 0);
-        assert!(s.changes_since(c.last).await.unwrap().aors.is_empty());
+        assert!(s.changes_since(c.last).await.unwrap().entries.is_empty());
     })
     .await;
 }
@@ -426,7 +437,48 @@ async fn concurrent_presence_changes_all_succeed() {
         }
         assert_eq!(s.rules(ALICE).await.unwrap().len(), 32);
         assert_eq!(s.contacts(ALICE).await.unwrap().len(), 32);
-        assert_eq!(s.changes_since(head).await.unwrap().aors.len(), 64);
+        assert_eq!(s.changes_since(head).await.unwrap().entries.len(), 64);
     })
     .await;
+}
+
+/// Change-log entries written before the log had a `kind` column carried the kind in the
+/// string (`@domain`, `offline:AOR`); migration 5 converts them.
+#[tokio::test]
+async fn change_log_entries_from_before_the_kind_column_are_converted() {
+    fn at_version_4(migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
+        let mut m = migrator;
+        m.migrations = std::borrow::Cow::Owned(m.migrations.iter().filter(|m| m.version <= 4).cloned().collect());
+        m
+    }
+    let legacy = "INSERT INTO user_changes (aor, at) VALUES ('@example.test', 1), ('alice@example.test', 2), \
+                  ('offline:bob@example.test', 3)";
+    let expected = vec![
+        Change::Domain("example.test".into()),
+        Change::User("alice@example.test".into()),
+        Change::Waiting("bob@example.test".into()),
+    ];
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        at_version_4(sqlx::migrate!("./migrations/sqlite")).run(&pool).await.unwrap();
+        sqlx::query(legacy).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    s.migrate().await.unwrap();
+    assert_eq!(s.changes_since(0).await.unwrap().entries, expected);
+
+    if let Some(url) = testing::fresh_postgres("legacy_changes").await {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        at_version_4(sqlx::migrate!("./migrations/postgres")).run(&pool).await.unwrap();
+        sqlx::query(legacy).execute(&pool).await.unwrap();
+        pool.close().await;
+        let pg = PgStore::connect(&url).await.unwrap();
+        pg.migrate().await.unwrap();
+        assert_eq!(pg.changes_since(0).await.unwrap().entries, expected);
+    }
 }

@@ -3,7 +3,7 @@
 //! what changed, so a CLI change takes effect everywhere within `database.poll_ms`.
 
 use dashmap::DashMap;
-use sipfront_storage::{Store, StoreError, User};
+use sipfront_storage::{Change, Store, StoreError, User};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -71,7 +71,7 @@ impl Directory {
         // timeout the request is answered 503 and the client retries later.
         let user = tokio::time::timeout(self.timeout, self.store.user(aor))
             .await
-            .map_err(|_| StoreError::Unavailable(format!("no answer within {:?}", self.timeout)))??
+            .map_err(|_| StoreError::Timeout(self.timeout))??
             .map(Arc::new);
         if user.is_none() && self.negative.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_NEGATIVE {
             self.users.retain(|_, v| v.is_some());
@@ -101,20 +101,22 @@ impl Directory {
         loop {
             tokio::time::sleep(every).await;
             match self.store.changes_since(last).await {
-                Ok(c) if c.aors.is_empty() => {}
+                Ok(c) if c.entries.is_empty() => {}
                 Ok(c) => {
                     last = c.last;
                     // A new domain, or a user (who may bring a new domain with it).
                     let mut reload_domains = false;
-                    for aor in &c.aors {
-                        if let Some(recipient) = sipfront_storage::waiting_for(aor) {
-                            let _ = self.waiting.send(Arc::from(recipient));
-                            continue;
-                        }
-                        reload_domains = true;
-                        if !aor.starts_with('@') {
-                            self.users.remove(aor.as_str());
-                            let _ = self.changes.send(Arc::from(aor.as_str()));
+                    for change in &c.entries {
+                        match change {
+                            Change::Waiting(recipient) => {
+                                let _ = self.waiting.send(Arc::from(recipient.as_str()));
+                            }
+                            Change::Domain(_) => reload_domains = true,
+                            Change::User(aor) => {
+                                reload_domains = true;
+                                self.users.remove(aor.as_str());
+                                let _ = self.changes.send(Arc::from(aor.as_str()));
+                            }
                         }
                     }
                     if reload_domains {
@@ -122,7 +124,7 @@ impl Directory {
                             *self.domains.write().unwrap_or_else(|p| p.into_inner()) = d.into_iter().collect();
                         }
                     }
-                    tracing::debug!(changed = c.aors.len(), "directory refreshed");
+                    tracing::debug!(changed = c.entries.len(), "directory refreshed");
                 }
                 Err(e) => tracing::debug!(error = %e, "change log unavailable"),
             }

@@ -109,8 +109,6 @@ impl Rules {
     }
 
     async fn bounded<T>(&self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-        tokio::time::timeout(self.timeout, f)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("no answer within {:?}", self.timeout)))?
+        tokio::time::timeout(self.timeout, f).await.map_err(|_| StoreError::Timeout(self.timeout))?
     }
 }
