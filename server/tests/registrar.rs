@@ -264,7 +264,7 @@ async fn outbound_gruu_path_and_service_route() {
 /// second: every registration succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_registers_500_users_with_digest_auth() {
-    if !tool_available("sipp") {
+    if !require_program("sipp", "sip-tester") {
         return;
     }
     for backend in backends("registrar_sipp").await {

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{run_tool, sipp_column, tool_available, TestServer, DOMAIN};
+use common::{require_program, run_tool, sipp_column, TestServer, DOMAIN};
 use std::process::Command;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sipsak_probe_over_udp_and_tcp() {
-    if !tool_available("sipsak") {
+    if !require_program("sipsak", "sipsak") {
         return;
     }
     let s = TestServer::start().await;
@@ -26,7 +26,7 @@ async fn sipsak_probe_over_udp_and_tcp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_sends_10000_options_and_every_one_succeeds() {
-    if !tool_available("sipp") {
+    if !require_program("sipp", "sip-tester") {
         return;
     }
     let s = TestServer::start().await;
@@ -70,7 +70,7 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
 /// registered as Bob's contact. 50 sessions, every one completes on both sides.
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
-    if !tool_available("sipp") {
+    if !require_program("sipp", "sip-tester") {
         return;
     }
     let s =
@@ -121,17 +121,21 @@ async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
 /// a MESSAGE; Bob sees Alice come online and, when she quits (un-PUBLISH), go offline.
 #[tokio::test(flavor = "multi_thread")]
 async fn baresip_clients_register_publish_watch_and_message() {
-    if !tool_available("baresip") {
+    if !require_program("baresip", "baresip-core") {
         return;
     }
     let s = TestServer::with_users(&common::Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |c| {
         c.presence.notify_interval_ms = 200;
     })
     .await;
-    let modules = ["/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules"]
-        .into_iter()
-        .find(|d| std::path::Path::new(d).join("presence.so").exists())
-        .expect("baresip's presence module");
+    // Where Debian's baresip-core keeps its modules: /usr/lib/baresip or /usr/lib/<arch>/baresip.
+    let arch_dirs = std::fs::read_dir("/usr/lib").into_iter().flatten().flatten().map(|e| e.path());
+    let modules = std::iter::once("/usr/lib".into())
+        .chain(arch_dirs)
+        .map(|lib: std::path::PathBuf| lib.join("baresip/modules"))
+        .find(|d| d.join("presence.so").exists())
+        .expect("baresip's presence module (Debian package baresip-core)");
+    let modules = modules.display();
     // baresip listens on the port given and on the next one (TLS): pick two free in a row.
     let free_pair = || loop {
         let p = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|u| u.local_addr()).expect("a free port").port();

@@ -15,6 +15,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+// Skipping a test (visibly, and never under CI), finding an outside program, and waiting for a
+// condition: one implementation for every crate's tests.
+#[allow(unused_imports)] // each test binary uses a different part of them
+pub use sipfront_storage::testing::{eventually, require_program, skip};
+
 /// How long a test waits for an answer that should come at once.
 pub const WAIT: Duration = Duration::from_secs(3);
 /// How long a test listens to be sure nothing comes.
@@ -457,19 +462,12 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
-/// Whether this machine has IPv6 loopback.
+/// Whether this machine has IPv6 loopback; when it has not, the test is skipped (a failure
+/// under CI).
 pub fn has_ipv6_loopback() -> bool {
-    std::net::UdpSocket::bind("[::1]:0").is_ok()
-}
-
-/// Whether an external tool can be run; when it cannot, a test is skipped with a message,
-/// except in CI (`CI` set), where a missing tool is a failure.
-pub fn tool_available(name: &str) -> bool {
-    let found =
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    let found = std::net::UdpSocket::bind("[::1]:0").is_ok();
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{name} is not installed, and CI needs it");
-        println!("skipped: {name} not installed");
+        skip("no IPv6 loopback");
     }
     found
 }
@@ -750,20 +748,6 @@ pub async fn with_credentials(client: &mut impl SipClient, req: &Request, user: 
 /// Every value of a header, as text.
 pub fn headers(msg: &Message, name: HeaderName) -> Vec<String> {
     msg.header_all(name).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
-}
-
-/// Polls `check` every 100 ms until it holds, for at most `limit`; whether it did.
-pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Runs the `sipfront` binary against the server's store: `--data-dir` of the running server
