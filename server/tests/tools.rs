@@ -169,7 +169,13 @@ async fn baresip_clients_register_publish_watch_and_message() {
     let mut bob = Command::new("baresip");
     bob.arg("-f").arg(&bob_dir).args(["-t", "12"]);
     let bob = tokio::spawn(run_tool(bob, Duration::from_secs(30)));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Alice starts once Bob is registered and watching her (his contact has presence=p2p), so
+    // that he sees her come online and receives her MESSAGE.
+    let ready = common::eventually(Duration::from_secs(8), async || {
+        !s.bindings_of("bob").is_empty() && s.metric("sipfront_subscriptions").await >= 1.0
+    })
+    .await;
+    assert!(ready, "Bob's baresip registered and subscribed to Alice");
     let mut alice = Command::new("baresip");
     alice.arg("-f").arg(&alice_dir).args(["-t", "6", "-e", &format!("/message sip:bob@{DOMAIN} hello-from-alice")]);
     let (_, alice_out, alice_err) = run_tool(alice, Duration::from_secs(30)).await;
