@@ -282,18 +282,14 @@ async fn sipp_registers_500_users_with_digest_auth() {
         // A copy of the reference scenario (shared/reference/kamailio/scenarios/reg_auth.xml).
         let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/reg_auth.xml");
         let stats = s.dir.path().join("reg-stats.csv");
-        let local_port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|u| u.local_addr())
-            .expect("a free UDP port")
-            .port()
-            .to_string();
+        let local_port = free_udp_port().to_string();
         let mut cmd = std::process::Command::new("sipp");
         cmd.current_dir(s.dir.path()).arg(s.udp_addr().to_string()).args(["-sf", scenario]).arg("-inf").arg(&csv);
         cmd.args(["-m", "500", "-r", "200", "-l", "200", "-timeout", "60s", "-timeout_error", "-nostdin"]);
         cmd.args(["-i", "127.0.0.1", "-p", &local_port, "-trace_stat", "-fd", "1", "-stf"]).arg(&stats);
         let (status, out, err) = run_tool(cmd, Duration::from_secs(90)).await;
         let csv = std::fs::read_to_string(&stats).unwrap_or_default();
-        let screen = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let screen = screen(&out);
         assert_eq!(status.code(), Some(0), "SIPp on {backend:?}\n{screen}\n{err}");
         assert_eq!(
             (sipp_column(&csv, "SuccessfulCall(C)"), sipp_column(&csv, "FailedCall(C)")),

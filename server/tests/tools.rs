@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{require_program, run_tool, sipp_column, TestServer, DOMAIN};
+use common::{free_udp_port, require_program, run_tool, screen, sipp_column, TestServer, DOMAIN};
 use std::process::Command;
 use std::time::Duration;
 
@@ -32,12 +32,7 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
     let s = TestServer::start().await;
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/options.xml");
     let stats = s.dir.path().join("options-stats.csv");
-    // SIPp binds 5060 unless told otherwise; that port belongs to the binary's own test.
-    let local_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|u| u.local_addr())
-        .expect("a free UDP port")
-        .port()
-        .to_string();
+    let local_port = free_udp_port().to_string();
     let mut cmd = Command::new("sipp");
     cmd.current_dir(s.dir.path()).arg(s.udp_addr().to_string()).args(["-sf", scenario]).args([
         "-m",
@@ -59,7 +54,7 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
     let (status, out, err) = run_tool(cmd, Duration::from_secs(90)).await;
     let csv = std::fs::read_to_string(&stats).unwrap_or_default();
     let (ok, failed) = (sipp_column(&csv, "SuccessfulCall(C)"), sipp_column(&csv, "FailedCall(C)"));
-    let screen = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let screen = screen(&out);
     assert_eq!(status.code(), Some(0), "SIPp exit code 0 means every call succeeded\n{screen}\n{err}");
     assert_eq!((ok, failed), (Some(10_000), Some(0)), "SIPp statistics: successful and failed calls\n{screen}");
     s.assert_answers_options().await;
@@ -75,14 +70,7 @@ async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
     }
     let s =
         TestServer::with_users(&common::Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |_| {}).await;
-    let free_port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|u| u.local_addr())
-            .expect("a free UDP port")
-            .port()
-            .to_string()
-    };
-    let (uac_port, uas_port) = (free_port(), free_port());
+    let (uac_port, uas_port) = (free_udp_port().to_string(), free_udp_port().to_string());
     // Bob's binding is the SIPp callee.
     let mut bob = s.udp_client().await;
     common::register(&mut bob, "bob", "builder", Some(&format!("<sip:bob@127.0.0.1:{uas_port}>"))).await;
@@ -100,8 +88,6 @@ async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
     let mut uac = sipp("invite_uac.xml", &uac_port, "uac.csv");
     uac.arg("-inf").arg(&csv).args(["-r", "10", "-l", "20"]);
     let (status, out, err) = run_tool(uac, Duration::from_secs(90)).await;
-    let screen =
-        |out: &str| out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     assert_eq!(status.code(), Some(0), "the SIPp caller\n{}\n{err}", screen(&out));
     let (uas_status, uas_out, uas_err) = uas.await.expect("the callee's task");
     assert_eq!(uas_status.code(), Some(0), "the SIPp callee\n{}\n{uas_err}", screen(&uas_out));
@@ -138,7 +124,7 @@ async fn baresip_clients_register_publish_watch_and_message() {
     let modules = modules.display();
     // baresip listens on the port given and on the next one (TLS): pick two free in a row.
     let free_pair = || loop {
-        let p = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|u| u.local_addr()).expect("a free port").port();
+        let p = free_udp_port();
         let both = [p, p + 1].iter().all(|q| {
             std::net::TcpListener::bind(("127.0.0.1", *q)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", *q)).is_ok()

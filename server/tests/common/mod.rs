@@ -472,6 +472,18 @@ pub fn has_ipv6_loopback() -> bool {
     found
 }
 
+/// A UDP port on 127.0.0.1 that nothing uses now, for an outside program to listen on (SIPp
+/// binds 5060 unless told otherwise, and that port belongs to the binary's own test).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|u| u.local_addr()).expect("a free UDP port").port()
+}
+
+/// The last 30 lines of what a tool printed (SIPp's final screen), for a failure message.
+pub fn screen(out: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
 /// A counter from the last line of SIPp's statistics file (`-trace_stat -stf FILE`), by the
 /// name of its column (`SuccessfulCall(C)`, `FailedCall(C)`).
 pub fn sipp_column(csv: &str, name: &str) -> Option<u64> {
