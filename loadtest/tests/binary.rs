@@ -56,7 +56,14 @@ async fn ctrl_c_prints_the_partial_report() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Interrupted in the middle of the run: once it is under way (every user registered)...
+    let started = sipfront_storage::testing::eventually(std::time::Duration::from_secs(10), async || {
+        server.server.bindings.binding_count() == 10
+    })
+    .await;
+    assert!(started, "sipfront-load registered every user");
+    // ...and has gone on for a second at 100/s, which is the point of this wait.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(kill.success());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();

@@ -55,7 +55,7 @@ impl Drop for Kamailio {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_against_kamailio() {
-    if !common::have("kamailio", "kamailio") {
+    if !sipfront_storage::testing::require_program("kamailio", "kamailio") {
         return;
     }
     let Some(reference) = common::reference_dir() else { return };

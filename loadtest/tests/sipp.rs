@@ -16,7 +16,7 @@ const CALLS: u64 = 600;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_rate_agrees_with_sipp() {
-    if !common::have("sipp", "sip-tester") {
+    if !sipfront_storage::testing::require_program("sipp", "sip-tester") {
         return;
     }
     let Some(reference) = common::reference_dir() else { return };

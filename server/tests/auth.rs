@@ -201,6 +201,7 @@ async fn a_stale_nonce_is_challenged_with_stale_true() {
         let req = Request::register(&c, "alice").set("Expires", "300");
         let challenge = header(&c.request(&req).await, HeaderName::WwwAuthenticate);
         assert!(!challenge.contains("stale"), "{challenge}");
+        // The point of the test: the nonce's 1 s lifetime passes (with a margin).
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let creds = digest_answer(&challenge, Algorithm::Md5, "alice", "wonderland", "REGISTER", req.uri(), 1);
         let r = c.request(&req.next().set("Authorization", &creds)).await;

@@ -226,10 +226,10 @@ async fn a_message_kept_by_another_front_end_goes_out_at_the_next_refresh() {
         register(&mut alice, "alice", "wonderland", None).await;
         register(&mut alice, "alice", "wonderland", None).await;
         let elsewhere = sipfront_storage::open(&s.config.database.url, s.dir.path()).await.expect("the shared store");
+        let waiting = s.server.directory.waiting();
         let kept = elsewhere.store_offline("alice@example.test", "bob@example.test", "text/plain", b"from afar", 10);
         assert!(kept.await.unwrap(), "{backend:?}");
-        // The change log is polled every 100 ms here.
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        until_named(waiting, "alice@example.test").await;
         register(&mut alice, "alice", "wonderland", None).await;
         let delivered = accept_next(&alice).await;
         assert_eq!(delivered.body(), b"from afar", "{backend:?}");
@@ -312,6 +312,7 @@ async fn a_branch_whose_connection_dies_midway_ends_and_the_other_binding_answer
         assert!(matches!(frame, Some(sipfront_proto::Frame::Message(_))), "the MESSAGE on the TCP connection");
         drop(tcp);
         let (bytes, from) = udp.recv(Duration::from_secs(5)).await.expect("the MESSAGE over UDP");
+        // The point of the test: the living branch answers late, after the dead one.
         tokio::time::sleep(Duration::from_millis(600)).await;
         let mut ok = parse(&bytes).response_to(200);
         ok.set_to_tag("udp");

@@ -39,7 +39,6 @@ async fn options_is_answered_200_over_udp_tcp_and_tls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn options_is_answered_over_ipv6_loopback() {
     if !common::has_ipv6_loopback() {
-        println!("skipped: no IPv6 loopback on this machine");
         return;
     }
     let v6: SocketAddr = "[::1]:0".parse().expect("an address");

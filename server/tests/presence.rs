@@ -272,9 +272,10 @@ async fn pending_allow_block_and_polite_block() {
     assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("here"));
 
     // Polite block for Carol: looks active, shows offline.
-    store.set_rule(&alice_aor, &format!("carol@{DOMAIN}"), RuleAction::PoliteBlock).await.unwrap();
     // Rules reach the server through the change log, polled every database.poll_ms (100 here).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let changes = s.server.directory.changes();
+    store.set_rule(&alice_aor, &format!("carol@{DOMAIN}"), RuleAction::PoliteBlock).await.unwrap();
+    until_named(changes, &alice_aor).await;
     let mut carol = online(&s, "carol", "singer").await;
     let (_, n) = {
         let req = subscribe(&carol, "carol", "alice", "presence", 600);
@@ -284,8 +285,9 @@ async fn pending_allow_block_and_polite_block() {
     assert_eq!(doc(&n).tuples[0].basic, Some(pidf::Basic::Closed), "polite-block shows offline");
 
     // Block for the whole domain but Bob's own rule: Dave is refused with 403.
+    let changes = s.server.directory.changes();
     store.set_rule(&alice_aor, &format!("*@{DOMAIN}"), RuleAction::Block).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until_named(changes, &alice_aor).await;
     let mut dave = online(&s, "dave", "diver").await;
     let r = dave.request(&subscribe(&dave, "dave", "alice", "presence", 600)).await;
     assert_eq!(r.status(), Some(403), "block");

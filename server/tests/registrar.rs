@@ -194,7 +194,9 @@ async fn a_binding_is_gone_at_its_expiry() {
         assert_eq!(ok.status(), Some(200), "{backend:?}");
         assert_eq!(expires_of(&ok, &format!("sip:alice@{}", c.local())), Some(2), "{:?}", contacts(&ok));
         assert_eq!(s.bindings_of("alice").len(), 1);
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // The expiry task removes it at its expiry, 2 s after the REGISTER, give or take a poll.
+        let gone = eventually(Duration::from_secs(3), async || s.bindings_of("alice").is_empty()).await;
+        assert!(gone, "expired within 3 s on {backend:?}: {:?}", s.bindings_of("alice"));
         let listed = with_credentials(&mut c, &req.clone().next().without("Contact"), "alice", "wonderland").await;
         assert_eq!(listed.status(), Some(200));
         assert!(contacts(&listed).is_empty(), "expired: {:?}", contacts(&listed));
@@ -264,7 +266,7 @@ async fn outbound_gruu_path_and_service_route() {
 /// second: every registration succeeds.
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_registers_500_users_with_digest_auth() {
-    if !tool_available("sipp") {
+    if !require_program("sipp", "sip-tester") {
         return;
     }
     for backend in backends("registrar_sipp").await {
@@ -280,18 +282,14 @@ async fn sipp_registers_500_users_with_digest_auth() {
         // A copy of the reference scenario (shared/reference/kamailio/scenarios/reg_auth.xml).
         let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/reg_auth.xml");
         let stats = s.dir.path().join("reg-stats.csv");
-        let local_port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|u| u.local_addr())
-            .expect("a free UDP port")
-            .port()
-            .to_string();
+        let local_port = free_udp_port().to_string();
         let mut cmd = std::process::Command::new("sipp");
         cmd.current_dir(s.dir.path()).arg(s.udp_addr().to_string()).args(["-sf", scenario]).arg("-inf").arg(&csv);
         cmd.args(["-m", "500", "-r", "200", "-l", "200", "-timeout", "60s", "-timeout_error", "-nostdin"]);
         cmd.args(["-i", "127.0.0.1", "-p", &local_port, "-trace_stat", "-fd", "1", "-stf"]).arg(&stats);
         let (status, out, err) = run_tool(cmd, Duration::from_secs(90)).await;
         let csv = std::fs::read_to_string(&stats).unwrap_or_default();
-        let screen = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+        let screen = screen(&out);
         assert_eq!(status.code(), Some(0), "SIPp on {backend:?}\n{screen}\n{err}");
         assert_eq!(
             (sipp_column(&csv, "SuccessfulCall(C)"), sipp_column(&csv, "FailedCall(C)")),

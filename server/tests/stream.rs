@@ -48,6 +48,7 @@ async fn a_request_dribbled_a_few_bytes_at_a_time_is_answered() {
     let req = Request::options(Transport::Tcp, tcp.local);
     for chunk in req.to_bytes().chunks(7) {
         tcp.write(chunk).await;
+        // The point of the test: each chunk arrives on its own, not coalesced with the next.
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let resp = tcp.recv_response().await;

@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{run_tool, sipp_column, tool_available, TestServer, DOMAIN};
+use common::{free_udp_port, require_program, run_tool, screen, sipp_column, TestServer, DOMAIN};
 use std::process::Command;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sipsak_probe_over_udp_and_tcp() {
-    if !tool_available("sipsak") {
+    if !require_program("sipsak", "sipsak") {
         return;
     }
     let s = TestServer::start().await;
@@ -26,18 +26,13 @@ async fn sipsak_probe_over_udp_and_tcp() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_sends_10000_options_and_every_one_succeeds() {
-    if !tool_available("sipp") {
+    if !require_program("sipp", "sip-tester") {
         return;
     }
     let s = TestServer::start().await;
     let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scenarios/options.xml");
     let stats = s.dir.path().join("options-stats.csv");
-    // SIPp binds 5060 unless told otherwise; that port belongs to the binary's own test.
-    let local_port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|u| u.local_addr())
-        .expect("a free UDP port")
-        .port()
-        .to_string();
+    let local_port = free_udp_port().to_string();
     let mut cmd = Command::new("sipp");
     cmd.current_dir(s.dir.path()).arg(s.udp_addr().to_string()).args(["-sf", scenario]).args([
         "-m",
@@ -59,7 +54,7 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
     let (status, out, err) = run_tool(cmd, Duration::from_secs(90)).await;
     let csv = std::fs::read_to_string(&stats).unwrap_or_default();
     let (ok, failed) = (sipp_column(&csv, "SuccessfulCall(C)"), sipp_column(&csv, "FailedCall(C)"));
-    let screen = out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+    let screen = screen(&out);
     assert_eq!(status.code(), Some(0), "SIPp exit code 0 means every call succeeded\n{screen}\n{err}");
     assert_eq!((ok, failed), (Some(10_000), Some(0)), "SIPp statistics: successful and failed calls\n{screen}");
     s.assert_answers_options().await;
@@ -70,19 +65,12 @@ async fn sipp_sends_10000_options_and_every_one_succeeds() {
 /// registered as Bob's contact. 50 sessions, every one completes on both sides.
 #[tokio::test(flavor = "multi_thread")]
 async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
-    if !tool_available("sipp") {
+    if !require_program("sipp", "sip-tester") {
         return;
     }
     let s =
         TestServer::with_users(&common::Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |_| {}).await;
-    let free_port = || {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|u| u.local_addr())
-            .expect("a free UDP port")
-            .port()
-            .to_string()
-    };
-    let (uac_port, uas_port) = (free_port(), free_port());
+    let (uac_port, uas_port) = (free_udp_port().to_string(), free_udp_port().to_string());
     // Bob's binding is the SIPp callee.
     let mut bob = s.udp_client().await;
     common::register(&mut bob, "bob", "builder", Some(&format!("<sip:bob@127.0.0.1:{uas_port}>"))).await;
@@ -100,8 +88,6 @@ async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
     let mut uac = sipp("invite_uac.xml", &uac_port, "uac.csv");
     uac.arg("-inf").arg(&csv).args(["-r", "10", "-l", "20"]);
     let (status, out, err) = run_tool(uac, Duration::from_secs(90)).await;
-    let screen =
-        |out: &str| out.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
     assert_eq!(status.code(), Some(0), "the SIPp caller\n{}\n{err}", screen(&out));
     let (uas_status, uas_out, uas_err) = uas.await.expect("the callee's task");
     assert_eq!(uas_status.code(), Some(0), "the SIPp callee\n{}\n{uas_err}", screen(&uas_out));
@@ -121,20 +107,24 @@ async fn sipp_sessions_run_through_the_proxy_on_both_sides() {
 /// a MESSAGE; Bob sees Alice come online and, when she quits (un-PUBLISH), go offline.
 #[tokio::test(flavor = "multi_thread")]
 async fn baresip_clients_register_publish_watch_and_message() {
-    if !tool_available("baresip") {
+    if !require_program("baresip", "baresip-core") {
         return;
     }
     let s = TestServer::with_users(&common::Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |c| {
         c.presence.notify_interval_ms = 200;
     })
     .await;
-    let modules = ["/usr/lib/baresip/modules", "/usr/lib/x86_64-linux-gnu/baresip/modules"]
-        .into_iter()
-        .find(|d| std::path::Path::new(d).join("presence.so").exists())
-        .expect("baresip's presence module");
+    // Where Debian's baresip-core keeps its modules: /usr/lib/baresip or /usr/lib/<arch>/baresip.
+    let arch_dirs = std::fs::read_dir("/usr/lib").into_iter().flatten().flatten().map(|e| e.path());
+    let modules = std::iter::once("/usr/lib".into())
+        .chain(arch_dirs)
+        .map(|lib: std::path::PathBuf| lib.join("baresip/modules"))
+        .find(|d| d.join("presence.so").exists())
+        .expect("baresip's presence module (Debian package baresip-core)");
+    let modules = modules.display();
     // baresip listens on the port given and on the next one (TLS): pick two free in a row.
     let free_pair = || loop {
-        let p = std::net::UdpSocket::bind("127.0.0.1:0").and_then(|u| u.local_addr()).expect("a free port").port();
+        let p = free_udp_port();
         let both = [p, p + 1].iter().all(|q| {
             std::net::TcpListener::bind(("127.0.0.1", *q)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", *q)).is_ok()
@@ -165,7 +155,13 @@ async fn baresip_clients_register_publish_watch_and_message() {
     let mut bob = Command::new("baresip");
     bob.arg("-f").arg(&bob_dir).args(["-t", "12"]);
     let bob = tokio::spawn(run_tool(bob, Duration::from_secs(30)));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Alice starts once Bob is registered and watching her (his contact has presence=p2p), so
+    // that he sees her come online and receives her MESSAGE.
+    let ready = common::eventually(Duration::from_secs(8), async || {
+        !s.bindings_of("bob").is_empty() && s.metric("sipfront_subscriptions").await >= 1.0
+    })
+    .await;
+    assert!(ready, "Bob's baresip registered and subscribed to Alice");
     let mut alice = Command::new("baresip");
     alice.arg("-f").arg(&alice_dir).args(["-t", "6", "-e", &format!("/message sip:bob@{DOMAIN} hello-from-alice")]);
     let (_, alice_out, alice_err) = run_tool(alice, Duration::from_secs(30)).await;

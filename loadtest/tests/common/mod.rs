@@ -1,5 +1,5 @@
-//! What the tests share: a live sipfront in this process with N pattern users, and the rules
-//! for tests that need an outside program (Kamailio, SIPp).
+//! What the tests share: a live sipfront in this process with N pattern users, and where the
+//! tests that need an outside program (Kamailio, SIPp) find it.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
@@ -173,39 +173,18 @@ pub async fn run(config: Config) -> Report {
     report
 }
 
-/// Whether an outside program is here; if not, outside CI the test is skipped (with a line
-/// saying so) and under CI it fails, since CI installs it.
-pub fn have(program: &str, package: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(program).is_file()))
-        || std::path::Path::new("/usr/sbin").join(program).is_file();
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{program} is not installed (Debian package {package}), and CI is set"
-        );
-        println!("skipped: {program} not installed");
-    }
-    found
-}
-
-/// `shared/reference/kamailio` (Kamailio set up as our peer, and its SIPp scenarios): beside the
-/// repository (CI's fresh clone has shared/ next to it), or where the workspace keeps it.
+/// `shared/reference/kamailio` (Kamailio set up as our peer, and its SIPp scenarios):
+/// `SIPFRONT_KAMAILIO_REFERENCE`, or `../shared` beside the repository (where CI's fresh clone
+/// has it). Nothing else is looked at: a test reaches nothing outside the repository and
+/// `../shared`. When it is not there the test is skipped (a failure under CI).
 pub fn reference_dir() -> Option<std::path::PathBuf> {
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidates = [
-        std::env::var_os("SIPFRONT_KAMAILIO_REFERENCE").map(std::path::PathBuf::from),
-        Some(here.join("../../shared/reference/kamailio")),
-        Some(here.join("../shared/reference/kamailio")),
-        Some("/work/shared/reference/kamailio".into()),
-    ];
-    let found = candidates.into_iter().flatten().find(|p| p.join("kamailio.cfg").is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "shared/reference/kamailio not found beside the repository, and CI is set"
-        );
-        println!("skipped: shared/reference/kamailio not found");
+    let dir = match std::env::var_os("SIPFRONT_KAMAILIO_REFERENCE") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => sipfront_storage::testing::workspace_root().join("../shared/reference/kamailio"),
+    };
+    let found = dir.join("kamailio.cfg").is_file();
+    if !found {
+        sipfront_storage::testing::skip(&format!("no Kamailio reference set-up ({} not found)", dir.display()));
     }
-    found
+    found.then_some(dir)
 }

@@ -15,6 +15,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+// Skipping a test (visibly, and never under CI), finding an outside program, and waiting for a
+// condition: one implementation for every crate's tests.
+#[allow(unused_imports)] // each test binary uses a different part of them
+pub use sipfront_storage::testing::{eventually, require_program, skip};
+
 /// How long a test waits for an answer that should come at once.
 pub const WAIT: Duration = Duration::from_secs(3);
 /// How long a test listens to be sure nothing comes.
@@ -457,21 +462,26 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
-/// Whether this machine has IPv6 loopback.
+/// Whether this machine has IPv6 loopback; when it has not, the test is skipped (a failure
+/// under CI).
 pub fn has_ipv6_loopback() -> bool {
-    std::net::UdpSocket::bind("[::1]:0").is_ok()
-}
-
-/// Whether an external tool can be run; when it cannot, a test is skipped with a message,
-/// except in CI (`CI` set), where a missing tool is a failure.
-pub fn tool_available(name: &str) -> bool {
-    let found =
-        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()));
+    let found = std::net::UdpSocket::bind("[::1]:0").is_ok();
     if !found {
-        assert!(std::env::var_os("CI").is_none(), "{name} is not installed, and CI needs it");
-        println!("skipped: {name} not installed");
+        skip("no IPv6 loopback");
     }
     found
+}
+
+/// A UDP port on 127.0.0.1 that nothing uses now, for an outside program to listen on (SIPp
+/// binds 5060 unless told otherwise, and that port belongs to the binary's own test).
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").and_then(|u| u.local_addr()).expect("a free UDP port").port()
+}
+
+/// The last 30 lines of what a tool printed (SIPp's final screen), for a failure message.
+pub fn screen(out: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// A counter from the last line of SIPp's statistics file (`-trace_stat -stf FILE`), by the
@@ -752,18 +762,22 @@ pub fn headers(msg: &Message, name: HeaderName) -> Vec<String> {
     msg.header_all(name).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
 }
 
-/// Polls `check` every 100 ms until it holds, for at most `limit`; whether it did.
-pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
+/// Waits (at most 5 s) until `log`, the server's `directory.changes()` or `directory.waiting()`
+/// taken before the store was changed, names `aor`: the server has read that change from the
+/// store's change log (which it polls every `database.poll_ms`) and acts on it from now on.
+pub async fn until_named(mut log: tokio::sync::broadcast::Receiver<Arc<str>>, aor: &str) {
+    use tokio::sync::broadcast::error::RecvError;
+    let named = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match log.recv().await {
+                Ok(named) if named.eq_ignore_ascii_case(aor) => return,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => panic!("the server's change log closed"),
+            }
         }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert!(named.is_ok(), "the server read the change of {aor} from the store's change log within 5 s");
 }
 
 /// Runs the `sipfront` binary against the server's store: `--data-dir` of the running server
