@@ -19,6 +19,7 @@
 //! Every bound ([`Limits`]) is checked before any allocation that depends on it, and every
 //! violation is a typed [`ErrorKind`] that maps to one SIP status code and one metric label.
 
+mod aor;
 pub mod digest;
 mod error;
 mod framer;
@@ -37,6 +38,7 @@ mod serialize;
 mod text;
 mod uri;
 
+pub use aor::Aor;
 pub use error::{ErrorKind, ParseError};
 pub use framer::{Frame, FrameError, StreamFramer};
 pub use headers::auth::DigestParams;

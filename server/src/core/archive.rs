@@ -8,7 +8,7 @@ use crate::config;
 use crate::ops::metrics as m;
 use crate::state::expiry::ExpiryQueue;
 use dashmap::DashMap;
-use sipfront_proto::Message;
+use sipfront_proto::{Aor, Message};
 use sipfront_storage::{ArchiveEntry, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,8 +51,10 @@ impl Archive {
     /// Whether messages between these AORs are archived: archiving on, a listed domain (or
     /// every domain when none is listed), and neither user excluded.
     fn applies(&self, sender: &str, recipient: &str) -> bool {
-        let domain = |aor: &str| aor.rsplit_once('@').map_or("", |(_, d)| d).to_string();
-        let listed = |aor: &str| self.cfg.domains.is_empty() || self.cfg.domains.contains(&domain(aor));
+        let listed = |aor: &str| {
+            let domain = Aor::domain_of(aor);
+            self.cfg.domains.is_empty() || self.cfg.domains.iter().any(|d| d == domain)
+        };
         self.cfg.enabled
             && (listed(sender) || listed(recipient))
             && !self.cfg.exclude_users.iter().any(|u| u == sender || u == recipient)

@@ -4,6 +4,7 @@
 
 use super::directory::Directory;
 use super::lockout::Lockout;
+use super::refusal::Refusal;
 use crate::config;
 use crate::ops::metrics as m;
 use crate::state::expiry::ExpiryQueue;
@@ -11,7 +12,7 @@ use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sipfront_proto::digest::{self, Algorithm};
-use sipfront_proto::{DigestParams, HeaderName, Message};
+use sipfront_proto::{Aor, DigestParams, HeaderName, Message};
 use sipfront_storage::User;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,8 +29,8 @@ pub enum Verdict {
     Challenge {
         stale: bool,
     },
-    /// Answer with this status without a challenge: 400 malformed, 403 locked out/disabled.
-    Reject(u16, &'static str),
+    /// Refused without a challenge: 400 malformed, 403 locked out or disabled.
+    Reject(Refusal),
     /// The store is needed and unavailable: 503.
     Unavailable,
 }
@@ -124,7 +125,7 @@ impl Auth {
     ) -> Verdict {
         let mut ours = None;
         for creds in req.digests(header) {
-            let Ok(c) = creds else { return self.reject(400, "malformed") };
+            let Ok(c) = creds else { return self.reject(Refusal::MalformedCredentials) };
             if c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm.as_bytes())) {
                 ours = Some(c);
                 break;
@@ -150,7 +151,7 @@ impl Auth {
         let (mut algorithm, mut qop, mut nc, mut cnonce) = (None, None, None, None);
         for (name, value) in c.iter() {
             if value.len() > MAX_PARAM {
-                return Err(self.reject(400, "oversized_parameter"));
+                return Err(self.reject(Refusal::OversizedParameter));
             }
             let slot = match name.to_ascii_lowercase().as_slice() {
                 b"username" => &mut username,
@@ -166,8 +167,8 @@ impl Auth {
             *slot = Some(value);
         }
         let required = |v: Option<std::borrow::Cow<'_, [u8]>>| -> Result<String, Verdict> {
-            let v = v.ok_or_else(|| self.reject(400, "missing_parameter"))?;
-            String::from_utf8(v.into_owned()).map_err(|_| self.reject(400, "malformed"))
+            let v = v.ok_or_else(|| self.reject(Refusal::MissingParameter))?;
+            String::from_utf8(v.into_owned()).map_err(|_| self.reject(Refusal::MalformedCredentials))
         };
         let username = required(username)?;
         let nonce = required(nonce)?;
@@ -187,11 +188,11 @@ impl Auth {
         };
         // Some clients send the whole AOR as the username.
         let aor = if username.contains('@') { username.clone() } else { format!("{username}@{realm}") };
-        if !aor.rsplit_once('@').is_some_and(|(_, d)| d.eq_ignore_ascii_case(realm)) {
+        if !Aor::domain_of(&aor).eq_ignore_ascii_case(realm) {
             return Err(self.challenge_for("wrong_realm"));
         }
         if self.lockout.is_locked(&aor, ip) {
-            return Err(self.reject(403, "locked_out"));
+            return Err(self.reject(Refusal::LockedOut));
         }
         let Some(fresh) = self.nonce_fresh(&nonce) else { return Err(self.challenge_for("bad_nonce")) };
         let user = match directory.user(&aor).await {
@@ -226,7 +227,7 @@ impl Auth {
             return Err(self.challenge_for("bad_response"));
         }
         if !user.enabled {
-            return Err(self.reject(403, "disabled"));
+            return Err(self.reject(Refusal::Disabled));
         }
         if !fresh {
             metrics::counter!(m::AUTH_FAILURES, "reason" => "stale_nonce").increment(1);
@@ -234,7 +235,9 @@ impl Auth {
         }
         if qop.is_some() {
             // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count.
-            let Ok(count) = u32::from_str_radix(&nc, 16) else { return Err(self.reject(400, "malformed")) };
+            let Ok(count) = u32::from_str_radix(&nc, 16) else {
+                return Err(self.reject(Refusal::MalformedCredentials));
+            };
             let replay = match self.seen.entry(nonce.clone().into_boxed_str()) {
                 dashmap::mapref::entry::Entry::Occupied(mut e) => {
                     let replayed = *e.get() >= count;
@@ -262,8 +265,8 @@ impl Auth {
         Verdict::Challenge { stale: false }
     }
 
-    fn reject(&self, code: u16, reason: &'static str) -> Verdict {
-        metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
-        Verdict::Reject(code, reason)
+    fn reject(&self, refusal: Refusal) -> Verdict {
+        metrics::counter!(m::AUTH_FAILURES, "reason" => refusal.label()).increment(1);
+        Verdict::Reject(refusal)
     }
 }

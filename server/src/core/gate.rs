@@ -10,11 +10,12 @@
 use super::auth::{Auth, Verdict};
 use super::directory::Directory;
 use super::location::{Location, Recipient};
+use super::refusal::Refusal;
 use crate::ops::metrics as m;
 use crate::transaction::Incoming;
 use crate::transport::Transports;
 use sipfront_proto::reply;
-use sipfront_proto::{HeaderName, Host, Message, NameAddr, Uri};
+use sipfront_proto::{Aor, HeaderName, Host, Message, Uri};
 use std::sync::Arc;
 
 pub struct Gate {
@@ -46,23 +47,23 @@ impl Gate {
 
     /// REGISTER: the AOR's domain must be ours, its owner must authenticate, and may only
     /// register itself (RFC 3261 10.3 steps 1 to 4). The AOR to register, or the refusal.
-    pub async fn registrant(&self, req: &Incoming) -> Result<String, Message> {
+    pub async fn registrant(&self, req: &Incoming) -> Result<Aor, Message> {
         let msg = &req.msg;
         let agent = &self.agent;
         let Some(to) = msg.to() else { return Err(reply::response(msg, 400, agent)) };
-        let Some(aor) = aor_of(&to) else { return Err(reply::response(msg, 404, agent)) };
-        let domain = domain_of(&aor).to_string();
+        let Some(aor) = Aor::from_uri(&to.uri) else { return Err(reply::response(msg, 404, agent)) };
+        let domain = aor.domain();
         let uri_ok = msg.request_uri().and_then(|u| Uri::parse(u).ok()).is_some_and(|u| self.is_ours(&u, req));
-        if !self.directory.serves(&domain) || !uri_ok {
-            return Err(self.not_served(msg));
+        if !self.directory.serves(domain) || !uri_ok {
+            return Err(Refusal::DomainNotServed.response(msg, agent));
         }
         let verdict =
-            self.auth.verify(msg, HeaderName::Authorization, &domain, req.source.remote.ip(), &self.directory).await;
+            self.auth.verify(msg, HeaderName::Authorization, domain, req.source.remote.ip(), &self.directory).await;
         let user = match verdict {
             Verdict::Authenticated(u) => u,
-            other => return Err(self.refusal(msg, other, 401, &domain)),
+            other => return Err(self.refusal(msg, other, 401, domain)),
         };
-        if !user.aor.eq_ignore_ascii_case(&aor) {
+        if aor != user.aor {
             // Only one's own AOR may be registered (third-party registration is not allowed).
             return Err(reply::response(msg, 403, agent));
         }
@@ -71,7 +72,7 @@ impl Gate {
 
     /// An out-of-dialog request from one of our users: its From is one of ours and is who
     /// authenticated, and a Route names only us. The sender's AOR, or the refusal.
-    pub async fn sender(&self, req: &Incoming) -> Result<String, Message> {
+    pub async fn sender(&self, req: &Incoming) -> Result<Aor, Message> {
         let sender = self.authenticate_sender(req).await?;
         self.check_route(req)?;
         Ok(sender)
@@ -80,40 +81,32 @@ impl Gate {
     /// Out-of-dialog requests from our users carry their credentials (407 otherwise), unless
     /// they come on a connection that user authenticated with a REGISTER; and their From must
     /// be the authenticated identity.
-    async fn authenticate_sender(&self, req: &Incoming) -> Result<String, Message> {
+    async fn authenticate_sender(&self, req: &Incoming) -> Result<Aor, Message> {
         let msg = &req.msg;
         let agent = &self.agent;
         let uri = msg.request_uri().and_then(|u| Uri::parse(u).ok());
         let to_us = uri.as_ref().is_some_and(|u| self.is_ours(u, req));
-        let Some(from) = msg.from().as_ref().and_then(aor_of) else { return Err(reply::response(msg, 400, agent)) };
-        let from_domain = domain_of(&from).to_string();
+        let Some(from) = msg.from().and_then(|f| Aor::from_uri(&f.uri)) else {
+            return Err(reply::response(msg, 400, agent));
+        };
+        let from_domain = from.domain();
         if !to_us {
-            return Err(self.not_served(msg));
+            return Err(Refusal::DomainNotServed.response(msg, agent));
         }
-        if !self.directory.serves(&from_domain) {
+        if !self.directory.serves(from_domain) {
             // Not one of our users, and there is no federation: nothing to relay for them.
-            let mut r = reply::response(msg, 403, agent);
-            r.set_reason("Forbidden (unknown From domain)");
-            return Err(r);
+            return Err(Refusal::UnknownFromDomain.response(msg, agent));
         }
         if let Some(flow) = req.source.flow {
             if let Some(identity) = self.transports.flows.identity(flow) {
-                return if identity.eq_ignore_ascii_case(&from) {
-                    Ok(from)
-                } else {
-                    Err(reply::response(msg, 403, agent))
-                };
+                return if from == *identity { Ok(from) } else { Err(reply::response(msg, 403, agent)) };
             }
         }
         let ip = req.source.remote.ip();
-        match self.auth.verify(msg, HeaderName::ProxyAuthorization, &from_domain, ip, &self.directory).await {
-            Verdict::Authenticated(u) if u.aor.eq_ignore_ascii_case(&from) => Ok(from),
-            Verdict::Authenticated(_) => {
-                let mut r = reply::response(msg, 403, agent);
-                r.set_reason("Forbidden (From does not match the authenticated user)");
-                Err(r)
-            }
-            other => Err(self.refusal(msg, other, 407, &from_domain)),
+        match self.auth.verify(msg, HeaderName::ProxyAuthorization, from_domain, ip, &self.directory).await {
+            Verdict::Authenticated(u) if from == u.aor => Ok(from),
+            Verdict::Authenticated(_) => Err(Refusal::NotTheAuthenticatedUser.response(msg, agent)),
+            other => Err(self.refusal(msg, other, 407, from_domain)),
         }
     }
 
@@ -121,9 +114,7 @@ impl Gate {
     /// anywhere else is refused: we are not an open relay (RFC 3261 16.4).
     fn check_route(&self, req: &Incoming) -> Result<(), Message> {
         if req.msg.name_addrs(HeaderName::Route).any(|r| r.map_or(true, |r| !self.is_ours(&r.uri, req))) {
-            let mut r = reply::response(&req.msg, 403, &self.agent);
-            r.set_reason("Forbidden (Route to elsewhere: not a relay)");
-            return Err(r);
+            return Err(Refusal::RouteElsewhere.response(&req.msg, &self.agent));
         }
         Ok(())
     }
@@ -132,7 +123,7 @@ impl Gate {
     pub async fn callee(&self, msg: &Message) -> Result<Recipient, Message> {
         let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| self.location.recipient(&u));
         let Some(to) = recipient else { return Err(reply::response(msg, 404, &self.agent)) };
-        match self.directory.user(&to.aor).await {
+        match self.directory.user(to.aor.as_str()).await {
             Ok(Some(u)) if u.enabled => Ok(to),
             Ok(Some(_)) => Err(reply::response(msg, self.disabled_user_status, &self.agent)),
             Ok(None) => Err(reply::response(msg, 404, &self.agent)),
@@ -145,11 +136,7 @@ impl Gate {
         match verdict {
             Verdict::Authenticated(_) => reply::response(msg, 500, agent),
             Verdict::Challenge { stale } => self.auth.challenge(msg, challenge_code, realm, stale, agent),
-            Verdict::Reject(code, reason) => {
-                let mut r = reply::response(msg, code, agent);
-                r.set_reason(format!("{} ({reason})", sipfront_proto::reason_phrase(code)));
-                r
-            }
+            Verdict::Reject(refusal) => refusal.response(msg, agent),
             Verdict::Unavailable => {
                 metrics::counter!(m::STORE_ERRORS).increment(1);
                 let mut r = reply::response(msg, 503, agent);
@@ -157,13 +144,6 @@ impl Gate {
                 r
             }
         }
-    }
-
-    /// 404 for a domain this server does not serve (there is no federation to relay to).
-    fn not_served(&self, msg: &Message) -> Message {
-        let mut r = reply::response(msg, 404, &self.agent);
-        r.set_reason("Domain Not Served");
-        r
     }
 
     /// Whether a Request-URI names this server: a domain it serves, or the address the
@@ -178,19 +158,4 @@ impl Gate {
             Host::V6(ip) => std::net::IpAddr::V6(ip) == req.source.local.ip(),
         }
     }
-}
-
-/// `user@domain` of a SIP URI in a From or To: the user unescaped, the domain in lower case.
-pub fn aor_of(a: &NameAddr<'_>) -> Option<String> {
-    if !a.uri.is_sip() {
-        return None;
-    }
-    let user = sipfront_proto::unescape(a.uri.user()?);
-    let Host::Name(domain) = a.uri.host() else { return None };
-    Some(format!("{}@{}", String::from_utf8_lossy(&user), String::from_utf8_lossy(domain).to_ascii_lowercase()))
-}
-
-/// The domain of a `user@domain` AOR.
-pub fn domain_of(aor: &str) -> &str {
-    aor.rsplit_once('@').map_or("", |(_, d)| d)
 }

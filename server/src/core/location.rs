@@ -5,7 +5,7 @@
 
 use crate::state::bindings::{Binding, Bindings};
 use crate::transport::{Target, Transport, Transports};
-use sipfront_proto::{HeaderName, Host, Message, Uri};
+use sipfront_proto::{Aor, HeaderName, Host, Message, Uri};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ pub struct Location {
 
 /// Who a Request-URI names: an AOR, and possibly one instance of it (a GRUU, RFC 5627).
 pub struct Recipient {
-    pub aor: String,
+    pub aor: Aor,
     /// pub-gruu: the `+sip.instance` (`<urn:...>`) it names.
     instance: Option<String>,
     /// temp-gruu: the temp-gruu user part.
@@ -32,44 +32,44 @@ impl Location {
         &self.bindings
     }
 
-    /// The AOR (and instance) a Request-URI addresses; `None` if it is not one of ours.
+    /// The AOR (and instance) a Request-URI addresses; `None` if it names no user.
     pub fn recipient(&self, uri: &Uri<'_>) -> Option<Recipient> {
-        let Host::Name(domain) = uri.host() else { return None };
-        let domain = String::from_utf8_lossy(domain).to_ascii_lowercase();
-        let user = String::from_utf8_lossy(&sipfront_proto::unescape(uri.user()?)).into_owned();
+        let aor = Aor::from_uri(uri)?;
         match uri.params().get("gr") {
-            // temp-gruu: `sip:tgruu.X@domain;gr`
+            // temp-gruu: `sip:tgruu.X@domain;gr`, which names the AOR only through our bindings.
             Some(None) => {
-                let aor = self.bindings.temp_gruu_aor(&user)?;
-                Some(Recipient { aor: aor.to_string(), instance: None, temp_gruu: Some(user) })
+                let owner = Aor::parse(&self.bindings.temp_gruu_aor(aor.user())?)?;
+                Some(Recipient { temp_gruu: Some(aor.user().to_string()), aor: owner, instance: None })
             }
             // pub-gruu: `sip:user@domain;gr=urn:uuid:...`
-            Some(Some(urn)) => Some(Recipient {
-                aor: format!("{user}@{domain}"),
-                instance: Some(format!("<{}>", String::from_utf8_lossy(urn))),
-                temp_gruu: None,
-            }),
-            None => Some(Recipient { aor: format!("{user}@{domain}"), instance: None, temp_gruu: None }),
+            Some(Some(urn)) => {
+                Some(Recipient { aor, instance: Some(format!("<{}>", String::from_utf8_lossy(urn))), temp_gruu: None })
+            }
+            None => Some(Recipient { aor, instance: None, temp_gruu: None }),
         }
     }
 
     /// The bindings a request for `to` may go to: live, of the right instance for a GRUU, and
     /// reachable (a stream binding whose connection is gone is skipped).
     pub fn targets(&self, to: &Recipient) -> Vec<Binding> {
-        self.bindings
-            .get(&to.aor)
-            .into_iter()
-            .filter(|b| to.instance.as_deref().is_none_or(|i| b.instance.as_deref() == Some(i)))
-            .filter(|b| to.temp_gruu.as_deref().is_none_or(|t| b.temp_gruu.as_deref() == Some(t)))
-            .filter(|b| {
-                !b.source.transport.is_reliable() || b.source.flow.is_some_and(|f| self.transports.flows.is_open(f))
-            })
-            .collect()
+        self.reachable(to.aor.as_str(), to.instance.as_deref(), to.temp_gruu.as_deref())
     }
 
     /// The reachable bindings of an AOR, all instances.
     pub fn targets_of(&self, aor: &str) -> Vec<Binding> {
-        self.targets(&Recipient { aor: aor.to_string(), instance: None, temp_gruu: None })
+        self.reachable(aor, None, None)
+    }
+
+    fn reachable(&self, aor: &str, instance: Option<&str>, temp_gruu: Option<&str>) -> Vec<Binding> {
+        self.bindings
+            .get(aor)
+            .into_iter()
+            .filter(|b| instance.is_none_or(|i| b.instance.as_deref() == Some(i)))
+            .filter(|b| temp_gruu.is_none_or(|t| b.temp_gruu.as_deref() == Some(t)))
+            .filter(|b| {
+                !b.source.transport.is_reliable() || b.source.flow.is_some_and(|f| self.transports.flows.is_open(f))
+            })
+            .collect()
     }
 
     /// The copy of `req` for one binding (RFC 3261 16.6): new Request-URI, one hop less, the

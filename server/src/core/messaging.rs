@@ -67,11 +67,11 @@ impl Messaging {
         if targets.is_empty() && !self.offline.enabled() {
             return Self::unavailable(msg, &self.agent);
         }
-        if !self.archive.keep(msg, &sender, &to.aor) {
+        if !self.archive.keep(msg, sender.as_str(), to.aor.as_str()) {
             return Archive::unavailable(msg, &self.agent);
         }
         if targets.is_empty() {
-            return self.offline.keep(msg, &to.aor, &sender).await;
+            return self.offline.keep(msg, to.aor.as_str(), sender.as_str()).await;
         }
         self.relay(msg, targets).await
     }

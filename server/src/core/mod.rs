@@ -15,6 +15,7 @@ pub mod offline;
 pub mod options;
 pub mod presence;
 pub mod proxy;
+pub mod refusal;
 pub mod registrar;
 pub mod reply;
 

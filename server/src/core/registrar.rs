@@ -6,13 +6,14 @@
 use super::gate::Gate;
 use super::messaging::Messaging;
 use super::options::SUPPORTED;
+use super::refusal::Refusal;
 use crate::config;
 use crate::state::bindings::{Binding, Bindings};
 use crate::transaction::Incoming;
 use crate::transport::flows::FlowId;
 use crate::transport::{Transport, Transports};
 use sipfront_proto::reply;
-use sipfront_proto::{Contact, HeaderName, Message, NameAddr};
+use sipfront_proto::{Aor, Contact, HeaderName, Message, NameAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
@@ -56,11 +57,11 @@ impl Registrar {
         };
         let resp = self.register(req, &aor);
         if resp.status() == Some(200) {
-            self.messaging.registered(&aor);
+            self.messaging.registered(aor.as_str());
             if let Some(flow) = req.source.flow {
                 // The connection now speaks for this user (as OCS binds a connection to its
                 // security association): later requests on it need no challenge.
-                self.transports.flows.bind_identity(flow, &aor);
+                self.transports.flows.bind_identity(flow, aor.as_str());
             }
         }
         resp
@@ -72,17 +73,13 @@ impl Registrar {
         self.bindings.update(aor, |v| v.retain(|b| b.source.flow != Some(flow)));
     }
 
-    fn error(&self, req: &Message, code: u16, reason: &'static str) -> Message {
-        metrics::counter!(crate::ops::metrics::REGISTRATIONS, "result" => reason).increment(1);
-        let mut r = reply::response(req, code, &self.agent);
-        if code == 400 {
-            r.set_reason(format!("Bad Request ({reason})"));
-        }
-        r
+    fn error(&self, req: &Message, refusal: Refusal) -> Message {
+        metrics::counter!(crate::ops::metrics::REGISTRATIONS, "result" => refusal.label()).increment(1);
+        refusal.response(req, &self.agent)
     }
 
     /// Steps 5 to 8 of RFC 3261 10.3 for `aor` (`user@domain`), whose owner sent `req`.
-    fn register(&self, req: &Incoming, aor: &str) -> Message {
+    fn register(&self, req: &Incoming, aor: &Aor) -> Message {
         let msg = &req.msg;
         let mut contacts = Vec::new();
         let mut star = false;
@@ -90,23 +87,23 @@ impl Registrar {
             match c {
                 Ok(Contact::Star) => star = true,
                 Ok(Contact::Addr(a)) => contacts.push(a),
-                Err(_) => return self.error(msg, 400, "bad_contact"),
+                Err(_) => return self.error(msg, Refusal::BadContact),
             }
         }
         let header_expires = match msg.expires() {
             Some(Ok(e)) => Some(e),
-            Some(Err(_)) => return self.error(msg, 400, "bad_expires"),
+            Some(Err(_)) => return self.error(msg, Refusal::BadExpires),
             None => None,
         };
-        let Some(cseq) = msg.cseq().map(|c| c.seq) else { return self.error(msg, 400, "bad_cseq") };
+        let Some(cseq) = msg.cseq().map(|c| c.seq) else { return self.error(msg, Refusal::BadCSeq) };
         let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
 
         // Step 6: "*" only alone and with Expires: 0.
         if star {
             if !contacts.is_empty() || header_expires != Some(0) {
-                return self.error(msg, 400, "star_needs_expires_0");
+                return self.error(msg, Refusal::StarNeedsExpiresZero);
             }
-            let refused = self.bindings.update(aor, |v| {
+            let refused = self.bindings.update(aor.as_str(), |v| {
                 if v.iter().any(|b| *b.call_id == *call_id && b.cseq >= cseq) {
                     return true;
                 }
@@ -114,7 +111,7 @@ impl Registrar {
                 false
             });
             if refused {
-                return self.error(msg, 400, "cseq_out_of_order");
+                return self.error(msg, Refusal::CSeqOutOfOrder);
             }
             return self.ok(req, aor, false);
         }
@@ -127,9 +124,9 @@ impl Registrar {
                 Some(Some(v)) => match sipfront_proto::scan::parse_u32(v) {
                     Some(e) => e,
                     None if !v.is_empty() && v.iter().all(u8::is_ascii_digit) => u32::MAX,
-                    None => return self.error(msg, 400, "bad_expires"),
+                    None => return self.error(msg, Refusal::BadExpires),
                 },
-                Some(None) => return self.error(msg, 400, "bad_expires"),
+                Some(None) => return self.error(msg, Refusal::BadExpires),
                 None => header_expires.unwrap_or(self.cfg.default_expires),
             };
             if expires != 0 && expires < self.cfg.min_expires {
@@ -156,13 +153,13 @@ impl Registrar {
         let uses_outbound = wanted.iter().any(|w| w.reg_id.is_some());
         if uses_outbound && msg.list(HeaderName::Via).count() > 1 && !path_has_ob(msg) {
             // RFC 5626 6: the first hop did not vouch for the flow.
-            return self.error(msg, 439, "first_hop_lacks_outbound");
+            return self.error(msg, Refusal::FirstHopLacksOutbound);
         }
 
         let path: Box<[Box<str>]> = msg.list(HeaderName::Path).map(|p| String::from_utf8_lossy(p).into()).collect();
         let now = Instant::now();
         let max_bindings = self.cfg.max_bindings.max(1);
-        let refused = self.bindings.update(aor, |v| {
+        let refused = self.bindings.update(aor.as_str(), |v| {
             for w in &wanted {
                 let uri = String::from_utf8_lossy(w.addr.uri.raw());
                 let found = v.iter().position(|b| match (&w.instance, w.reg_id, &b.instance, b.reg_id) {
@@ -217,20 +214,20 @@ impl Registrar {
             false
         });
         if refused {
-            return self.error(msg, 400, "cseq_out_of_order");
+            return self.error(msg, Refusal::CSeqOutOfOrder);
         }
         self.ok(req, aor, uses_outbound)
     }
 
     /// Step 8: 200 with every current binding and its remaining time.
-    fn ok(&self, req: &Incoming, aor: &str, outbound: bool) -> Message {
+    fn ok(&self, req: &Incoming, aor: &Aor, outbound: bool) -> Message {
         let msg = &req.msg;
         metrics::counter!(crate::ops::metrics::REGISTRATIONS, "result" => "ok").increment(1);
         let gruu = msg.list_has(HeaderName::Supported, "gruu");
-        let domain = aor.rsplit_once('@').map_or("", |(_, d)| d);
+        let domain = aor.domain();
         let mut r = reply::response(msg, 200, &self.agent);
         let now = Instant::now();
-        for b in self.bindings.get(aor) {
+        for b in self.bindings.get(aor.as_str()) {
             let mut c = format!("<{}>{};expires={}", b.uri, b.params, b.remaining(now));
             if let (true, Some(instance)) = (gruu, &b.instance) {
                 let urn = instance.trim_start_matches('<').trim_end_matches('>');

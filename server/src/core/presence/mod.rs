@@ -117,12 +117,12 @@ impl Presence {
         };
         if req.msg.method() == Some(&Method::Publish) {
             let resp = match self.gate.callee(&req.msg).await {
-                Ok(to) => self.publish(&req.msg, &sender, &to.aor),
+                Ok(to) => self.publish(&req.msg, sender.as_str(), to.aor.as_str()),
                 Err(refusal) => refusal,
             };
             return tx.respond(resp);
         }
-        let (resp, followup) = self.subscribe(&req, &sender).await;
+        let (resp, followup) = self.subscribe(&req, sender.as_str()).await;
         tx.respond(resp);
         self.follow(followup);
     }
@@ -279,11 +279,10 @@ impl Presence {
         };
         let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else { return refuse(400, "") };
         let Some(recipient) = self.location.recipient(&uri) else { return refuse(404, "") };
-        let mut resource = recipient.aor.clone();
+        let mut resource = recipient.aor.as_str().to_string();
         let mut package = package;
-        let list_owner = resource.split_once('@').and_then(|(user, domain)| {
-            user.strip_suffix(self.cfg.list_suffix.as_str()).map(|u| format!("{u}@{domain}"))
-        });
+        let list_owner = (recipient.aor.user().strip_suffix(self.cfg.list_suffix.as_str()))
+            .map(|owner| format!("{owner}@{}", recipient.aor.domain()));
         if let (Some(owner), Package::Presence) = (list_owner, package) {
             // RFC 4662: a list is only sent to a subscriber that supports eventlist.
             if !msg.list_has(HeaderName::Supported, "eventlist") {

@@ -3,6 +3,7 @@
 //! for watchers no rule names.
 
 use dashmap::DashMap;
+use sipfront_proto::Aor;
 use sipfront_storage::{Contact, Rule, RuleAction, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,10 +50,6 @@ pub struct Rules {
     contacts: DashMap<Arc<str>, Arc<Vec<Contact>>>,
 }
 
-fn domain(aor: &str) -> &str {
-    aor.rsplit_once('@').map_or("", |(_, d)| d)
-}
-
 impl Rules {
     pub fn new(store: Arc<dyn Store>, timeout: Duration, policy: Policy) -> Rules {
         Rules { store, timeout, policy, rules: DashMap::new(), contacts: DashMap::new() }
@@ -71,7 +68,7 @@ impl Rules {
             return Ok(Decision::Allow);
         }
         let rules = self.rules_of(owner).await?;
-        let wildcard = format!("*@{}", domain(watcher));
+        let wildcard = format!("*@{}", Aor::domain_of(watcher));
         let rule = rules
             .iter()
             .find(|r| r.watcher.eq_ignore_ascii_case(watcher))
@@ -83,7 +80,9 @@ impl Rules {
             None => match self.policy {
                 Policy::Allow => Decision::Allow,
                 Policy::Pending => Decision::Pending,
-                Policy::SameDomain if domain(owner).eq_ignore_ascii_case(domain(watcher)) => Decision::Allow,
+                Policy::SameDomain if Aor::domain_of(owner).eq_ignore_ascii_case(Aor::domain_of(watcher)) => {
+                    Decision::Allow
+                }
                 Policy::SameDomain => Decision::Pending,
             },
         })

@@ -11,16 +11,17 @@ pub mod loops;
 pub mod token;
 
 use super::archive::Archive;
-use super::gate::{aor_of, Gate};
+use super::gate::Gate;
 use super::location::Location;
 use super::messaging::Messaging;
+use super::refusal::Refusal;
 use crate::ops::metrics as m;
 use crate::transaction::key::TxKey;
 use crate::transaction::{Incoming, ServerTx, Transactions};
 use crate::transport::{Source, Target, Transport, Transports};
 use dashmap::DashMap;
 use sipfront_proto::reply;
-use sipfront_proto::{HeaderName, Message, Method, NameAddr};
+use sipfront_proto::{Aor, HeaderName, Message, Method, NameAddr};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +53,8 @@ pub enum Hop {
     /// Its Route does not name us: not a dialog we record-routed.
     NotOurs,
     /// Ours, but it cannot be sent on (the other side's connection is gone, or the sender is
-    /// not a party): answer with this code.
-    Refused(u16, &'static str),
+    /// not a party).
+    Refused(Refusal),
     /// Send it there; our Route entries have been removed.
     To(Target),
 }
@@ -137,19 +138,16 @@ impl Proxy {
         let target = match self.next_hop(&mut msg, &req.source) {
             Hop::To(target) => target,
             Hop::NotOurs => return respond(tx, reply::response(received, 481, agent)),
-            Hop::Refused(code, reason) => {
-                let mut r = reply::response(received, code, agent);
-                r.set_reason(reason);
-                return respond(tx, r);
-            }
+            Hop::Refused(refusal) => return respond(tx, refusal.response(received, agent)),
         };
         if received.max_forwards() == Some(0) {
             return respond(tx, reply::response(received, 483, agent));
         }
         if received.method() == Some(&Method::Message) {
             // IM inside a session is archived as pager-mode IM is.
-            let aor = |a: Option<NameAddr<'_>>| a.as_ref().and_then(aor_of).unwrap_or_default();
-            if !self.archive.keep(received, &aor(received.from()), &aor(received.to())) {
+            let aor = |a: Option<NameAddr<'_>>| a.and_then(|a| Aor::from_uri(&a.uri)).map(|a| a.to_arc());
+            let (sender, recipient) = (aor(received.from()), aor(received.to()));
+            if !self.archive.keep(received, sender.as_deref().unwrap_or(""), recipient.as_deref().unwrap_or("")) {
                 return respond(tx, Archive::unavailable(received, agent));
             }
         }
@@ -366,19 +364,19 @@ impl Proxy {
             }
         }
         let Some(legs) = legs else { return Hop::NotOurs };
-        let [a, b] = legs[..] else { return Hop::Refused(400, "Bad Request (malformed Route)") };
+        let [a, b] = legs[..] else { return Hop::Refused(Refusal::MalformedRoute) };
         let to = if a.sent(source) {
             b
         } else if b.sent(source) {
             a
         } else {
-            return Hop::Refused(403, "Forbidden (not a party to this dialog)");
+            return Hop::Refused(Refusal::NotAParty);
         };
         let mut target = to.target();
         match to {
             Leg::Stream { flow, .. } if !self.transports.flows.is_open(flow) => {
                 // RFC 5626 5.3: the flow to that party has failed.
-                return Hop::Refused(430, "Flow Failed");
+                return Hop::Refused(Refusal::FlowFailed);
             }
             Leg::Udp(remote) => target.local = self.transports.udp_local(remote),
             Leg::Stream { .. } => {}

@@ -1,0 +1,125 @@
+//! Why the core refuses a request it understood: one variant per reason, each mapped to the
+//! status that answers it, the reason phrase sent with it and the metric label that counts it
+//! (as `sipfront_proto::ErrorKind` does for what cannot be parsed). Challenges (401/407) and
+//! store outages (503) are not refusals: the request may succeed when repeated.
+
+use sipfront_proto::{reply, Message};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    // Digest credentials (RFC 3261 22, RFC 7616).
+    /// Credentials that do not parse, or a nonce count that is not hex.
+    MalformedCredentials,
+    /// A digest parameter longer than any real one.
+    OversizedParameter,
+    /// A digest parameter the scheme requires is missing.
+    MissingParameter,
+    /// Too many failures for this user from this address, or from this address at all.
+    LockedOut,
+    /// The account is disabled.
+    Disabled,
+
+    // REGISTER (RFC 3261 10.3, RFC 5626).
+    BadContact,
+    BadExpires,
+    BadCSeq,
+    /// `Contact: *` with other contacts or an Expires other than 0 (step 6).
+    StarNeedsExpiresZero,
+    /// A CSeq not above the last one of the same Call-ID (step 7).
+    CSeqOutOfOrder,
+    /// RFC 5626 6: outbound through a first hop whose Path lacks `ob`.
+    FirstHopLacksOutbound,
+
+    // Who may send what (RFC 3261 16.4, and no relaying for strangers).
+    /// The Request-URI or To names a domain this server does not serve (no federation).
+    DomainNotServed,
+    /// A From of a domain this server does not serve: not one of our users.
+    UnknownFromDomain,
+    /// The From is not the user who authenticated.
+    NotTheAuthenticatedUser,
+    /// A Route naming somewhere other than us: we are not an open relay.
+    RouteElsewhere,
+
+    // Requests inside a dialog we record-routed (RFC 3261 16.12, RFC 5626 5.3).
+    /// Our Route entry does not name the two legs of a dialog.
+    MalformedRoute,
+    /// The sender is neither party of the dialog its Route names.
+    NotAParty,
+    /// The other party's connection is gone.
+    FlowFailed,
+}
+
+impl Refusal {
+    pub fn status(self) -> u16 {
+        use Refusal::*;
+        match self {
+            MalformedCredentials | OversizedParameter | MissingParameter => 400,
+            LockedOut | Disabled => 403,
+            BadContact | BadExpires | BadCSeq | StarNeedsExpiresZero | CSeqOutOfOrder => 400,
+            FirstHopLacksOutbound => 439,
+            DomainNotServed => 404,
+            UnknownFromDomain | NotTheAuthenticatedUser | RouteElsewhere => 403,
+            MalformedRoute => 400,
+            NotAParty => 403,
+            FlowFailed => 430,
+        }
+    }
+
+    /// The metric label (`sipfront_auth_failures_total{reason}`,
+    /// `sipfront_registrations_total{result}`).
+    pub fn label(self) -> &'static str {
+        use Refusal::*;
+        match self {
+            MalformedCredentials => "malformed",
+            OversizedParameter => "oversized_parameter",
+            MissingParameter => "missing_parameter",
+            LockedOut => "locked_out",
+            Disabled => "disabled",
+            BadContact => "bad_contact",
+            BadExpires => "bad_expires",
+            BadCSeq => "bad_cseq",
+            StarNeedsExpiresZero => "star_needs_expires_0",
+            CSeqOutOfOrder => "cseq_out_of_order",
+            FirstHopLacksOutbound => "first_hop_lacks_outbound",
+            DomainNotServed => "domain_not_served",
+            UnknownFromDomain => "unknown_from_domain",
+            NotTheAuthenticatedUser => "not_the_authenticated_user",
+            RouteElsewhere => "route_elsewhere",
+            MalformedRoute => "malformed_route",
+            NotAParty => "not_a_party",
+            FlowFailed => "flow_failed",
+        }
+    }
+
+    /// The reason phrase: the status's own, with what went wrong where that helps the sender.
+    pub fn phrase(self) -> &'static str {
+        use Refusal::*;
+        match self {
+            MalformedCredentials => "Bad Request (malformed)",
+            OversizedParameter => "Bad Request (oversized_parameter)",
+            MissingParameter => "Bad Request (missing_parameter)",
+            LockedOut => "Forbidden (locked_out)",
+            Disabled => "Forbidden (disabled)",
+            BadContact => "Bad Request (bad_contact)",
+            BadExpires => "Bad Request (bad_expires)",
+            BadCSeq => "Bad Request (bad_cseq)",
+            StarNeedsExpiresZero => "Bad Request (star_needs_expires_0)",
+            CSeqOutOfOrder => "Bad Request (cseq_out_of_order)",
+            FirstHopLacksOutbound => "First Hop Lacks Outbound Support",
+            DomainNotServed => "Domain Not Served",
+            UnknownFromDomain => "Forbidden (unknown From domain)",
+            NotTheAuthenticatedUser => "Forbidden (From does not match the authenticated user)",
+            RouteElsewhere => "Forbidden (Route to elsewhere: not a relay)",
+            MalformedRoute => "Bad Request (malformed Route)",
+            NotAParty => "Forbidden (not a party to this dialog)",
+            FlowFailed => "Flow Failed",
+        }
+    }
+
+    /// The response refusing `req`.
+    pub fn response(self, req: &Message, agent: &str) -> Message {
+        let mut r = reply::response(req, self.status(), agent);
+        r.set_reason(self.phrase());
+        r
+    }
+}
