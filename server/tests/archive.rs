@@ -138,3 +138,23 @@ async fn critical_mode_refuses_im_while_the_archive_cannot_be_written() {
         all.iter().filter(|e| String::from_utf8_lossy(&e.body).starts_with("during the outage")).count();
     assert!(accepted_during >= 1, "the message queued as the outage began was written after it: {all:?}");
 }
+
+/// `--since`/`--until` refuse a date that does not exist, before opening the store, instead of
+/// rolling it over (2026-02-31 once became 3 March).
+#[test]
+fn the_archive_search_refuses_impossible_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, date) in [("--since", "2026-02-31"), ("--until", "2026-13-01"), ("--since", "2026-01-01T24:00")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["archive", "search", "--user", "alice@example.test", flag, date])
+            .env_remove("SIPFRONT_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {date} accepted");
+        assert!(stderr.contains(&format!("{date:?} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)")), "{stderr}");
+    }
+    assert!(!dir.path().join("sipfront.db").exists(), "refused before the store was opened");
+}

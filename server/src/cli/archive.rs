@@ -2,8 +2,8 @@
 //! report: every message between two users (both directions) or between one user and anyone,
 //! in a time range, as a table, CSV or JSON.
 
+use super::time::{iso_time, parse_iso_time};
 use crate::config::Config;
-use crate::core::reply::{iso_time, parse_iso_time};
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use std::path::Path;

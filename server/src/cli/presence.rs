@@ -3,9 +3,9 @@
 //! through the store's change log within `database.poll_ms`, live subscriptions included.
 
 use super::archive::{csv_field, Format};
+use super::time::iso_time;
 use super::users::{csv_fields, parse_aor, with_store};
 use crate::config::Config;
-use crate::core::reply::iso_time;
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use sipfront_storage::{Contact, RuleAction, Store, StoreError};

@@ -162,7 +162,7 @@ impl Lockout {
 /// The wall-clock end of a lockout starting now, for the security log.
 fn until(lockout: Duration) -> String {
     let end = SystemTime::now() + lockout;
-    crate::core::reply::http_date(end)
+    httpdate::fmt_http_date(end)
 }
 
 #[cfg(test)]

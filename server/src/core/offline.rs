@@ -203,8 +203,9 @@ fn message_for(stored: &sipfront_storage::OfflineMessage) -> Message {
     m.push_header(HeaderName::To, format!("<sip:{}>", stored.recipient));
     m.push_header(HeaderName::CallId, format!("{}@offline.sipfront", reply::new_tag()));
     m.push_header(HeaderName::CSeq, "1 MESSAGE");
-    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(stored.received_at).unwrap_or(0));
-    m.push_header(HeaderName::Date, reply::http_date(when));
+    // httpdate panics past 9999-12-31 23:59:59 (253402300799), which a damaged store could hold.
+    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(stored.received_at).unwrap_or(0).min(253_402_300_799));
+    m.push_header(HeaderName::Date, httpdate::fmt_http_date(when));
     m.push_header(HeaderName::ContentType, stored.content_type.clone());
     m.push_header(HeaderName::ContentLength, "0");
     m.set_body(stored.body.clone());

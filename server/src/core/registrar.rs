@@ -214,7 +214,7 @@ impl Registrar {
             r.push_header(HeaderName::Require, "outbound");
         }
         r.push_header(HeaderName::Supported, super::SUPPORTED);
-        r.push_header(HeaderName::Date, reply::http_date(SystemTime::now()));
+        r.push_header(HeaderName::Date, httpdate::fmt_http_date(SystemTime::now()));
         r
     }
 }
