@@ -70,6 +70,62 @@ pub struct Account {
     pub password: String,
 }
 
+/// Users `user{n}` for n in `offset..offset+count`, password from `pattern` (`{n}` replaced).
+pub fn pattern_accounts(count: usize, offset: usize, pattern: &str) -> impl Iterator<Item = Account> + '_ {
+    (offset..offset + count)
+        .map(move |n| Account { user: format!("user{n}"), password: pattern.replace("{n}", &n.to_string()) })
+}
+
+/// Writes `accounts` as `user@domain,password` records for `sipfront user import`: RFC 4180
+/// CSV from the `csv` crate, which quotes a field holding a comma, a quote (doubled), a line
+/// break or a `#` (a comment line to the import); spaces are kept as they are, as the import
+/// keeps them.
+pub fn write_users_csv<'a>(
+    out: impl std::io::Write,
+    domain: &str,
+    accounts: impl IntoIterator<Item = &'a Account>,
+) -> anyhow::Result<()> {
+    let mut out = csv::WriterBuilder::new().comment(Some(b'#')).from_writer(out);
+    for a in accounts {
+        out.write_record([format!("{}@{domain}", a.user).as_str(), &a.password]).context("write CSV")?;
+    }
+    out.flush().context("write CSV")
+}
+
+/// The accounts of a users file, read by the rules of `sipfront user import`: RFC 4180 CSV (a
+/// quoted field may hold commas, doubled quotes and line breaks), fields taken as written,
+/// spaces included; blank lines, lines starting with `#` and a first `aor,...` header record
+/// skipped; `aor,password` or `aor,password,display name` per record. Errors name the record
+/// (the `csv` crate's line numbers are off after the lines it skips).
+pub fn read_users_csv(text: &[u8]) -> anyhow::Result<Vec<Account>> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).comment(Some(b'#')).from_reader(text);
+    let (mut accounts, mut first) = (Vec::new(), true);
+    for (i, record) in reader.records().enumerate() {
+        let record = record.context("read CSV")?;
+        let fields: Vec<&str> = record.iter().collect();
+        if let [blank] = fields[..] {
+            if blank.trim().is_empty() {
+                continue;
+            }
+        }
+        let header = std::mem::replace(&mut first, false)
+            && fields.first().is_some_and(|f| f.trim().eq_ignore_ascii_case("aor"));
+        let (aor, password) = match fields[..] {
+            _ if header => continue,
+            // As the import: no empty password, and no line break (a quote left open).
+            [aor, password] | [aor, password, _] if !password.is_empty() && !password.contains(['\r', '\n']) => {
+                (aor, password)
+            }
+            // Not the record itself in the message: it may hold a password.
+            _ => bail!("record {}: expected aor,password[,display name]", i + 1),
+        };
+        let aor = aor.trim().trim_start_matches("sip:");
+        let user = aor.split_once('@').map_or(aor, |(u, _)| u);
+        accounts.push(Account { user: user.to_string(), password: password.to_string() });
+    }
+    Ok(accounts)
+}
+
 /// When a run stops sending.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -160,30 +216,17 @@ impl Config {
 
     /// Users `user{n}` for n in `offset..offset+count`, password from `pattern` (`{n}` replaced).
     pub fn set_pattern_users(&mut self, count: usize, offset: usize, pattern: &str) {
-        self.accounts = (offset..offset + count)
-            .map(|n| Account { user: format!("user{n}"), password: pattern.replace("{n}", &n.to_string()) })
-            .collect();
+        self.accounts = pattern_accounts(count, offset, pattern).collect();
         self.users = count;
         self.users_from = format!("user{{n}} for n in {offset}..{}, password {pattern:?}", offset + count);
     }
 
-    /// Users from a CSV file of `aor,password` lines (the format `sipfront user import` reads);
-    /// a user part alone is taken in the run's domain.
+    /// Users from a CSV file of `aor,password[,display name]` records, the format `sipfront user
+    /// import` reads, with its rules (see [`read_users_csv`]); a user part alone is taken in the
+    /// run's domain.
     pub fn set_csv_users(&mut self, path: &Path) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-        let mut accounts = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((aor, password)) = line.split_once(',') else {
-                bail!("{}:{}: expected `aor,password`", path.display(), i + 1);
-            };
-            let aor = aor.trim().trim_start_matches("sip:");
-            let user = aor.split_once('@').map_or(aor, |(u, _)| u);
-            accounts.push(Account { user: user.to_string(), password: password.trim().to_string() });
-        }
+        let text = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let accounts = read_users_csv(&text).with_context(|| path.display().to_string())?;
         if accounts.is_empty() {
             bail!("{}: no users", path.display());
         }
@@ -318,6 +361,42 @@ mod tests {
         c.check().unwrap();
         c.local_ips = vec!["10.0.0.1".parse().unwrap()];
         assert!(c.check().is_err());
+    }
+
+    #[test]
+    fn users_files_round_trip() {
+        let accounts = vec![
+            Account { user: "zoe".into(), password: " p,w\"x ".into() },
+            Account { user: "bj\u{f6}rn".into(), password: "Zo\u{eb} \"Z\" O'Brien, Jr.".into() },
+            Account { user: "#hash".into(), password: "  two spaces  ".into() },
+            Account { user: "plain".into(), password: "#pw".into() },
+        ];
+        let mut text = Vec::new();
+        write_users_csv(&mut text, "example.test", &accounts).unwrap();
+        assert_eq!(read_users_csv(&text).unwrap(), accounts, "{}", String::from_utf8_lossy(&text));
+    }
+
+    #[test]
+    fn users_files_are_read_as_sipfront_user_import_reads_them() {
+        let text = "AOR,Password,Display name\r\n\
+            # staff, \"quoted\"\r\n\
+            \r\n\
+            sip:zoe@example.test,\" p,w\"\"x \",\"Zo\u{eb} \"\"Z\"\" O'Brien,\r\n Jr.\"\r\n\
+            \x20\x20\n\
+            bob,  two spaces  \n";
+        let accounts = read_users_csv(text.as_bytes()).unwrap();
+        assert_eq!(
+            accounts,
+            vec![
+                Account { user: "zoe".into(), password: " p,w\"x ".into() },
+                Account { user: "bob".into(), password: "  two spaces  ".into() },
+            ]
+        );
+        let err = read_users_csv(b"a@x,pw\nb@x\n").unwrap_err().to_string();
+        assert_eq!(err, "record 2: expected aor,password[,display name]");
+        assert!(read_users_csv(b"a@x,\n").is_err(), "an empty password");
+        assert!(read_users_csv(b"a@x,pw,name,more\n").is_err());
+        assert!(read_users_csv(b"a@x,\"pw\nb@x,pw\n").is_err(), "a quote left open");
     }
 
     #[test]

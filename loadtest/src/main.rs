@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use sipfront_loadtest::config::{parse_local_ips, Bound, Config, Scenario, TransportKind};
+use sipfront_loadtest::config::{
+    parse_local_ips, pattern_accounts, write_users_csv, Bound, Config, Scenario, TransportKind,
+};
 use sipfront_loadtest::provision::{find_sipfront, Provision};
 use sipfront_loadtest::ramp::Ramp;
 use sipfront_loadtest::scenario::model::Model;
@@ -28,7 +30,7 @@ enum Command {
     /// The OCS user model for --duration seconds: registrations, keep-alives, subscriptions
     /// and their refreshes, PUBLISH, IM sessions, presence fetches; --time-scale compresses it.
     Model(RunArgs),
-    /// Writes the pattern users as `aor,password` lines (for `sipfront user import`).
+    /// Writes the pattern users as `aor,password` CSV records (for `sipfront user import`).
     Users(UsersArgs),
 }
 
@@ -245,10 +247,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Presence(a) => (Scenario::Presence, a),
         Command::Model(a) => (Scenario::Model, a),
         Command::Users(u) => {
-            for n in u.user_offset..u.user_offset + u.users {
-                println!("user{n}@{},{}", u.domain, u.password_pattern.replace("{n}", &n.to_string()));
-            }
-            return Ok(());
+            let accounts: Vec<_> = pattern_accounts(u.users, u.user_offset, &u.password_pattern).collect();
+            return write_users_csv(std::io::stdout().lock(), &u.domain, &accounts);
         }
     };
     let config = args.config(scenario)?;

@@ -5,7 +5,7 @@
 //! the contact lists the run subscribes to are imported too (`contacts import`; an entry
 //! already there is left as it is).
 
-use crate::config::Account;
+use crate::config::{write_users_csv, Account};
 use anyhow::{bail, Context};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -66,29 +66,27 @@ impl Provision {
         let mut result =
             Provisioned { imported: missing.len(), already_there: accounts.len() - missing.len(), contacts: 0 };
         if !missing.is_empty() {
-            let mut text = String::with_capacity(missing.len() * 40);
-            for a in &missing {
-                text.push_str(&format!("{}@{domain},{}\n", a.user, csv_field(&a.password)));
-            }
+            let mut text = Vec::with_capacity(missing.len() * 40);
+            write_users_csv(&mut text, domain, missing)?;
             self.import(&["user", "import"], &text)?;
         }
         let aor = |i: &usize| accounts.get(*i).map(|a| format!("{}@{domain}", a.user));
-        let mut text = String::new();
+        let mut text = csv::WriterBuilder::new().comment(Some(b'#')).from_writer(Vec::new());
         for (owner, contacts) in lists {
             let Some(owner) = aor(owner) else { continue };
             for contact in contacts.iter().filter_map(aor) {
-                text.push_str(&format!("{owner},{contact}\n"));
+                text.write_record([&owner, &contact]).context("write CSV")?;
                 result.contacts += 1;
             }
         }
         if result.contacts > 0 {
-            self.import(&["contacts", "import"], &text)?;
+            self.import(&["contacts", "import"], &text.into_inner().context("write CSV")?)?;
         }
         Ok(result)
     }
 
     /// Runs `sipfront COMMAND... FILE` on `text` written to a private temporary file.
-    fn import(&self, command: &[&str], text: &str) -> anyhow::Result<()> {
+    fn import(&self, command: &[&str], text: &[u8]) -> anyhow::Result<()> {
         let file = PrivateFile::write(text)?;
         let path = file.path.to_string_lossy().into_owned();
         let out = self.sipfront(&[command, &[path.as_str()]].concat())?;
@@ -150,7 +148,7 @@ struct PrivateFile {
 }
 
 impl PrivateFile {
-    fn write(text: &str) -> anyhow::Result<PrivateFile> {
+    fn write(text: &[u8]) -> anyhow::Result<PrivateFile> {
         use std::os::unix::fs::OpenOptionsExt;
         let path =
             std::env::temp_dir().join(format!("sipfront-load-{}-{}.csv", std::process::id(), crate::sip::token()));
@@ -161,7 +159,7 @@ impl PrivateFile {
             .open(&path)
             .with_context(|| format!("create {}", path.display()))?;
         let file = PrivateFile { path };
-        f.write_all(text.as_bytes()).with_context(|| format!("write {}", file.path.display()))?;
+        f.write_all(text).with_context(|| format!("write {}", file.path.display()))?;
         Ok(file)
     }
 }
@@ -172,27 +170,10 @@ impl Drop for PrivateFile {
     }
 }
 
-/// A CSV field as `sipfront user import` reads it: quoted when it holds a comma or a quote,
-/// quotes doubled.
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"']) || s.trim() != s {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
-
-    #[test]
-    fn quotes_what_needs_it() {
-        assert_eq!(csv_field("pw1"), "pw1");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
 
     #[test]
     fn finds_sipfront_beside_the_executable_then_on_the_path() {

@@ -142,3 +142,37 @@ async fn the_contact_lists_of_a_resource_list_run_are_provisioned() {
     assert_eq!((r.transactions["subscribe"].ok, r.succeeded, r.failed), (10, 50, 0));
     assert!(r.measured_notifies >= 10 && r.unmatched_notifies == 0, "{}", r.measured_notifies);
 }
+
+/// Passwords with quotes, commas, spaces and UTF-8, and a user part starting with `#`: the
+/// users file the generator writes is imported by `sipfront user import` with exactly those
+/// passwords, and read back by `--users-csv` as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tricky_passwords_are_imported_exactly() {
+    use sipfront_loadtest::config::{read_users_csv, write_users_csv, Account};
+    use sipfront_proto::digest::{ha1, Algorithm};
+    let dir = tempfile::tempdir().unwrap();
+    let accounts: Vec<Account> = [
+        ("zoe", " p,w\"x "),
+        ("bjorn", "Zo\u{eb} \"Z\" O'Brien, Jr."),
+        ("carol", "  two spaces  "),
+        ("#dave", "#not a comment"),
+        ("erin", "\u{1F511}"),
+    ]
+    .into_iter()
+    .map(|(user, password)| Account { user: user.into(), password: password.into() })
+    .collect();
+    let p = Provision { data_dir: dir.path().to_path_buf(), bin: sipfront_cli(), config: None };
+    let provisioned = accounts.clone();
+    let done = tokio::task::spawn_blocking(move || p.run(DOMAIN, &provisioned, &[]).unwrap()).await.unwrap();
+    assert_eq!(done, Provisioned { imported: 5, already_there: 0, contacts: 0 });
+
+    let store = sipfront_storage::open("", dir.path()).await.unwrap();
+    for a in &accounts {
+        let user = store.user(&format!("{}@{DOMAIN}", a.user)).await.unwrap().unwrap();
+        assert_eq!(user.ha1_md5, ha1(Algorithm::Md5, &a.user, DOMAIN, &a.password), "{a:?}");
+        assert_eq!(user.ha1_sha256, ha1(Algorithm::Sha256, &a.user, DOMAIN, &a.password), "{a:?}");
+    }
+    let mut text = Vec::new();
+    write_users_csv(&mut text, DOMAIN, &accounts).unwrap();
+    assert_eq!(read_users_csv(&text).unwrap(), accounts);
+}

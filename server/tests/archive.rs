@@ -138,3 +138,69 @@ async fn critical_mode_refuses_im_while_the_archive_cannot_be_written() {
         all.iter().filter(|e| String::from_utf8_lossy(&e.body).starts_with("during the outage")).count();
     assert!(accepted_during >= 1, "the message queued as the outage began was written after it: {all:?}");
 }
+
+/// `--since`/`--until` refuse a date that does not exist, before opening the store, instead of
+/// rolling it over (2026-02-31 once became 3 March).
+#[test]
+fn the_archive_search_refuses_impossible_dates() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, date) in [("--since", "2026-02-31"), ("--until", "2026-13-01"), ("--since", "2026-01-01T24:00")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["archive", "search", "--user", "alice@example.test", flag, date])
+            .env_remove("SIPFRONT_DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {date} accepted");
+        assert!(stderr.contains(&format!("{date:?} is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)")), "{stderr}");
+    }
+    assert!(!dir.path().join("sipfront.db").exists(), "refused before the store was opened");
+}
+
+/// Message text with quotes, commas, line breaks, spaces and UTF-8 comes back whole from
+/// `archive search --format csv` to a CSV reader.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_archive_search_csv_gives_tricky_text_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = " Zo\u{eb} \"Z\" O'Brien, Jr.\r\nsays: p,w\"x \n#not a comment ";
+    {
+        let store = sipfront_storage::open("", dir.path()).await.unwrap();
+        let entry = sipfront_storage::ArchiveEntry {
+            at: 1_795_000_000,
+            sender: "zoe@example.test".into(),
+            recipient: "bob@example.test".into(),
+            call_id: "a,b\"c".into(),
+            content_type: "text/plain; charset=utf-8".into(),
+            body: text.as_bytes().to_vec(),
+            first_in_session: true,
+        };
+        store.archive(&[entry]).await.unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["archive", "search", "--user", "zoe@example.test", "--format", "csv"])
+        .env_remove("SIPFRONT_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(&out.stdout[..]);
+    let rows: Vec<Vec<String>> = reader.records().map(|r| r.unwrap().iter().map(String::from).collect()).collect();
+    assert_eq!(
+        rows,
+        vec![
+            vec!["time", "from", "to", "call_id", "content_type", "first_in_session", "text"],
+            vec![
+                "2026-11-18 11:06:40",
+                "zoe@example.test",
+                "bob@example.test",
+                "a,b\"c",
+                "text/plain; charset=utf-8",
+                "true",
+                text
+            ],
+        ]
+    );
+}

@@ -215,3 +215,39 @@ async fn unknown_owners_and_bad_addresses_are_one_clear_error() {
     let contacts = cli(&s, &["contacts", "list", "alice@example.test", "--format", "csv"], "").await;
     assert_eq!(contacts, "group,contact,name\n");
 }
+
+/// A contacts file with quotes, commas, spaces and a line break inside quotes, UTF-8, a header
+/// and a comment: `contacts import` keeps every field as written, and `contacts list --format
+/// csv` gives the same fields back to a CSV reader.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tricky_contacts_file_round_trips_through_import_and_list() {
+    for backend in backends("presence_cli_tricky_contacts").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let file = s.dir.path().join("contacts.csv");
+        std::fs::write(
+            &file,
+            "owner,contact,group,name\n\
+             # a comment, \"with quotes\"\n\
+             alice@example.test,zoe@example.test,\" Friends, \"\"close\"\" \",\"Zo\u{eb} \"\"Z\"\" O'Brien,\r\n Jr.\"\n\
+             \n\
+             alice@example.test, sip:bob@Example.TEST ,#work,  Bob  \n",
+        )
+        .expect("write contacts.csv");
+        let out = cli(&s, &["contacts", "import", file.to_str().expect("a UTF-8 path")], "").await;
+        assert_eq!(out, "imported 2 contacts\n", "{backend:?}");
+        let csv = cli(&s, &["contacts", "list", "alice@example.test", "--format", "csv"], "").await;
+        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(csv.as_bytes());
+        let mut rows: Vec<Vec<String>> =
+            reader.records().map(|r| r.expect("CSV from contacts list").iter().map(String::from).collect()).collect();
+        rows[1..].sort();
+        assert_eq!(
+            rows,
+            vec![
+                vec!["group", "contact", "name"],
+                vec![" Friends, \"close\" ", "zoe@example.test", "Zo\u{eb} \"Z\" O'Brien,\r\n Jr."],
+                vec!["#work", "bob@example.test", "  Bob  "],
+            ],
+            "{backend:?}: {csv}"
+        );
+    }
+}

@@ -158,3 +158,37 @@ async fn locked_sqlite_is_503_and_heals_by_itself() {
     let ready = eventually(Duration::from_secs(6), async || s.http_get("/readyz").await.0 == 200).await;
     assert!(ready, "/readyz is 200 again");
 }
+
+/// A users file with quotes, commas, spaces and a line break inside quotes, UTF-8, a header and
+/// a comment: `user import` stores exactly those passwords and display names.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tricky_users_file_imports_exactly_its_passwords() {
+    for backend in backends("store_tricky_import").await {
+        // Polling below fails attempts on purpose: no lockout for them.
+        let s = TestServer::with_users(&backend, &[], |c| c.auth.max_failures = 1000).await;
+        let file = s.dir.path().join("users.csv");
+        std::fs::write(
+            &file,
+            "aor,password,display name\r\n\
+             # a comment, \"with quotes\"\r\n\
+             zoe@example.test,\" p,w\"\"x \",\"Zo\u{eb} \"\"Z\"\" O'Brien,\r\n Jr.\"\r\n\
+             \r\n\
+             sip:bjorn@Example.TEST,p\u{e5}ssw\u{f6}rd\r\n\
+             carol@example.test,  two spaces  ,Carol\r\n",
+        )
+        .expect("write users.csv");
+        let out = cli(&s, &["user", "import", file.to_str().expect("a UTF-8 path")], "").await;
+        assert_eq!(out, "imported 3 users\n", "{backend:?}");
+
+        let store = s.server.directory.store().clone();
+        let zoe = store.user("zoe@example.test").await.expect("the store").expect("zoe");
+        assert_eq!(zoe.display_name, "Zo\u{eb} \"Z\" O'Brien,\r\n Jr.");
+        for (user, password) in [("zoe", " p,w\"x "), ("bjorn", "p\u{e5}ssw\u{f6}rd"), ("carol", "  two spaces  ")] {
+            let registered =
+                eventually(Duration::from_secs(5), async || register_status(&s, user, password).await == Some(200))
+                    .await;
+            assert!(registered, "{user} registers with {password:?} on {backend:?}");
+        }
+        assert_eq!(register_status(&s, "carol", "two spaces").await, Some(401), "the spaces are the password's");
+    }
+}

@@ -2,8 +2,8 @@
 //! report: every message between two users (both directions) or between one user and anyone,
 //! in a time range, as a table, CSV or JSON.
 
+use super::time::{iso_time, parse_iso_time};
 use crate::config::Config;
-use crate::core::reply::{iso_time, parse_iso_time};
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
 use std::path::Path;
@@ -73,9 +73,9 @@ pub fn run(config: &Config, data_dir: &Path, command: ArchiveCommand) -> anyhow:
             println!("({} messages)", entries.len());
         }
         Format::Csv => {
-            println!("time,from,to,call_id,content_type,first_in_session,text");
-            for e in &entries {
-                let fields = [
+            let names = ["time", "from", "to", "call_id", "content_type", "first_in_session", "text"];
+            let rows = entries.iter().map(|e| {
+                [
                     iso_time(e.at),
                     e.sender.clone(),
                     e.recipient.clone(),
@@ -83,9 +83,9 @@ pub fn run(config: &Config, data_dir: &Path, command: ArchiveCommand) -> anyhow:
                     e.content_type.clone(),
                     e.first_in_session.to_string(),
                     text(e),
-                ];
-                println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            }
+                ]
+            });
+            write_csv(std::io::stdout().lock(), &names, rows)?;
         }
         Format::Json => {
             let rows: Vec<serde_json::Value> = entries
@@ -109,11 +109,40 @@ pub fn run(config: &Config, data_dir: &Path, command: ArchiveCommand) -> anyhow:
     Ok(())
 }
 
-/// RFC 4180: quote a field holding a comma, quote or line break; double its quotes.
-pub(super) fn csv_field(f: &str) -> String {
-    if f.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", f.replace('"', "\"\""))
-    } else {
-        f.to_string()
+/// `names` and then `rows` as RFC 4180 CSV: the `csv` crate quotes a field holding a comma, a
+/// quote (doubled), a line break or a `#` (which would start a comment line for the imports),
+/// as `user import` and `contacts import` read them.
+pub(super) fn write_csv<R: IntoIterator<Item = impl AsRef<[u8]>>>(
+    out: impl std::io::Write,
+    names: &[&str],
+    rows: impl IntoIterator<Item = R>,
+) -> anyhow::Result<()> {
+    let mut out = csv::WriterBuilder::new().comment(Some(b'#')).from_writer(out);
+    out.write_record(names).context("writing CSV")?;
+    for row in rows {
+        out.write_record(row).context("writing CSV")?;
+    }
+    out.flush().context("writing CSV")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_written_reads_back_as_it_was() {
+        let rows = [
+            ["Zo\u{eb} \"Z\" O'Brien,\n Jr.", " p,w\"x ", "#3", ""],
+            ["#not a comment", "", " ", "x"],
+            ["  spaces  ", "a\r\nb", "caf\u{e9}", "plain"],
+        ];
+        let mut out = Vec::new();
+        write_csv(&mut out, &["a", "b", "c", "d"], rows).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("a,b,c,d\n\"Zo\u{eb} \"\"Z\"\" O'Brien,\n Jr.\",\" p,w\"\"x \","), "{text}");
+        let read = super::super::users::csv_records(text.as_bytes(), "a").unwrap();
+        let read: Vec<Vec<&str>> = read.iter().map(|(_, r)| r.iter().collect()).collect();
+        assert_eq!(read, rows.iter().map(|r| r.to_vec()).collect::<Vec<_>>());
     }
 }

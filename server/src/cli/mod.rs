@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 mod archive;
 mod presence;
+mod time;
 mod users;
 
 #[derive(Parser, Debug)]

@@ -2,10 +2,10 @@
 //! contact list (what a resource-list subscription shows). Changes reach running servers
 //! through the store's change log within `database.poll_ms`, live subscriptions included.
 
-use super::archive::{csv_field, Format};
-use super::users::{csv_fields, parse_aor, with_store};
+use super::archive::{write_csv, Format};
+use super::time::iso_time;
+use super::users::{csv_records, parse_aor, with_store};
 use crate::config::Config;
-use crate::core::reply::iso_time;
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use sipfront_storage::{Contact, RuleAction, Store, StoreError};
@@ -54,8 +54,9 @@ pub enum ContactsCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Add the contacts of a CSV file: owner,contact[,group[,display name]] per line (an
-    /// `owner,...` header and `#` comments are skipped), BATCH lines per transaction.
+    /// Add the contacts of a CSV file (RFC 4180): owner,contact[,group[,display name]] per
+    /// record (an `owner,...` header, blank lines and `#` comment lines are skipped), BATCH
+    /// records per transaction. Fields are taken as written, spaces included.
     Import {
         file: std::path::PathBuf,
         #[arg(long, default_value_t = 1000)]
@@ -129,7 +130,7 @@ pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) 
     // Read and check the whole file before touching the store.
     let import = match &command {
         ContactsCommand::Import { file, .. } => Some(
-            std::fs::read_to_string(file)
+            std::fs::read(file)
                 .with_context(|| format!("reading {}", file.display()))
                 .and_then(|text| parse_contacts(&text))?,
         ),
@@ -180,18 +181,14 @@ pub fn run_contacts(config: &Config, data_dir: &Path, command: ContactsCommand) 
     })
 }
 
-/// The contacts of an import file, each with its line number.
-fn parse_contacts(text: &str) -> anyhow::Result<Vec<(usize, Contact)>> {
+/// The contacts of an import file, each with the line it starts on.
+fn parse_contacts(text: &[u8]) -> anyhow::Result<Vec<(usize, Contact)>> {
     let mut contacts = Vec::new();
-    for (n, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {
-        if line.is_empty() || line.starts_with('#') || (n == 1 && line.to_ascii_lowercase().starts_with("owner,")) {
-            continue;
-        }
-        let fields = csv_fields(line);
-        let (owner, contact, group, name) = match fields.as_slice() {
+    for (n, record) in csv_records(text, "owner")? {
+        let (owner, contact, group, name) = match record.iter().collect::<Vec<_>>()[..] {
             [o, c] => (o, c, "", ""),
-            [o, c, g] => (o, c, g.as_str(), ""),
-            [o, c, g, d] => (o, c, g.as_str(), d.as_str()),
+            [o, c, g] => (o, c, g, ""),
+            [o, c, g, d] => (o, c, g, d),
             _ => bail!("line {n}: expected owner,contact[,group[,display name]]"),
         };
         let contact = Contact {
@@ -226,12 +223,7 @@ fn print_rows<const N: usize>(names: &[&str; N], rows: &[[String; N]], format: F
             }
             println!("({} {})", rows.len(), if rows.len() == 1 { "entry" } else { "entries" });
         }
-        Format::Csv => {
-            println!("{}", names.join(","));
-            for r in rows {
-                println!("{}", r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            }
-        }
+        Format::Csv => write_csv(std::io::stdout().lock(), names, rows)?,
         Format::Json => {
             let objects: Vec<serde_json::Value> = rows
                 .iter()
@@ -245,4 +237,36 @@ fn print_rows<const N: usize>(names: &[&str; N], rows: &[[String; N]], format: F
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tricky_contacts_file_is_read_as_written() {
+        let text = "Owner,Contact,Group,Name\n\
+            # alice's list\n\
+            alice@example.test, sip:Zoe@Example.TEST ,\" Work, \"\"A\"\" \",\"Zo\u{eb} \"\"Z\"\" O'Brien,\r\n Jr.\"\n\
+            \n\
+            alice@example.test,bob@example.test\n\
+            alice@example.test,carol@example.test,,  Carol  \n\
+            alice@example.test,dave\n";
+        let err = format!("{:#}", parse_contacts(text.as_bytes()).unwrap_err());
+        assert!(err.starts_with("line 8: contact: "), "{err}");
+        let contacts = parse_contacts(text.rsplit_once("alice@example.test,dave").unwrap().0.as_bytes()).unwrap();
+        let zoe = Contact {
+            owner: "alice@example.test".into(),
+            contact: "Zoe@example.test".into(),
+            group: " Work, \"A\" ".into(),
+            display_name: "Zo\u{eb} \"Z\" O'Brien,\r\n Jr.".into(),
+        };
+        assert_eq!(contacts[0], (3, zoe));
+        assert_eq!(
+            (contacts[1].0, contacts[1].1.contact.as_str(), contacts[1].1.group.as_str()),
+            (6, "bob@example.test", "")
+        );
+        assert_eq!((contacts[2].0, contacts[2].1.display_name.as_str()), (7, "  Carol  "));
+    }
 }

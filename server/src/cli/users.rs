@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use sipfront_proto::digest::{ha1, Algorithm};
 use sipfront_storage::{NewUser, Store};
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,8 +49,10 @@ pub enum UserCommand {
     Enable {
         aor: String,
     },
-    /// Add users from a CSV file: `aor,password[,display name]` per line, in batches of one
-    /// transaction each.
+    /// Add users from a CSV file (RFC 4180): `aor,password[,display name]` per record, an
+    /// `aor,...` header, blank lines and `#` comment lines skipped, in batches of one
+    /// transaction each. Fields are taken as written, spaces included; quote a field to hold
+    /// a comma, a quote (doubled) or a line break.
     Import {
         file: PathBuf,
         #[arg(long, default_value_t = 1000)]
@@ -133,11 +135,7 @@ pub fn run_user(config: &Config, data_dir: &Path, command: UserCommand) -> anyho
     };
     let text = match &command {
         UserCommand::Import { file, .. } => {
-            let mut t = String::new();
-            std::fs::File::open(file)
-                .and_then(|mut f| f.read_to_string(&mut t))
-                .with_context(|| format!("reading {}", file.display()))?;
-            Some(t)
+            Some(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?)
         }
         _ => None,
     };
@@ -168,7 +166,7 @@ pub fn run_user(config: &Config, data_dir: &Path, command: UserCommand) -> anyho
         }
         UserCommand::Disable { aor } => set_enabled(&*store, &aor, false).await,
         UserCommand::Enable { aor } => set_enabled(&*store, &aor, true).await,
-        UserCommand::Import { batch, .. } => import(&*store, text.as_deref().unwrap_or_default(), batch.max(1)).await,
+        UserCommand::Import { batch, .. } => import(&*store, &text.unwrap_or_default(), batch.max(1)).await,
     })
 }
 
@@ -179,20 +177,12 @@ async fn set_enabled(store: &dyn Store, aor: &str, enabled: bool) -> anyhow::Res
     Ok(())
 }
 
-async fn import(store: &dyn Store, text: &str, batch: usize) -> anyhow::Result<()> {
-    let mut users = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || (n == 0 && line.to_ascii_lowercase().starts_with("aor,")) {
-            continue;
-        }
-        let fields = csv_fields(line);
-        let (aor, password, display) = match fields.as_slice() {
-            [a, p] => (a, p, ""),
-            [a, p, d] => (a, p, d.as_str()),
-            _ => bail!("line {}: expected aor,password[,display name]", n + 1),
-        };
-        users.push(new_user(aor, password, display).with_context(|| format!("line {}", n + 1))?);
+async fn import(store: &dyn Store, text: &[u8], batch: usize) -> anyhow::Result<()> {
+    let (users, spaced) = parse_users(text)?;
+    if let Some(n) = spaced {
+        // Files once read with fields trimmed (`alice@example.test, secret`) now give passwords
+        // with spaces: say so rather than let the users find out at their first login.
+        eprintln!("note: the password on line {n} (and maybe others) begins or ends with a space, kept as written");
     }
     let mut added = 0;
     for chunk in users.chunks(batch) {
@@ -202,29 +192,74 @@ async fn import(store: &dyn Store, text: &str, batch: usize) -> anyhow::Result<(
     Ok(())
 }
 
-/// One CSV line: fields separated by commas, optionally in double quotes (`""` is a quote).
-pub(super) fn csv_fields(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                if let Some(f) = fields.last_mut() {
-                    f.push('"');
+/// The users of an import file, checked before any is stored, and the first line whose
+/// password begins or ends with a space.
+fn parse_users(text: &[u8]) -> anyhow::Result<(Vec<NewUser>, Option<usize>)> {
+    let (mut users, mut spaced) = (Vec::new(), None);
+    for (n, record) in csv_records(text, "aor")? {
+        let (aor, password, display) = match record.iter().collect::<Vec<_>>()[..] {
+            [a, p] => (a, p, ""),
+            [a, p, d] => (a, p, d),
+            _ => bail!("line {n}: expected aor,password[,display name]"),
+        };
+        // `user add` reads a password from one line, and a client types it on one: a line
+        // break here is a quote left open, which would swallow the lines after it.
+        if password.contains(['\r', '\n']) {
+            bail!("line {n}: a line break in the password (a quote left open?)");
+        }
+        if password.trim() != password {
+            spaced = spaced.or(Some(n));
+        }
+        users.push(new_user(aor, password, display).with_context(|| format!("line {n}"))?);
+    }
+    Ok((users, spaced))
+}
+
+/// The records of an import file (RFC 4180 CSV: a field in double quotes may hold commas,
+/// doubled quotes and line breaks), each with the line it starts on. Blank lines, lines
+/// starting with `#` and a first record whose first field is `header` (any case) are skipped.
+/// Fields are taken as written, surrounding spaces included (RFC 4180 2.4): a reader cannot
+/// tell `"  pw"` from `  pw` once parsed, and writers (spreadsheets, `csv` libraries) quote
+/// only fields holding a comma, a quote or a line break, so trimming would change passwords.
+/// Addresses, which hold no spaces, are trimmed where [`parse_aor`] reads them.
+pub(super) fn csv_records(text: &[u8], header: &str) -> anyhow::Result<Vec<(usize, csv::StringRecord)>> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).comment(Some(b'#')).from_reader(text);
+    let mut records = Vec::new();
+    let mut first = true;
+    // The reader's position (byte and line) is where it began reading, before the line ends
+    // and comment lines it skipped: a record starts past those, on the line counted here.
+    let (mut counted, mut lines) = (0, 0);
+    let mut bytes = csv::ByteRecord::new();
+    loop {
+        let mut start = usize::try_from(reader.position().byte()).unwrap_or(usize::MAX);
+        if !reader.read_byte_record(&mut bytes).context("reading CSV")? {
+            return Ok(records);
+        }
+        loop {
+            match text.get(start) {
+                Some(b'\r' | b'\n') => start += 1,
+                Some(b'#') => {
+                    start = text[start..].iter().position(|&b| b == b'\n').map_or(text.len(), |i| start + i + 1)
                 }
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => {
-                if let Some(f) = fields.last_mut() {
-                    f.push(c);
-                }
+                _ => break,
             }
         }
+        lines += text.get(counted..start).unwrap_or_default().iter().filter(|&&b| b == b'\n').count();
+        counted = counted.max(start);
+        let line = lines + 1;
+        let record = csv::StringRecord::from_byte_record(std::mem::take(&mut bytes))
+            .map_err(|e| anyhow::anyhow!("line {line}: field {} is not UTF-8", e.utf8_error().field() + 1))?;
+        // A line of spaces is blank too (the reader skips only empty lines).
+        let first_field = record.get(0).unwrap_or_default();
+        if record.len() == 1 && first_field.trim().is_empty() {
+            continue;
+        }
+        let is_header = first && first_field.trim().eq_ignore_ascii_case(header);
+        first = false;
+        if !is_header {
+            records.push((line, record));
+        }
     }
-    fields.into_iter().map(|f| f.trim().to_string()).collect()
 }
 
 #[cfg(test)]
@@ -232,10 +267,54 @@ pub(super) fn csv_fields(line: &str) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// A tricky file: quotes, commas, a line break and spaces inside quotes, UTF-8, a header,
+    /// a comment, blank lines, CRLF line ends.
+    const TRICKY: &str = "AOR,Password,Display name\r\n\
+        # staff\r\n\
+        \r\n\
+        zoe@example.test,\" p,w\"\"x \",\"Zo\u{eb} \"\"Z\"\" O'Brien,\r\n Jr.\"\r\n\
+        \x20\x20\r\n\
+        sip:bob@Example.TEST,b\u{f8}b,\r\n\
+        carol@example.test,  two spaces  \n";
+
     #[test]
-    fn csv() {
-        assert_eq!(csv_fields("a@x,pw"), vec!["a@x", "pw"]);
-        assert_eq!(csv_fields(r#"a@x,"p,w","Doe, ""J""""#), vec!["a@x", "p,w", r#"Doe, "J""#]);
+    fn a_tricky_file_is_read_as_written() {
+        let records = csv_records(TRICKY.as_bytes(), "aor").unwrap();
+        let fields: Vec<(usize, Vec<&str>)> = records.iter().map(|(n, r)| (*n, r.iter().collect())).collect();
+        assert_eq!(
+            fields,
+            vec![
+                (4, vec!["zoe@example.test", " p,w\"x ", "Zo\u{eb} \"Z\" O'Brien,\r\n Jr."]),
+                (7, vec!["sip:bob@Example.TEST", "b\u{f8}b", ""]),
+                (8, vec!["carol@example.test", "  two spaces  "]),
+            ]
+        );
+        let (users, spaced) = parse_users(TRICKY.as_bytes()).unwrap();
+        assert_eq!(spaced, Some(4));
+        assert_eq!(users[0].aor(), "zoe@example.test");
+        assert_eq!(users[0].display_name, "Zo\u{eb} \"Z\" O'Brien,\r\n Jr.");
+        assert_eq!(users[0].ha1_md5, ha1(Algorithm::Md5, "zoe", "example.test", " p,w\"x "));
+        assert_eq!(users[1].aor(), "bob@example.test");
+        assert_eq!(users[1].ha1_sha256, ha1(Algorithm::Sha256, "bob", "example.test", "b\u{f8}b"));
+        assert_eq!(users[2].ha1_md5, ha1(Algorithm::Md5, "carol", "example.test", "  two spaces  "));
+    }
+
+    #[test]
+    fn only_a_first_record_is_a_header() {
+        let records = csv_records(b"# users\naor,password\nalice@x,pw\naor,pw2\n", "aor").unwrap();
+        let firsts: Vec<&str> = records.iter().map(|(_, r)| &r[0]).collect();
+        assert_eq!(firsts, vec!["alice@x", "aor"]);
+    }
+
+    #[test]
+    fn bad_records_name_their_line() {
+        let err = |text: &[u8]| format!("{:#}", parse_users(text).unwrap_err());
+        assert_eq!(err(b"a@x,pw\n\nb@x\n"), "line 3: expected aor,password[,display name]");
+        assert_eq!(err(b"a@x,pw,name,more\n"), "line 1: expected aor,password[,display name]");
+        assert!(err(b"a@x,pw\nnobody,pw\n").starts_with("line 2: "));
+        assert_eq!(err(b"a@x,pw\nb@x,\n"), "line 2: b@x: empty password");
+        assert_eq!(err(b"a@x,\"pw\nb@x,pw\n"), "line 1: a line break in the password (a quote left open?)");
+        assert_eq!(err(b"a@x,pw\nb@x,p\xffw\n"), "line 2: field 2 is not UTF-8");
     }
 
     #[test]

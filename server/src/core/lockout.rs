@@ -162,7 +162,7 @@ impl Lockout {
 /// The wall-clock end of a lockout starting now, for the security log.
 fn until(lockout: Duration) -> String {
     let end = SystemTime::now() + lockout;
-    crate::core::reply::http_date(end)
+    super::date::sip_date(end)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod auth;
+pub mod date;
 pub mod directory;
 pub mod gate;
 pub mod location;
@@ -17,7 +18,6 @@ pub mod presence;
 pub mod proxy;
 pub mod refusal;
 pub mod registrar;
-pub mod reply;
 
 use crate::config::Config;
 use crate::ops::metrics as m;
@@ -213,17 +213,12 @@ fn run(fut: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-/// Bytes from the operating system's CSPRNG, for keys and unguessable identifiers. Falls back
-/// to a time-seeded generator only if /dev/urandom cannot be read (then logged).
+/// Bytes from the operating system's CSPRNG, for keys and unguessable identifiers.
 pub fn secure_random(n: usize) -> Vec<u8> {
-    use std::io::Read;
     let mut buf = vec![0u8; n];
-    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut buf)) {
-        Ok(()) => buf,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read /dev/urandom; using a weaker generator");
-            buf.iter_mut().for_each(|b| *b = fastrand::u8(..));
-            buf
-        }
-    }
+    // No weaker fallback: on Linux getrandom fails only where both the getrandom(2) syscall
+    // and /dev/urandom are unavailable, and there the standard library has already panicked
+    // seeding the first HashMap (std reads the same sources, and panics when both fail).
+    getrandom::fill(&mut buf).expect("the OS random source, which std's HashMap seeding already needed");
+    buf
 }

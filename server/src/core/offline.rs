@@ -9,6 +9,7 @@
 //! there, as an entry of its own that user, rule and list caches ignore). Refreshes of everyone
 //! else cost no store round trip.
 
+use super::date::sip_date_of_unix;
 use super::messaging::Messaging;
 use crate::config;
 use crate::ops::metrics as m;
@@ -192,8 +193,7 @@ fn message_for(stored: &sipfront_storage::OfflineMessage) -> Message {
     m.push_header(HeaderName::To, format!("<sip:{}>", stored.recipient));
     m.push_header(HeaderName::CallId, format!("{}@offline.sipfront", reply::new_tag()));
     m.push_header(HeaderName::CSeq, "1 MESSAGE");
-    let when = UNIX_EPOCH + Duration::from_secs(u64::try_from(stored.received_at).unwrap_or(0));
-    m.push_header(HeaderName::Date, crate::core::reply::http_date(when));
+    m.push_header(HeaderName::Date, sip_date_of_unix(stored.received_at));
     m.push_header(HeaderName::ContentType, stored.content_type.clone());
     m.push_header(HeaderName::ContentLength, "0");
     m.set_body(stored.body.clone());

@@ -3,6 +3,7 @@
 //! reg-id, reached over the flow it registered on), RFC 5627 GRUUs, RFC 3327 Path and RFC
 //! 3608 Service-Route. It decides; `state::bindings` stores.
 
+use super::date::sip_date;
 use super::gate::Gate;
 use super::messaging::Messaging;
 use super::options::SUPPORTED;
@@ -251,7 +252,7 @@ impl Registrar {
             r.push_header(HeaderName::Require, "outbound");
         }
         r.push_header(HeaderName::Supported, SUPPORTED);
-        r.push_header(HeaderName::Date, crate::core::reply::http_date(SystemTime::now()));
+        r.push_header(HeaderName::Date, sip_date(SystemTime::now()));
         r
     }
 }
