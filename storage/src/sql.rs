@@ -40,6 +40,9 @@ pub trait RowsAffected {
     fn rows_affected(&self) -> u64;
 }
 
+/// A statement with its parameters as [`sqlx::query`] makes it.
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>;
+
 /// The store on one backend: [`crate::SqliteStore`] or [`crate::PgStore`].
 pub struct SqlStore<DB: Database> {
     pub(crate) pool: Pool<DB>,
@@ -77,16 +80,7 @@ where
     async fn add_domain(&self, domain: &str) -> Result<bool> {
         check_domain(domain)?;
         let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
-        let r = sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-            .bind(domain)
-            .bind(now())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(domain, e))?;
-        let created = r.rows_affected() == 1;
-        if created {
-            self.note_change(&mut tx, &Change::Domain(domain.to_string())).await?;
-        }
+        let created = self.insert_domain(&mut tx, domain, now()).await?;
         tx.commit().await.map_err(|e| map_err("commit", e))?;
         Ok(created)
     }
@@ -111,7 +105,7 @@ where
         self.add_users(std::slice::from_ref(user)).await.map(|_| ())
     }
 
-    async fn add_users(&self, users: &[crate::NewUser]) -> Result<usize> {
+    async fn add_users(&self, users: &[NewUser]) -> Result<usize> {
         for u in users {
             check_new_user(u)?;
         }
@@ -121,15 +115,7 @@ where
         domains.sort_unstable();
         domains.dedup();
         for d in domains {
-            let r = sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(d)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_err(d, e))?;
-            if r.rows_affected() == 1 {
-                self.note_change(&mut tx, &Change::Domain(d.to_string())).await?;
-            }
+            self.insert_domain(&mut tx, d, now).await?;
         }
         for u in users {
             let aor = u.aor();
@@ -192,14 +178,19 @@ where
     }
 
     async fn set_credentials(&self, aor: &str, ha1_md5: &str, ha1_sha256: &str) -> Result<()> {
-        self.update(aor, "UPDATE users SET ha1_md5 = $2, ha1_sha256 = $3, updated_at = $4 WHERE aor = $1", |q| {
-            q.bind(ha1_md5.to_string()).bind(ha1_sha256.to_string())
+        self.change_user(aor, "UPDATE users SET ha1_md5 = $2, ha1_sha256 = $3, updated_at = $4 WHERE aor = $1", |q| {
+            q.bind(ha1_md5.to_string()).bind(ha1_sha256.to_string()).bind(now())
         })
         .await
+        .map(|_| ())
     }
 
     async fn set_enabled(&self, aor: &str, enabled: bool) -> Result<()> {
-        self.update(aor, "UPDATE users SET enabled = $2, updated_at = $3 WHERE aor = $1", |q| q.bind(enabled)).await
+        self.change_user(aor, "UPDATE users SET enabled = $2, updated_at = $3 WHERE aor = $1", |q| {
+            q.bind(enabled).bind(now())
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn changes_since(&self, since: i64) -> Result<Changes> {
@@ -410,7 +401,7 @@ where
 
     async fn set_rule(&self, owner: &str, watcher: &str, action: RuleAction) -> Result<()> {
         let watcher = normal_aor(watcher, true)?;
-        self.owned_change(
+        self.change_user(
             owner,
             "INSERT INTO presence_rules (owner, watcher, action, updated_at) \
              SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM users WHERE aor = $1) \
@@ -424,7 +415,7 @@ where
     async fn remove_rule(&self, owner: &str, watcher: &str) -> Result<bool> {
         let watcher = normal_aor(watcher, true)?;
         let n = self
-            .owned_change(owner, "DELETE FROM presence_rules WHERE owner = $1 AND watcher = $2", |q| q.bind(watcher))
+            .change_user(owner, "DELETE FROM presence_rules WHERE owner = $1 AND watcher = $2", |q| q.bind(watcher))
             .await;
         match n {
             Ok(_) => Ok(true),
@@ -489,7 +480,7 @@ where
         let r = match group {
             Some(g) => {
                 let g = g.to_string();
-                self.owned_change(
+                self.change_user(
                     owner,
                     "DELETE FROM contacts WHERE owner = $1 AND contact = $2 AND group_name = $3",
                     |q| q.bind(contact).bind(g),
@@ -497,7 +488,7 @@ where
                 .await
             }
             None => {
-                self.owned_change(owner, "DELETE FROM contacts WHERE owner = $1 AND contact = $2", |q| q.bind(contact))
+                self.change_user(owner, "DELETE FROM contacts WHERE owner = $1 AND contact = $2", |q| q.bind(contact))
                     .await
             }
         };
@@ -530,15 +521,14 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
-    /// Runs a statement on one owner's presence data (`$1` is the owner) and notes the
-    /// change in the owner's change log; `NotFound` when it touched nothing.
-    async fn owned_change<'q>(
+    /// Runs a statement that changes one user's data (`$1` is the AOR: the user's row, or the
+    /// owner of presence rules and contacts) and notes the change in the change log; how many
+    /// rows it touched, `NotFound` when none.
+    async fn change_user<'q>(
         &self,
         owner: &'q str,
         sql: &'q str,
-        bind: impl FnOnce(
-            sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-        ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+        bind: impl FnOnce(Query<'q, DB>) -> Query<'q, DB>,
     ) -> Result<u64> {
         let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
         let r = bind(sqlx::query(sql).bind(owner)).execute(&mut *tx).await.map_err(|e| map_err(owner, e))?;
@@ -550,6 +540,22 @@ where
         Ok(r.rows_affected())
     }
 
+    /// Adds a domain created `at` unless it is there, noting it in the change log if it was
+    /// added; whether it was.
+    async fn insert_domain(&self, tx: &mut sqlx::Transaction<'_, DB>, domain: &str, at: i64) -> Result<bool> {
+        let r = sqlx::query("INSERT INTO domains (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(domain)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| map_err(domain, e))?;
+        let created = r.rows_affected() == 1;
+        if created {
+            self.note_change(tx, &Change::Domain(domain.to_string())).await?;
+        }
+        Ok(created)
+    }
+
     async fn note_change(&self, tx: &mut sqlx::Transaction<'_, DB>, change: &Change) -> Result<()> {
         sqlx::query("INSERT INTO user_changes (kind, subject, at) VALUES ($1, $2, $3)")
             .bind(change.kind())
@@ -559,25 +565,6 @@ where
             .await
             .map(|_| ())
             .map_err(|e| map_err(change.subject(), e))
-    }
-
-    /// Runs an UPDATE of one user (`$1` is the AOR, the last parameter the time) and
-    /// records the change; `NotFound` if there is no such user.
-    async fn update<'q>(
-        &self,
-        aor: &'q str,
-        sql: &'q str,
-        bind: impl FnOnce(
-            sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-        ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    ) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
-        let r = bind(sqlx::query(sql).bind(aor)).bind(now()).execute(&mut *tx).await.map_err(|e| map_err(aor, e))?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound(aor.to_string()));
-        }
-        self.note_change(&mut tx, &Change::User(aor.to_string())).await?;
-        tx.commit().await.map_err(|e| map_err("commit", e))
     }
 }
 
