@@ -13,6 +13,7 @@ mod sqlite;
 pub mod testing;
 
 pub use postgres::PgStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

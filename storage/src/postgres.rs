@@ -1,11 +1,21 @@
 //! PostgreSQL: one database shared by every front end of a pool.
 
+use crate::sql::{Backend, RowsAffected, SqlStore};
 use crate::{Result, StoreError};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPoolOptions, PgQueryResult, Postgres};
 use std::time::Duration;
 
-pub struct PgStore {
-    pool: PgPool,
+pub type PgStore = SqlStore<Postgres>;
+
+impl Backend for Postgres {
+    const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+}
+
+impl RowsAffected for PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        PgQueryResult::rows_affected(self)
+    }
 }
 
 impl PgStore {
@@ -16,8 +26,6 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(|e| StoreError::unavailable("connecting to PostgreSQL", e))?;
-        Ok(PgStore { pool })
+        Ok(SqlStore { pool })
     }
 }
-
-crate::sql::sql_store!(PgStore, sqlx::Postgres, sqlx::migrate!("./migrations/postgres"));

@@ -1,13 +1,25 @@
 //! SQLite: the embedded default (`DATA_DIR/sipfront.db`), in WAL mode so that readers never
 //! wait for the writer.
 
+use crate::sql::{Backend, RowsAffected, SqlStore};
 use crate::{Result, StoreError};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
+};
 use std::path::Path;
 use std::time::Duration;
 
-pub struct SqliteStore {
-    pool: SqlitePool,
+pub type SqliteStore = SqlStore<Sqlite>;
+
+impl Backend for Sqlite {
+    const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+}
+
+impl RowsAffected for SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        SqliteQueryResult::rows_affected(self)
+    }
 }
 
 impl SqliteStore {
@@ -32,8 +44,6 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::unavailable(format!("opening {}", path.display()), e))?;
-        Ok(SqliteStore { pool })
+        Ok(SqlStore { pool })
     }
 }
-
-crate::sql::sql_store!(SqliteStore, sqlx::Sqlite, sqlx::migrate!("./migrations/sqlite"));
