@@ -22,6 +22,7 @@ pub struct Config {
     pub archive: Archive,
     pub presence: Presence,
     pub server: Server,
+    pub pool: Pool,
     pub log: Log,
 }
 
@@ -193,6 +194,21 @@ pub struct Server {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
+pub struct Pool {
+    /// This front end's name in the pool, unique among its members; empty: `HOST:PORT`, the
+    /// machine's host name and the port of the first SIP listener.
+    pub member_id: String,
+    /// Where the other members reach this one (SIP over TCP, `host:port`); empty: the first
+    /// SIP listener's address, with the host name when it listens on every address.
+    pub address: String,
+    /// How often this front end renews its announcement in the store and reads the others'.
+    pub heartbeat_ms: u64,
+    /// A member silent for this long is dead to the others.
+    pub member_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
 pub struct Log {
     /// `tracing` filter: `info`, `debug` (one line per request), `sipfront=debug,warn`...
     pub level: String,
@@ -323,6 +339,12 @@ impl Default for Server {
     }
 }
 
+impl Default for Pool {
+    fn default() -> Self {
+        Pool { member_id: String::new(), address: String::new(), heartbeat_ms: 1000, member_timeout_ms: 3000 }
+    }
+}
+
 impl Default for Log {
     fn default() -> Self {
         Log { level: "info".into(), format: "human".into() }
@@ -389,6 +411,9 @@ impl Config {
         }
         if self.registrar.min_expires > self.registrar.max_expires {
             bail!("registrar.min_expires is above registrar.max_expires");
+        }
+        if self.pool.heartbeat_ms == 0 || self.pool.member_timeout_ms <= self.pool.heartbeat_ms {
+            bail!("pool needs 0 < heartbeat_ms < member_timeout_ms");
         }
         if self.limits.max_message_size > u32::MAX as usize / 2 {
             bail!("limits.max_message_size is too large");

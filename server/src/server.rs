@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::core::directory::Directory;
+use crate::core::pool::Membership;
 use crate::core::Core;
 use crate::ops::shutdown::{self, InFlight, Readiness, ShutdownTrigger};
 use crate::ops::{http, metrics as m};
@@ -30,6 +31,7 @@ pub struct RunningServer {
     pub bindings: Arc<Bindings>,
     pub directory: Arc<Directory>,
     pub readiness: Readiness,
+    pub membership: Arc<Membership>,
     /// The transaction user (the core), which the transaction layer holds only weakly.
     _user: Arc<dyn TransactionUser>,
     trigger: ShutdownTrigger,
@@ -44,6 +46,7 @@ impl RunningServer {
     /// drain timeout to finish; then every task ends.
     pub async fn shutdown(mut self) {
         self.readiness.set(false);
+        self.membership.leave().await;
         self.trigger.trigger();
         tracing::info!(in_flight = self.inflight.count(), "draining");
         if tokio::time::timeout(self.drain, self.inflight.idle()).await.is_err() {
@@ -120,6 +123,13 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             .context("reading the store")?,
     );
     let bindings = Arc::new(Bindings::default());
+    let membership = Arc::new(Membership::new(
+        config.pool.clone(),
+        tcp_addrs.first().copied(),
+        store.clone(),
+        bindings.clone(),
+        transports.clone(),
+    ));
     let (core, archive_writer) = Core::new(config, directory.clone(), bindings.clone(), transactions.clone());
     let user: Arc<dyn TransactionUser> = Arc::new(core.clone());
     transactions.set_user(&user);
@@ -136,6 +146,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         let (d, every) = (directory.clone(), Duration::from_millis(config.database.poll_ms.max(50)));
         tasks.spawn(async move { d.run_invalidation(every).await });
         tasks.spawn(watch_store(store.clone(), readiness.clone()));
+        let m = membership.clone();
+        tasks.spawn(async move { m.run().await });
     }
     let mut threads = Vec::new();
     for socket in &udp_sockets {
@@ -188,6 +200,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         bindings,
         directory,
         readiness,
+        membership,
         _user: user,
         trigger,
         inflight,

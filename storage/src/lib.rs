@@ -280,6 +280,43 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ArchiveEntry>>;
     /// Deletes entries before `before` (Unix seconds); how many.
     async fn purge_archive(&self, before: i64) -> Result<u64>;
+
+    // ---- the pool's members ----
+
+    /// Announces `member`, or renews its announcement, stamped with the database's clock; a
+    /// member that said it was leaving and beats again is back. Members silent for longer than
+    /// `forget_after_ms` are deleted.
+    async fn heartbeat(&self, member: &Member, forget_after_ms: i64) -> Result<()>;
+    /// Says that member `id` is leaving (a graceful stop), so the others stop counting on it at
+    /// once rather than after the member timeout.
+    async fn leave(&self, id: &str) -> Result<()>;
+    /// Every member announced, by id, with how long each has been silent.
+    async fn members(&self) -> Result<Vec<MemberSeen>>;
+}
+
+/// A front end of the pool, as it announced itself ([`Store::heartbeat`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    /// The member's name (`pool.member_id`), unique in the pool.
+    pub id: String,
+    /// Where the other members reach it (`host:port`, SIP over TCP).
+    pub address: String,
+    /// When it started, Unix seconds.
+    pub started_at: i64,
+    /// How many users have it as their home, and how many client connections it holds, at its
+    /// last heartbeat.
+    pub users_homed: i64,
+    pub connections: i64,
+}
+
+/// A member as the others see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberSeen {
+    pub member: Member,
+    /// Milliseconds since its last heartbeat, by the database's clock.
+    pub silent_ms: i64,
+    /// It announced that it is leaving (a graceful stop).
+    pub leaving: bool,
 }
 
 /// One archived instant message.

@@ -10,6 +10,8 @@ pub type PgStore = SqlStore<Postgres>;
 
 impl Backend for Postgres {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+    // clock_timestamp(), not now(): the time of the statement, not of its transaction.
+    const NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 }
 
 impl RowsAffected for PgQueryResult {

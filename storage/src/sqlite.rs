@@ -14,6 +14,8 @@ pub type SqliteStore = SqlStore<Sqlite>;
 
 impl Backend for Sqlite {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+    // julianday('now') carries milliseconds.
+    const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
 }
 
 impl RowsAffected for SqliteQueryResult {

@@ -482,3 +482,44 @@ async fn change_log_entries_from_before_the_kind_column_are_converted() {
         assert_eq!(pg.changes_since(0).await.unwrap().entries, expected);
     }
 }
+
+#[tokio::test]
+async fn pool_members_beat_leave_and_are_forgotten() {
+    on_both("pool_members", |s| async move {
+        let member = |id: &str, users: i64| sipfront_storage::Member {
+            id: id.into(),
+            address: format!("{id}.pool.test:5060"),
+            started_at: 1_795_000_000,
+            users_homed: users,
+            connections: users * 2,
+        };
+        assert!(s.members().await.unwrap().is_empty());
+        s.heartbeat(&member("fe1", 10), 60_000).await.unwrap();
+        s.heartbeat(&member("fe2", 20), 60_000).await.unwrap();
+        let seen = s.members().await.unwrap();
+        assert_eq!(
+            seen.iter().map(|m| m.member.clone()).collect::<Vec<_>>(),
+            vec![member("fe1", 10), member("fe2", 20)]
+        );
+        assert!(seen.iter().all(|m| (0..5_000).contains(&m.silent_ms) && !m.leaving), "{seen:?}");
+
+        // A beat replaces what the member said before.
+        s.heartbeat(&member("fe1", 11), 60_000).await.unwrap();
+        assert_eq!(s.members().await.unwrap()[0].member.users_homed, 11);
+
+        s.leave("fe2").await.unwrap();
+        let seen = s.members().await.unwrap();
+        assert!(!seen[0].leaving && seen[1].leaving, "{seen:?}");
+        s.heartbeat(&member("fe2", 20), 60_000).await.unwrap();
+        assert!(!s.members().await.unwrap()[1].leaving, "a member that beats again is back");
+
+        // Silence is measured by the database's clock, and a long-silent member is forgotten.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let seen = s.members().await.unwrap();
+        assert!(seen.iter().all(|m| m.silent_ms >= 40), "{seen:?}");
+        s.heartbeat(&member("fe1", 11), 30).await.unwrap();
+        let ids: Vec<String> = s.members().await.unwrap().into_iter().map(|m| m.member.id).collect();
+        assert_eq!(ids, ["fe1"]);
+    })
+    .await;
+}

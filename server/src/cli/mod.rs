@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod archive;
+mod pool;
 mod presence;
 mod time;
 mod users;
@@ -66,6 +67,11 @@ pub enum Command {
         #[command(subcommand)]
         command: archive::ArchiveCommand,
     },
+    /// The front ends of the pool sharing this store.
+    Pool {
+        #[command(subcommand)]
+        command: pool::PoolCommand,
+    },
     /// The database.
     Db {
         #[command(subcommand)]
@@ -92,6 +98,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive { command } => archive::run(&config, &cli.data_dir, command),
         Command::Rules { command } => presence::run_rules(&config, &cli.data_dir, command),
         Command::Contacts { command } => presence::run_contacts(&config, &cli.data_dir, command),
+        Command::Pool { command } => pool::run(&config, &cli.data_dir, command),
         Command::Db { command: DbCommand::Migrate } => users::with_store(&config, &cli.data_dir, async |store| {
             store.migrate().await?;
             println!("schema up to date");

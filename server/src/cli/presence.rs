@@ -202,7 +202,11 @@ fn parse_contacts(text: &[u8]) -> anyhow::Result<Vec<(usize, Contact)>> {
     Ok(contacts)
 }
 
-fn print_rows<const N: usize>(names: &[&str; N], rows: &[[String; N]], format: Format) -> anyhow::Result<()> {
+pub(super) fn print_rows<const N: usize>(
+    names: &[&str; N],
+    rows: &[[String; N]],
+    format: Format,
+) -> anyhow::Result<()> {
     match format {
         Format::Table => {
             let widths: Vec<usize> =

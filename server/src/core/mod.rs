@@ -14,6 +14,7 @@ pub mod lockout;
 pub mod messaging;
 pub mod offline;
 pub mod options;
+pub mod pool;
 pub mod presence;
 pub mod proxy;
 pub mod refusal;

@@ -26,6 +26,11 @@ pub struct Flows {
 }
 
 impl Flows {
+    /// How many connections are open.
+    pub fn count(&self) -> usize {
+        self.by_id.len()
+    }
+
     /// Registers a new connection; the returned receiver feeds its writer.
     pub fn open(&self, transport: Transport, remote: SocketAddr, queue: usize) -> (FlowId, mpsc::Receiver<Bytes>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;

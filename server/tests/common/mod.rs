@@ -785,12 +785,12 @@ pub async fn until_named(mut log: tokio::sync::broadcast::Receiver<Arc<str>>, ao
 pub async fn cli(s: &TestServer, args: &[&str], stdin: &str) -> String {
     use std::io::Write;
     use std::process::{Command, Stdio};
+    // The command runs with the server's own configuration (its store, its pool timings).
+    let config = s.dir.path().join("sipfront.toml");
+    std::fs::write(&config, toml::to_string(&s.config).expect("the configuration as TOML")).expect("write the config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
-    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
+    cmd.arg("--data-dir").arg(s.dir.path()).arg("--config").arg(&config).args(args);
     cmd.env_remove("SIPFRONT_DATABASE_URL");
-    if !s.config.database.url.is_empty() {
-        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
-    }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let shown = format!("sipfront {}", args.join(" "));
     let input = stdin.to_string();
