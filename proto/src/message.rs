@@ -295,6 +295,21 @@ impl Message {
         before - self.headers.len()
     }
 
+    /// Removes every header field with the given (unknown to [`HeaderName`]) name; returns how
+    /// many there were.
+    pub fn remove_headers_named(&mut self, raw_name: &str) -> usize {
+        let known = HeaderName::from_bytes(raw_name.as_bytes());
+        if known != HeaderName::Other {
+            return self.remove_headers(known);
+        }
+        let before = self.headers.len();
+        let buf = &self.buf;
+        self.headers.retain(|h| {
+            h.name != HeaderName::Other || !h.raw_name.resolve(buf).eq_ignore_ascii_case(raw_name.as_bytes())
+        });
+        before - self.headers.len()
+    }
+
     /// Removes the first element of a list header (the top Via, the topmost Route), whether it
     /// stands alone on its line or first in a comma-separated line. Returns whether there was one.
     pub fn pop_first_element(&mut self, name: HeaderName) -> bool {

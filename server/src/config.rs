@@ -205,6 +205,9 @@ pub struct Pool {
     pub heartbeat_ms: u64,
     /// A member silent for this long is dead to the others.
     pub member_timeout_ms: u64,
+    /// The key every inter-member request is signed with (HMAC-SHA256), the same on every
+    /// member; empty: derived from `auth.secret`, which a pool shares anyway.
+    pub secret: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -341,7 +344,13 @@ impl Default for Server {
 
 impl Default for Pool {
     fn default() -> Self {
-        Pool { member_id: String::new(), address: String::new(), heartbeat_ms: 1000, member_timeout_ms: 3000 }
+        Pool {
+            member_id: String::new(),
+            address: String::new(),
+            heartbeat_ms: 1000,
+            member_timeout_ms: 3000,
+            secret: String::new(),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use crate::state::bindings::Bindings;
 use crate::transaction::timers::Timers;
 use crate::transaction::{TransactionUser, Transactions};
 use crate::transport::accept::{Acceptor, Admission};
+use crate::transport::connect::Connector;
 use crate::transport::stream::StreamSettings;
 use crate::transport::{listen, tls, udp, Inbound, Transports};
 use anyhow::Context;
@@ -123,17 +124,34 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             .context("reading the store")?,
     );
     let bindings = Arc::new(Bindings::default());
+    let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
+    let settings = Arc::new(StreamSettings {
+        idle_timeout: Duration::from_secs(config.transport.idle_timeout_secs),
+        queue: config.transport.connection_queue,
+    });
+    let connector = Arc::new(Connector::new(transports.clone(), inbound.clone(), settings.clone(), shutdown.clone()));
+    let secret = match (config.pool.secret.as_str(), config.auth.secret.as_str()) {
+        ("", "") => {
+            // No shared key: a seal of this member is good nowhere else, so no other member
+            // takes its requests (nor it theirs); the membership warns if it meets any.
+            Vec::new()
+        }
+        ("", auth) => auth.as_bytes().to_vec(),
+        (pool, _) => pool.as_bytes().to_vec(),
+    };
     let membership = Arc::new(Membership::new(
         config.pool.clone(),
         tcp_addrs.first().copied(),
         store.clone(),
         bindings.clone(),
         transports.clone(),
+        connector,
+        &secret,
     ));
-    let (core, archive_writer) = Core::new(config, directory.clone(), bindings.clone(), transactions.clone());
+    let (core, archive_writer) =
+        Core::new(config, directory.clone(), bindings.clone(), transactions.clone(), membership.clone());
     let user: Arc<dyn TransactionUser> = Arc::new(core.clone());
     transactions.set_user(&user);
-    let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
 
     let mut tasks = JoinSet::new();
     {
@@ -164,10 +182,6 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             .context("starting UDP receivers")?,
         );
     }
-    let settings = Arc::new(StreamSettings {
-        idle_timeout: Duration::from_secs(config.transport.idle_timeout_secs),
-        queue: config.transport.connection_queue,
-    });
     let admission = Arc::new(Admission::new(config.transport.max_connections, config.transport.max_connections_per_ip));
     let acceptor = Acceptor {
         transports: transports.clone(),

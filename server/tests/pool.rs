@@ -17,6 +17,7 @@ fn member(id: &'static str, url: String) -> impl FnOnce(&mut Config) {
         c.pool.member_id = id.into();
         c.pool.heartbeat_ms = 100;
         c.pool.member_timeout_ms = 600;
+        c.pool.secret = "the pool's own secret".into();
         if !url.is_empty() {
             c.database.url = url;
         }

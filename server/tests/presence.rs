@@ -18,85 +18,6 @@ fn fast(c: &mut sipfront::config::Config) {
     c.presence.notify_interval_ms = 50;
 }
 
-/// A PIDF document for `user` with one tuple.
-fn pidf_doc(user: &str, tuple: &str, basic: &str, note: &str) -> String {
-    format!(
-        r#"<?xml version="1.0" encoding="UTF-8"?>
-<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" entity="sip:{user}@{DOMAIN}">
-<tuple id="{tuple}"><status><basic>{basic}</basic></status><note>{note}</note></tuple>
-<dm:person id="p-{tuple}"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person>
-</presence>"#
-    )
-}
-
-/// A PUBLISH by `user` on `phone` (registered on that connection, so no challenge).
-fn publish(phone: &Phone, user: &str, body: Option<&str>, etag: Option<&str>, expires: u32) -> Request {
-    let mut r = Request::new("PUBLISH", phone.transport(), phone.local_addr())
-        .set("From", &format!("<sip:{user}@{DOMAIN}>;tag={}", token(8)))
-        .set("To", &format!("<sip:{user}@{DOMAIN}>"))
-        .set("Event", "presence")
-        .set("Expires", &expires.to_string());
-    r.start_line = format!("PUBLISH sip:{user}@{DOMAIN} SIP/2.0");
-    if let Some(t) = etag {
-        r = r.set("SIP-If-Match", t);
-    }
-    if let Some(b) = body {
-        r = r.set("Content-Type", "application/pidf+xml");
-        r.body = b.to_string();
-    }
-    r
-}
-
-fn subscribe(phone: &Phone, watcher: &str, target: &str, event: &str, expires: u32) -> Request {
-    let mut r = Request::new("SUBSCRIBE", phone.transport(), phone.local_addr())
-        .set("From", &format!("<sip:{watcher}@{DOMAIN}>;tag={}", token(8)))
-        .set("To", &format!("<sip:{target}@{DOMAIN}>"))
-        .set("Event", event)
-        .set("Expires", &expires.to_string())
-        .set("Contact", &phone.contact(watcher))
-        .set("Accept", "application/pidf+xml");
-    r.start_line = format!("SUBSCRIBE sip:{target}@{DOMAIN} SIP/2.0");
-    r
-}
-
-/// The next NOTIFY at `phone`, answered 200.
-async fn notified(phone: &mut Phone) -> Message {
-    let n = phone.expect_request(Method::Notify).await;
-    phone.answer(&n, 200, "w").await;
-    n
-}
-
-/// A SUBSCRIBE and what it brings: the 200 and the first NOTIFY (in whichever order they come).
-async fn subscribed(phone: &mut Phone, req: &Request) -> (Message, Message) {
-    phone.send(&req.to_bytes()).await;
-    let (mut ok, mut notify) = (None, None);
-    while ok.is_none() || notify.is_none() {
-        let m = phone.recv().await;
-        if m.method() == Some(&Method::Notify) {
-            phone.answer(&m, 200, "w").await;
-            notify = Some(m);
-        } else {
-            assert_eq!(m.status(), Some(200), "SUBSCRIBE answered 200: {:?}", m.reason());
-            ok = Some(m);
-        }
-    }
-    (ok.expect("200"), notify.expect("NOTIFY"))
-}
-
-fn state(n: &Message) -> String {
-    header(n, HeaderName::SubscriptionState)
-}
-
-fn doc(n: &Message) -> pidf::Pidf {
-    pidf::parse(n.body()).expect("a PIDF body")
-}
-
-async fn online(s: &TestServer, user: &str, password: &str) -> Phone {
-    let mut p = Phone::tcp(s).await;
-    register(&mut p, user, password, None).await;
-    p
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn publish_modify_refresh_remove_with_entity_tags() {
     let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
@@ -200,10 +121,6 @@ async fn subscribe_notify_on_change_and_unsubscribe() {
     let quiet = tokio::time::timeout(Duration::from_millis(500), bob.recv()).await;
     assert!(quiet.is_err(), "no NOTIFY after the unsubscribe");
     assert_eq!(s.metric("sipfront_subscriptions").await, 0.0);
-}
-
-fn contact_of(m: &Message) -> String {
-    header(m, HeaderName::Contact).trim_start_matches('<').split('>').next().unwrap_or_default().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,95 +8,10 @@
 mod common;
 
 use common::*;
-use sipfront_proto::{HeaderName, Message, Method};
+use sipfront_proto::{HeaderName, Method};
 use std::time::Duration;
 
 const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "singer")];
-
-/// An INVITE from `from` to `to` with an SDP body and the caller's Contact.
-fn invite(phone: &Phone, from: &str, to: &str) -> Request {
-    let mut r = Request::new("INVITE", phone.transport(), phone.local_addr())
-        .set("From", &format!("<sip:{from}@{DOMAIN}>;tag={}", token(8)))
-        .set("To", &format!("<sip:{to}@{DOMAIN}>"))
-        .set("Contact", &phone.contact(from))
-        .set("Content-Type", "application/sdp");
-    r.start_line = format!("INVITE sip:{to}@{DOMAIN} SIP/2.0");
-    r.body =
-        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 5060 sip null\r\n".into();
-    r
-}
-
-/// One side's view of an established dialog (RFC 3261 12.1): what its next request needs.
-struct Dialog {
-    local: String,
-    remote: String,
-    call_id: String,
-    target: String,
-    routes: Vec<String>,
-    cseq: u32,
-}
-
-impl Dialog {
-    /// The caller's side, from its INVITE and the 2xx: the route set is the Record-Route
-    /// reversed.
-    fn caller(invite: &Request, ok: &Message) -> Dialog {
-        let mut routes = headers(ok, HeaderName::RecordRoute);
-        routes.reverse();
-        Dialog {
-            local: invite.header("From").unwrap_or_default().to_string(),
-            remote: header(ok, HeaderName::To),
-            call_id: invite.header("Call-ID").unwrap_or_default().to_string(),
-            target: contact_uri(&header(ok, HeaderName::Contact)),
-            routes,
-            cseq: invite.cseq(),
-        }
-    }
-
-    /// The callee's side, from the INVITE it received and the tag it answered with.
-    fn callee(invite: &Message, tag: &str) -> Dialog {
-        Dialog {
-            local: format!("{};tag={tag}", header(invite, HeaderName::To)),
-            remote: header(invite, HeaderName::From),
-            call_id: header(invite, HeaderName::CallId),
-            target: contact_uri(&header(invite, HeaderName::Contact)),
-            routes: headers(invite, HeaderName::RecordRoute),
-            cseq: 100,
-        }
-    }
-
-    fn request(&mut self, method: &str, phone: &Phone) -> Request {
-        if method != "ACK" {
-            self.cseq += 1;
-        }
-        let mut r = Request::new(method, phone.transport(), phone.local_addr())
-            .set("From", &self.local)
-            .set("To", &self.remote)
-            .set("Call-ID", &self.call_id)
-            .set("CSeq", &format!("{} {method}", self.cseq));
-        for route in &self.routes {
-            r = r.set_another("Route", route);
-        }
-        r.start_line = format!("{method} {} SIP/2.0", self.target);
-        r
-    }
-}
-
-fn contact_uri(contact: &str) -> String {
-    contact.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_string()
-}
-
-trait AnotherHeader {
-    fn set_another(self, name: &str, value: &str) -> Self;
-}
-
-impl AnotherHeader for Request {
-    /// Adds a header line even when one of that name exists (Route lines, one per entry).
-    fn set_another(mut self, name: &str, value: &str) -> Request {
-        let at = self.headers.len().saturating_sub(1);
-        self.headers.insert(at, (name.to_string(), Some(value.to_string())));
-        self
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_im_session_forks_then_carries_message_and_bye_through_record_route() {

@@ -57,8 +57,7 @@ impl Gate {
         if !self.directory.serves(domain) || !uri_ok {
             return Err(Refusal::DomainNotServed.response(msg, agent));
         }
-        let verdict =
-            self.auth.verify(msg, HeaderName::Authorization, domain, req.source.remote.ip(), &self.directory).await;
+        let verdict = self.auth.verify(msg, HeaderName::Authorization, domain, req.client_ip(), &self.directory).await;
         let user = match verdict {
             Verdict::Authenticated(u) => u,
             other => return Err(self.refusal(msg, other, 401, domain)),
@@ -97,12 +96,16 @@ impl Gate {
             // Not one of our users, and there is no federation: nothing to relay for them.
             return Err(Refusal::UnknownFromDomain.response(msg, agent));
         }
-        if let Some(flow) = req.source.flow {
-            if let Some(identity) = self.transports.flows.identity(flow) {
-                return if from == *identity { Ok(from) } else { Err(reply::response(msg, 403, agent)) };
-            }
+        // The user the client's connection authenticated as: here, or at the member that
+        // relayed the request (never the identity of a member's own connection).
+        let identity = match &req.relayed {
+            Some(r) => r.identity.as_deref().map(Arc::<str>::from),
+            None => req.source.flow.and_then(|f| self.transports.flows.identity(f)),
+        };
+        if let Some(identity) = identity {
+            return if from == *identity { Ok(from) } else { Err(reply::response(msg, 403, agent)) };
         }
-        let ip = req.source.remote.ip();
+        let ip = req.client_ip();
         match self.auth.verify(msg, HeaderName::ProxyAuthorization, from_domain, ip, &self.directory).await {
             Verdict::Authenticated(u) if from == u.aor => Ok(from),
             Verdict::Authenticated(_) => Err(Refusal::NotTheAuthenticatedUser.response(msg, agent)),

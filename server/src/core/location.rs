@@ -3,15 +3,20 @@
 //! target it is sent to (RFC 3261 16.6). Every service that sends to a user (messaging, the
 //! proxy, presence, offline delivery) asks here; the registrar writes what is read here.
 
+use super::pool::hop::Vouch;
+use super::pool::{Membership, Peer};
 use crate::state::bindings::{Binding, Bindings};
 use crate::transport::{Target, Transport, Transports};
-use sipfront_proto::{Aor, HeaderName, Host, Message, Uri};
+use sipfront_proto::{Aor, HeaderName, Host, Message, NameAddr, Uri};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 pub struct Location {
     bindings: Arc<Bindings>,
     transports: Arc<Transports>,
+    /// A binding registered through another member of the pool (its edge, first in its
+    /// Path) is reached through that member.
+    pool: Arc<Membership>,
 }
 
 /// Who a Request-URI names: an AOR, and possibly one instance of it (a GRUU, RFC 5627).
@@ -24,8 +29,8 @@ pub struct Recipient {
 }
 
 impl Location {
-    pub fn new(bindings: Arc<Bindings>, transports: Arc<Transports>) -> Location {
-        Location { bindings, transports }
+    pub fn new(bindings: Arc<Bindings>, transports: Arc<Transports>, pool: Arc<Membership>) -> Location {
+        Location { bindings, transports, pool }
     }
 
     pub fn bindings(&self) -> &Arc<Bindings> {
@@ -66,10 +71,30 @@ impl Location {
             .into_iter()
             .filter(|b| instance.is_none_or(|i| b.instance.as_deref() == Some(i)))
             .filter(|b| temp_gruu.is_none_or(|t| b.temp_gruu.as_deref() == Some(t)))
-            .filter(|b| {
-                !b.source.transport.is_reliable() || b.source.flow.is_some_and(|f| self.transports.flows.is_open(f))
+            .filter(|b| match self.edge_of(b) {
+                // Through its edge: while that member is live and connected.
+                Some(edge) => self.transports.flows.find(Transport::Tcp, edge.addr).is_some(),
+                None if b.path.first().is_some_and(|p| self.names_member(p)) => false,
+                None => {
+                    !b.source.transport.is_reliable() || b.source.flow.is_some_and(|f| self.transports.flows.is_open(f))
+                }
             })
             .collect()
+    }
+
+    /// The live member a binding was registered through (the first entry of its Path).
+    pub fn edge_of(&self, b: &Binding) -> Option<Peer> {
+        if self.pool.alone() {
+            return None;
+        }
+        let first = b.path.first()?;
+        self.pool.peer_at(path_addr(first)?)
+    }
+
+    /// Whether a Path entry is a pool edge's (live or not): a binding registered through an
+    /// edge that has since died is not reachable.
+    fn names_member(&self, path: &str) -> bool {
+        NameAddr::parse(path.as_bytes()).is_ok_and(|n| n.uri.params().has(super::pool::edge::PATH_PARAM))
     }
 
     /// The copy of `req` for one binding (RFC 3261 16.6): new Request-URI, one hop less, the
@@ -85,12 +110,23 @@ impl Location {
         for p in b.path.iter().rev() {
             f.prepend_header(HeaderName::Route, p.to_string());
         }
-        let local = b.source.local;
-        f.prepend_header(
-            HeaderName::Via,
-            format!("SIP/2.0/{} {};branch={branch}", b.source.transport.via_name(), local),
-        );
         let target = self.target_of(b);
+        match self.edge_of(b) {
+            Some(_) => {
+                // To the client's edge: our pool address in the Via, and the pool's seal.
+                f.prepend_header(HeaderName::Via, format!("SIP/2.0/TCP {};branch={branch}", self.pool.address()));
+                let vouch = Vouch { member: self.pool.id().to_string(), client: None, identity: None };
+                self.pool.seal().sign(&mut f, &vouch);
+            }
+            None => {
+                super::pool::hop::remove(&mut f);
+                let local = b.source.local;
+                f.prepend_header(
+                    HeaderName::Via,
+                    format!("SIP/2.0/{} {};branch={branch}", b.source.transport.via_name(), local),
+                );
+            }
+        }
         (f, target)
     }
 
@@ -98,6 +134,10 @@ impl Location {
     /// registered on; a UDP contact at the address its URI gives (when it is one; we never
     /// resolve names), or else where its REGISTER came from.
     pub fn target_of(&self, b: &Binding) -> Target {
+        if let Some(edge) = self.edge_of(b) {
+            let flow = self.transports.flows.find(Transport::Tcp, edge.addr);
+            return Target { transport: Transport::Tcp, remote: edge.addr, flow, local: None };
+        }
         match b.source.transport {
             Transport::Udp => Target {
                 transport: Transport::Udp,
@@ -108,6 +148,17 @@ impl Location {
             t => Target { transport: t, remote: b.source.remote, flow: b.source.flow, local: None },
         }
     }
+}
+
+/// The address a Path entry (`<sip:token@host:port;lr>`) names, if its host is an address.
+fn path_addr(path: &str) -> Option<SocketAddr> {
+    let n = NameAddr::parse(path.as_bytes()).ok()?;
+    let ip: IpAddr = match n.uri.host() {
+        Host::V4(ip) => ip.into(),
+        Host::V6(ip) => ip.into(),
+        Host::Name(_) => return None,
+    };
+    Some(SocketAddr::new(ip, n.uri.port().unwrap_or(5060)))
 }
 
 /// The IP address and port of a contact URI, if its host is an address literal.

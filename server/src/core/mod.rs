@@ -55,6 +55,8 @@ struct Services {
     presence: Arc<Presence>,
     archive: Arc<Archive>,
     proxy: Proxy,
+    pool: Arc<pool::Membership>,
+    edge: pool::edge::Edge,
 }
 
 impl Core {
@@ -64,13 +66,14 @@ impl Core {
         directory: Arc<Directory>,
         bindings: Arc<Bindings>,
         transactions: Transactions,
+        pool: Arc<pool::Membership>,
     ) -> (Core, ArchiveWriter) {
         let agent = config.server.agent.clone();
         let transports = transactions.transports().clone();
         let store = directory.store().clone();
         let (archive, writer) = Archive::new(config.archive.clone(), store.clone());
         let archive = Arc::new(archive);
-        let location = Arc::new(Location::new(bindings.clone(), transports.clone()));
+        let location = Arc::new(Location::new(bindings.clone(), transports.clone(), pool.clone()));
         let gate = Arc::new(Gate::new(
             Auth::new(&config.auth),
             directory.clone(),
@@ -104,6 +107,7 @@ impl Core {
             }
         });
         let services = Services {
+            edge: pool::edge::Edge::new(pool.clone(), transports.clone(), agent.clone()),
             registrar: Registrar::new(
                 config.registrar.clone(),
                 bindings,
@@ -113,6 +117,7 @@ impl Core {
                 agent.clone(),
             ),
             proxy: Proxy::new(transactions, gate.clone(), location, archive.clone(), agent.clone()),
+            pool,
             messaging,
             presence,
             archive,
@@ -137,8 +142,28 @@ impl Core {
 }
 
 impl TransactionUser for Core {
-    fn on_request(&self, req: Incoming, tx: ServerTx) {
+    fn before_transaction(&self, msg: Message, source: Source) -> Option<Message> {
+        self.0.edge.before_transaction(msg, source)
+    }
+
+    fn on_request(&self, mut req: Incoming, tx: ServerTx) {
         let s = &self.0;
+        if req.msg.header_named(pool::hop::HEADER).is_some() {
+            // Relayed by another member: what it says of the client counts under its seal.
+            match s.pool.seal().verify(&req.msg) {
+                Ok(vouch) => {
+                    // Read into the request; a seal is good for one hop only.
+                    req.relayed = Some(vouch);
+                    pool::hop::remove(&mut req.msg);
+                }
+                Err(forged) => {
+                    metrics::counter!(m::POOL_HOPS_REFUSED, "reason" => forged.label()).increment(1);
+                    let mut r = sipfront_proto::reply::response(&req.msg, 403, &s.agent);
+                    r.set_reason("Forged pool hop");
+                    return tx.respond(r);
+                }
+            }
+        }
         let in_dialog = req.msg.to().is_some_and(|t| t.tag().is_some());
         let method = req.msg.method().cloned();
         // What we act on as a UAS must not require an extension we lack (RFC 3261 8.2.2.3);
@@ -183,14 +208,17 @@ impl TransactionUser for Core {
         self.0.proxy.on_cancel(invite);
     }
 
-    fn on_stray_ack(&self, req: Incoming) {
+    fn on_stray_ack(&self, mut req: Incoming) {
+        // A member's seal on an ACK (checked by the edge where it mattered) is for one hop.
+        pool::hop::remove(&mut req.msg);
         if req.msg.to().is_some_and(|t| t.tag().is_some()) {
             let core = self.clone();
             run(async move { core.0.proxy.in_dialog(req, None).await });
         }
     }
 
-    fn on_stray_response(&self, resp: Message, _source: Source) {
+    fn on_stray_response(&self, resp: Message, source: Source) {
+        let Some(resp) = self.0.edge.response(resp, &source) else { return };
         if !self.0.proxy.stray_response(resp) {
             metrics::counter!(m::STRAY_RESPONSES).increment(1);
         }

@@ -59,7 +59,7 @@ impl Registrar {
         let resp = self.register(req, &aor);
         if resp.status() == Some(200) {
             self.messaging.registered(aor.as_str());
-            if let Some(flow) = req.source.flow {
+            if let (Some(flow), None) = (req.source.flow, &req.relayed) {
                 // The connection now speaks for this user (as OCS binds a connection to its
                 // security association): later requests on it need no challenge.
                 self.transports.flows.bind_identity(flow, aor.as_str());
@@ -247,7 +247,10 @@ impl Registrar {
             Transport::Tcp => ";transport=tcp",
             Transport::Tls => ";transport=tls",
         };
-        r.push_header(HeaderName::ServiceRoute, format!("<sip:{}{scheme_transport};lr>", req.source.local));
+        if req.relayed.is_none() {
+            // Relayed by an edge, the client's next hop is the edge, not us.
+            r.push_header(HeaderName::ServiceRoute, format!("<sip:{}{scheme_transport};lr>", req.source.local));
+        }
         if outbound {
             r.push_header(HeaderName::Require, "outbound");
         }

@@ -29,10 +29,38 @@ pub struct Incoming {
     pub msg: Message,
     pub source: Source,
     pub received: Instant,
+    /// Set by the transaction user when a trusted peer relayed the request for a client.
+    pub relayed: Option<Relayed>,
+}
+
+/// What a trusted peer (another member of the pool, whose seal the core checked) says of the
+/// client it relays a request for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relayed {
+    /// The member that relayed it.
+    pub member: String,
+    /// The address the client's request came from (for lockouts and logs).
+    pub client: Option<std::net::SocketAddr>,
+    /// The user the client's connection authenticated as, when it had.
+    pub identity: Option<String>,
+}
+
+impl Incoming {
+    /// The address of the client that sent the request: where it came from, or what the
+    /// member that relayed it says.
+    pub fn client_ip(&self) -> std::net::IpAddr {
+        self.relayed.as_ref().and_then(|r| r.client).map_or(self.source.remote.ip(), |c| c.ip())
+    }
 }
 
 /// What sits above the transaction layer (RFC 3261 calls it the TU): the routing core.
 pub trait TransactionUser: Send + Sync + 'static {
+    /// A request before any transaction is made for it: the TU may forward it statelessly
+    /// (RFC 3261 16.11) and keep it, or give it back to go through a server transaction.
+    fn before_transaction(&self, msg: Message, _source: Source) -> Option<Message> {
+        Some(msg)
+    }
+
     /// A new request, never a retransmission. Answer it through `tx`, now or later.
     fn on_request(&self, req: Incoming, tx: ServerTx);
 

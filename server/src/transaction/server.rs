@@ -57,6 +57,13 @@ fn response_target(msg: &Message, source: &Source) -> Target {
 }
 
 pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
+    let msg = match txs.tu() {
+        Some(tu) => match tu.before_transaction(msg, source) {
+            Some(msg) => msg,
+            None => return,
+        },
+        None => msg,
+    };
     let Some(method) = msg.method().cloned() else { return };
     let inner = &txs.0;
     let Some(key) = server_key(&msg, &method) else { return };
@@ -76,7 +83,7 @@ pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
             return;
         }
         if let Some(tu) = txs.tu() {
-            tu.on_stray_ack(Incoming { msg, source, received: Instant::now() });
+            tu.on_stray_ack(Incoming { msg, source, received: Instant::now(), relayed: None });
         }
         return;
     }
@@ -122,7 +129,7 @@ pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
         return;
     }
     match txs.tu() {
-        Some(tu) => tu.on_request(Incoming { msg, source, received: tx.started }, tx),
+        Some(tu) => tu.on_request(Incoming { msg, source, received: tx.started, relayed: None }, tx),
         None => {
             tx.respond(msg.response_to(503));
         }

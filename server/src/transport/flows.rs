@@ -14,6 +14,8 @@ pub type FlowId = u64;
 
 struct Flow {
     queue: mpsc::Sender<Bytes>,
+    /// Our end of the connection.
+    local: SocketAddr,
 }
 
 #[derive(Default)]
@@ -22,6 +24,9 @@ pub struct Flows {
     by_remote: DashMap<(Transport, SocketAddr), FlowId>,
     /// The user a connection authenticated as (set by the core after a REGISTER on it).
     identities: DashMap<FlowId, Arc<str>>,
+    /// Connections also known by another address (a pool member's inbound connection, by
+    /// the address it listens on).
+    aliases: DashMap<FlowId, SocketAddr>,
     next: AtomicU64,
 }
 
@@ -32,10 +37,16 @@ impl Flows {
     }
 
     /// Registers a new connection; the returned receiver feeds its writer.
-    pub fn open(&self, transport: Transport, remote: SocketAddr, queue: usize) -> (FlowId, mpsc::Receiver<Bytes>) {
+    pub fn open(
+        &self,
+        transport: Transport,
+        remote: SocketAddr,
+        local: SocketAddr,
+        queue: usize,
+    ) -> (FlowId, mpsc::Receiver<Bytes>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(queue.max(1));
-        self.by_id.insert(id, Flow { queue: tx });
+        self.by_id.insert(id, Flow { queue: tx, local });
         self.by_remote.insert((transport, remote), id);
         (id, rx)
     }
@@ -44,6 +55,25 @@ impl Flows {
         self.by_id.remove(&id);
         self.identities.remove(&id);
         self.by_remote.remove_if(&(transport, remote), |_, v| *v == id);
+        if let Some((_, alias)) = self.aliases.remove(&id) {
+            self.by_remote.remove_if(&(transport, alias), |_, v| *v == id);
+        }
+    }
+
+    /// Lets connection `id` also be found as a connection to `remote` (where the peer that
+    /// opened it listens), unless one is known there already; whether it now is.
+    pub fn alias(&self, id: FlowId, transport: Transport, remote: SocketAddr) -> bool {
+        if !self.by_id.contains_key(&id) {
+            return false;
+        }
+        match self.by_remote.entry((transport, remote)) {
+            dashmap::mapref::entry::Entry::Occupied(e) => *e.get() == id,
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(id);
+                self.aliases.insert(id, remote);
+                true
+            }
+        }
     }
 
     /// Records that this connection speaks for `identity` (an AOR).
@@ -55,6 +85,11 @@ impl Flows {
 
     pub fn identity(&self, id: FlowId) -> Option<Arc<str>> {
         self.identities.get(&id).map(|e| e.value().clone())
+    }
+
+    /// Our end of connection `id`, while it is open.
+    pub fn local(&self, id: FlowId) -> Option<SocketAddr> {
+        self.by_id.get(&id).map(|f| f.local)
     }
 
     pub fn is_open(&self, id: FlowId) -> bool {

@@ -3,6 +3,7 @@
 //! [`Inbound`]; it never decides what a request means.
 
 pub mod accept;
+pub mod connect;
 pub mod flows;
 pub mod listen;
 pub mod stream;

@@ -2,6 +2,7 @@
 //! keep-alives) and a writer that drains the flow's queue. Both end when either side closes,
 //! the connection is idle too long, or the stream cannot be framed any more.
 
+use super::flows::FlowId;
 use super::{Inbound, Source, Transport, Transports};
 use crate::ops::metrics as m;
 use crate::ops::shutdown::Shutdown;
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 pub struct StreamSettings {
     pub idle_timeout: Duration,
@@ -27,11 +29,30 @@ pub async fn run<S>(
     transports: Arc<Transports>,
     inbound: Arc<dyn Inbound>,
     settings: Arc<StreamSettings>,
+    shutdown: Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (flow, queue) = transports.flows.open(transport, remote, local, settings.queue);
+    serve(stream, (flow, queue), transport, remote, local, transports, inbound, settings, shutdown).await
+}
+
+/// [`run`] for a connection whose flow is already open (one we opened ourselves, and may
+/// have queued a message on before it was connected).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<S>(
+    stream: S,
+    (flow, mut queue): (FlowId, mpsc::Receiver<Bytes>),
+    transport: Transport,
+    remote: SocketAddr,
+    local: SocketAddr,
+    transports: Arc<Transports>,
+    inbound: Arc<dyn Inbound>,
+    settings: Arc<StreamSettings>,
     mut shutdown: Shutdown,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (flow, mut queue) = transports.flows.open(transport, remote, settings.queue);
     let gauge = metrics::gauge!(m::CONNECTIONS_OPEN, "transport" => transport.label());
     gauge.increment(1.0);
     tracing::debug!(flow, %remote, transport = transport.label(), "connection open");

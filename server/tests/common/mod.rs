@@ -947,3 +947,175 @@ impl SipClient for Phone {
         }
     }
 }
+
+// ---- Calls and dialogs (issue 5, and the pool's issue 15) ----
+
+/// An INVITE from `from` to `to` with an SDP body and the caller's Contact.
+pub fn invite(phone: &Phone, from: &str, to: &str) -> Request {
+    let mut r = Request::new("INVITE", phone.transport(), phone.local_addr())
+        .set("From", &format!("<sip:{from}@{DOMAIN}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{to}@{DOMAIN}>"))
+        .set("Contact", &phone.contact(from))
+        .set("Content-Type", "application/sdp");
+    r.start_line = format!("INVITE sip:{to}@{DOMAIN} SIP/2.0");
+    r.body =
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=message 5060 sip null\r\n".into();
+    r
+}
+
+/// One side's view of an established dialog (RFC 3261 12.1): what its next request needs.
+pub struct Dialog {
+    pub local: String,
+    pub remote: String,
+    pub call_id: String,
+    pub target: String,
+    pub routes: Vec<String>,
+    pub cseq: u32,
+}
+
+impl Dialog {
+    /// The caller's side, from its INVITE and the 2xx: the route set is the Record-Route
+    /// reversed.
+    pub fn caller(invite: &Request, ok: &Message) -> Dialog {
+        let mut routes = headers(ok, HeaderName::RecordRoute);
+        routes.reverse();
+        Dialog {
+            local: invite.header("From").unwrap_or_default().to_string(),
+            remote: header(ok, HeaderName::To),
+            call_id: invite.header("Call-ID").unwrap_or_default().to_string(),
+            target: contact_uri(&header(ok, HeaderName::Contact)),
+            routes,
+            cseq: invite.cseq(),
+        }
+    }
+
+    /// The callee's side, from the INVITE it received and the tag it answered with.
+    pub fn callee(invite: &Message, tag: &str) -> Dialog {
+        Dialog {
+            local: format!("{};tag={tag}", header(invite, HeaderName::To)),
+            remote: header(invite, HeaderName::From),
+            call_id: header(invite, HeaderName::CallId),
+            target: contact_uri(&header(invite, HeaderName::Contact)),
+            routes: headers(invite, HeaderName::RecordRoute),
+            cseq: 100,
+        }
+    }
+
+    pub fn request(&mut self, method: &str, phone: &Phone) -> Request {
+        if method != "ACK" {
+            self.cseq += 1;
+        }
+        let mut r = Request::new(method, phone.transport(), phone.local_addr())
+            .set("From", &self.local)
+            .set("To", &self.remote)
+            .set("Call-ID", &self.call_id)
+            .set("CSeq", &format!("{} {method}", self.cseq));
+        for route in &self.routes {
+            r = r.set_another("Route", route);
+        }
+        r.start_line = format!("{method} {} SIP/2.0", self.target);
+        r
+    }
+}
+
+pub fn contact_uri(contact: &str) -> String {
+    contact.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_string()
+}
+
+pub trait AnotherHeader {
+    fn set_another(self, name: &str, value: &str) -> Self;
+}
+
+impl AnotherHeader for Request {
+    /// Adds a header line even when one of that name exists (Route lines, one per entry).
+    fn set_another(mut self, name: &str, value: &str) -> Request {
+        let at = self.headers.len().saturating_sub(1);
+        self.headers.insert(at, (name.to_string(), Some(value.to_string())));
+        self
+    }
+}
+
+// ---- Presence (issue 6, and the pool's issue 15) ----
+
+/// A PIDF document for `user` with one tuple.
+pub fn pidf_doc(user: &str, tuple: &str, basic: &str, note: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<presence xmlns="urn:ietf:params:xml:ns:pidf" xmlns:rpid="urn:ietf:params:xml:ns:pidf:rpid" xmlns:dm="urn:ietf:params:xml:ns:pidf:data-model" entity="sip:{user}@{DOMAIN}">
+<tuple id="{tuple}"><status><basic>{basic}</basic></status><note>{note}</note></tuple>
+<dm:person id="p-{tuple}"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person>
+</presence>"#
+    )
+}
+
+/// A PUBLISH by `user` on `phone` (registered on that connection, so no challenge).
+pub fn publish(phone: &Phone, user: &str, body: Option<&str>, etag: Option<&str>, expires: u32) -> Request {
+    let mut r = Request::new("PUBLISH", phone.transport(), phone.local_addr())
+        .set("From", &format!("<sip:{user}@{DOMAIN}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{user}@{DOMAIN}>"))
+        .set("Event", "presence")
+        .set("Expires", &expires.to_string());
+    r.start_line = format!("PUBLISH sip:{user}@{DOMAIN} SIP/2.0");
+    if let Some(t) = etag {
+        r = r.set("SIP-If-Match", t);
+    }
+    if let Some(b) = body {
+        r = r.set("Content-Type", "application/pidf+xml");
+        r.body = b.to_string();
+    }
+    r
+}
+
+pub fn subscribe(phone: &Phone, watcher: &str, target: &str, event: &str, expires: u32) -> Request {
+    let mut r = Request::new("SUBSCRIBE", phone.transport(), phone.local_addr())
+        .set("From", &format!("<sip:{watcher}@{DOMAIN}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{target}@{DOMAIN}>"))
+        .set("Event", event)
+        .set("Expires", &expires.to_string())
+        .set("Contact", &phone.contact(watcher))
+        .set("Accept", "application/pidf+xml");
+    r.start_line = format!("SUBSCRIBE sip:{target}@{DOMAIN} SIP/2.0");
+    r
+}
+
+/// The next NOTIFY at `phone`, answered 200.
+pub async fn notified(phone: &mut Phone) -> Message {
+    let n = phone.expect_request(sipfront_proto::Method::Notify).await;
+    phone.answer(&n, 200, "w").await;
+    n
+}
+
+/// A SUBSCRIBE and what it brings: the 200 and the first NOTIFY (in whichever order they come).
+pub async fn subscribed(phone: &mut Phone, req: &Request) -> (Message, Message) {
+    phone.send(&req.to_bytes()).await;
+    let (mut ok, mut notify) = (None, None);
+    while ok.is_none() || notify.is_none() {
+        let m = phone.recv().await;
+        if m.method() == Some(&sipfront_proto::Method::Notify) {
+            phone.answer(&m, 200, "w").await;
+            notify = Some(m);
+        } else {
+            assert_eq!(m.status(), Some(200), "SUBSCRIBE answered 200: {:?}", m.reason());
+            ok = Some(m);
+        }
+    }
+    (ok.expect("200"), notify.expect("NOTIFY"))
+}
+
+pub fn state(n: &Message) -> String {
+    header(n, HeaderName::SubscriptionState)
+}
+
+pub fn doc(n: &Message) -> sipfront_proto::presence::pidf::Pidf {
+    sipfront_proto::presence::pidf::parse(n.body()).expect("a PIDF body")
+}
+
+pub async fn online(s: &TestServer, user: &str, password: &str) -> Phone {
+    let mut p = Phone::tcp(s).await;
+    register(&mut p, user, password, None).await;
+    p
+}
+
+pub fn contact_of(m: &Message) -> String {
+    header(m, HeaderName::Contact).trim_start_matches('<').split('>').next().unwrap_or_default().to_string()
+}

@@ -343,6 +343,10 @@ impl Proxy {
             }
         }
         c.push_header(HeaderName::CSeq, format!("{} CANCEL", invite.cseq().map_or(1, |s| s.seq)));
+        if let Some(seal) = invite.header_named(super::pool::hop::HEADER) {
+            // To a client's edge: the INVITE's seal holds for its CANCEL.
+            c.push_header_named(super::pool::hop::HEADER, seal.to_vec());
+        }
         c.push_header(HeaderName::ContentLength, "0");
         // Its response (200, or 481 if the INVITE ended meanwhile) changes nothing here.
         drop(self.txs.request(c, b.target));
@@ -481,7 +485,8 @@ fn renew_branch(fork: &mut Message, original: &Message) {
 }
 
 /// A Record-Route URI naming this server at `local` over `transport`, with the token.
-fn route_uri(token: &str, transport: Transport, local: SocketAddr) -> String {
+/// A Record-Route URI with `token` for a leg over `transport`, at our address `local`.
+pub fn route_uri(token: &str, transport: Transport, local: SocketAddr) -> String {
     match transport {
         Transport::Udp => format!("<sip:{token}@{local};lr>"),
         t => format!("<sip:{token}@{local};transport={};lr>", t.via_name().to_ascii_lowercase()),

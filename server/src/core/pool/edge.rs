@@ -1,0 +1,371 @@
+//! The edge: what a member does for the clients whose connections it holds when their
+//! requests belong to another member, and for that member's requests to them. It forwards
+//! statelessly (RFC 3261 16.11), before any transaction, so a relayed request costs one parse
+//! and one send here and its retransmissions and CANCEL take the same way:
+//!
+//! - a client's out-of-dialog request goes to the home of the AOR it concerns (the To of a
+//!   REGISTER, the Request-URI otherwise), sealed with what this member vouches for (the
+//!   client's address, and the user its connection authenticated as); a REGISTER gets a Path
+//!   (RFC 3327) and a dialog-creating request a Record-Route naming this edge and the client's
+//!   connection in a sealed token, so that the home reaches the client through here;
+//! - a request that names such a token in its top Route goes to that client: from a member,
+//!   out of dialog, only under the pool's seal; inside a dialog from either party, as the
+//!   proxy's own dialog tokens do;
+//! - a response to what was relayed comes back here (our Via names the leg it came from) and
+//!   goes on to that leg; a 2xx to a REGISTER makes the client's connection speak for the user,
+//!   as it does on a single node.
+
+use super::hop::{self, Seal, Vouch, HEADER};
+use super::Membership;
+use crate::core::proxy::route_uri;
+use crate::core::proxy::token::{Leg, Tokens};
+use crate::ops::metrics as m;
+use crate::transport::{Source, Target, Transport, Transports};
+use sipfront_proto::reply;
+use sipfront_proto::{Aor, HeaderName, Host, Message, Method, NameAddr, Uri};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The branch of every request this edge relays starts so (then a hash of the incoming branch).
+pub(super) const BRANCH_PREFIX: &str = "z9hG4bKsfe";
+/// The Via parameter that names, in a sealed token, the leg a relayed request came from.
+const LEG_PARAM: &str = "sfl";
+/// The URI parameter that marks an edge's Path entry.
+pub const PATH_PARAM: &str = "sfe";
+/// How long a relayed request may wait for a connection to a member.
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
+
+pub struct Edge {
+    membership: Arc<Membership>,
+    transports: Arc<Transports>,
+    /// Seals the legs named in our Path, Record-Route and Via (a key of this process, not the
+    /// proxy's: the proxy must not take an edge token for one of its dialogs).
+    tokens: Tokens,
+    agent: String,
+}
+
+impl Edge {
+    pub fn new(membership: Arc<Membership>, transports: Arc<Transports>, agent: String) -> Edge {
+        Edge { membership, transports, tokens: Tokens::default(), agent }
+    }
+
+    fn seal(&self) -> &Seal {
+        self.membership.seal()
+    }
+
+    /// A request before any transaction: relayed (and kept), refused, or given back to be
+    /// served here.
+    pub fn before_transaction(&self, msg: Message, source: Source) -> Option<Message> {
+        if msg.header_named(HEADER).is_some() {
+            return self.sealed_request(msg, source);
+        }
+        if self.membership.alone() && msg.header(HeaderName::Route).is_none() {
+            return Some(msg);
+        }
+        self.unsealed_request(msg, source)
+    }
+
+    /// A sealed request: from another member, or a forgery.
+    fn sealed_request(&self, msg: Message, source: Source) -> Option<Message> {
+        let vouch = match self.seal().verify(&msg) {
+            Ok(v) => v,
+            Err(forged) => {
+                metrics::counter!(m::POOL_HOPS_REFUSED, "reason" => forged.label()).increment(1);
+                tracing::debug!(remote = %source.remote, reason = forged.label(), "forged pool hop refused");
+                self.refuse(&msg, &source, 403, "Forged pool hop");
+                return None;
+            }
+        };
+        // The member's connection is found by the address it listens on from now on.
+        if let (Some(flow), Some(peer)) = (source.flow, self.membership.peer_named(&vouch.member)) {
+            self.transports.flows.alias(flow, Transport::Tcp, peer.addr);
+        }
+        match self.our_route(&msg) {
+            Some(leg) => {
+                let mut msg = msg;
+                self.pop_our_routes(&mut msg);
+                hop::remove(&mut msg);
+                self.to_client(msg, &source, leg);
+                None
+            }
+            // For a service here: the core reads the seal again into the request.
+            None => Some(msg),
+        }
+    }
+
+    /// A request without a seal: from a client, or inside a dialog from anyone.
+    fn unsealed_request(&self, mut msg: Message, source: Source) -> Option<Message> {
+        let in_dialog = msg.to().is_some_and(|t| t.tag().is_some());
+        if let Some(leg) = self.our_route(&msg) {
+            self.pop_our_routes(&mut msg);
+            if !leg.sent(&source) {
+                // Toward the client the token names: only inside a dialog, as a party of it.
+                if in_dialog {
+                    self.to_client(msg, &source, leg);
+                } else {
+                    metrics::counter!(m::POOL_HOPS_REFUSED, "reason" => "unsealed").increment(1);
+                    self.refuse(&msg, &source, 403, "Forged pool hop");
+                }
+                return None;
+            }
+            // From the client, onward: to the member the next hop names, or served here.
+            let next = msg
+                .list(HeaderName::Route)
+                .next()
+                .and_then(|r| NameAddr::parse(r).ok().and_then(|n| uri_addr(&n.uri)))
+                .or_else(|| msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| uri_addr(&u)));
+            return match next.and_then(|a| self.membership.peer_at(a)) {
+                Some(peer) => {
+                    self.to_member(msg, &source, peer.addr, false);
+                    None
+                }
+                None => Some(msg),
+            };
+        }
+        if self.membership.alone() {
+            return Some(msg);
+        }
+        if in_dialog {
+            // A dialog whose other end is a member itself (a subscription its presence
+            // serves): the request goes there.
+            let peer = msg
+                .request_uri()
+                .and_then(|u| Uri::parse(u).ok())
+                .and_then(|u| uri_addr(&u))
+                .and_then(|a| self.membership.peer_at(a));
+            if let Some(peer) = peer {
+                self.to_member(msg, &source, peer.addr, false);
+                return None;
+            }
+            if msg.method() != Some(&Method::Ack) {
+                return Some(msg);
+            }
+        }
+        let Some(method) = msg.method().cloned() else { return Some(msg) };
+        let key = if method == Method::Register {
+            msg.to().and_then(|t| Aor::from_uri(&t.uri))
+        } else {
+            msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| Aor::from_uri(&u))
+        };
+        let Some(home) = key.and_then(|aor| self.membership.home_of(aor.as_str())) else { return Some(msg) };
+        // A client may not name a member in a Path or Route: only an edge does, under seal.
+        let names_member = [HeaderName::Path, HeaderName::Route].into_iter().any(|h| {
+            msg.name_addrs(h)
+                .any(|n| n.ok().and_then(|n| uri_addr(&n.uri)).is_some_and(|a| self.membership.peer_at(a).is_some()))
+        });
+        if names_member {
+            metrics::counter!(m::POOL_HOPS_REFUSED, "reason" => "client_names_member").increment(1);
+            self.refuse(&msg, &source, 403, "Forged pool hop");
+            return None;
+        }
+        let leg = Leg::of_source(&source);
+        if method == Method::Register {
+            let token = self.tokens.seal(&[leg]);
+            msg.prepend_header(
+                HeaderName::Path,
+                format!("<sip:{token}@{};transport=tcp;lr;ob;{PATH_PARAM}>", self.address()),
+            );
+        } else if !in_dialog && matches!(method, Method::Invite | Method::Subscribe) {
+            let token = self.tokens.seal(&[leg]);
+            let client_side = route_uri(&token, source.transport, source.local);
+            let member_side = format!("<sip:{token}@{};transport=tcp;lr>", self.address());
+            msg.prepend_header(HeaderName::RecordRoute, client_side.clone());
+            if member_side != client_side {
+                msg.prepend_header(HeaderName::RecordRoute, member_side);
+            }
+        }
+        self.to_member(msg, &source, home.addr, true);
+        None
+    }
+
+    /// Relays a client's request to the member at `to`, sealed.
+    fn to_member(&self, mut msg: Message, source: &Source, to: SocketAddr, count: bool) {
+        let identity = source.flow.and_then(|f| self.transports.flows.identity(f)).map(|i| i.to_string());
+        let vouch = Vouch { member: self.membership.id().to_string(), client: Some(source.remote), identity };
+        if !self.push_via(&mut msg, source, Transport::Tcp, &self.address()) {
+            return;
+        }
+        self.seal().sign(&mut msg, &vouch);
+        if count {
+            metrics::counter!(m::POOL_RELAYED, "direction" => "to_home").increment(1);
+        }
+        let target = Target { transport: Transport::Tcp, remote: to, flow: None, local: None };
+        msg.ensure_content_length();
+        let bytes = msg.to_bytes();
+        if self.transports.send(&target, bytes.clone()).is_err() {
+            // No connection to that member yet: open one, then send.
+            let (connector, transports) = (self.membership.connector().clone(), self.transports.clone());
+            tokio::spawn(async move {
+                if connector.flow_to(to, CONNECT_WITHIN).await.is_some() {
+                    let _ = transports.send(&target, bytes);
+                }
+            });
+        }
+    }
+
+    /// Relays a member's request (or a dialog party's) to the client on `leg`.
+    fn to_client(&self, mut msg: Message, source: &Source, leg: Leg) {
+        let mut target = leg.target();
+        match leg {
+            Leg::Stream { flow, .. } if !self.transports.flows.is_open(flow) => {
+                // RFC 5626 5.3: the flow to that client has failed.
+                return self.refuse(&msg, source, 430, "Flow Failed");
+            }
+            Leg::Udp(remote) => target.local = self.transports.udp_local(remote),
+            Leg::Stream { .. } => {}
+        }
+        let creates_dialog = msg.to().is_some_and(|t| t.tag().is_none())
+            && matches!(msg.method(), Some(Method::Invite | Method::Subscribe));
+        if creates_dialog {
+            // The client's requests in the dialog come back through here (double
+            // Record-Route when its side and the pool's differ, RFC 5658).
+            let token = self.tokens.seal(&[leg]);
+            let member_side = format!("<sip:{token}@{};transport=tcp;lr>", self.address());
+            msg.prepend_header(HeaderName::RecordRoute, member_side.clone());
+            if let Some(local) = self.client_side_local(&leg, &target) {
+                let client_side = route_uri(&token, target.transport, local);
+                if client_side != member_side {
+                    msg.prepend_header(HeaderName::RecordRoute, client_side);
+                }
+            }
+        }
+        let sent_by = target.local.map_or_else(|| self.address(), |l| l.to_string());
+        if !self.push_via(&mut msg, source, target.transport, &sent_by) {
+            return;
+        }
+        metrics::counter!(m::POOL_RELAYED, "direction" => "to_client").increment(1);
+        msg.ensure_content_length();
+        if self.transports.send(&target, msg.to_bytes()).is_err() && msg.method() != Some(&Method::Ack) {
+            self.refuse(&msg, source, 430, "Flow Failed");
+        }
+    }
+
+    /// The address the client on `leg` knows us by: the UDP socket we send from, or the
+    /// listener its connection came in on.
+    fn client_side_local(&self, leg: &Leg, target: &Target) -> Option<SocketAddr> {
+        match leg {
+            Leg::Udp(_) => target.local,
+            Leg::Stream { flow, .. } => self.transports.flows.local(*flow),
+        }
+    }
+
+    /// One hop less and our Via on top (naming the leg the request came from); `false` (and
+    /// answered) when no hop is left.
+    fn push_via(&self, msg: &mut Message, source: &Source, transport: Transport, sent_by: &str) -> bool {
+        let hops = msg.max_forwards().unwrap_or(70);
+        if hops == 0 {
+            self.refuse(msg, source, 483, "Too Many Hops");
+            return false;
+        }
+        msg.set_header(HeaderName::MaxForwards, (hops - 1).to_string());
+        let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
+        let branch = stateless_branch(incoming, self.membership.id());
+        let leg = self.tokens.seal(&[Leg::of_source(source)]);
+        msg.prepend_header(
+            HeaderName::Via,
+            format!("SIP/2.0/{} {sent_by};branch={branch};{LEG_PARAM}={leg}", transport.via_name()),
+        );
+        true
+    }
+
+    /// A response to what this edge relayed: sent on to the leg its request came from (and
+    /// kept), or given back.
+    pub fn response(&self, mut resp: Message, source: &Source) -> Option<Message> {
+        let leg = {
+            let via = resp.top_via()?;
+            if !via.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes())) {
+                return Some(resp);
+            }
+            via.params.get(LEG_PARAM).flatten().and_then(|t| self.tokens.open(t))
+        };
+        let Some([leg]) = leg.as_deref() else {
+            // The answer to a member's hello (no leg), or a leg we did not seal.
+            return None;
+        };
+        let leg = *leg;
+        resp.pop_first_element(HeaderName::Via);
+        let register_ok = resp.status().is_some_and(|c| (200..300).contains(&c))
+            && resp.cseq().is_some_and(|c| c.method == Method::Register);
+        if let (true, Leg::Stream { flow, .. }) = (register_ok, leg) {
+            // The home accepted the client's credentials: its connection now speaks for the
+            // user here too, as on a single node. Only a member's word counts.
+            if self.comes_from_member(source) {
+                if let Some(aor) = resp.to().and_then(|t| Aor::from_uri(&t.uri)) {
+                    self.transports.flows.bind_identity(flow, aor.as_str());
+                }
+            }
+        }
+        let mut target = leg.target();
+        if let Leg::Udp(remote) = leg {
+            target.remote = crate::transport::udp_response_addr(&resp, remote);
+            target.local = self.transports.udp_local(remote);
+        }
+        resp.ensure_content_length();
+        let _ = self.transports.send(&target, resp.to_bytes());
+        None
+    }
+
+    /// Whether `source` is a connection to or from a live member.
+    fn comes_from_member(&self, source: &Source) -> bool {
+        let Some(flow) = source.flow else { return false };
+        self.membership.peers().iter().any(|p| self.transports.flows.find(Transport::Tcp, p.addr) == Some(flow))
+    }
+
+    /// The leg our token in the top Route names, if the top Route is ours.
+    fn our_route(&self, msg: &Message) -> Option<Leg> {
+        let route = msg.list(HeaderName::Route).next()?;
+        let legs = NameAddr::parse(route).ok().and_then(|r| self.tokens.open(r.uri.user()?))?;
+        match legs[..] {
+            [leg] => Some(leg),
+            _ => None,
+        }
+    }
+
+    /// Removes our Route entries from the top (one, or two after a double Record-Route).
+    fn pop_our_routes(&self, msg: &mut Message) {
+        while self.our_route(msg).is_some() {
+            msg.pop_first_element(HeaderName::Route);
+        }
+    }
+
+    /// Answers statelessly (an ACK gets nothing).
+    fn refuse(&self, msg: &Message, source: &Source, code: u16, reason: &str) {
+        if msg.method() == Some(&Method::Ack) {
+            return;
+        }
+        let mut r = reply::response(msg, code, &self.agent);
+        r.set_reason(reason.to_string());
+        r.ensure_content_length();
+        let mut target = source.reply_target();
+        if source.transport == Transport::Udp {
+            target.remote = crate::transport::udp_response_addr(msg, source.remote);
+        }
+        let _ = self.transports.send(&target, r.to_bytes());
+    }
+
+    fn address(&self) -> String {
+        self.membership.address().to_string()
+    }
+}
+
+/// A branch for a request relayed statelessly: the same for every retransmission of the
+/// incoming request and for its CANCEL (RFC 3261 16.11), different at every member.
+fn stateless_branch(incoming: &[u8], member: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in incoming.iter().chain(&[0xff]).chain(member.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{BRANCH_PREFIX}{h:016x}")
+}
+
+/// The address a URI names, when its host is an address literal.
+fn uri_addr(uri: &Uri<'_>) -> Option<SocketAddr> {
+    let ip: IpAddr = match uri.host() {
+        Host::V4(ip) => ip.into(),
+        Host::V6(ip) => ip.into(),
+        Host::Name(_) => return None,
+    };
+    Some(SocketAddr::new(ip, uri.port().unwrap_or(5060)))
+}

@@ -1,0 +1,373 @@
+//! The pool's membership: this front end announces itself in the shared store (its id, the
+//! address the other members reach it on, what it holds) with a heartbeat every
+//! `pool.heartbeat_ms`, and reads the others' at the same pace. A member silent for
+//! `pool.member_timeout_ms` is dead to the others; a member stopping gracefully says it is
+//! leaving, and is dead to them at once. Heartbeats are stamped and aged by the database's
+//! clock, so members' clocks need not agree. On a single node the pool is that node alone.
+//!
+//! Every AOR has one *home* among the live members, by rendezvous hashing ([`Membership::home_of`]):
+//! the home keeps the AOR's bindings, publications and the subscriptions to it. The member
+//! holding a client's connection is its *edge* ([`edge`]), which relays the client's requests
+//! to their home and the home's requests to the client. Inter-member requests carry the pool's
+//! seal ([`hop`]).
+
+pub mod edge;
+pub mod hop;
+
+use crate::config;
+use crate::ops::metrics as m;
+use crate::state::bindings::Bindings;
+use crate::transport::connect::Connector;
+use crate::transport::Transports;
+use sipfront_proto::{HeaderName, Message, Method};
+use sipfront_storage::{Member, MemberSeen, Store};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// A live member other than this one, as this one reaches it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub id: Arc<str>,
+    pub addr: SocketAddr,
+}
+
+/// What the others make of a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberState {
+    /// It beat within the member timeout.
+    Live,
+    /// It said it is leaving (draining, or stopped).
+    Leaving,
+    /// Silent for longer than the member timeout.
+    Dead,
+}
+
+impl MemberState {
+    pub fn of(seen: &MemberSeen, member_timeout_ms: u64) -> MemberState {
+        if seen.leaving {
+            MemberState::Leaving
+        } else if seen.silent_ms > i64::try_from(member_timeout_ms).unwrap_or(i64::MAX) {
+            MemberState::Dead
+        } else {
+            MemberState::Live
+        }
+    }
+
+    /// As `sipfront pool status` and the `state` label of `sipfront_pool_members` say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            MemberState::Live => "live",
+            MemberState::Leaving => "leaving",
+            MemberState::Dead => "dead",
+        }
+    }
+}
+
+/// Members silent for this long are deleted from the store: `pool status` shows a dead
+/// member for ten minutes, then forgets it.
+const FORGET_AFTER_MS: i64 = 10 * 60 * 1000;
+
+pub struct Membership {
+    cfg: config::Pool,
+    me: Member,
+    /// Where the others reach this member, when it is an address.
+    my_addr: Option<SocketAddr>,
+    store: Arc<dyn Store>,
+    bindings: Arc<Bindings>,
+    transports: Arc<Transports>,
+    connector: Arc<Connector>,
+    seal: hop::Seal,
+    /// The seal's key is shared (`pool.secret` or `auth.secret`), not this process's own.
+    keyed: bool,
+    /// The other live members as last read, by id.
+    peers: RwLock<Arc<Vec<Peer>>>,
+    /// No other live member: everything is served here (the single-node fast path).
+    alone: AtomicBool,
+}
+
+impl Membership {
+    /// This front end as `cfg` names it (`sip` is its first SIP listener, the default address).
+    pub fn new(
+        cfg: config::Pool,
+        sip: Option<SocketAddr>,
+        store: Arc<dyn Store>,
+        bindings: Arc<Bindings>,
+        transports: Arc<Transports>,
+        connector: Arc<Connector>,
+        secret: &[u8],
+    ) -> Membership {
+        let host = host_name();
+        let port = sip.map_or(5060, |a| a.port());
+        let id = if cfg.member_id.is_empty() { format!("{host}:{port}") } else { cfg.member_id.clone() };
+        let address = match (cfg.address.is_empty(), sip) {
+            (false, _) => cfg.address.clone(),
+            (true, Some(a)) if !a.ip().is_unspecified() => a.to_string(),
+            (true, _) => format!("{host}:{port}"),
+        };
+        let started_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let me = Member {
+            id,
+            address,
+            started_at: i64::try_from(started_at).unwrap_or(i64::MAX),
+            users_homed: 0,
+            connections: 0,
+        };
+        let my_addr = me.address.parse().ok();
+        let random_key = super::secure_random(32);
+        Membership {
+            cfg,
+            me,
+            my_addr,
+            store,
+            bindings,
+            transports,
+            connector,
+            seal: hop::Seal::new(if secret.is_empty() { &random_key } else { secret }),
+            keyed: !secret.is_empty(),
+            peers: RwLock::new(Arc::new(Vec::new())),
+            alone: AtomicBool::new(true),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.me.id
+    }
+
+    /// The pool's seal, for inter-member requests.
+    pub fn seal(&self) -> &hop::Seal {
+        &self.seal
+    }
+
+    pub fn connector(&self) -> &Arc<Connector> {
+        &self.connector
+    }
+
+    /// Where the others reach this member (SIP over TCP).
+    pub fn address(&self) -> &str {
+        &self.me.address
+    }
+
+    /// Whether no other member is live: then every AOR's home is here.
+    pub fn alone(&self) -> bool {
+        self.alone.load(Ordering::Relaxed)
+    }
+
+    /// The other live members.
+    pub fn peers(&self) -> Arc<Vec<Peer>> {
+        self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The live member at `addr`, if any.
+    pub fn peer_at(&self, addr: SocketAddr) -> Option<Peer> {
+        if self.alone() {
+            return None;
+        }
+        self.peers().iter().find(|p| p.addr == addr).cloned()
+    }
+
+    /// The live member named `id`, if any.
+    pub fn peer_named(&self, id: &str) -> Option<Peer> {
+        self.peers().iter().find(|p| &*p.id == id).cloned()
+    }
+
+    /// Whether `addr` is where the others reach this member.
+    pub fn is_me(&self, addr: SocketAddr) -> bool {
+        self.my_addr == Some(addr)
+    }
+
+    /// The home of `aor` (`user@domain`, compared without case): `None` when it is this
+    /// member. Rendezvous hashing: each member scores the AOR and the highest score wins, so
+    /// a member joining or leaving moves only the AORs it wins or held.
+    pub fn home_of(&self, aor: &str) -> Option<Peer> {
+        if self.alone() {
+            return None;
+        }
+        let peers = self.peers();
+        let ids = peers.iter().map(|p| &*p.id).chain(std::iter::once(self.me.id.as_str()));
+        let home = home_among(ids, aor)?;
+        peers.iter().find(|p| &*p.id == home).cloned()
+    }
+
+    /// The first request on a connection this member opened to `to`: a sealed OPTIONS, by
+    /// which the other learns whose connection it is.
+    fn hello(&self, to: SocketAddr) -> bytes::Bytes {
+        let mut msg = Message::request(Method::Options, format!("sip:{to};transport=tcp"));
+        let tag = sipfront_proto::reply::new_tag();
+        msg.push_header(
+            HeaderName::Via,
+            format!("SIP/2.0/TCP {};branch={}{tag}", self.me.address, edge::BRANCH_PREFIX),
+        );
+        msg.push_header(HeaderName::MaxForwards, "1");
+        msg.push_header(HeaderName::From, format!("<sip:pool@{}>;tag={tag}", self.me.address));
+        msg.push_header(HeaderName::To, format!("<sip:pool@{to}>"));
+        msg.push_header(HeaderName::CallId, format!("hello-{tag}"));
+        msg.push_header(HeaderName::CSeq, "1 OPTIONS");
+        let vouch = hop::Vouch { member: self.me.id.clone(), client: None, identity: None };
+        self.seal.sign(&mut msg, &vouch);
+        msg.ensure_content_length();
+        msg.to_bytes()
+    }
+
+    /// The live members (other than this one) in what was read from the store; connections
+    /// to them are opened (or kept) so that requests for them go out at once.
+    fn see(&self, seen: &[MemberSeen]) {
+        let mut peers: Vec<Peer> = seen
+            .iter()
+            .filter(|s| s.member.id != self.me.id && MemberState::of(s, self.cfg.member_timeout_ms) == MemberState::Live)
+            .filter_map(|s| match s.member.address.parse() {
+                Ok(addr) => Some(Peer { id: s.member.id.as_str().into(), addr }),
+                Err(_) => {
+                    tracing::warn!(member = %s.member.id, address = %s.member.address, "pool member address is not IP:port; ignored");
+                    None
+                }
+            })
+            .collect();
+        peers.sort_by(|a, b| a.id.cmp(&b.id));
+        let changed = **self.peers() != peers;
+        if changed && !self.keyed && !peers.is_empty() {
+            tracing::warn!("other members are live, but pool.secret and auth.secret are both empty: no member will take this one's requests; set pool.secret, the same on every member");
+        }
+        if changed {
+            tracing::info!(peers = ?peers.iter().map(|p| &*p.id).collect::<Vec<_>>(), "pool members changed");
+        }
+        // One connection per pair of members, opened by the one with the lesser id; the other
+        // finds it by the address the opener listens on once a sealed request arrives on it.
+        for p in peers.iter().filter(|p| *p.id > *self.me.id) {
+            if self.transports.flows.find(crate::transport::Transport::Tcp, p.addr).is_none() {
+                let (connector, addr, within) =
+                    (self.connector.clone(), p.addr, Duration::from_millis(self.cfg.heartbeat_ms));
+                let (hello, transports) = (self.hello(addr), self.transports.clone());
+                tokio::spawn(async move {
+                    if let Some(flow) = connector.flow_to(addr, within).await {
+                        let _ = transports.flows.send(flow, hello);
+                    }
+                });
+            }
+        }
+        self.alone.store(peers.is_empty(), Ordering::Relaxed);
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(peers);
+    }
+
+    /// Beats and reads the others every `pool.heartbeat_ms`; runs until dropped. A store that
+    /// does not answer is logged and tried again at the next beat: the members last read stay.
+    pub async fn run(&self) {
+        let every = Duration::from_millis(self.cfg.heartbeat_ms);
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = self.beat(every).await {
+                tracing::warn!(error = %e, member = %self.me.id, "pool heartbeat failed; retrying");
+            }
+        }
+    }
+
+    async fn beat(&self, within: Duration) -> Result<(), sipfront_storage::StoreError> {
+        let me = Member {
+            users_homed: i64::try_from(self.bindings.aor_count()).unwrap_or(i64::MAX),
+            connections: i64::try_from(self.client_connections()).unwrap_or(i64::MAX),
+            ..self.me.clone()
+        };
+        let late = |_| sipfront_storage::StoreError::Timeout(within);
+        tokio::time::timeout(within, self.store.heartbeat(&me, FORGET_AFTER_MS)).await.map_err(late)??;
+        let seen = tokio::time::timeout(within, self.store.members()).await.map_err(late)??;
+        self.see(&seen);
+        for state in [MemberState::Live, MemberState::Leaving, MemberState::Dead] {
+            let n = seen.iter().filter(|s| MemberState::of(s, self.cfg.member_timeout_ms) == state).count();
+            metrics::gauge!(m::POOL_MEMBERS, "state" => state.label()).set(n as f64);
+        }
+        Ok(())
+    }
+
+    /// Open connections, but those to other members.
+    fn client_connections(&self) -> usize {
+        let tcp = crate::transport::Transport::Tcp;
+        let to_members = self.peers().iter().filter(|p| self.transports.flows.find(tcp, p.addr).is_some()).count();
+        self.transports.flows.count().saturating_sub(to_members)
+    }
+
+    /// Says in the store that this front end is leaving (a graceful stop).
+    pub async fn leave(&self) {
+        let within = Duration::from_millis(self.cfg.heartbeat_ms);
+        match tokio::time::timeout(within, self.store.leave(&self.me.id)).await {
+            Ok(Ok(())) => tracing::info!(member = %self.me.id, "left the pool"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not say that this member leaves the pool"),
+            Err(_) => tracing::warn!("the store did not answer: the others will see this member dead instead"),
+        }
+    }
+}
+
+/// The home of `aor` among the members named `ids`: the highest rendezvous score, the lesser
+/// id on a tie. Every member computes the same from the same list.
+pub fn home_among<'a>(ids: impl IntoIterator<Item = &'a str>, aor: &str) -> Option<&'a str> {
+    ids.into_iter().max_by(|a, b| score(a, aor).cmp(&score(b, aor)).then(b.cmp(a)))
+}
+
+/// A member's rendezvous score for an AOR: a 64-bit FNV-1a over both, finished with a
+/// SplitMix64 step so that close inputs score far apart. Written out, not `DefaultHasher`,
+/// because every member (of any build) must compute the same.
+fn score(member: &str, aor: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = member.bytes().chain(std::iter::once(0xff)).chain(aor.bytes().map(|b| b.to_ascii_lowercase()));
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The machine's host name, for default member ids and addresses.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    fn seen(silent_ms: i64, leaving: bool) -> MemberSeen {
+        let member =
+            Member { id: "fe".into(), address: "fe:5060".into(), started_at: 0, users_homed: 0, connections: 0 };
+        MemberSeen { member, silent_ms, leaving }
+    }
+
+    #[test]
+    fn rendezvous_spreads_aors_and_moves_few_when_a_member_joins() {
+        let homes = |members: &[&'static str], aor: &str| home_among(members.iter().copied(), aor).unwrap();
+        let three = ["fe1", "fe2", "fe3"];
+        let four = ["fe1", "fe2", "fe3", "fe4"];
+        let mut per = std::collections::HashMap::new();
+        let mut moved = 0;
+        for i in 0..3000 {
+            let aor = format!("user{i}@example.test");
+            let before = homes(&three, &aor);
+            *per.entry(before).or_insert(0) += 1;
+            let after = homes(&four, &aor);
+            if after != before {
+                assert_eq!(after, "fe4", "an AOR moves only to the new member");
+                moved += 1;
+            }
+            assert_eq!(homes(&three, &aor.to_uppercase()), before, "AORs compare without case");
+        }
+        assert!(per.values().all(|&n| (800..1200).contains(&n)), "about a third each: {per:?}");
+        assert!((600..900).contains(&moved), "about a quarter move to the fourth: {moved}");
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(MemberState::of(&seen(0, false), 3000), MemberState::Live);
+        assert_eq!(MemberState::of(&seen(3000, false), 3000), MemberState::Live);
+        assert_eq!(MemberState::of(&seen(3001, false), 3000), MemberState::Dead);
+        assert_eq!(MemberState::of(&seen(0, true), 3000), MemberState::Leaving);
+        assert_eq!(MemberState::of(&seen(99_000, true), 3000), MemberState::Leaving);
+    }
+}

@@ -1,0 +1,74 @@
+//! Connections this server opens itself: to the other members of its pool, never to a client
+//! (RFC 5626: clients open every flow). Each is served like an accepted connection, so what a
+//! peer sends on it (responses, and its own requests) is received like anything else, and it
+//! is found by the peer's address when something is sent there.
+
+use super::flows::FlowId;
+use super::stream::{self, StreamSettings};
+use super::{Inbound, Transport, Transports};
+use crate::ops::shutdown::Shutdown;
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+pub struct Connector {
+    transports: Arc<Transports>,
+    inbound: Arc<dyn Inbound>,
+    settings: Arc<StreamSettings>,
+    shutdown: Shutdown,
+    /// One connection attempt at a time per peer: the others wait for its outcome.
+    connecting: DashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Connector {
+    pub fn new(
+        transports: Arc<Transports>,
+        inbound: Arc<dyn Inbound>,
+        settings: Arc<StreamSettings>,
+        shutdown: Shutdown,
+    ) -> Connector {
+        Connector { transports, inbound, settings, shutdown, connecting: DashMap::new() }
+    }
+
+    /// The open TCP connection to `remote`, connecting first (within `within`) if there is
+    /// none; `None` if it cannot be reached.
+    pub async fn flow_to(&self, remote: SocketAddr, within: Duration) -> Option<FlowId> {
+        if let Some(flow) = self.transports.flows.find(Transport::Tcp, remote) {
+            return Some(flow);
+        }
+        let lock = self.connecting.entry(remote).or_default().clone();
+        let _one = lock.lock().await;
+        if let Some(flow) = self.transports.flows.find(Transport::Tcp, remote) {
+            return Some(flow);
+        }
+        let tcp = match tokio::time::timeout(within, TcpStream::connect(remote)).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => {
+                tracing::debug!(%remote, error = %e, "cannot connect to pool member");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(%remote, "connecting to pool member timed out");
+                return None;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let local = tcp.local_addr().ok()?;
+        let (flow, queue) = self.transports.flows.open(Transport::Tcp, remote, local, self.settings.queue);
+        tokio::spawn(stream::serve(
+            tcp,
+            (flow, queue),
+            Transport::Tcp,
+            remote,
+            local,
+            self.transports.clone(),
+            self.inbound.clone(),
+            self.settings.clone(),
+            self.shutdown.clone(),
+        ));
+        tracing::debug!(%remote, flow, "connected to pool member");
+        Some(flow)
+    }
+}

@@ -1,0 +1,261 @@
+//! Routing across the pool (issue 15, items 2 and 3), three members on one store over real
+//! sockets: a client's requests are relayed by the member holding its connection (its edge)
+//! to the home of the AOR they concern, and the home reaches a client through its edge; a
+//! request for a user registered anywhere in the pool is delivered at once, never stored as
+//! offline; a hop that claims to be a member without the pool's seal is refused.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::*;
+use sipfront::config::Config;
+use sipfront::core::pool::home_among;
+use sipfront_proto::{HeaderName, Method};
+use sipfront_storage::testing::eventually;
+use std::time::Duration;
+
+const IDS: [&str; 3] = ["fe-a", "fe-b", "fe-c"];
+const PASSWORD: &str = "secret";
+
+fn member(id: &'static str, url: String) -> impl FnOnce(&mut Config) {
+    move |c: &mut Config| {
+        c.pool.member_id = id.into();
+        c.pool.heartbeat_ms = 100;
+        c.pool.member_timeout_ms = 600;
+        c.pool.secret = "the pool's own secret".into();
+        if !url.is_empty() {
+            c.database.url = url;
+        }
+    }
+}
+
+/// Three members on one store (A's SQLite file, or PostgreSQL), each seeing the other two.
+async fn pool(backend: &Backend, users: &[(&str, &str)]) -> Vec<TestServer> {
+    let a = TestServer::with_users(backend, users, member(IDS[0], String::new())).await;
+    let shared = match backend {
+        Backend::Sqlite => format!("sqlite://{}", a.dir.path().join("sipfront.db").display()),
+        Backend::Postgres(url) => url.clone(),
+    };
+    let b = TestServer::with(member(IDS[1], shared.clone())).await;
+    let c = TestServer::with(member(IDS[2], shared)).await;
+    let members = vec![a, b, c];
+    for m in &members {
+        assert!(
+            eventually(Duration::from_secs(5), async || m.server.membership.peers().len() == 2).await,
+            "{} sees the other two",
+            m.server.membership.id()
+        );
+    }
+    members
+}
+
+/// Which member (index into [`IDS`]) is the home of `user`.
+fn home(user: &str) -> usize {
+    let h = home_among(IDS, &format!("{user}@{DOMAIN}")).unwrap();
+    IDS.iter().position(|i| *i == h).unwrap()
+}
+
+/// A user, among user0..user99, whose home is member `h`, other than those in `taken`.
+fn user_homed_on(h: usize, taken: &[&str]) -> String {
+    (0..100).map(|i| format!("user{i}")).find(|u| home(u) == h && !taken.contains(&u.as_str())).unwrap()
+}
+
+fn users() -> Vec<(String, String)> {
+    (0..100).map(|i| (format!("user{i}"), PASSWORD.to_string())).collect()
+}
+
+#[tokio::test]
+async fn a_message_reaches_a_user_connected_to_another_member_through_its_home() {
+    for backend in backends("pool_routing_message").await {
+        let all = users();
+        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let m = pool(&backend, &refs).await;
+        // Bob's home is C, and he is connected to B; Alice is homed on B and connected to A:
+        // every hop of the pool is exercised (A -> C -> B for a message to Bob, and a
+        // REGISTER relayed by each edge to another member).
+        let bob = user_homed_on(2, &[]);
+        let alice = user_homed_on(1, &[&bob]);
+        let mut bob_phone = Phone::tcp(&m[1]).await;
+        register(&mut bob_phone, &bob, PASSWORD, None).await;
+        let mut alice_phone = Phone::tcp(&m[0]).await;
+        register(&mut alice_phone, &alice, PASSWORD, None).await;
+        assert_eq!(m[2].bindings_of(&bob).len(), 1, "Bob's binding is at his home, C");
+        assert!(m[1].bindings_of(&bob).is_empty(), "not at his edge");
+        assert_eq!(m[1].bindings_of(&alice).len(), 1, "Alice's at hers, B");
+
+        // Alice's connection authenticated at her home through A: A vouches for it.
+        let msg = Request::message(&alice_phone, &alice, &bob);
+        alice_phone.send(&msg.to_bytes()).await;
+        let got = bob_phone.expect_request(Method::Message).await;
+        assert_eq!(got.body(), b"hello");
+        assert!(got.header_named("X-Sipfront-Pool").is_none(), "the seal stays inside the pool");
+        bob_phone.answer(&got, 200, "bob").await;
+        let ok = alice_phone.expect_response(200).await;
+        assert_matches_request(&ok, &msg);
+
+        // And back: Bob to Alice, through C? No: Alice's home is B, Bob's edge.
+        let back = Request::message(&bob_phone, &bob, &alice);
+        bob_phone.send(&back.to_bytes()).await;
+        let got = alice_phone.expect_request(Method::Message).await;
+        alice_phone.answer(&got, 200, "alice").await;
+        bob_phone.expect_response(200).await;
+
+        // Nothing was kept as offline: both were delivered at once.
+        for s in &m {
+            assert_eq!(s.metric("sipfront_offline_messages_total{event=\"stored\"}").await, 0.0);
+        }
+        assert!(m[0].metric("sipfront_pool_relayed_total{direction=\"to_home\"}").await >= 1.0);
+    }
+}
+
+#[tokio::test]
+async fn a_client_cannot_pose_as_a_member() {
+    for backend in backends("pool_routing_forged").await {
+        let all = users();
+        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let m = pool(&backend, &refs).await;
+        let bob = user_homed_on(2, &[]);
+        let mut bob_phone = Phone::tcp(&m[1]).await;
+        register(&mut bob_phone, &bob, PASSWORD, None).await;
+
+        // A made-up seal claiming to be member C, vouching for Bob.
+        let mut mallory = Phone::tcp(&m[2]).await;
+        let forged = Request::message(&mallory, &bob, &bob)
+            .set("X-Sipfront-Pool", "t=1;m=66652d61;i=626f62;mac=00112233445566778899aabbccddeeff");
+        mallory.send(&forged.to_bytes()).await;
+        let r = mallory.expect_response(403).await;
+        assert_eq!(r.reason(), Some(&b"Forged pool hop"[..]));
+
+        // A REGISTER whose Path names a member, to be reached through it.
+        let mut eve = Phone::tcp(&m[0]).await;
+        let path = format!("<sip:sf00@{};transport=tcp;lr;ob;sfe>", m[1].tcp_addr());
+        let reg = Request::register(&eve, &bob).set("Path", &path);
+        eve.send(&reg.to_bytes()).await;
+        let r = eve.expect_response(403).await;
+        assert_eq!(r.reason(), Some(&b"Forged pool hop"[..]));
+
+        // A request routed at Bob's edge token without the seal and outside any dialog.
+        let binding = m[2].bindings_of(&bob).pop().unwrap();
+        let token_route = binding.path.first().unwrap().to_string();
+        let mut direct = Phone::tcp(&m[1]).await;
+        let sneak = Request::message(&direct, "user0", &bob).set("Route", &token_route);
+        direct.send(&sneak.to_bytes()).await;
+        direct.expect_response(403).await;
+        // Bob got nothing.
+        assert!(
+            tokio::time::timeout(QUIET, bob_phone.recv()).await.is_err(),
+            "nothing reaches Bob around the pool's checks"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_invite_forks_to_endpoints_on_two_members_and_the_dialog_runs_through_the_pool() {
+    for backend in backends("pool_routing_invite").await {
+        let all = users();
+        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let m = pool(&backend, &refs).await;
+        // Bob (home C) has one endpoint on B and one on A; Alice (home B) calls from A.
+        let bob = user_homed_on(2, &[]);
+        let alice = user_homed_on(1, &[&bob]);
+        let mut bob_b = Phone::tcp(&m[1]).await;
+        register(&mut bob_b, &bob, PASSWORD, None).await;
+        let mut bob_a = Phone::tcp(&m[0]).await;
+        register(&mut bob_a, &bob, PASSWORD, None).await;
+        let mut alice_phone = Phone::tcp(&m[0]).await;
+        register(&mut alice_phone, &alice, PASSWORD, None).await;
+        assert_eq!(m[2].bindings_of(&bob).len(), 2, "both of Bob's endpoints at his home");
+
+        let inv = invite(&alice_phone, &alice, &bob);
+        alice_phone.send(&inv.to_bytes()).await;
+        let at_b = bob_b.expect_request(Method::Invite).await;
+        let at_a = bob_a.expect_request(Method::Invite).await;
+        bob_b.answer(&at_b, 180, "bb").await;
+        bob_a.answer(&at_a, 180, "ba").await;
+        let mut rung = 0;
+        let ok = loop {
+            let r = alice_phone.recv().await;
+            match r.status() {
+                Some(100) => {}
+                Some(180) => {
+                    rung += 1;
+                    if rung == 2 {
+                        bob_b.answer(&at_b, 200, "bb").await;
+                    }
+                }
+                Some(200) => break r,
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        // The branch on A is cancelled once B's endpoint answered.
+        let cancel = bob_a.expect_request(Method::Cancel).await;
+        bob_a.answer(&cancel, 200, "ba").await;
+        bob_a.answer(&at_a, 487, "ba").await;
+        bob_a.expect_request(Method::Ack).await;
+
+        // ACK, then a BYE from Bob, each through the route set the pool recorded.
+        let mut caller = Dialog::caller(&inv, &ok);
+        alice_phone.send(&caller.request("ACK", &alice_phone).to_bytes()).await;
+        bob_b.expect_request(Method::Ack).await;
+        let mut callee = Dialog::callee(&at_b, "bb");
+        bob_b.send(&callee.request("BYE", &bob_b).to_bytes()).await;
+        let bye = alice_phone.expect_request(Method::Bye).await;
+        alice_phone.answer(&bye, 200, "x").await;
+        bob_b.expect_response(200).await;
+    }
+}
+
+#[tokio::test]
+async fn presence_of_two_endpoints_on_two_members_reaches_a_watcher_on_a_third() {
+    for backend in backends("pool_routing_presence").await {
+        let all = users();
+        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let m = pool(&backend, &refs).await;
+        // Pat (home C) publishes from a phone on B and a laptop on A; Walt watches from A.
+        let pat = user_homed_on(2, &[]);
+        let walt = user_homed_on(1, &[&pat]);
+        let mut phone = online(&m[1], &pat, PASSWORD).await;
+        let mut laptop = online(&m[0], &pat, PASSWORD).await;
+        let mut watcher = online(&m[0], &walt, PASSWORD).await;
+        let published =
+            phone.request(&publish(&phone, &pat, Some(&pidf_doc(&pat, "p", "open", "on the phone")), None, 600)).await;
+        assert_eq!(published.status(), Some(200));
+        let published = laptop
+            .request(&publish(&laptop, &pat, Some(&pidf_doc(&pat, "l", "closed", "laptop asleep")), None, 600))
+            .await;
+        assert_eq!(published.status(), Some(200));
+
+        let req = subscribe(&watcher, &walt, &pat, "presence", 600);
+        let (ok, first) = subscribed(&mut watcher, &req).await;
+        let d = doc(&first);
+        assert_eq!(
+            d.tuples.len(),
+            2,
+            "both endpoints' tuples, aggregated at Pat's home: {}",
+            String::from_utf8_lossy(first.body())
+        );
+
+        // A change published on B reaches the watcher on A.
+        let etag = header(&published, HeaderName::SipETag);
+        let changed = laptop
+            .request(&publish(&laptop, &pat, Some(&pidf_doc(&pat, "l", "open", "laptop awake")), Some(&etag), 600))
+            .await;
+        assert_eq!(changed.status(), Some(200));
+        let n = notified(&mut watcher).await;
+        let notes: Vec<_> = doc(&n).tuples.iter().filter_map(|t| t.note.clone()).collect();
+        assert!(notes.contains(&"laptop awake".to_string()), "{notes:?}");
+
+        // Unsubscribing inside the dialog, through the route set the pool recorded.
+        let mut routes = headers(&ok, HeaderName::RecordRoute);
+        routes.reverse();
+        let mut unsub = req.clone().next().set("To", &header(&ok, HeaderName::To)).set("Expires", "0");
+        for r in &routes {
+            unsub = unsub.set_another("Route", r);
+        }
+        unsub.start_line = format!("SUBSCRIBE {} SIP/2.0", contact_of(&ok));
+        let (ok, last) = subscribed(&mut watcher, &unsub).await;
+        assert_eq!(header(&ok, HeaderName::Expires), "0");
+        assert!(state(&last).starts_with("terminated"), "{}", state(&last));
+    }
+}
