@@ -60,16 +60,18 @@ async fn members_announce_themselves_leave_and_are_seen_dead_when_silent() {
         assert_eq!(json[1]["address"], b.tcp_addr().to_string(), "where the others reach B: its SIP listener");
         assert!(json[0]["heartbeat_age_s"].as_str().unwrap().parse::<f64>().unwrap() < 5.0, "{json:?}");
 
-        // What a member holds is in its announcement: Alice registers on A over TCP.
+        // What a member holds is in its announcement: Alice registers on A over TCP; A holds
+        // her connection, and her home (A or B, whichever the pool gives her) her bindings.
         let mut alice = a.tcp_client().await;
         register(&mut alice, "alice", "secret", None).await;
         assert!(
             eventually(Duration::from_secs(5), async || {
                 let (_, json) = status(&a).await;
-                json[0]["users_homed"] == "1" && json[0]["connections"] == "1"
+                let homed = |i: usize| json[i]["users_homed"].as_str().unwrap_or("").parse::<u32>().unwrap_or(9);
+                homed(0) + homed(1) == 1 && json[0]["connections"] == "1" && json[1]["connections"] == "0"
             })
             .await,
-            "A announces one user and one connection: {:?}",
+            "one user homed in the pool, one client connection on A: {:?}",
             status(&a).await.1
         );
         assert_eq!(a.metric("sipfront_pool_members{state=\"live\"}").await, 2.0);

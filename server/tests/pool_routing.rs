@@ -259,3 +259,133 @@ async fn presence_of_two_endpoints_on_two_members_reaches_a_watcher_on_a_third()
         assert!(state(&last).starts_with("terminated"), "{}", state(&last));
     }
 }
+
+#[tokio::test]
+async fn when_a_member_dies_its_users_are_reachable_again_and_their_watchers_resubscribe() {
+    for backend in backends("pool_routing_crash").await {
+        let all = users();
+        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        let mut m = pool(&backend, &refs).await;
+        // Bob's home is C; he is connected to B. Alice, on A, watches him.
+        let bob = user_homed_on(2, &[]);
+        let alice = user_homed_on(0, &[&bob]);
+        let mut bob_phone = online(&m[1], &bob, PASSWORD).await;
+        let mut alice_phone = online(&m[0], &alice, PASSWORD).await;
+        let req = subscribe(&alice_phone, &alice, &bob, "presence", 600);
+        let (_, first) = subscribed(&mut alice_phone, &req).await;
+        assert!(state(&first).starts_with("active"), "{}", state(&first));
+
+        // C dies without a word (as with kill -9: it stops beating and answering).
+        let c = m.pop().unwrap();
+        let crashed = tokio::time::Instant::now();
+        drop(c);
+
+        // Alice's subscription, served by C, is ended for her by her edge: subscribe again.
+        let n = alice_phone.expect_request(Method::Notify).await;
+        alice_phone.answer(&n, 200, "w").await;
+        assert_eq!(state(&n), "terminated;reason=deactivated");
+        let again = subscribe(&alice_phone, &alice, &bob, "presence", 600);
+        let (_, renewed) = subscribed(&mut alice_phone, &again).await;
+        assert!(state(&renewed).starts_with("active"), "{}", state(&renewed));
+        // Bob is online at his new home (at once, or as soon as his edge has replayed his
+        // registration: the two edges notice the death each at its own heartbeat).
+        let open = Some(sipfront_proto::presence::pidf::Basic::Open);
+        if doc(&renewed).tuples[0].basic != open {
+            let n = notified(&mut alice_phone).await;
+            assert_eq!(doc(&n).tuples[0].basic, open, "Bob online again");
+        }
+
+        // Bob is reachable without registering again: his edge replayed his registration.
+        let msg = Request::message(&alice_phone, &alice, &bob);
+        alice_phone.send(&msg.to_bytes()).await;
+        let got = bob_phone.expect_request(Method::Message).await;
+        bob_phone.answer(&got, 200, "bob").await;
+        alice_phone.expect_response(200).await;
+        assert!(
+            crashed.elapsed() < Duration::from_millis(600 + 2000),
+            "reachable within the member timeout and two seconds: {:?}",
+            crashed.elapsed()
+        );
+        let new_home = home_among(IDS[..2].iter().copied(), &format!("{bob}@{DOMAIN}")).unwrap();
+        let at = IDS.iter().position(|i| *i == new_home).unwrap();
+        assert_eq!(m[at].bindings_of(&bob).len(), 1, "Bob's binding at his new home, {new_home}");
+    }
+}
+
+#[tokio::test]
+async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_one_hands_them_back() {
+    for backend in backends("pool_routing_join").await {
+        let all = users();
+        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+        // Two members first; ten users on each.
+        let a = TestServer::with_users(&backend, &refs, member(IDS[0], String::new())).await;
+        let shared = match &backend {
+            Backend::Sqlite => format!("sqlite://{}", a.dir.path().join("sipfront.db").display()),
+            Backend::Postgres(url) => url.clone(),
+        };
+        let b = TestServer::with(member(IDS[1], shared.clone())).await;
+        for s in [&a, &b] {
+            assert!(eventually(Duration::from_secs(5), async || s.server.membership.peers().len() == 1).await);
+        }
+        let names: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+        let mut phones = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let edge = if i % 2 == 0 { &a } else { &b };
+            phones.push(online(edge, n, PASSWORD).await);
+        }
+        let two = &IDS[..2];
+        let home2 = |u: &str| home_among(two.iter().copied(), &format!("{u}@{DOMAIN}")).unwrap();
+
+        // C joins: the users it now homes move to it, with their bindings; nobody else moves.
+        let c = TestServer::with(member(IDS[2], shared)).await;
+        let members = [&a, &b, &c];
+        let moved: Vec<&String> = names.iter().filter(|u| home(u) == 2).collect();
+        assert!(!moved.is_empty(), "some users move to C");
+        for u in &names {
+            let now = home(u);
+            assert!(
+                eventually(Duration::from_secs(5), async || members[now].bindings_of(u).len() == 1).await,
+                "{u} registered at {} once C joined",
+                IDS[now]
+            );
+            if now == 2 {
+                let before = IDS.iter().position(|i| *i == home2(u)).unwrap();
+                assert!(
+                    eventually(Duration::from_secs(5), async || members[before].bindings_of(u).is_empty()).await,
+                    "{u} no longer at {}",
+                    IDS[before]
+                );
+            }
+        }
+        // Everyone reaches everyone: user0 (on A) writes to each moved user.
+        for u in &moved {
+            let i = names.iter().position(|n| n == *u).unwrap();
+            let msg = Request::message(&phones[0], &names[0], u);
+            phones[0].send(&msg.to_bytes()).await;
+            let got = phones[i].expect_request(Method::Message).await;
+            phones[i].answer(&got, 200, "x").await;
+            phones[0].expect_response(200).await;
+        }
+
+        // C drains (SIGTERM): its users move back to A and B; its clients' connections close.
+        let two_left = [&a, &b];
+        c.server.shutdown().await;
+        let members = two_left;
+        for u in &names {
+            let back = IDS.iter().position(|i| *i == home2(u)).unwrap();
+            assert!(
+                eventually(Duration::from_secs(5), async || members[back].bindings_of(u).len() == 1).await,
+                "{u} registered at {} again after C left",
+                IDS[back]
+            );
+        }
+        for u in &moved {
+            let i = names.iter().position(|n| n == *u).unwrap();
+            let msg = Request::message(&phones[0], &names[0], u);
+            phones[0].send(&msg.to_bytes()).await;
+            let got = phones[i].expect_request(Method::Message).await;
+            phones[i].answer(&got, 200, "x").await;
+            phones[0].expect_response(200).await;
+        }
+    }
+}

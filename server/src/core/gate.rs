@@ -57,6 +57,14 @@ impl Gate {
         if !self.directory.serves(domain) || !uri_ok {
             return Err(Refusal::DomainNotServed.response(msg, agent));
         }
+        if let Some(r) = req.relayed.as_ref().filter(|r| r.replay) {
+            // A member replays what this user registered through it: the connection it holds
+            // authenticated as the user, which is what the credentials would prove.
+            return match r.identity.as_deref() {
+                Some(identity) if aor == *identity => Ok(aor),
+                _ => Err(reply::response(msg, 403, agent)),
+            };
+        }
         let verdict = self.auth.verify(msg, HeaderName::Authorization, domain, req.client_ip(), &self.directory).await;
         let user = match verdict {
             Verdict::Authenticated(u) => u,

@@ -115,7 +115,7 @@ impl Location {
             Some(_) => {
                 // To the client's edge: our pool address in the Via, and the pool's seal.
                 f.prepend_header(HeaderName::Via, format!("SIP/2.0/TCP {};branch={branch}", self.pool.address()));
-                let vouch = Vouch { member: self.pool.id().to_string(), client: None, identity: None };
+                let vouch = Vouch { member: self.pool.id().to_string(), client: None, identity: None, replay: false };
                 self.pool.seal().sign(&mut f, &vouch);
             }
             None => {

@@ -137,7 +137,43 @@ impl Core {
             s.messaging.run(s.directory.waiting()),
             s.archive.run_sessions(),
             s.presence.run(s.directory.changes()),
+            self.follow_the_pool(),
         );
+    }
+
+    /// Whenever the pool changes, what moved is handed on: each kept registration of our
+    /// clients goes to its AOR's new home (this member included), the bindings, publications
+    /// and subscriptions of AORs homed elsewhere now are dropped here (their watchers told to
+    /// subscribe again), and our clients' subscriptions served by a member that no longer
+    /// homes their resource end with `deactivated`.
+    async fn follow_the_pool(&self) {
+        let s = &self.0;
+        let mut changes = s.pool.changes();
+        while changes.changed().await.is_ok() {
+            for replay in s.edge.rehome() {
+                match replay.home.clone() {
+                    Some(home) => s.edge.replay_to(replay, &home),
+                    None => {
+                        let req = Incoming {
+                            msg: replay.msg,
+                            source: replay.source,
+                            received: tokio::time::Instant::now(),
+                            relayed: Some(replay.vouch),
+                        };
+                        let resp = s.registrar.handle(&req).await;
+                        tracing::debug!(code = resp.status(), "registration replayed here");
+                    }
+                }
+            }
+            for aor in s.registrar.bindings().aors() {
+                if !s.pool.homes(&aor) {
+                    s.registrar.bindings().update(&aor, Vec::clear);
+                }
+            }
+            let pool = s.pool.clone();
+            s.presence.moved_away(move |aor| pool.homes(aor));
+            s.edge.deactivate_moved();
+        }
     }
 }
 
@@ -181,6 +217,9 @@ impl TransactionUser for Core {
         let core = self.clone();
         match method {
             // Health probes and capability queries: no store, no auth.
+            Some(Method::Options) if !in_dialog && s.pool.leaving() && req.relayed.is_none() => {
+                tx.respond(options::draining(&req.msg, &s.agent))
+            }
             Some(Method::Options) if !in_dialog => tx.respond(options::answer(&req.msg, &s.agent)),
             Some(Method::Register) => run(async move { tx.respond(core.0.registrar.handle(&req).await) }),
             Some(Method::Subscribe) if in_dialog => {
@@ -225,6 +264,7 @@ impl TransactionUser for Core {
     }
 
     fn on_flow_closed(&self, flow: FlowId, identity: Option<Arc<str>>) {
+        self.0.edge.flow_closed(flow);
         if let Some(aor) = identity {
             self.0.registrar.flow_closed(flow, &aor);
         }

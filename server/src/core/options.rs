@@ -24,6 +24,15 @@ pub fn answer(req: &Message, agent: &str) -> Message {
     r
 }
 
+/// The answer to an OPTIONS while this front end drains: 503 with Retry-After (RFC 3261
+/// 21.5.4), which a load balancer's SIP health check reads as "send no new clients here".
+pub fn draining(req: &Message, agent: &str) -> Message {
+    let mut r = reply::response(req, 503, agent);
+    r.set_reason("Service Unavailable (draining)");
+    r.push_header(HeaderName::RetryAfter, "30");
+    r
+}
+
 /// RFC 3261 8.2.1: a method we do not implement is answered 501 with Allow.
 pub fn not_implemented(req: &Message, agent: &str) -> Message {
     let mut r = reply::response(req, 501, agent);

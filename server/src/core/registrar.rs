@@ -68,6 +68,10 @@ impl Registrar {
         resp
     }
 
+    pub fn bindings(&self) -> &Arc<Bindings> {
+        &self.bindings
+    }
+
     /// RFC 5626: a client is reached over the flow it registered on; once that flow is gone,
     /// so are the bindings that depended on it.
     pub fn flow_closed(&self, flow: FlowId, aor: &str) {

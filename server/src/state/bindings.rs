@@ -95,6 +95,11 @@ impl Bindings {
     }
 
     /// AORs with at least one binding.
+    /// Every AOR with bindings.
+    pub fn aors(&self) -> Vec<Arc<str>> {
+        self.map.iter().map(|e| e.key().clone()).collect()
+    }
+
     pub fn aor_count(&self) -> usize {
         self.map.len()
     }

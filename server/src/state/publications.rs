@@ -54,6 +54,18 @@ impl Publications {
         self.owners.len()
     }
 
+    /// Drops every publication of the presentities `gone` names (their home moved).
+    pub fn forget_where(&self, gone: impl Fn(&str) -> bool) {
+        let aors: Vec<Arc<str>> = self.by_aor.iter().filter(|e| gone(e.key())).map(|e| e.key().clone()).collect();
+        for aor in aors {
+            if let Some((_, list)) = self.by_aor.remove(&aor) {
+                for p in list {
+                    self.owners.remove(&p.etag);
+                }
+            }
+        }
+    }
+
     /// A new publication (initial PUBLISH); returns its entity tag.
     pub fn create(&self, aor: &str, doc: Pidf, expires_at: Instant) -> Arc<str> {
         let etag = new_etag();

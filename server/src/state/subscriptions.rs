@@ -148,6 +148,11 @@ impl Subscriptions {
         self.by_id.get(&id).map(|e| e.value().clone())
     }
 
+    /// Every subscription.
+    pub fn all(&self) -> Vec<Arc<Subscription>> {
+        self.by_id.iter().map(|e| e.value().clone()).collect()
+    }
+
     /// The subscription of a dialog (Call-ID and our tag).
     pub fn by_dialog(&self, call_id: &str, our_tag: &str) -> Option<Arc<Subscription>> {
         let id = *self.by_dialog.get(&(call_id.to_string(), our_tag.to_string()))?;

@@ -43,6 +43,9 @@ pub struct Relayed {
     pub client: Option<std::net::SocketAddr>,
     /// The user the client's connection authenticated as, when it had.
     pub identity: Option<String>,
+    /// A registration the member replays for that user (its home moved): the connection's
+    /// authentication stands for the credentials, which cannot be replayed.
+    pub replay: bool,
 }
 
 impl Incoming {

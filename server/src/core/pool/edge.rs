@@ -16,16 +16,18 @@
 //!   as it does on a single node.
 
 use super::hop::{self, Seal, Vouch, HEADER};
-use super::Membership;
+use super::{Membership, Peer};
 use crate::core::proxy::route_uri;
 use crate::core::proxy::token::{Leg, Tokens};
 use crate::ops::metrics as m;
 use crate::transport::{Source, Target, Transport, Transports};
+use dashmap::DashMap;
 use sipfront_proto::reply;
 use sipfront_proto::{Aor, HeaderName, Host, Message, Method, NameAddr, Uri};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The branch of every request this edge relays starts so (then a hash of the incoming branch).
 pub(super) const BRANCH_PREFIX: &str = "z9hG4bKsfe";
@@ -43,11 +45,60 @@ pub struct Edge {
     /// proxy's: the proxy must not take an edge token for one of its dialogs).
     tokens: Tokens,
     agent: String,
+    /// Each client's last REGISTER of each AOR, by the leg it came on: replayed to the AOR's
+    /// new home when the pool changes, so that nobody waits for their next refresh.
+    registered: DashMap<(Leg, String), Kept>,
+    /// The subscriptions of our clients that another member serves, by dialog: if that
+    /// member stops being the resource's home, we end them with `deactivated` in its place.
+    watching: DashMap<String, Watched>,
+}
+
+/// A REGISTER kept for replay.
+pub struct Kept {
+    pub msg: Message,
+    pub source: Source,
+    pub aor: String,
+    /// The member it went to last (`None`: this one).
+    pub home: Option<Arc<str>>,
+    /// When it lapses if not refreshed.
+    pub until: Instant,
+}
+
+/// A subscription dialog of one of our clients, served by another member.
+struct Watched {
+    leg: Leg,
+    /// The member whose presence serves it.
+    notifier: Arc<str>,
+    /// The presentity (or list) it watches.
+    resource: String,
+    /// Request-URI, From, To, Call-ID and Event of the NOTIFYs, and the last CSeq.
+    ruri: String,
+    from: String,
+    to: String,
+    call_id: String,
+    event: String,
+    cseq: u32,
+}
+
+/// What the pool must do for a client after a change: replay its REGISTER to `home`, or
+/// (`None`) to this member.
+pub struct Replay {
+    pub home: Option<Peer>,
+    pub msg: Message,
+    pub source: Source,
+    pub vouch: Vouch,
 }
 
 impl Edge {
     pub fn new(membership: Arc<Membership>, transports: Arc<Transports>, agent: String) -> Edge {
-        Edge { membership, transports, tokens: Tokens::default(), agent }
+        Edge {
+            membership,
+            transports,
+            tokens: Tokens::default(),
+            agent,
+            registered: DashMap::new(),
+            watching: DashMap::new(),
+        }
     }
 
     fn seal(&self) -> &Seal {
@@ -59,6 +110,9 @@ impl Edge {
     pub fn before_transaction(&self, msg: Message, source: Source) -> Option<Message> {
         if msg.header_named(HEADER).is_some() {
             return self.sealed_request(msg, source);
+        }
+        if msg.method() == Some(&Method::Register) {
+            self.keep(&msg, &source);
         }
         if self.membership.alone() && msg.header(HeaderName::Route).is_none() {
             return Some(msg);
@@ -179,10 +233,143 @@ impl Edge {
         None
     }
 
+    /// Keeps a client's REGISTER for replay (or forgets the AOR's, when it unregisters).
+    fn keep(&self, msg: &Message, source: &Source) {
+        let Some(aor) = msg.to().and_then(|t| Aor::from_uri(&t.uri)) else { return };
+        let key = (Leg::of_source(source), aor.as_str().to_ascii_lowercase());
+        let Some(expires) = registration_expires(msg) else { return };
+        if expires == 0 {
+            self.registered.remove(&key);
+            return;
+        }
+        let home = self.membership.home_of(aor.as_str()).map(|p| p.id);
+        let until = Instant::now() + Duration::from_secs(expires.into());
+        let kept = Kept { msg: msg.clone(), source: *source, aor: aor.as_str().to_string(), home, until };
+        self.registered.insert(key, kept);
+    }
+
+    /// The pool changed: every kept registration whose AOR now has another home, to be
+    /// replayed there (the connection it came on still open, and authenticated as the user).
+    pub fn rehome(&self) -> Vec<Replay> {
+        let now = Instant::now();
+        self.registered.retain(|(leg, _), k| {
+            k.until > now && !matches!(leg, Leg::Stream { flow, .. } if !self.transports.flows.is_open(*flow))
+        });
+        let mut out = Vec::new();
+        for mut e in self.registered.iter_mut() {
+            let home = self.membership.home_of(&e.aor);
+            let now_at = home.as_ref().map(|p| p.id.clone());
+            if now_at == e.home {
+                continue;
+            }
+            e.home = now_at;
+            let identity = e.source.flow.and_then(|f| self.transports.flows.identity(f));
+            let Some(identity) = identity.filter(|i| i.eq_ignore_ascii_case(&e.aor)) else { continue };
+            let vouch = Vouch {
+                member: self.membership.id().to_string(),
+                client: Some(e.source.remote),
+                identity: Some(identity.to_string()),
+                replay: true,
+            };
+            let mut msg = e.msg.clone();
+            let left = e.until.saturating_duration_since(now).as_secs().max(1);
+            msg.set_header(HeaderName::Expires, left.to_string());
+            out.push(Replay { home, msg, source: e.source, vouch });
+        }
+        out
+    }
+
+    /// Sends a replayed REGISTER to its new home, through our Path like the original; the
+    /// answer comes back to nobody (our Via names no leg).
+    pub fn replay_to(&self, replay: Replay, home: &Peer) {
+        let Replay { mut msg, source, vouch, .. } = replay;
+        let token = self.tokens.seal(&[Leg::of_source(&source)]);
+        msg.prepend_header(
+            HeaderName::Path,
+            format!("<sip:{token}@{};transport=tcp;lr;ob;{PATH_PARAM}>", self.address()),
+        );
+        let branch = format!("{BRANCH_PREFIX}r{}", sipfront_proto::reply::new_tag());
+        msg.prepend_header(HeaderName::Via, format!("SIP/2.0/TCP {};branch={branch}", self.address()));
+        self.seal().sign(&mut msg, &vouch);
+        metrics::counter!(m::POOL_RELAYED, "direction" => "replay").increment(1);
+        self.send_to_member(msg, home.addr, None);
+    }
+
+    /// A client's connection closed: nothing of it is replayed any more.
+    pub fn flow_closed(&self, flow: crate::transport::flows::FlowId) {
+        self.registered.retain(|(leg, _), _| !matches!(leg, Leg::Stream { flow: f, .. } if *f == flow));
+        self.watching.retain(|_, w| !matches!(w.leg, Leg::Stream { flow: f, .. } if f == flow));
+    }
+
+    /// The pool changed: our clients' subscriptions served by a member that is no longer
+    /// their resource's home end now, with `deactivated` (RFC 6665 4.1.3: subscribe again at
+    /// once), since that member may be gone and cannot say it.
+    pub fn deactivate_moved(&self) {
+        let moved: Vec<String> = self
+            .watching
+            .iter()
+            .filter(|e| self.membership.home_of(&e.resource).map(|p| p.id) != Some(e.notifier.clone()))
+            .map(|e| e.key().clone())
+            .collect();
+        for key in moved {
+            let Some((_, w)) = self.watching.remove(&key) else { continue };
+            let mut n = Message::request(Method::Notify, w.ruri.clone());
+            n.push_header(
+                HeaderName::Via,
+                format!("SIP/2.0/TCP {};branch={BRANCH_PREFIX}d{}", self.address(), sipfront_proto::reply::new_tag()),
+            );
+            n.push_header(HeaderName::MaxForwards, "70");
+            n.push_header(HeaderName::From, w.from.clone());
+            n.push_header(HeaderName::To, w.to.clone());
+            n.push_header(HeaderName::CallId, w.call_id.clone());
+            n.push_header(HeaderName::CSeq, format!("{} NOTIFY", w.cseq.saturating_add(1)));
+            n.push_header(HeaderName::Event, w.event.clone());
+            n.push_header(HeaderName::SubscriptionState, "terminated;reason=deactivated");
+            n.push_header(HeaderName::ContentLength, "0");
+            let mut target = w.leg.target();
+            if let Leg::Udp(remote) = w.leg {
+                target.local = self.transports.udp_local(remote);
+            }
+            metrics::counter!(m::POOL_RELAYED, "direction" => "deactivated").increment(1);
+            let _ = self.transports.send(&target, n.to_bytes());
+        }
+    }
+
+    /// Notes a NOTIFY on its way to our client from `notifier`: the subscription it belongs to
+    /// (or its end).
+    fn watch(&self, msg: &Message, leg: Leg, notifier: Arc<str>) {
+        let call_id = String::from_utf8_lossy(msg.call_id().unwrap_or_default()).into_owned();
+        let from_tag = msg.from().and_then(|f| f.tag().map(|t| String::from_utf8_lossy(t).into_owned()));
+        let key = format!("{call_id}\n{}", from_tag.unwrap_or_default());
+        let terminated = msg
+            .header(HeaderName::SubscriptionState)
+            .is_some_and(|s| s.len() >= 10 && s[..10].eq_ignore_ascii_case(b"terminated"));
+        if terminated {
+            self.watching.remove(&key);
+            return;
+        }
+        let text = |h: HeaderName| msg.header(h).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+        let resource =
+            msg.from().and_then(|f| Aor::from_uri(&f.uri)).map(|a| a.as_str().to_string()).unwrap_or_default();
+        let w = Watched {
+            leg,
+            notifier,
+            resource,
+            ruri: String::from_utf8_lossy(msg.request_uri().unwrap_or_default()).into_owned(),
+            from: text(HeaderName::From),
+            to: text(HeaderName::To),
+            call_id,
+            event: text(HeaderName::Event),
+            cseq: msg.cseq().map_or(1, |c| c.seq),
+        };
+        self.watching.insert(key, w);
+    }
+
     /// Relays a client's request to the member at `to`, sealed.
     fn to_member(&self, mut msg: Message, source: &Source, to: SocketAddr, count: bool) {
         let identity = source.flow.and_then(|f| self.transports.flows.identity(f)).map(|i| i.to_string());
-        let vouch = Vouch { member: self.membership.id().to_string(), client: Some(source.remote), identity };
+        let vouch =
+            Vouch { member: self.membership.id().to_string(), client: Some(source.remote), identity, replay: false };
         if !self.push_via(&mut msg, source, Transport::Tcp, &self.address()) {
             return;
         }
@@ -190,16 +377,34 @@ impl Edge {
         if count {
             metrics::counter!(m::POOL_RELAYED, "direction" => "to_home").increment(1);
         }
+        self.send_to_member(msg, to, Some(*source));
+    }
+
+    /// Sends to the member at `to`, connecting first if need be; a request that cannot reach
+    /// it is answered 503 (Retry-After: 1) to `answer_to`, the client: the pool is changing.
+    fn send_to_member(&self, mut msg: Message, to: SocketAddr, answer_to: Option<Source>) {
         let target = Target { transport: Transport::Tcp, remote: to, flow: None, local: None };
         msg.ensure_content_length();
         let bytes = msg.to_bytes();
         if self.transports.send(&target, bytes.clone()).is_err() {
             // No connection to that member yet: open one, then send.
-            let (connector, transports) = (self.membership.connector().clone(), self.transports.clone());
+            let (connector, transports, agent) =
+                (self.membership.connector().clone(), self.transports.clone(), self.agent.clone());
             tokio::spawn(async move {
-                if connector.flow_to(to, CONNECT_WITHIN).await.is_some() {
-                    let _ = transports.send(&target, bytes);
+                if connector.flow_to(to, CONNECT_WITHIN).await.is_some() && transports.send(&target, bytes).is_ok() {
+                    return;
                 }
+                let Some(source) = answer_to.filter(|_| msg.method() != Some(&Method::Ack)) else { return };
+                // Our Via off again: the answer is the client's.
+                msg.pop_first_element(HeaderName::Via);
+                let mut r = reply::response(&msg, 503, &agent);
+                r.push_header(HeaderName::RetryAfter, "1");
+                r.ensure_content_length();
+                let mut reply_to = source.reply_target();
+                if source.transport == Transport::Udp {
+                    reply_to.remote = crate::transport::udp_response_addr(&msg, source.remote);
+                }
+                let _ = transports.send(&reply_to, r.to_bytes());
             });
         }
     }
@@ -228,6 +433,11 @@ impl Edge {
                 if client_side != member_side {
                     msg.prepend_header(HeaderName::RecordRoute, client_side);
                 }
+            }
+        }
+        if msg.method() == Some(&Method::Notify) {
+            if let Some(notifier) = self.member_of(source) {
+                self.watch(&msg, leg, notifier);
             }
         }
         let sent_by = target.local.map_or_else(|| self.address(), |l| l.to_string());
@@ -308,8 +518,15 @@ impl Edge {
 
     /// Whether `source` is a connection to or from a live member.
     fn comes_from_member(&self, source: &Source) -> bool {
-        let Some(flow) = source.flow else { return false };
-        self.membership.peers().iter().any(|p| self.transports.flows.find(Transport::Tcp, p.addr) == Some(flow))
+        self.member_of(source).is_some()
+    }
+
+    /// The live member whose connection `source` is.
+    fn member_of(&self, source: &Source) -> Option<Arc<str>> {
+        let flow = source.flow?;
+        let peers = self.membership.peers();
+        let p = peers.iter().find(|p| self.transports.flows.find(Transport::Tcp, p.addr) == Some(flow))?;
+        Some(p.id.clone())
     }
 
     /// The leg our token in the top Route names, if the top Route is ours.
@@ -347,6 +564,30 @@ impl Edge {
     fn address(&self) -> String {
         self.membership.address().to_string()
     }
+}
+
+/// How long a REGISTER asks to be registered: its Expires, or the longest of its Contacts'
+/// `expires` (0: it unregisters; an hour if it says nothing); `None` for a query (no
+/// Contact), which changes nothing.
+fn registration_expires(msg: &Message) -> Option<u32> {
+    let header = msg.expires().and_then(Result::ok);
+    let mut longest = None;
+    for c in msg.contacts().flatten() {
+        match c {
+            sipfront_proto::Contact::Star => return Some(0),
+            sipfront_proto::Contact::Addr(a) => {
+                let e = a
+                    .params
+                    .get("expires")
+                    .flatten()
+                    .and_then(sipfront_proto::scan::parse_u32)
+                    .or(header)
+                    .unwrap_or(3600);
+                longest = Some(longest.map_or(e, |l: u32| l.max(e)));
+            }
+        }
+    }
+    longest
 }
 
 /// A branch for a request relayed statelessly: the same for every retransmission of the

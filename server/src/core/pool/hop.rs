@@ -71,6 +71,9 @@ impl Seal {
             value.push_str(";i=");
             value.push_str(&hex(i.as_bytes()));
         }
+        if vouch.replay {
+            value.push_str(";r=1");
+        }
         let mac = self.mac(msg, &value);
         value.push_str(";mac=");
         value.push_str(&hex(&mac[..MAC_LEN]));
@@ -91,7 +94,7 @@ impl Seal {
         let mut check = self.key.clone();
         feed(&mut check, msg, signed);
         check.verify_truncated_left(&mac).map_err(|_| Forged::Bad)?;
-        let (mut t, mut member, mut client, mut identity) = (None, None, None, None);
+        let (mut t, mut member, mut client, mut identity, mut replay) = (None, None, None, None, false);
         for part in signed.split(';') {
             let (k, v) = part.split_once('=').ok_or(Forged::Bad)?;
             match k {
@@ -99,6 +102,7 @@ impl Seal {
                 "m" => member = unhex_text(v),
                 "c" => client = unhex_text(v).and_then(|c| c.parse().ok()),
                 "i" => identity = unhex_text(v),
+                "r" => replay = v == "1",
                 _ => {}
             }
         }
@@ -106,7 +110,7 @@ impl Seal {
         if t.abs_diff(now) > SKEW_SECS {
             return Err(Forged::Stale);
         }
-        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity })
+        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay })
     }
 
     fn mac(&self, msg: &Message, signed: &str) -> Vec<u8> {
@@ -180,6 +184,7 @@ mod tests {
             member: "fe-a".into(),
             client: Some("192.0.2.7:40000".parse().unwrap()),
             identity: Some("alice;x@example.test".into()),
+            replay: true,
         }
     }
 

@@ -85,6 +85,10 @@ pub struct Membership {
     peers: RwLock<Arc<Vec<Peer>>>,
     /// No other live member: everything is served here (the single-node fast path).
     alone: AtomicBool,
+    /// This member is draining: it homes nothing any more.
+    leaving: AtomicBool,
+    /// Bumped at every change of who is home where (a member came, went, or this one leaves).
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Membership {
@@ -128,6 +132,8 @@ impl Membership {
             keyed: !secret.is_empty(),
             peers: RwLock::new(Arc::new(Vec::new())),
             alone: AtomicBool::new(true),
+            leaving: AtomicBool::new(false),
+            changes: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -152,6 +158,21 @@ impl Membership {
     /// Whether no other member is live: then every AOR's home is here.
     pub fn alone(&self) -> bool {
         self.alone.load(Ordering::Relaxed)
+    }
+
+    /// Changes of who is home where, to follow.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Whether this member is the home of `aor`.
+    pub fn homes(&self, aor: &str) -> bool {
+        (self.alone() || !self.leaving()) && self.home_of(aor).is_none()
+    }
+
+    /// Whether this member is draining.
+    pub fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
     }
 
     /// The other live members.
@@ -185,7 +206,9 @@ impl Membership {
             return None;
         }
         let peers = self.peers();
-        let ids = peers.iter().map(|p| &*p.id).chain(std::iter::once(self.me.id.as_str()));
+        // A draining member is nobody's home (unless it is alone: then it still is).
+        let me = (!self.leaving()).then_some(self.me.id.as_str());
+        let ids = peers.iter().map(|p| &*p.id).chain(me);
         let home = home_among(ids, aor)?;
         peers.iter().find(|p| &*p.id == home).cloned()
     }
@@ -204,7 +227,7 @@ impl Membership {
         msg.push_header(HeaderName::To, format!("<sip:pool@{to}>"));
         msg.push_header(HeaderName::CallId, format!("hello-{tag}"));
         msg.push_header(HeaderName::CSeq, "1 OPTIONS");
-        let vouch = hop::Vouch { member: self.me.id.clone(), client: None, identity: None };
+        let vouch = hop::Vouch { member: self.me.id.clone(), client: None, identity: None, replay: false };
         self.seal.sign(&mut msg, &vouch);
         msg.ensure_content_length();
         msg.to_bytes()
@@ -248,6 +271,9 @@ impl Membership {
         }
         self.alone.store(peers.is_empty(), Ordering::Relaxed);
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(peers);
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     /// Beats and reads the others every `pool.heartbeat_ms`; runs until dropped. A store that
@@ -271,7 +297,10 @@ impl Membership {
             ..self.me.clone()
         };
         let late = |_| sipfront_storage::StoreError::Timeout(within);
-        tokio::time::timeout(within, self.store.heartbeat(&me, FORGET_AFTER_MS)).await.map_err(late)??;
+        if !self.leaving() {
+            // Once leaving, the announcement says so until the others forget this member.
+            tokio::time::timeout(within, self.store.heartbeat(&me, FORGET_AFTER_MS)).await.map_err(late)??;
+        }
         let seen = tokio::time::timeout(within, self.store.members()).await.map_err(late)??;
         self.see(&seen);
         for state in [MemberState::Live, MemberState::Leaving, MemberState::Dead] {
@@ -288,8 +317,11 @@ impl Membership {
         self.transports.flows.count().saturating_sub(to_members)
     }
 
-    /// Says in the store that this front end is leaving (a graceful stop).
+    /// Says in the store that this front end is leaving (a graceful stop): the others stop
+    /// sending it anything to home, and it hands its own users to them.
     pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.changes.send_modify(|n| *n += 1);
         let within = Duration::from_millis(self.cfg.heartbeat_ms);
         match tokio::time::timeout(within, self.store.leave(&self.me.id)).await {
             Ok(Ok(())) => tracing::info!(member = %self.me.id, "left the pool"),

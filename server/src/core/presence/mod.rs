@@ -404,6 +404,18 @@ impl Presence {
         }
     }
 
+    /// The pool changed and the resources `stays` refuses now have their home elsewhere: each
+    /// subscription to one ends with `deactivated`, so that its watcher subscribes again at
+    /// once, at the new home (RFC 6665 4.1.3); their publications are dropped here.
+    pub fn moved_away(self: &Arc<Self>, stays: impl Fn(&str) -> bool) {
+        for sub in self.subscriptions.all() {
+            if !stays(&sub.resource) && self.subscriptions.remove(sub.id).is_some() {
+                self.send_final(&sub, "deactivated");
+            }
+        }
+        self.publications.forget_where(|aor| !stays(aor));
+    }
+
     /// `aor`'s bindings changed: that is a change of presence only while it publishes nothing.
     pub fn registration_changed(self: &Arc<Self>, aor: &str) {
         if self.publications.of(aor).is_empty() {

@@ -15,7 +15,7 @@ pub const PREFIX: &str = "sf";
 const MAC_LEN: usize = 8;
 
 /// One side of a dialog as this server reaches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Leg {
     /// Over the connection the party's requests came on.
     Stream { transport: Transport, flow: FlowId },
