@@ -33,15 +33,15 @@ impl Connector {
     }
 
     /// The open TCP connection to `remote`, connecting first (within `within`) if there is
-    /// none; `None` if it cannot be reached.
-    pub async fn flow_to(&self, remote: SocketAddr, within: Duration) -> Option<FlowId> {
+    /// none, and whether it is new; `None` if it cannot be reached.
+    pub async fn flow_to(&self, remote: SocketAddr, within: Duration) -> Option<(FlowId, bool)> {
         if let Some(flow) = self.transports.flows.find(Transport::Tcp, remote) {
-            return Some(flow);
+            return Some((flow, false));
         }
         let lock = self.connecting.entry(remote).or_default().clone();
         let _one = lock.lock().await;
         if let Some(flow) = self.transports.flows.find(Transport::Tcp, remote) {
-            return Some(flow);
+            return Some((flow, false));
         }
         let tcp = match tokio::time::timeout(within, TcpStream::connect(remote)).await {
             Ok(Ok(tcp)) => tcp,
@@ -69,6 +69,6 @@ impl Connector {
             self.shutdown.clone(),
         ));
         tracing::debug!(%remote, flow, "connected to pool member");
-        Some(flow)
+        Some((flow, true))
     }
 }

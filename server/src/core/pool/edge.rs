@@ -132,8 +132,8 @@ impl Edge {
             }
         };
         // The member's connection is found by the address it listens on from now on.
-        if let (Some(flow), Some(peer)) = (source.flow, self.membership.peer_named(&vouch.member)) {
-            self.transports.flows.alias(flow, Transport::Tcp, peer.addr);
+        if let Some(flow) = source.flow {
+            self.membership.connection_from(&vouch.member, flow);
         }
         match self.our_route(&msg) {
             Some(leg) => {
@@ -388,11 +388,17 @@ impl Edge {
         let bytes = msg.to_bytes();
         if self.transports.send(&target, bytes.clone()).is_err() {
             // No connection to that member yet: open one, then send.
-            let (connector, transports, agent) =
-                (self.membership.connector().clone(), self.transports.clone(), self.agent.clone());
+            let (membership, transports, agent) =
+                (self.membership.clone(), self.transports.clone(), self.agent.clone());
             tokio::spawn(async move {
-                if connector.flow_to(to, CONNECT_WITHIN).await.is_some() && transports.send(&target, bytes).is_ok() {
-                    return;
+                if let Some((flow, new)) = membership.connector().flow_to(to, CONNECT_WITHIN).await {
+                    if new {
+                        // Who we are first, so that the other finds this connection by our address.
+                        let _ = transports.flows.send(flow, membership.hello(to));
+                    }
+                    if transports.send(&target, bytes).is_ok() {
+                        return;
+                    }
                 }
                 let Some(source) = answer_to.filter(|_| msg.method() != Some(&Method::Ack)) else { return };
                 // Our Via off again: the answer is the client's.

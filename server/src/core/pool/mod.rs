@@ -85,6 +85,9 @@ pub struct Membership {
     peers: RwLock<Arc<Vec<Peer>>>,
     /// No other live member: everything is served here (the single-node fast path).
     alone: AtomicBool,
+    /// Connections opened to this member by members it did not know yet when they said hello:
+    /// found by their addresses as soon as it does.
+    unknown_hellos: std::sync::Mutex<Vec<(String, crate::transport::flows::FlowId)>>,
     /// This member is draining: it homes nothing any more.
     leaving: AtomicBool,
     /// Bumped at every change of who is home where (a member came, went, or this one leaves).
@@ -132,6 +135,7 @@ impl Membership {
             keyed: !secret.is_empty(),
             peers: RwLock::new(Arc::new(Vec::new())),
             alone: AtomicBool::new(true),
+            unknown_hellos: std::sync::Mutex::new(Vec::new()),
             leaving: AtomicBool::new(false),
             changes: tokio::sync::watch::channel(0).0,
         }
@@ -180,6 +184,23 @@ impl Membership {
         self.peers.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Connection `flow` comes from member `id`: it is found by that member's address from
+    /// now on, or once this member learns of it.
+    pub fn connection_from(&self, id: &str, flow: crate::transport::flows::FlowId) {
+        match self.peer_named(id) {
+            Some(peer) => {
+                self.transports.flows.alias(flow, crate::transport::Transport::Tcp, peer.addr);
+            }
+            None => {
+                let mut pending = self.unknown_hellos.lock().unwrap_or_else(|p| p.into_inner());
+                pending.retain(|(_, f)| self.transports.flows.is_open(*f));
+                if pending.len() < 64 {
+                    pending.push((id.to_string(), flow));
+                }
+            }
+        }
+    }
+
     /// The live member at `addr`, if any.
     pub fn peer_at(&self, addr: SocketAddr) -> Option<Peer> {
         if self.alone() {
@@ -215,7 +236,7 @@ impl Membership {
 
     /// The first request on a connection this member opened to `to`: a sealed OPTIONS, by
     /// which the other learns whose connection it is.
-    fn hello(&self, to: SocketAddr) -> bytes::Bytes {
+    pub fn hello(&self, to: SocketAddr) -> bytes::Bytes {
         let mut msg = Message::request(Method::Options, format!("sip:{to};transport=tcp"));
         let tag = sipfront_proto::reply::new_tag();
         msg.push_header(
@@ -263,11 +284,21 @@ impl Membership {
                     (self.connector.clone(), p.addr, Duration::from_millis(self.cfg.heartbeat_ms));
                 let (hello, transports) = (self.hello(addr), self.transports.clone());
                 tokio::spawn(async move {
-                    if let Some(flow) = connector.flow_to(addr, within).await {
+                    if let Some((flow, true)) = connector.flow_to(addr, within).await {
                         let _ = transports.flows.send(flow, hello);
                     }
                 });
             }
+        }
+        {
+            let mut pending = self.unknown_hellos.lock().unwrap_or_else(|p| p.into_inner());
+            pending.retain(|(id, flow)| match peers.iter().find(|p| *p.id == **id) {
+                Some(p) => {
+                    self.transports.flows.alias(*flow, crate::transport::Transport::Tcp, p.addr);
+                    false
+                }
+                None => self.transports.flows.is_open(*flow),
+            });
         }
         self.alone.store(peers.is_empty(), Ordering::Relaxed);
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(peers);

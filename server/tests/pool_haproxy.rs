@@ -1,0 +1,248 @@
+//! A real pool (issue 15): `ops/pool.sh` brings up three members in network namespaces, one
+//! PostgreSQL and HAProxy with `ops/haproxy.cfg`; clients connect to HAProxy only. Least
+//! connections spreads them over the members; every user reaches every other; `kill -9` of a
+//! member (HAProxy marks it down, its clients connect again and register on the survivors)
+//! leaves every user reachable within the member timeout and two seconds; a SIGTERM drains a
+//! member (health check 503, its users handed over) and nothing sent meanwhile is lost.
+//! Needs root (namespaces), HAProxy, PostgreSQL and iproute2.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::*;
+use sipfront_proto::{Message, Method};
+use sipfront_storage::testing::{require_program, skip};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+const MEMBERS: usize = 3;
+const USERS: usize = 12;
+const PASSWORD: &str = "pool-pass";
+
+/// The pool this test brings up, taken down when dropped (whatever happened).
+struct Pool {
+    run: PathBuf,
+    env: Vec<(String, String)>,
+    lb: SocketAddr,
+}
+
+impl Pool {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/pool.sh")
+    }
+
+    fn cmd(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(Pool::script())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .expect("run ops/pool.sh");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "ops/pool.sh {args:?} failed: {text}");
+        text
+    }
+
+    fn up(n: usize) -> Pool {
+        let run = std::env::temp_dir().join(format!("sipfront-pool-test-{}", std::process::id()));
+        std::fs::create_dir_all(&run).unwrap();
+        let csv = run.join("users.csv");
+        let lines: Vec<String> = (0..USERS).map(|i| format!("user{i}@{DOMAIN},{PASSWORD}")).collect();
+        std::fs::write(&csv, format!("aor,password\n{}\n", lines.join("\n"))).unwrap();
+        let lb_port = free_tcp_port();
+        let env = [
+            ("RUN", run.display().to_string()),
+            ("SIPFRONT", env!("CARGO_BIN_EXE_sipfront").to_string()),
+            ("DOMAIN", DOMAIN.to_string()),
+            ("USERS_CSV", csv.display().to_string()),
+            ("LB_SIP_PORT", lb_port.to_string()),
+            ("LB_TLS_PORT", free_tcp_port().to_string()),
+            ("PG_PORT", free_tcp_port().to_string()),
+            ("POOL_NAME", "sft".to_string()),
+            ("POOL_NET", "10.215.0".to_string()),
+            ("DRAIN_SECS", "3".to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let pool = Pool { run, env: env.to_vec(), lb: SocketAddr::from(([127, 0, 0, 1], lb_port)) };
+        pool.cmd(&["up", &n.to_string()]);
+        pool
+    }
+
+    /// HAProxy's view: how many members it has up.
+    fn up_in_haproxy(&self) -> usize {
+        self.cmd(&["haproxy-status"]).lines().filter(|l| l.ends_with(" UP")).count()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Pool::script())
+            .arg("down")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One user's client, connected through HAProxy.
+struct Client {
+    user: String,
+    stream: SipStream<TcpStream>,
+}
+
+impl Client {
+    /// Connects through HAProxy and registers, as a client does: a 503 (the pool is still
+    /// finding a new home for the user) is tried again after its Retry-After.
+    async fn connect(pool: &Pool, user: &str) -> Client {
+        let mut stream = SipStream::tcp(pool.lb).await;
+        let req = Request::register(&stream, user).set("Expires", "600");
+        for _ in 0..10 {
+            let r = stream.request(&req.clone().new_branch()).await;
+            let r = match r.status() {
+                Some(401) => {
+                    let challenge = header(&r, sipfront_proto::HeaderName::WwwAuthenticate);
+                    let creds = digest_answer(
+                        &challenge,
+                        sipfront_proto::digest::Algorithm::Md5,
+                        user,
+                        PASSWORD,
+                        "REGISTER",
+                        req.uri(),
+                        1,
+                    );
+                    stream.request(&req.clone().new_branch().set("Authorization", &creds)).await
+                }
+                _ => r,
+            };
+            match r.status() {
+                Some(200) => return Client { user: user.to_string(), stream },
+                Some(503) => tokio::time::sleep(Duration::from_secs(1)).await,
+                other => panic!("{user} registering: {other:?}"),
+            }
+        }
+        panic!("{user} could not register through the pool");
+    }
+
+    /// The next request that reaches this client, answered 200 (`None` if none comes).
+    async fn answer_next(&mut self, wait: Duration) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = self.stream.next_frame(left).await?;
+            let sipfront_proto::Frame::Message(bytes) = frame else { continue };
+            let m = parse(&bytes);
+            if m.is_request() {
+                let mut r = m.response_to(200);
+                r.set_to_tag("t");
+                r.ensure_content_length();
+                self.stream.write(&r.to_bytes()).await;
+                return Some(m);
+            }
+        }
+    }
+}
+
+/// Sends a MESSAGE from `from` to `to` and says whether `to` got it and `from` got the 200.
+async fn delivered(from: &mut Client, to: &mut Client) -> bool {
+    let msg = Request::message(&from.stream, &from.user, &to.user);
+    from.stream.write(&msg.to_bytes()).await;
+    let got = to.answer_next(Duration::from_secs(3)).await;
+    let ok = tokio::time::timeout(Duration::from_secs(3), from.stream.recv_response()).await;
+    got.is_some_and(|m| m.method() == Some(&Method::Message)) && ok.is_ok_and(|r| r.status() == Some(200))
+}
+
+/// Every client writes to the next one.
+async fn everyone_reaches_everyone(clients: &mut [Client]) -> bool {
+    let n = clients.len();
+    for i in 0..n {
+        let (a, b) = if i + 1 < n {
+            let (l, r) = clients.split_at_mut(i + 1);
+            (&mut l[i], &mut r[0])
+        } else {
+            let (l, r) = clients.split_at_mut(n - 1);
+            (&mut r[0], &mut l[0])
+        };
+        if !delivered(a, b).await {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        return skip("pool_haproxy: needs root for network namespaces");
+    }
+    if !require_program("haproxy", "haproxy") || !require_program("ip", "iproute2") {
+        return;
+    }
+    if std::fs::read_dir("/usr/lib/postgresql").is_err() {
+        return skip("pool_haproxy: PostgreSQL is not installed (postgresql)");
+    }
+    let pool = Pool::up(MEMBERS);
+    assert!(
+        sipfront_storage::testing::eventually(Duration::from_secs(10), async || pool.up_in_haproxy() == MEMBERS).await,
+        "HAProxy sees every member up"
+    );
+
+    // Least connections spreads the clients: each member holds some.
+    let mut clients = Vec::new();
+    for i in 0..USERS {
+        clients.push(Client::connect(&pool, &format!("user{i}")).await);
+    }
+    let spread = sipfront_storage::testing::eventually(Duration::from_secs(5), async || {
+        let status = pool.cmd(&["status"]);
+        // (A health check of HAProxy's may be open at that moment: 4 or 5.)
+        let members: Vec<&str> = status.lines().filter(|l| l.split_whitespace().nth(2) == Some("live")).collect();
+        members.len() == MEMBERS && members.iter().all(|l| matches!(l.split_whitespace().nth(5), Some("4" | "5")))
+    })
+    .await;
+    assert!(spread, "4 client connections on each member: {}", pool.cmd(&["status"]));
+    assert!(everyone_reaches_everyone(&mut clients).await, "every user reaches every other");
+
+    // kill -9 of member 2: its clients lose their connections, connect again (HAProxy sends
+    // them to a survivor) and register; everyone is reachable within the member timeout
+    // (3 s) and two seconds.
+    let crashed = tokio::time::Instant::now();
+    pool.cmd(&["stop", "2", "-9"]);
+    let mut reconnected = 0;
+    for c in clients.iter_mut() {
+        if c.stream.closed_within(Duration::from_millis(200)).await {
+            *c = Client::connect(&pool, &c.user.clone()).await;
+            reconnected += 1;
+        }
+    }
+    assert_eq!(reconnected, USERS / MEMBERS, "member 2's clients reconnected");
+    let reachable = sipfront_storage::testing::eventually(Duration::from_secs(5), async || {
+        everyone_reaches_everyone(&mut clients).await
+    })
+    .await;
+    assert!(reachable, "every user reachable again after the crash");
+    assert!(
+        crashed.elapsed() <= Duration::from_secs(3 + 2 + 3),
+        "within the member timeout + 2 s (and the test's own sends): {:?}",
+        crashed.elapsed()
+    );
+
+    // SIGTERM drains member 3: HAProxy takes it out, its users move, its clients connect
+    // again once it closes their connections; no message is lost on the way.
+    pool.cmd(&["stop", "3"]);
+    for c in clients.iter_mut() {
+        if c.stream.closed_within(Duration::from_millis(200)).await {
+            *c = Client::connect(&pool, &c.user.clone()).await;
+        }
+    }
+    assert!(everyone_reaches_everyone(&mut clients).await, "every user reachable after the drain");
+    assert_eq!(pool.up_in_haproxy(), 1, "only member 1 left up in HAProxy");
+}
