@@ -101,7 +101,26 @@ async fn a_message_reaches_a_user_connected_to_another_member_through_its_home()
         alice_phone.answer(&got, 200, "alice").await;
         bob_phone.expect_response(200).await;
 
-        // Nothing was kept as offline: both were delivered at once.
+        // A UDP client (HAProxy does not balance UDP: it reaches a member directly, as DNS SRV
+        // sends it) is reached from the whole pool through that member like a TCP one.
+        let carol = user_homed_on(0, &[&bob, &alice]);
+        let mut carol_phone = Phone::udp(&m[2]).await;
+        register(&mut carol_phone, &carol, PASSWORD, None).await;
+        assert_eq!(m[0].bindings_of(&carol).len(), 1, "Carol's binding at her home, A");
+        let to_carol = Request::message(&bob_phone, &bob, &carol);
+        bob_phone.send(&to_carol.to_bytes()).await;
+        let got = carol_phone.expect_request(Method::Message).await;
+        carol_phone.answer(&got, 200, "carol").await;
+        bob_phone.expect_response(200).await;
+        let from_carol = Request::message(&carol_phone, &carol, &alice);
+        // UDP has no authenticated connection to vouch for Carol: Alice's home challenges her.
+        let with_creds = authorized(&mut carol_phone, &from_carol, &carol, PASSWORD).await;
+        carol_phone.send(&with_creds.to_bytes()).await;
+        let got = alice_phone.expect_request(Method::Message).await;
+        alice_phone.answer(&got, 200, "alice").await;
+        carol_phone.expect_response(200).await;
+
+        // Nothing was kept as offline: all were delivered at once.
         for s in &m {
             assert_eq!(s.metric("sipfront_offline_messages_total{event=\"stored\"}").await, 0.0);
         }
