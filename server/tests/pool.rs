@@ -7,22 +7,8 @@
 mod common;
 
 use common::*;
-use sipfront::config::Config;
 use sipfront_storage::testing::eventually;
 use std::time::Duration;
-
-/// A front end named `id` that beats every 100 ms and counts a member dead after 600 ms.
-fn member(id: &'static str, url: String) -> impl FnOnce(&mut Config) {
-    move |c: &mut Config| {
-        c.pool.member_id = id.into();
-        c.pool.heartbeat_ms = 100;
-        c.pool.member_timeout_ms = 600;
-        c.pool.secret = "the pool's own secret".into();
-        if !url.is_empty() {
-            c.database.url = url;
-        }
-    }
-}
 
 /// `pool status` as (member, state) pairs, and the whole JSON.
 async fn status(s: &TestServer) -> (Vec<(String, String)>, Vec<serde_json::Value>) {
@@ -42,13 +28,13 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test]
 async fn members_announce_themselves_leave_and_are_seen_dead_when_silent() {
     for backend in backends("pool_members").await {
-        let a = TestServer::with_users(&backend, &[("alice", "secret")], member("fe-a", String::new())).await;
+        let a = TestServer::with_users(&backend, &[("alice", "secret")], pool_member("fe-a", String::new())).await;
         // The others open the same store: A's SQLite file, or the same PostgreSQL database.
         let shared = match &backend {
             Backend::Sqlite => format!("sqlite://{}", a.dir.path().join("sipfront.db").display()),
             Backend::Postgres(url) => url.clone(),
         };
-        let b = TestServer::with(member("fe-b", shared.clone())).await;
+        let b = TestServer::with(pool_member("fe-b", shared.clone())).await;
 
         let both_live = pairs(&[("fe-a", "live"), ("fe-b", "live")]);
         assert!(
@@ -87,7 +73,7 @@ async fn members_announce_themselves_leave_and_are_seen_dead_when_silent() {
 
         // A member that stops beating without a word (its tasks end, as in a crash) is dead to
         // the others once the member timeout has passed, and only then.
-        let c = TestServer::with(member("fe-c", shared)).await;
+        let c = TestServer::with(pool_member("fe-c", shared)).await;
         let c_live = pairs(&[("fe-a", "live"), ("fe-b", "leaving"), ("fe-c", "live")]);
         assert!(eventually(Duration::from_secs(5), async || status(&a).await.0 == c_live).await);
         drop(c);

@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use sipfront::config::Config;
 use sipfront::core::pool::home_among;
 use sipfront_proto::{HeaderName, Method};
 use sipfront_storage::testing::eventually;
@@ -18,27 +17,18 @@ use std::time::Duration;
 const IDS: [&str; 3] = ["fe-a", "fe-b", "fe-c"];
 const PASSWORD: &str = "secret";
 
-fn member(id: &'static str, url: String) -> impl FnOnce(&mut Config) {
-    move |c: &mut Config| {
-        c.pool.member_id = id.into();
-        c.pool.heartbeat_ms = 100;
-        c.pool.member_timeout_ms = 600;
-        c.pool.secret = "the pool's own secret".into();
-        if !url.is_empty() {
-            c.database.url = url;
-        }
-    }
-}
-
-/// Three members on one store (A's SQLite file, or PostgreSQL), each seeing the other two.
-async fn pool(backend: &Backend, users: &[(&str, &str)]) -> Vec<TestServer> {
-    let a = TestServer::with_users(backend, users, member(IDS[0], String::new())).await;
+/// Three members on one store (A's SQLite file, or PostgreSQL) with user0..user99, each
+/// seeing the other two.
+async fn pool(backend: &Backend) -> Vec<TestServer> {
+    let all = users();
+    let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
+    let a = TestServer::with_users(backend, &refs, pool_member(IDS[0], String::new())).await;
     let shared = match backend {
         Backend::Sqlite => format!("sqlite://{}", a.dir.path().join("sipfront.db").display()),
         Backend::Postgres(url) => url.clone(),
     };
-    let b = TestServer::with(member(IDS[1], shared.clone())).await;
-    let c = TestServer::with(member(IDS[2], shared)).await;
+    let b = TestServer::with(pool_member(IDS[1], shared.clone())).await;
+    let c = TestServer::with(pool_member(IDS[2], shared)).await;
     let members = vec![a, b, c];
     for m in &members {
         assert!(
@@ -68,9 +58,7 @@ fn users() -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_message_reaches_a_user_connected_to_another_member_through_its_home() {
     for backend in backends("pool_routing_message").await {
-        let all = users();
-        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        let m = pool(&backend, &refs).await;
+        let m = pool(&backend).await;
         // Bob's home is C, and he is connected to B; Alice is homed on B and connected to A:
         // every hop of the pool is exercised (A -> C -> B for a message to Bob, and a
         // REGISTER relayed by each edge to another member).
@@ -131,9 +119,7 @@ async fn a_message_reaches_a_user_connected_to_another_member_through_its_home()
 #[tokio::test]
 async fn a_client_cannot_pose_as_a_member() {
     for backend in backends("pool_routing_forged").await {
-        let all = users();
-        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        let m = pool(&backend, &refs).await;
+        let m = pool(&backend).await;
         let bob = user_homed_on(2, &[]);
         let mut bob_phone = Phone::tcp(&m[1]).await;
         register(&mut bob_phone, &bob, PASSWORD, None).await;
@@ -172,9 +158,7 @@ async fn a_client_cannot_pose_as_a_member() {
 #[tokio::test]
 async fn an_invite_forks_to_endpoints_on_two_members_and_the_dialog_runs_through_the_pool() {
     for backend in backends("pool_routing_invite").await {
-        let all = users();
-        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        let m = pool(&backend, &refs).await;
+        let m = pool(&backend).await;
         // Bob (home C) has one endpoint on B and one on A; Alice (home B) calls from A.
         let bob = user_homed_on(2, &[]);
         let alice = user_homed_on(1, &[&bob]);
@@ -228,9 +212,7 @@ async fn an_invite_forks_to_endpoints_on_two_members_and_the_dialog_runs_through
 #[tokio::test]
 async fn presence_of_two_endpoints_on_two_members_reaches_a_watcher_on_a_third() {
     for backend in backends("pool_routing_presence").await {
-        let all = users();
-        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        let m = pool(&backend, &refs).await;
+        let m = pool(&backend).await;
         // Pat (home C) publishes from a phone on B and a laptop on A; Walt watches from A.
         let pat = user_homed_on(2, &[]);
         let walt = user_homed_on(1, &[&pat]);
@@ -282,9 +264,7 @@ async fn presence_of_two_endpoints_on_two_members_reaches_a_watcher_on_a_third()
 #[tokio::test]
 async fn when_a_member_dies_its_users_are_reachable_again_and_their_watchers_resubscribe() {
     for backend in backends("pool_routing_crash").await {
-        let all = users();
-        let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
-        let mut m = pool(&backend, &refs).await;
+        let mut m = pool(&backend).await;
         // Bob's home is C; he is connected to B. Alice, on A, watches him.
         let bob = user_homed_on(2, &[]);
         let alice = user_homed_on(0, &[&bob]);
@@ -337,12 +317,12 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
         let all = users();
         let refs: Vec<(&str, &str)> = all.iter().map(|(u, p)| (u.as_str(), p.as_str())).collect();
         // Two members first; ten users on each.
-        let a = TestServer::with_users(&backend, &refs, member(IDS[0], String::new())).await;
+        let a = TestServer::with_users(&backend, &refs, pool_member(IDS[0], String::new())).await;
         let shared = match &backend {
             Backend::Sqlite => format!("sqlite://{}", a.dir.path().join("sipfront.db").display()),
             Backend::Postgres(url) => url.clone(),
         };
-        let b = TestServer::with(member(IDS[1], shared.clone())).await;
+        let b = TestServer::with(pool_member(IDS[1], shared.clone())).await;
         for s in [&a, &b] {
             assert!(eventually(Duration::from_secs(5), async || s.server.membership.peers().len() == 1).await);
         }
@@ -356,7 +336,7 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
         let home2 = |u: &str| home_among(two.iter().copied(), &format!("{u}@{DOMAIN}")).unwrap();
 
         // C joins: the users it now homes move to it, with their bindings; nobody else moves.
-        let c = TestServer::with(member(IDS[2], shared)).await;
+        let c = TestServer::with(pool_member(IDS[2], shared)).await;
         let members = [&a, &b, &c];
         let moved: Vec<&String> = names.iter().filter(|u| home(u) == 2).collect();
         assert!(!moved.is_empty(), "some users move to C");

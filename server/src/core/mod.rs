@@ -265,6 +265,7 @@ impl TransactionUser for Core {
 
     fn on_flow_closed(&self, flow: FlowId, identity: Option<Arc<str>>) {
         self.0.edge.flow_closed(flow);
+        self.0.pool.flow_closed(flow);
         if let Some(aor) = identity {
             self.0.registrar.flow_closed(flow, &aor);
         }

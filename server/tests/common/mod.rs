@@ -1119,3 +1119,19 @@ pub async fn online(s: &TestServer, user: &str, password: &str) -> Phone {
 pub fn contact_of(m: &Message) -> String {
     header(m, HeaderName::Contact).trim_start_matches('<').split('>').next().unwrap_or_default().to_string()
 }
+
+// ---- Pools (issue 15) ----
+
+/// A pool member named `id` for tests: heartbeats every 100 ms, dead after 600 ms of
+/// silence, the pool's secret, and (unless empty) the store at `url`.
+pub fn pool_member(id: &'static str, url: String) -> impl FnOnce(&mut Config) {
+    move |c: &mut Config| {
+        c.pool.member_id = id.into();
+        c.pool.heartbeat_ms = 100;
+        c.pool.member_timeout_ms = 600;
+        c.pool.secret = "the pool's own secret".into();
+        if !url.is_empty() {
+            c.database.url = url;
+        }
+    }
+}

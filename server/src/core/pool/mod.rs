@@ -88,6 +88,13 @@ pub struct Membership {
     /// Connections opened to this member by members it did not know yet when they said hello:
     /// found by their addresses as soon as it does.
     unknown_hellos: std::sync::Mutex<Vec<(String, crate::transport::flows::FlowId)>>,
+    /// Connections to the other members, by flow: when one closes, its member is taken for
+    /// dead at once (a crashed process's connections close with it) instead of after the
+    /// member timeout, until a connection to it is open again.
+    peer_flows: dashmap::DashMap<crate::transport::flows::FlowId, Arc<str>>,
+    lost: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
+    /// What the store said last, to judge again when a connection is lost.
+    last_seen: std::sync::Mutex<Vec<MemberSeen>>,
     /// This member is draining: it homes nothing any more.
     leaving: AtomicBool,
     /// Bumped at every change of who is home where (a member came, went, or this one leaves).
@@ -136,6 +143,9 @@ impl Membership {
             peers: RwLock::new(Arc::new(Vec::new())),
             alone: AtomicBool::new(true),
             unknown_hellos: std::sync::Mutex::new(Vec::new()),
+            peer_flows: dashmap::DashMap::new(),
+            lost: std::sync::Mutex::new(std::collections::HashSet::new()),
+            last_seen: std::sync::Mutex::new(Vec::new()),
             leaving: AtomicBool::new(false),
             changes: tokio::sync::watch::channel(0).0,
         }
@@ -190,6 +200,7 @@ impl Membership {
         match self.peer_named(id) {
             Some(peer) => {
                 self.transports.flows.alias(flow, crate::transport::Transport::Tcp, peer.addr);
+                self.peer_flows.insert(flow, peer.id);
             }
             None => {
                 let mut pending = self.unknown_hellos.lock().unwrap_or_else(|p| p.into_inner());
@@ -199,6 +210,15 @@ impl Membership {
                 }
             }
         }
+    }
+
+    /// A connection closed: if it was to a member, that member is gone for now.
+    pub fn flow_closed(&self, flow: crate::transport::flows::FlowId) {
+        let Some((_, id)) = self.peer_flows.remove(&flow) else { return };
+        tracing::info!(member = %id, "connection to pool member lost; taken for dead until it is back");
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).insert(id);
+        let last = self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.see(&last);
     }
 
     /// The live member at `addr`, if any.
@@ -269,17 +289,39 @@ impl Membership {
             })
             .collect();
         peers.sort_by(|a, b| a.id.cmp(&b.id));
-        let changed = **self.peers() != peers;
+        *self.last_seen.lock().unwrap_or_else(|p| p.into_inner()) = seen.to_vec();
+        let tcp = crate::transport::Transport::Tcp;
+        {
+            // A member whose connection was lost counts again once one is open to it.
+            let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            for p in &peers {
+                if let Some(flow) = self.transports.flows.find(tcp, p.addr) {
+                    self.peer_flows.insert(flow, p.id.clone());
+                    lost.remove(&p.id);
+                }
+            }
+        }
+        let reachable: Vec<Peer> = {
+            let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            peers.iter().filter(|p| !lost.contains(&p.id)).cloned().collect()
+        };
+        let changed = **self.peers() != reachable;
         if changed && !self.keyed && !peers.is_empty() {
             tracing::warn!("other members are live, but pool.secret and auth.secret are both empty: no member will take this one's requests; set pool.secret, the same on every member");
         }
         if changed {
-            tracing::info!(peers = ?peers.iter().map(|p| &*p.id).collect::<Vec<_>>(), "pool members changed");
+            tracing::info!(peers = ?reachable.iter().map(|p| &*p.id).collect::<Vec<_>>(), "pool members changed");
         }
         // One connection per pair of members, opened by the one with the lesser id; the other
         // finds it by the address the opener listens on once a sealed request arrives on it.
         for p in peers.iter().filter(|p| *p.id > *self.me.id) {
-            if self.transports.flows.find(crate::transport::Transport::Tcp, p.addr).is_none() {
+            if let Some(flow) = self.transports.flows.find(tcp, p.addr) {
+                // A keep-alive (RFC 5626 3.5.1) each beat: the connection never idles out,
+                // which would look like the member's death.
+                let _ = self.transports.flows.send(flow, bytes::Bytes::from_static(b"\r\n\r\n"));
+                continue;
+            }
+            {
                 let (connector, addr, within) =
                     (self.connector.clone(), p.addr, Duration::from_millis(self.cfg.heartbeat_ms));
                 let (hello, transports) = (self.hello(addr), self.transports.clone());
@@ -300,8 +342,8 @@ impl Membership {
                 None => self.transports.flows.is_open(*flow),
             });
         }
-        self.alone.store(peers.is_empty(), Ordering::Relaxed);
-        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(peers);
+        self.alone.store(reachable.is_empty(), Ordering::Relaxed);
+        *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reachable);
         if changed {
             self.changes.send_modify(|n| *n += 1);
         }
@@ -313,15 +355,22 @@ impl Membership {
         let every = Duration::from_millis(self.cfg.heartbeat_ms);
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // After a store outage every member's last heartbeat is old: the view is taken again
+        // only once each has had a beat's time to renew its own, lest all see all dead.
+        let mut after_outage = false;
         loop {
             ticks.tick().await;
-            if let Err(e) = self.beat(every).await {
-                tracing::warn!(error = %e, member = %self.me.id, "pool heartbeat failed; retrying");
+            match self.beat(every, !after_outage).await {
+                Ok(()) => after_outage = false,
+                Err(e) => {
+                    after_outage = true;
+                    tracing::warn!(error = %e, member = %self.me.id, "pool heartbeat failed; retrying");
+                }
             }
         }
     }
 
-    async fn beat(&self, within: Duration) -> Result<(), sipfront_storage::StoreError> {
+    async fn beat(&self, within: Duration, look: bool) -> Result<(), sipfront_storage::StoreError> {
         let me = Member {
             users_homed: i64::try_from(self.bindings.aor_count()).unwrap_or(i64::MAX),
             connections: i64::try_from(self.client_connections()).unwrap_or(i64::MAX),
@@ -333,7 +382,9 @@ impl Membership {
             tokio::time::timeout(within, self.store.heartbeat(&me, FORGET_AFTER_MS)).await.map_err(late)??;
         }
         let seen = tokio::time::timeout(within, self.store.members()).await.map_err(late)??;
-        self.see(&seen);
+        if look {
+            self.see(&seen);
+        }
         for state in [MemberState::Live, MemberState::Leaving, MemberState::Dead] {
             let n = seen.iter().filter(|s| MemberState::of(s, self.cfg.member_timeout_ms) == state).count();
             metrics::gauge!(m::POOL_MEMBERS, "state" => state.label()).set(n as f64);
