@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use sipfront_proto::{Message, Method};
+use sipfront_proto::Message;
 use sipfront_storage::testing::{require_program, skip};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +72,17 @@ impl Pool {
         pool
     }
 
+    /// `ops/pool.sh` in the background (a drain takes a while).
+    fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new("bash")
+            .arg(Pool::script())
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("run ops/pool.sh")
+    }
+
     /// HAProxy's view: how many members it has up.
     fn up_in_haproxy(&self) -> usize {
         self.cmd(&["haproxy-status"]).lines().filter(|l| l.ends_with(" UP")).count()
@@ -101,12 +112,13 @@ struct Client {
 
 impl Client {
     /// Connects through HAProxy and registers, as a client does: a 503 (the pool is still
-    /// finding a new home for the user) is tried again after its Retry-After.
+    /// finding a new home for the user) is tried again after its Retry-After, and a connection
+    /// closed under it (it reached a member just as that one stopped) is opened again.
     async fn connect(pool: &Pool, user: &str) -> Client {
-        let mut stream = SipStream::tcp(pool.lb).await;
-        let req = Request::register(&stream, user).set("Expires", "600");
         for _ in 0..10 {
-            let r = stream.request(&req.clone().new_branch()).await;
+            let mut stream = SipStream::tcp(pool.lb).await;
+            let req = Request::register(&stream, user).set("Expires", "600");
+            let Some(r) = final_response(&mut stream, &req.clone().new_branch()).await else { continue };
             let r = match r.status() {
                 Some(401) => {
                     let challenge = header(&r, sipfront_proto::HeaderName::WwwAuthenticate);
@@ -119,7 +131,12 @@ impl Client {
                         req.uri(),
                         1,
                     );
-                    stream.request(&req.clone().new_branch().set("Authorization", &creds)).await
+                    let Some(r) =
+                        final_response(&mut stream, &req.clone().new_branch().set("Authorization", &creds)).await
+                    else {
+                        continue;
+                    };
+                    r
                 }
                 _ => r,
             };
@@ -151,38 +168,38 @@ impl Client {
     }
 }
 
-/// Sends a MESSAGE from `from` to `to` and says whether `to` got it and `from` got the 200.
-async fn delivered(from: &mut Client, to: &mut Client) -> bool {
-    let msg = Request::message(&from.stream, &from.user, &to.user);
-    from.stream.write(&msg.to_bytes()).await;
-    let wait = Duration::from_secs(3);
-    // A refusal (503 while the pool finds the user a new home) comes at once: no need to wait
-    // for the recipient then.
-    tokio::select! {
-        resp = tokio::time::timeout(wait, from.stream.recv_response()) => resp.is_ok_and(|r| r.status() == Some(200)),
-        got = to.answer_next(wait) => {
-            let ok = tokio::time::timeout(wait, from.stream.recv_response()).await;
-            got.is_some_and(|m| m.method() == Some(&Method::Message)) && ok.is_ok_and(|r| r.status() == Some(200))
+/// The final response to `req`, or `None` if the connection closed first.
+async fn final_response(stream: &mut SipStream<TcpStream>, req: &Request) -> Option<Message> {
+    if !stream.try_write(&req.to_bytes()).await {
+        return None;
+    }
+    loop {
+        let sipfront_proto::Frame::Message(bytes) = stream.next_frame(Duration::from_secs(5)).await? else { continue };
+        let m = parse(&bytes);
+        if m.status().is_some_and(|s| s >= 200) {
+            return Some(m);
         }
     }
 }
 
-/// Every client writes to the next one.
+/// Every client writes to the next one, and each message is delivered.
 async fn everyone_reaches_everyone(clients: &mut [Client]) -> bool {
     let n = clients.len();
     for i in 0..n {
-        let (a, b) = if i + 1 < n {
-            let (l, r) = clients.split_at_mut(i + 1);
-            (&mut l[i], &mut r[0])
-        } else {
-            let (l, r) = clients.split_at_mut(n - 1);
-            (&mut r[0], &mut l[0])
-        };
-        if !delivered(a, b).await {
+        if !matches!(attempt(clients, i, (i + 1) % n).await, Outcome::Delivered) {
             return false;
         }
     }
     true
+}
+
+/// Clients whose connection closed (their member stopped) connect again and register.
+async fn reconnect_closed(pool: &Pool, clients: &mut [Client]) {
+    for c in clients.iter_mut() {
+        if c.stream.closed_within(Duration::from_millis(50)).await {
+            *c = Client::connect(pool, &c.user.clone()).await;
+        }
+    }
 }
 
 #[tokio::test]
@@ -252,5 +269,107 @@ async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
         }
     }
     assert!(everyone_reaches_everyone(&mut clients).await, "every user reachable after the drain");
-    assert_eq!(pool.up_in_haproxy(), 1, "only member 1 left up in HAProxy");
+    assert!(
+        sipfront_storage::testing::eventually(Duration::from_secs(5), async || pool.up_in_haproxy() == 1).await,
+        "only member 1 left up in HAProxy"
+    );
+
+    // A rolling restart: members 2 and 3 come back, then each member in turn drains and comes
+    // back while messages flow. A MESSAGE answered 200 is always delivered; one refused (503
+    // while a home moves, or its connection closed under it) is the sender's to send again.
+    pool.cmd(&["start", "2"]);
+    pool.cmd(&["start", "3"]);
+    assert!(
+        sipfront_storage::testing::eventually(Duration::from_secs(10), async || pool.up_in_haproxy() == MEMBERS).await
+    );
+    for member in 1..=MEMBERS {
+        let mut stopping = pool.spawn(&["stop", &member.to_string()]);
+        let (mut delivered, mut lost) = (0, 0);
+        let mut k = 0;
+        loop {
+            let stopped = stopping.try_wait().unwrap().is_some();
+            let (i, j) = (k % USERS, (k + 1) % USERS);
+            k += 1;
+            match attempt(&mut clients, i, j).await {
+                Outcome::Delivered => delivered += 1,
+                Outcome::Lost => lost += 1,
+                Outcome::Refused => {}
+                Outcome::Broken => {
+                    for c in [i, j] {
+                        if clients[c].stream.closed_within(Duration::from_millis(50)).await {
+                            clients[c] = Client::connect(&pool, &clients[c].user.clone()).await;
+                        }
+                    }
+                }
+            }
+            if stopped {
+                break;
+            }
+        }
+        reconnect_closed(&pool, &mut clients).await;
+        eprintln!("pool_haproxy: member {member} drained with {delivered} messages delivered, {lost} lost");
+        assert_eq!(lost, 0, "no MESSAGE answered 200 and not delivered while member {member} drained");
+        assert!(delivered > 0, "messages flowed while member {member} drained");
+        pool.cmd(&["start", &member.to_string()]);
+        assert!(
+            sipfront_storage::testing::eventually(Duration::from_secs(10), async || pool.up_in_haproxy() == MEMBERS)
+                .await,
+            "member {member} back up"
+        );
+    }
+    let settled = sipfront_storage::testing::eventually(Duration::from_secs(10), async || {
+        reconnect_closed(&pool, &mut clients).await;
+        everyone_reaches_everyone(&mut clients).await
+    })
+    .await;
+    assert!(settled, "every user reachable after the rolling restart");
+}
+
+/// What became of one MESSAGE.
+enum Outcome {
+    /// Received, and its sender got the 200.
+    Delivered,
+    /// Its sender got a final answer other than 200, and the recipient nothing.
+    Refused,
+    /// Its sender got 200 and the recipient nothing: what must never happen.
+    Lost,
+    /// A connection closed under it.
+    Broken,
+}
+
+/// Client `i` writes to client `j`.
+async fn attempt(clients: &mut [Client], i: usize, j: usize) -> Outcome {
+    let (from, to) = if i < j {
+        let (l, r) = clients.split_at_mut(j);
+        (&mut l[i], &mut r[0])
+    } else {
+        let (l, r) = clients.split_at_mut(i);
+        (&mut r[0], &mut l[j])
+    };
+    let msg = Request::message(&from.stream, &from.user, &to.user);
+    if !from.stream.try_write(&msg.to_bytes()).await {
+        return Outcome::Broken;
+    }
+    let wait = Duration::from_secs(3);
+    let final_of = |f: Option<sipfront_proto::Frame>| match f {
+        Some(sipfront_proto::Frame::Message(b)) => parse(&b).status(),
+        _ => None,
+    };
+    tokio::select! {
+        first = from.stream.next_frame(wait) => match final_of(first) {
+            // A 200 before the recipient answered would be a 200 for nothing delivered.
+            Some(200) => Outcome::Lost,
+            Some(_) => Outcome::Refused,
+            None => Outcome::Broken,
+        },
+        got = to.answer_next(wait) => {
+            let answer = final_of(from.stream.next_frame(wait).await);
+            match (got.is_some(), answer) {
+                (true, Some(200)) => Outcome::Delivered,
+                (false, Some(200)) => Outcome::Lost,
+                (_, None) => Outcome::Broken,
+                (_, Some(_)) => Outcome::Refused,
+            }
+        }
+    }
 }

@@ -383,6 +383,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SipStream<S> {
         self.stream.flush().await.expect("flush the stream");
     }
 
+    /// Writes, and says whether it could (the server may have closed the connection).
+    pub async fn try_write(&mut self, data: &[u8]) -> bool {
+        self.stream.write_all(data).await.is_ok() && self.stream.flush().await.is_ok()
+    }
+
     /// The next frame (message or keep-alive), or `None` if the server closed the connection
     /// or `wait` passed.
     pub async fn next_frame(&mut self, wait: Duration) -> Option<Frame> {
