@@ -388,3 +388,53 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
         }
     }
 }
+
+#[tokio::test]
+async fn a_resource_list_shows_contacts_homed_on_every_member() {
+    for backend in backends("pool_routing_lists").await {
+        let m = pool(&backend).await;
+        // Olga's contacts: one homed on each member, each online through another member.
+        let olga = user_homed_on(0, &[]);
+        let contacts: Vec<String> = (0..3).map(|h| user_homed_on(h, &[&olga])).collect();
+        let store = m[0].server.directory.store().clone();
+        for c in &contacts {
+            store
+                .add_contact(&sipfront_storage::Contact {
+                    owner: format!("{olga}@{DOMAIN}"),
+                    contact: format!("{c}@{DOMAIN}"),
+                    display_name: c.clone(),
+                    group: "team".into(),
+                })
+                .await
+                .unwrap();
+        }
+        let mut phones = Vec::new();
+        for (h, c) in contacts.iter().enumerate() {
+            phones.push(online(&m[(h + 1) % 3], c, PASSWORD).await);
+        }
+        let mut watcher = online(&m[0], &olga, PASSWORD).await;
+        let list = subscribe(&watcher, &olga, &format!("{olga}+contacts"), "presence", 600)
+            .set("Supported", "eventlist")
+            .set("Accept", "application/pidf+xml, application/rlmi+xml, multipart/related");
+        let (_, first) = subscribed(&mut watcher, &list).await;
+        let body = String::from_utf8_lossy(first.body()).into_owned();
+        for c in &contacts {
+            assert!(body.contains(&format!("sip:{c}@{DOMAIN}")), "{c} in the list: {body}");
+        }
+
+        // Each contact publishes a note; every note reaches Olga, wherever its author is homed.
+        for (c, phone) in contacts.iter().zip(phones.iter_mut()) {
+            let note = format!("note of {c}");
+            let r = phone.request(&publish(phone, c, Some(&pidf_doc(c, "t", "open", &note)), None, 600)).await;
+            assert_eq!(r.status(), Some(200));
+        }
+        let mut missing: Vec<String> = contacts.iter().map(|c| format!("note of {c}")).collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !missing.is_empty() && tokio::time::Instant::now() < deadline {
+            let n = notified(&mut watcher).await;
+            let body = String::from_utf8_lossy(n.body()).into_owned();
+            missing.retain(|note| !body.contains(note.as_str()));
+        }
+        assert!(missing.is_empty(), "notes that never reached the list: {missing:?}");
+    }
+}

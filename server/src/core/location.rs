@@ -33,6 +33,10 @@ impl Location {
         Location { bindings, transports, pool }
     }
 
+    pub fn pool(&self) -> &Arc<Membership> {
+        &self.pool
+    }
+
     pub fn bindings(&self) -> &Arc<Bindings> {
         &self.bindings
     }
@@ -115,7 +119,13 @@ impl Location {
             Some(_) => {
                 // To the client's edge: our pool address in the Via, and the pool's seal.
                 f.prepend_header(HeaderName::Via, format!("SIP/2.0/TCP {};branch={branch}", self.pool.address()));
-                let vouch = Vouch { member: self.pool.id().to_string(), client: None, identity: None, replay: false };
+                let vouch = Vouch {
+                    member: self.pool.id().to_string(),
+                    client: None,
+                    identity: None,
+                    replay: false,
+                    feed: false,
+                };
                 self.pool.seal().sign(&mut f, &vouch);
             }
             None => {

@@ -172,6 +172,7 @@ impl Core {
             }
             let pool = s.pool.clone();
             s.presence.moved_away(move |aor| pool.homes(aor));
+            s.presence.tend_feeds();
             s.edge.deactivate_moved();
         }
     }
@@ -225,6 +226,12 @@ impl TransactionUser for Core {
             Some(Method::Subscribe) if in_dialog => {
                 if let Err(tx) = s.presence.in_dialog(&req, tx) {
                     run(async move { core.0.proxy.in_dialog(req, Some(tx)).await });
+                }
+            }
+            Some(Method::Notify) if in_dialog && req.msg.call_id().is_some_and(|c| c.starts_with(b"feed-")) => {
+                match s.presence.feed_notify(&req.msg) {
+                    Some(resp) => tx.respond(resp),
+                    None => run(async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
                 }
             }
             _ if in_dialog => run(async move { core.0.proxy.in_dialog(req, Some(tx)).await }),

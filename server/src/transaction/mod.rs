@@ -46,6 +46,9 @@ pub struct Relayed {
     /// A registration the member replays for that user (its home moved): the connection's
     /// authentication stands for the credentials, which cannot be replayed.
     pub replay: bool,
+    /// A subscription the member makes for itself: to a presentity homed elsewhere that its
+    /// own watchers' resource lists show (it applies their rules itself).
+    pub feed: bool,
 }
 
 impl Incoming {

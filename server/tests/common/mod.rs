@@ -767,12 +767,12 @@ pub fn headers(msg: &Message, name: HeaderName) -> Vec<String> {
     msg.header_all(name).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
 }
 
-/// Waits (at most 5 s) until `log`, the server's `directory.changes()` or `directory.waiting()`
+/// Waits (at most 15 s, a bound for a loaded machine) until `log`, the server's `directory.changes()` or `directory.waiting()`
 /// taken before the store was changed, names `aor`: the server has read that change from the
 /// store's change log (which it polls every `database.poll_ms`) and acts on it from now on.
 pub async fn until_named(mut log: tokio::sync::broadcast::Receiver<Arc<str>>, aor: &str) {
     use tokio::sync::broadcast::error::RecvError;
-    let named = tokio::time::timeout(Duration::from_secs(5), async {
+    let named = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             match log.recv().await {
                 Ok(named) if named.eq_ignore_ascii_case(aor) => return,

@@ -270,6 +270,7 @@ impl Edge {
                 client: Some(e.source.remote),
                 identity: Some(identity.to_string()),
                 replay: true,
+                feed: false,
             };
             let mut msg = e.msg.clone();
             let left = e.until.saturating_duration_since(now).as_secs().max(1);
@@ -368,8 +369,13 @@ impl Edge {
     /// Relays a client's request to the member at `to`, sealed.
     fn to_member(&self, mut msg: Message, source: &Source, to: SocketAddr, count: bool) {
         let identity = source.flow.and_then(|f| self.transports.flows.identity(f)).map(|i| i.to_string());
-        let vouch =
-            Vouch { member: self.membership.id().to_string(), client: Some(source.remote), identity, replay: false };
+        let vouch = Vouch {
+            member: self.membership.id().to_string(),
+            client: Some(source.remote),
+            identity,
+            replay: false,
+            feed: false,
+        };
         if !self.push_via(&mut msg, source, Transport::Tcp, &self.address()) {
             return;
         }

@@ -74,6 +74,9 @@ impl Seal {
         if vouch.replay {
             value.push_str(";r=1");
         }
+        if vouch.feed {
+            value.push_str(";f=1");
+        }
         let mac = self.mac(msg, &value);
         value.push_str(";mac=");
         value.push_str(&hex(&mac[..MAC_LEN]));
@@ -95,6 +98,7 @@ impl Seal {
         feed(&mut check, msg, signed);
         check.verify_truncated_left(&mac).map_err(|_| Forged::Bad)?;
         let (mut t, mut member, mut client, mut identity, mut replay) = (None, None, None, None, false);
+        let mut feed = false;
         for part in signed.split(';') {
             let (k, v) = part.split_once('=').ok_or(Forged::Bad)?;
             match k {
@@ -103,6 +107,7 @@ impl Seal {
                 "c" => client = unhex_text(v).and_then(|c| c.parse().ok()),
                 "i" => identity = unhex_text(v),
                 "r" => replay = v == "1",
+                "f" => feed = v == "1",
                 _ => {}
             }
         }
@@ -110,7 +115,7 @@ impl Seal {
         if t.abs_diff(now) > SKEW_SECS {
             return Err(Forged::Stale);
         }
-        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay })
+        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay, feed })
     }
 
     fn mac(&self, msg: &Message, signed: &str) -> Vec<u8> {
@@ -185,6 +190,7 @@ mod tests {
             client: Some("192.0.2.7:40000".parse().unwrap()),
             identity: Some("alice;x@example.test".into()),
             replay: true,
+            feed: false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Every change fans out to the watchers through a throttle (RFC 6446) that coalesces rapid
 //! changes into one NOTIFY per interval.
 
+pub mod feeds;
 mod notify;
 pub mod rules;
 
@@ -44,7 +45,12 @@ pub struct Presence {
     /// The composed document of each presentity, until it changes: one composition per change
     /// however many watchers it goes to.
     documents: DashMap<Arc<str>, Bytes>,
+    /// Documents of presentities homed on other members, for the lists served here.
+    feeds: Arc<feeds::Feeds>,
 }
+
+/// The watcher name of another member's feed (see [`feeds`]): no user's, and never shown.
+const FEED_WATCHER: &str = "pool:";
 
 /// What follows the response to a SUBSCRIBE.
 pub enum Followup {
@@ -67,7 +73,9 @@ impl Presence {
     ) -> Presence {
         let policy = rules::Policy::parse(&cfg.default_policy);
         let transports = txs.transports().clone();
+        let feeds = Arc::new(feeds::Feeds::new(location.pool().clone(), txs.clone()));
         Presence {
+            feeds,
             rules: Rules::new(store, store_timeout, policy),
             cfg,
             agent,
@@ -101,16 +109,34 @@ impl Presence {
                 }
             }
         };
+        let tend_feeds = async {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                self.tend_feeds();
+            }
+        };
         tokio::join!(
             self.publications.run_expiry(ended_publication),
             self.subscriptions.run_expiry(ended_subscription),
-            follow_changes
+            follow_changes,
+            tend_feeds
         );
     }
 
     /// PUBLISH, or a SUBSCRIBE that starts a subscription: from one of our users,
     /// authenticated like any of their requests.
     pub async fn handle(self: &Arc<Self>, req: Incoming, tx: ServerTx) {
+        if let Some(member) = req.relayed.as_ref().filter(|r| r.feed).map(|r| format!("{FEED_WATCHER}{}", r.member)) {
+            // Another member's feed of a presentity homed here: granted, its lists' owners'
+            // rules are applied there.
+            if req.msg.method() != Some(&Method::Subscribe) {
+                return tx.respond(reply::response(&req.msg, 403, &self.agent));
+            }
+            let (resp, followup) = self.subscribe(&req, &member, true).await;
+            tx.respond(resp);
+            return self.follow(followup);
+        }
         let sender = match self.gate.sender(&req).await {
             Ok(sender) => sender,
             Err(refusal) => return tx.respond(refusal),
@@ -122,7 +148,7 @@ impl Presence {
             };
             return tx.respond(resp);
         }
-        let (resp, followup) = self.subscribe(&req, sender.as_str()).await;
+        let (resp, followup) = self.subscribe(&req, sender.as_str(), false).await;
         tx.respond(resp);
         self.follow(followup);
     }
@@ -258,7 +284,7 @@ impl Presence {
 
     /// An initial SUBSCRIBE from `watcher` (authenticated) to `target` (the AOR its
     /// Request-URI names; a list URI names its owner's list).
-    async fn subscribe(self: &Arc<Self>, req: &Incoming, watcher: &str) -> (Message, Followup) {
+    async fn subscribe(self: &Arc<Self>, req: &Incoming, watcher: &str, feed: bool) -> (Message, Followup) {
         let msg = &req.msg;
         let agent = &self.agent;
         let refuse = |code: u16, reason: &str| {
@@ -299,10 +325,14 @@ impl Presence {
         if package == Package::Winfo && !resource.eq_ignore_ascii_case(watcher) {
             return refuse(403, "Forbidden (only the presentity watches its watchers)");
         }
-        if expires > 0 && self.subscriptions.held_by(watcher) >= self.cfg.max_subscriptions_per_watcher {
+        if feed && package != Package::Presence {
+            return refuse(403, "");
+        }
+        if !feed && expires > 0 && self.subscriptions.held_by(watcher) >= self.cfg.max_subscriptions_per_watcher {
             return refuse(403, "Forbidden (too many subscriptions)");
         }
         let grant = match package {
+            Package::Presence if feed => Grant::Active,
             Package::Presence => match self.rules.decide(&resource, watcher).await {
                 Ok(Decision::Block) => return refuse(403, ""),
                 Ok(Decision::Allow) => Grant::Active,
@@ -416,6 +446,28 @@ impl Presence {
         self.publications.forget_where(|aor| !stays(aor));
     }
 
+    /// A NOTIFY of one of this member's feeds: kept, and the lists showing its presentity
+    /// told; `None` if it is not one.
+    pub fn feed_notify(self: &Arc<Self>, msg: &Message) -> Option<Message> {
+        match self.feeds.notified(msg) {
+            feeds::Notified::NotOurs => None,
+            feeds::Notified::Changed(aor) => {
+                self.changed(&aor);
+                Some(reply::response(msg, 200, &self.agent))
+            }
+        }
+    }
+
+    /// Refreshes the feeds the lists here still show, ends the others, and shows again the
+    /// presentities whose feed went (their home moved).
+    pub fn tend_feeds(self: &Arc<Self>) {
+        let subs = &self.subscriptions;
+        let wanted = |aor: &str| subs.watching(aor).iter().any(|s| s.package == Package::List);
+        for aor in self.feeds.tend(wanted) {
+            self.changed(&aor);
+        }
+    }
+
     /// `aor`'s bindings changed: that is a change of presence only while it publishes nothing.
     pub fn registration_changed(self: &Arc<Self>, aor: &str) {
         if self.publications.of(aor).is_empty() {
@@ -428,7 +480,7 @@ impl Presence {
         self.rules.forget(owner);
         for sub in self.subscriptions.involving(owner) {
             match sub.package {
-                Package::Presence if &*sub.resource == owner => {
+                Package::Presence if &*sub.resource == owner && !sub.watcher.starts_with(FEED_WATCHER) => {
                     let grant = match self.rules.decide(owner, &sub.watcher).await {
                         Ok(Decision::Block) => {
                             self.subscriptions.remove(sub.id);
@@ -474,12 +526,19 @@ impl Presence {
     }
 
     /// The composed PIDF of `aor` for an allowed watcher: its publications, or else its
-    /// registration state.
+    /// registration state; for a presentity homed on another member, what its feed brought
+    /// (offline until it has).
     fn document(&self, aor: &str) -> Bytes {
         if let Some(d) = self.documents.get(aor) {
             return d.clone();
         }
         let entity = format!("sip:{aor}");
+        if self.feeds.remote(aor) {
+            return self
+                .feeds
+                .document(aor)
+                .unwrap_or_else(|| Bytes::from(pidf::basic_document(&entity, false, Some("offline"))));
+        }
         let pubs = self.publications.of(aor);
         let doc = if pubs.is_empty() {
             let online = !self.bindings.get(aor).is_empty();

@@ -99,7 +99,11 @@ impl Presence {
                     .subscriptions
                     .watching(&sub.resource)
                     .iter()
-                    .filter(|w| w.package == Package::Presence && w.resource == sub.resource)
+                    .filter(|w| {
+                        w.package == Package::Presence
+                            && w.resource == sub.resource
+                            && !w.watcher.starts_with(super::FEED_WATCHER)
+                    })
                     .map(|w| {
                         let pending = w.grant() == Grant::Pending;
                         winfo::Watcher {
