@@ -782,7 +782,7 @@ pub async fn until_named(mut log: tokio::sync::broadcast::Receiver<Arc<str>>, ao
         }
     })
     .await;
-    assert!(named.is_ok(), "the server read the change of {aor} from the store's change log within 5 s");
+    assert!(named.is_ok(), "the server read the change of {aor} from the store's change log within 15 s");
 }
 
 /// Runs the `sipfront` binary against the server's store: `--data-dir` of the running server
