@@ -6,6 +6,7 @@
 # name, and deletes only the namespaces and links it made.
 #
 #   ops/pool.sh up N         bridge, namespaces, PostgreSQL, the domain, members 1..N, HAProxy
+#   ops/pool.sh add          one member more (HAProxy takes it in without a restart)
 #   ops/pool.sh start I      start member I again (after stop)
 #   ops/pool.sh stop I [-9]  SIGTERM: member I drains and leaves; -9: it crashes
 #   ops/pool.sh status       sipfront pool status, and what HAProxy thinks of each member
@@ -152,9 +153,13 @@ member_start() {
 haproxy_up() {
   local n=$1 servers_tcp="" servers_tls="" i cfg="$RUN/haproxy.cfg"
   [ -f "$RUN/haproxy.pid" ] && group_alive "$(cat "$RUN/haproxy.pid")" && return 0
-  for i in $(seq 1 "$n"); do
-    servers_tcp+="    server fe$i $(member_addr "$i"):5060 check"$'\n'
-    servers_tls+="    server fe$i $(member_addr "$i"):5061 check"$'\n'
+  # Every member the pool may grow to is declared; those not started yet are disabled, and
+  # `add` enables them through the stats socket, without a restart of HAProxy.
+  for i in $(seq 1 "$MAX_N"); do
+    local off=""
+    [ "$i" -le "$n" ] || off=" disabled"
+    servers_tcp+="    server fe$i $(member_addr "$i"):5060 check$off"$'\n'
+    servers_tls+="    server fe$i $(member_addr "$i"):5061 check$off"$'\n'
   done
   # ops/haproxy.cfg as it is, but for the bind addresses, the stats socket and the members.
   awk -v tcp="$servers_tcp" -v tls="$servers_tls" -v sip=":$LB_SIP_PORT" -v tlsb=":$LB_TLS_PORT" \
@@ -177,6 +182,20 @@ haproxy_up() {
     sleep 0.1
   done
   die "HAProxy's stats socket did not appear"
+}
+
+# Sends one command to HAProxy's stats socket and prints the answer.
+haproxy_cmd() {
+  python3 - "$RUN/haproxy.sock" "$1" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+data = b""
+while chunk := s.recv(65536):
+    data += chunk
+sys.stdout.write(data.decode())
+PY
 }
 
 # HAProxy's view: one line per member, `fe1 UP` (from its stats socket).
@@ -211,6 +230,18 @@ up)
   for i in $(seq 1 "$n"); do member_start "$i"; done
   haproxy_up "$n"
   echo "pool of $n up; PostgreSQL $(pg_url); '$0 status' to watch it, '$0 down' to end it"
+  ;;
+add)
+  n=$(( $(cat "$RUN/n") + 1 ))
+  check_i "$n"
+  net_up "$n"
+  member_start "$n"
+  echo "$n" >"$RUN/n"
+  for b in sipfront_tcp sipfront_tls; do
+    haproxy_cmd "enable server $b/fe$n" >/dev/null
+    haproxy_cmd "enable health $b/fe$n" >/dev/null
+  done
+  echo "member $n added"
   ;;
 start) check_i "${2:-}"; member_start "$2" ;;
 stop)

@@ -1,10 +1,12 @@
 //! A real pool (issue 15): `ops/pool.sh` brings up three members in network namespaces, one
 //! PostgreSQL and HAProxy with `ops/haproxy.cfg`; clients connect to HAProxy only. Least
-//! connections spreads them over the members; every user reaches every other; `kill -9` of a
-//! member (HAProxy marks it down, its clients connect again and register on the survivors)
-//! leaves every user reachable within the member timeout and two seconds; a SIGTERM drains a
-//! member (health check 503, its users handed over) and nothing sent meanwhile is lost.
-//! Needs root (namespaces), HAProxy, PostgreSQL and iproute2.
+//! connections spreads them over the members; every user reaches every other; an INVITE forks
+//! to two endpoints of one user, their publications are aggregated for a watcher, a resource
+//! list shows contacts homed anywhere, and a client posing as a member is refused; `kill -9` of
+//! the watched presentity's home (HAProxy marks it down, its clients connect again and register
+//! on the survivors) leaves every user reachable, and the watcher subscribed again; a SIGTERM
+//! drains a member; a rolling restart loses no MESSAGE answered 200; a fourth member joins
+//! without a restart of HAProxy. Needs root (namespaces), HAProxy, PostgreSQL and iproute2.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
@@ -47,11 +49,17 @@ impl Pool {
         text
     }
 
+    /// The pool's PostgreSQL, as the members use it.
+    fn store_url(&self) -> String {
+        std::fs::read_to_string(self.run.join("pg.url")).unwrap().trim().to_string()
+    }
+
     fn up(n: usize) -> Pool {
         let run = std::env::temp_dir().join(format!("sipfront-pool-test-{}", std::process::id()));
         std::fs::create_dir_all(&run).unwrap();
         let csv = run.join("users.csv");
-        let lines: Vec<String> = (0..USERS).map(|i| format!("user{i}@{DOMAIN},{PASSWORD}")).collect();
+        // The clients' users, and a few more for the calls, presence and lists checked apart.
+        let lines: Vec<String> = (0..USERS + 8).map(|i| format!("user{i}@{DOMAIN},{PASSWORD}")).collect();
         std::fs::write(&csv, format!("aor,password\n{}\n", lines.join("\n"))).unwrap();
         let lb_port = free_tcp_port();
         let env = [
@@ -203,7 +211,7 @@ async fn reconnect_closed(pool: &Pool, clients: &mut [Client]) {
 }
 
 #[tokio::test]
-async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
+async fn a_pool_behind_haproxy_serves_everyone_survives_a_crash_drains_restarts_and_grows() {
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
     if !root {
         return skip("pool_haproxy: needs root for network namespaces");
@@ -234,12 +242,18 @@ async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
     .await;
     assert!(spread, "4 client connections on each member: {}", pool.cmd(&["status"]));
     assert!(everyone_reaches_everyone(&mut clients).await, "every user reaches every other");
+    let mut watcher = features_through_the_load_balancer(&pool).await;
+
+    // The member to crash: the home of the presentity the watcher watches, so that its
+    // subscription must be restored too.
+    let watched = format!("user{}@{DOMAIN}", USERS + 1);
+    let victim = sipfront::core::pool::home_among(["fe1", "fe2", "fe3"], &watched).unwrap()[2..].to_string();
 
     // kill -9 of member 2: its clients lose their connections, connect again (HAProxy sends
     // them to a survivor) and register; everyone is reachable within the member timeout
     // (3 s) and two seconds.
     let crashed = tokio::time::Instant::now();
-    pool.cmd(&["stop", "2", "-9"]);
+    pool.cmd(&["stop", &victim, "-9"]);
     let mut reconnected = 0;
     for c in clients.iter_mut() {
         if c.stream.closed_within(Duration::from_millis(200)).await {
@@ -247,13 +261,18 @@ async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
             reconnected += 1;
         }
     }
-    assert_eq!(reconnected, USERS / MEMBERS, "member 2's clients reconnected");
+    assert_eq!(reconnected, USERS / MEMBERS, "the dead member's clients reconnected");
     let reachable = sipfront_storage::testing::eventually(Duration::from_secs(5), async || {
         everyone_reaches_everyone(&mut clients).await
     })
     .await;
     assert!(reachable, "every user reachable again after the crash");
     eprintln!("pool_haproxy: every user reachable {:?} after the kill -9", crashed.elapsed());
+    // The watcher's subscription, served by the dead member, is restored: its edge ends it
+    // with `deactivated` and the watcher subscribes again (or, if the watcher's own connection
+    // died with the member, it connects, registers and subscribes again).
+    watcher.restored(&pool).await;
+
     assert!(
         crashed.elapsed() <= Duration::from_secs(3 + 2 + 3),
         "within the member timeout + 2 s (and the test's own sends): {:?}",
@@ -262,7 +281,8 @@ async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
 
     // SIGTERM drains member 3: HAProxy takes it out, its users move, its clients connect
     // again once it closes their connections; no message is lost on the way.
-    pool.cmd(&["stop", "3"]);
+    let drained = if victim == "3" { "2" } else { "3" };
+    pool.cmd(&["stop", drained]);
     for c in clients.iter_mut() {
         if c.stream.closed_within(Duration::from_millis(200)).await {
             *c = Client::connect(&pool, &c.user.clone()).await;
@@ -274,11 +294,12 @@ async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
         "only member 1 left up in HAProxy"
     );
 
-    // A rolling restart: members 2 and 3 come back, then each member in turn drains and comes
-    // back while messages flow. A MESSAGE answered 200 is always delivered; one refused (503
-    // while a home moves, or its connection closed under it) is the sender's to send again.
-    pool.cmd(&["start", "2"]);
-    pool.cmd(&["start", "3"]);
+    // A rolling restart: the two stopped members come back, then each member in turn drains
+    // and comes back while messages flow. A MESSAGE answered 200 is always delivered; one
+    // refused (503 while a home moves, or its connection closed under it) is the sender's to
+    // send again.
+    pool.cmd(&["start", &victim]);
+    pool.cmd(&["start", drained]);
     assert!(
         sipfront_storage::testing::eventually(Duration::from_secs(10), async || pool.up_in_haproxy() == MEMBERS).await
     );
@@ -325,6 +346,148 @@ async fn a_pool_behind_haproxy_spreads_clients_survives_a_crash_and_drains() {
     })
     .await;
     assert!(settled, "every user reachable after the rolling restart");
+
+    // A fourth member joins: HAProxy takes it in, the next client lands on it (it has the
+    // fewest connections), and everyone still reaches everyone.
+    pool.cmd(&["add"]);
+    assert!(
+        sipfront_storage::testing::eventually(Duration::from_secs(10), async || pool.up_in_haproxy() == MEMBERS + 1)
+            .await,
+        "the new member up in HAProxy"
+    );
+    // (Least connections may first pick a member its drain emptied: three new clients, and the
+    // new member gets one of them.)
+    for i in 5..8 {
+        clients.push(Client::connect(&pool, &format!("user{}", USERS + i)).await);
+    }
+    let on_new = sipfront_storage::testing::eventually(Duration::from_secs(5), async || {
+        pool.cmd(&["status"]).lines().any(|l| l.starts_with("fe4 ") && l.split_whitespace().nth(5) != Some("0"))
+    })
+    .await;
+    assert!(on_new, "a new client is on the new member: {}", pool.cmd(&["status"]));
+    let settled = sipfront_storage::testing::eventually(Duration::from_secs(10), async || {
+        reconnect_closed(&pool, &mut clients).await;
+        everyone_reaches_everyone(&mut clients).await
+    })
+    .await;
+    assert!(settled, "every user reachable once the fourth member joined");
+}
+
+/// A watcher of `user{USERS+1}` and what it needs to be restored.
+struct Watcher {
+    phone: Phone,
+    user: String,
+    target: String,
+}
+
+impl Watcher {
+    /// After a crash: a `deactivated` NOTIFY (or its connection gone), then a new subscription
+    /// that is active.
+    async fn restored(&mut self, pool: &Pool) {
+        // (Changes of the presentity may come first.)
+        loop {
+            let Phone::Tcp(stream) = &mut self.phone else { unreachable!("a TCP watcher") };
+            let Some(sipfront_proto::Frame::Message(bytes)) = stream.next_frame(Duration::from_secs(5)).await else {
+                // Its connection died with the member: it connects and registers again.
+                self.phone = Phone::Tcp(Client::connect(pool, &self.user).await.stream);
+                break;
+            };
+            let n = parse(&bytes);
+            if n.method() != Some(&sipfront_proto::Method::Notify) {
+                continue;
+            }
+            self.phone.answer(&n, 200, "w").await;
+            if state(&n).starts_with("terminated") {
+                assert_eq!(state(&n), "terminated;reason=deactivated");
+                break;
+            }
+        }
+        let again = subscribe(&self.phone, &self.user, &self.target, "presence", 600);
+        let (_, n) = subscribed(&mut self.phone, &again).await;
+        assert!(state(&n).starts_with("active"), "subscribed again: {}", state(&n));
+    }
+}
+
+/// Calls, presence and lists through HAProxy, with users of their own: an INVITE forked to
+/// two endpoints of one user, publications of those two endpoints aggregated for a watcher,
+/// a resource list, and a forged pool hop refused. Returns the watcher, whose subscription the
+/// crash that follows must not lose.
+async fn features_through_the_load_balancer(pool: &Pool) -> Watcher {
+    let name = |i: usize| format!("user{}", USERS + i);
+    let phone = async |i: usize| Phone::Tcp(Client::connect(pool, &name(i)).await.stream);
+    let (mut caller, mut bob1, mut bob2, mut watcher) =
+        (phone(0).await, phone(1).await, phone(1).await, phone(2).await);
+
+    // INVITE forked to Bob's two endpoints; one answers, the other is cancelled.
+    let inv = invite(&caller, &name(0), &name(1));
+    caller.send(&inv.to_bytes()).await;
+    let at1 = bob1.expect_request(sipfront_proto::Method::Invite).await;
+    let at2 = bob2.expect_request(sipfront_proto::Method::Invite).await;
+    // (A branch is cancelled once it has had a provisional response, RFC 3261 9.1.)
+    bob2.answer(&at2, 180, "b2").await;
+    bob1.answer(&at1, 200, "b1").await;
+    let ok = loop {
+        let r = caller.recv().await;
+        if r.status() == Some(200) {
+            break r;
+        }
+    };
+    let cancel = bob2.expect_request(sipfront_proto::Method::Cancel).await;
+    bob2.answer(&cancel, 200, "b2").await;
+    bob2.answer(&at2, 487, "b2").await;
+    bob2.expect_request(sipfront_proto::Method::Ack).await;
+    let mut dialog = Dialog::caller(&inv, &ok);
+    caller.send(&dialog.request("ACK", &caller).to_bytes()).await;
+    bob1.expect_request(sipfront_proto::Method::Ack).await;
+    caller.send(&dialog.request("BYE", &caller).to_bytes()).await;
+    let bye = bob1.expect_request(sipfront_proto::Method::Bye).await;
+    bob1.answer(&bye, 200, "b1").await;
+    caller.expect_response(200).await;
+
+    // Bob's two endpoints publish; the watcher sees both.
+    for (b, tag, note) in [(&mut bob1, "t1", "on the phone"), (&mut bob2, "t2", "at the desk")] {
+        let r = b.request(&publish(b, &name(1), Some(&pidf_doc(&name(1), tag, "open", note)), None, 600)).await;
+        assert_eq!(r.status(), Some(200));
+    }
+    let req = subscribe(&watcher, &name(2), &name(1), "presence", 600);
+    let (_, n) = subscribed(&mut watcher, &req).await;
+    assert_eq!(doc(&n).tuples.len(), 2, "both endpoints' tuples: {}", String::from_utf8_lossy(n.body()));
+
+    // A resource list of three contacts, wherever they are homed.
+    let store = sipfront_storage::open(&pool.store_url(), &pool.run).await.unwrap();
+    for c in 0..3 {
+        let contact = sipfront_storage::Contact {
+            owner: format!("{}@{DOMAIN}", name(3)),
+            contact: format!("{}@{DOMAIN}", name(c)),
+            display_name: name(c),
+            group: "g".into(),
+        };
+        store.add_contact(&contact).await.unwrap();
+    }
+    let mut owner = phone(3).await;
+    let list = subscribe(&owner, &name(3), &format!("{}+contacts", name(3)), "presence", 600)
+        .set("Supported", "eventlist")
+        .set("Accept", "application/pidf+xml, application/rlmi+xml, multipart/related");
+    let (_, n) = subscribed(&mut owner, &list).await;
+    let body = String::from_utf8_lossy(n.body()).into_owned();
+    for c in 0..3 {
+        assert!(body.contains(&format!("sip:{}@{DOMAIN}", name(c))), "{} in the list", name(c));
+    }
+    let mut seen_note = body.contains("at the desk");
+    while !seen_note {
+        let n = notified(&mut owner).await;
+        seen_note = String::from_utf8_lossy(n.body()).contains("at the desk");
+    }
+
+    // A client posing as a member.
+    let mut mallory = phone(4).await;
+    let forged = Request::message(&mallory, &name(4), &name(1))
+        .set("X-Sipfront-Pool", "t=1;m=666531;mac=00112233445566778899aabbccddeeff");
+    mallory.send(&forged.to_bytes()).await;
+    let r = mallory.expect_response(403).await;
+    assert_eq!(r.reason(), Some(&b"Forged pool hop"[..]));
+
+    Watcher { phone: watcher, user: name(2), target: name(1) }
 }
 
 /// What became of one MESSAGE.

@@ -20,6 +20,10 @@ pub struct Connector {
     shutdown: Shutdown,
     /// One connection attempt at a time per peer: the others wait for its outcome.
     connecting: DashMap<SocketAddr, Arc<tokio::sync::Mutex<()>>>,
+    /// The address this server is known by to its peers: what a request received on a
+    /// connection it opened counts as its local address (the socket's own is an ephemeral port
+    /// that nothing can reach, and would end up in Record-Route and Via).
+    advertised: std::sync::OnceLock<SocketAddr>,
 }
 
 impl Connector {
@@ -29,7 +33,19 @@ impl Connector {
         settings: Arc<StreamSettings>,
         shutdown: Shutdown,
     ) -> Connector {
-        Connector { transports, inbound, settings, shutdown, connecting: DashMap::new() }
+        Connector {
+            transports,
+            inbound,
+            settings,
+            shutdown,
+            connecting: DashMap::new(),
+            advertised: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets the address peers know this server by (once).
+    pub fn advertise(&self, addr: SocketAddr) {
+        let _ = self.advertised.set(addr);
     }
 
     /// The open TCP connection to `remote`, connecting first (within `within`) if there is
@@ -55,7 +71,10 @@ impl Connector {
             }
         };
         let _ = tcp.set_nodelay(true);
-        let local = tcp.local_addr().ok()?;
+        let local = match self.advertised.get() {
+            Some(a) => *a,
+            None => tcp.local_addr().ok()?,
+        };
         let (flow, queue) = self.transports.flows.open(Transport::Tcp, remote, local, self.settings.queue);
         tokio::spawn(stream::serve(
             tcp,

@@ -192,7 +192,9 @@ impl Edge {
                 self.to_member(msg, &source, peer.addr, false);
                 return None;
             }
-            if msg.method() != Some(&Method::Ack) {
+            // Only the ACK of a non-2xx answer, which has no route set, goes where its INVITE
+            // went; anything else in a dialog follows its Route here.
+            if msg.method() != Some(&Method::Ack) || msg.header(HeaderName::Route).is_some() {
                 return Some(msg);
             }
         }

@@ -129,6 +129,9 @@ impl Membership {
             connections: 0,
         };
         let my_addr = me.address.parse().ok();
+        if let Some(addr) = my_addr {
+            connector.advertise(addr);
+        }
         let random_key = super::secure_random(32);
         Membership {
             cfg,
