@@ -64,10 +64,8 @@ async fn a_message_reaches_a_user_connected_to_another_member_through_its_home()
         // REGISTER relayed by each edge to another member).
         let bob = user_homed_on(2, &[]);
         let alice = user_homed_on(1, &[&bob]);
-        let mut bob_phone = Phone::tcp(&m[1]).await;
-        register(&mut bob_phone, &bob, PASSWORD, None).await;
-        let mut alice_phone = Phone::tcp(&m[0]).await;
-        register(&mut alice_phone, &alice, PASSWORD, None).await;
+        let mut bob_phone = online(&m[1], &bob, PASSWORD).await;
+        let mut alice_phone = online(&m[0], &alice, PASSWORD).await;
         assert_eq!(m[2].bindings_of(&bob).len(), 1, "Bob's binding is at his home, C");
         assert!(m[1].bindings_of(&bob).is_empty(), "not at his edge");
         assert_eq!(m[1].bindings_of(&alice).len(), 1, "Alice's at hers, B");
@@ -121,8 +119,7 @@ async fn a_client_cannot_pose_as_a_member() {
     for backend in backends("pool_routing_forged").await {
         let m = pool(&backend).await;
         let bob = user_homed_on(2, &[]);
-        let mut bob_phone = Phone::tcp(&m[1]).await;
-        register(&mut bob_phone, &bob, PASSWORD, None).await;
+        let mut bob_phone = online(&m[1], &bob, PASSWORD).await;
 
         // A made-up seal claiming to be member C, vouching for Bob.
         let mut mallory = Phone::tcp(&m[2]).await;
@@ -162,12 +159,9 @@ async fn an_invite_forks_to_endpoints_on_two_members_and_the_dialog_runs_through
         // Bob (home C) has one endpoint on B and one on A; Alice (home B) calls from A.
         let bob = user_homed_on(2, &[]);
         let alice = user_homed_on(1, &[&bob]);
-        let mut bob_b = Phone::tcp(&m[1]).await;
-        register(&mut bob_b, &bob, PASSWORD, None).await;
-        let mut bob_a = Phone::tcp(&m[0]).await;
-        register(&mut bob_a, &bob, PASSWORD, None).await;
-        let mut alice_phone = Phone::tcp(&m[0]).await;
-        register(&mut alice_phone, &alice, PASSWORD, None).await;
+        let mut bob_b = online(&m[1], &bob, PASSWORD).await;
+        let mut bob_a = online(&m[0], &bob, PASSWORD).await;
+        let mut alice_phone = online(&m[0], &alice, PASSWORD).await;
         assert_eq!(m[2].bindings_of(&bob).len(), 2, "both of Bob's endpoints at his home");
 
         let inv = invite(&alice_phone, &alice, &bob);
@@ -357,14 +351,7 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
             }
         }
         // Everyone reaches everyone: user0 (on A) writes to each moved user.
-        for u in &moved {
-            let i = names.iter().position(|n| n == *u).unwrap();
-            let msg = Request::message(&phones[0], &names[0], u);
-            phones[0].send(&msg.to_bytes()).await;
-            let got = phones[i].expect_request(Method::Message).await;
-            phones[i].answer(&got, 200, "x").await;
-            phones[0].expect_response(200).await;
-        }
+        writes_to_each(&mut phones, &names, &moved).await;
 
         // C drains (SIGTERM): its users move back to A and B; its clients' connections close.
         let two_left = [&a, &b];
@@ -378,14 +365,7 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
                 IDS[back]
             );
         }
-        for u in &moved {
-            let i = names.iter().position(|n| n == *u).unwrap();
-            let msg = Request::message(&phones[0], &names[0], u);
-            phones[0].send(&msg.to_bytes()).await;
-            let got = phones[i].expect_request(Method::Message).await;
-            phones[i].answer(&got, 200, "x").await;
-            phones[0].expect_response(200).await;
-        }
+        writes_to_each(&mut phones, &names, &moved).await;
     }
 }
 
@@ -436,5 +416,17 @@ async fn a_resource_list_shows_contacts_homed_on_every_member() {
             missing.retain(|note| !body.contains(note.as_str()));
         }
         assert!(missing.is_empty(), "notes that never reached the list: {missing:?}");
+    }
+}
+
+/// `names[0]`, on `phones[0]`, writes to each of `to`, and each gets the message.
+async fn writes_to_each(phones: &mut [Phone], names: &[String], to: &[&String]) {
+    for u in to {
+        let i = names.iter().position(|n| n == *u).unwrap();
+        let msg = Request::message(&phones[0], &names[0], u);
+        phones[0].send(&msg.to_bytes()).await;
+        let got = phones[i].expect_request(Method::Message).await;
+        phones[i].answer(&got, 200, "x").await;
+        phones[0].expect_response(200).await;
     }
 }
