@@ -33,6 +33,7 @@ pub struct RunningServer {
     pub directory: Arc<Directory>,
     pub readiness: Readiness,
     pub membership: Arc<Membership>,
+    core: Core,
     /// The transaction user (the core), which the transaction layer holds only weakly.
     _user: Arc<dyn TransactionUser>,
     trigger: ShutdownTrigger,
@@ -48,6 +49,8 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         self.readiness.set(false);
         self.membership.leave().await;
+        // What this member homes goes to the others before its connections close.
+        self.core.rehome().await;
         self.trigger.trigger();
         tracing::info!(in_flight = self.inflight.count(), "draining");
         if tokio::time::timeout(self.drain, self.inflight.idle()).await.is_err() {
@@ -151,6 +154,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let (core, archive_writer) =
         Core::new(config, directory.clone(), bindings.clone(), transactions.clone(), membership.clone());
     let user: Arc<dyn TransactionUser> = Arc::new(core.clone());
+    let kept_core = core.clone();
     transactions.set_user(&user);
 
     let mut tasks = JoinSet::new();
@@ -215,6 +219,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         directory,
         readiness,
         membership,
+        core: kept_core,
         _user: user,
         trigger,
         inflight,

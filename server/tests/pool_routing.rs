@@ -329,6 +329,14 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
         let two = &IDS[..2];
         let home2 = |u: &str| home_among(two.iter().copied(), &format!("{u}@{DOMAIN}")).unwrap();
 
+        // One who will move publishes first.
+        let mover = names.iter().position(|u| home(u) == 2).unwrap();
+        let first =
+            publish(&phones[mover], &names[mover], Some(&pidf_doc(&names[mover], "m", "open", "moving")), None, 600);
+        let published = phones[mover].request(&first).await;
+        assert_eq!(published.status(), Some(200));
+        let etag = header(&published, HeaderName::SipETag);
+
         // C joins: the users it now homes move to it, with their bindings; nobody else moves.
         let c = TestServer::with(pool_member(IDS[2], shared)).await;
         let members = [&a, &b, &c];
@@ -352,6 +360,12 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
         }
         // Everyone reaches everyone: user0 (on A) writes to each moved user.
         writes_to_each(&mut phones, &names, &moved).await;
+        // The publication moved with its presentity, entity tag and all: a refresh finds it.
+        let refresh = |phones: &[Phone], etag: &str| publish(&phones[mover], &names[mover], None, Some(etag), 600);
+        let again = refresh(&phones, &etag);
+        let refreshed = phones[mover].request(&again).await;
+        assert_eq!(refreshed.status(), Some(200), "the refresh finds the publication at its new home");
+        let etag = header(&refreshed, HeaderName::SipETag);
 
         // C drains (SIGTERM): its users move back to A and B; its clients' connections close.
         let two_left = [&a, &b];
@@ -366,6 +380,9 @@ async fn a_member_joining_takes_over_only_the_users_it_now_homes_and_a_draining_
             );
         }
         writes_to_each(&mut phones, &names, &moved).await;
+        let again = refresh(&phones, &etag);
+        let refreshed = phones[mover].request(&again).await;
+        assert_eq!(refreshed.status(), Some(200), "and back after C drained");
     }
 }
 

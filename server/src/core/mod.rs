@@ -142,39 +142,52 @@ impl Core {
     }
 
     /// Whenever the pool changes, what moved is handed on: each kept registration of our
-    /// clients goes to its AOR's new home (this member included), the bindings, publications
-    /// and subscriptions of AORs homed elsewhere now are dropped here (their watchers told to
-    /// subscribe again), and our clients' subscriptions served by a member that no longer
+    /// clients goes to its AOR's new home (this member included), the publications of AORs
+    /// homed elsewhere now are handed over there, their bindings and subscriptions dropped here
+    /// (their watchers told to subscribe again), and our clients' subscriptions served by a member that no longer
     /// homes their resource end with `deactivated`.
     async fn follow_the_pool(&self) {
-        let s = &self.0;
-        let mut changes = s.pool.changes();
+        let mut changes = self.0.pool.changes();
         while changes.changed().await.is_ok() {
-            for replay in s.edge.rehome() {
-                match replay.home.clone() {
-                    Some(home) => s.edge.replay_to(replay, &home),
-                    None => {
-                        let req = Incoming {
-                            msg: replay.msg,
-                            source: replay.source,
-                            received: tokio::time::Instant::now(),
-                            relayed: Some(replay.vouch),
-                        };
-                        let resp = s.registrar.handle(&req).await;
-                        tracing::debug!(code = resp.status(), "registration replayed here");
-                    }
-                }
-            }
-            for aor in s.registrar.bindings().aors() {
-                if !s.pool.homes(&aor) {
-                    s.registrar.bindings().update(&aor, Vec::clear);
-                }
-            }
-            let pool = s.pool.clone();
-            s.presence.moved_away(move |aor| pool.homes(aor));
-            s.presence.tend_feeds();
-            s.edge.deactivate_moved();
+            self.rehome().await;
         }
+    }
+
+    /// Hands on what the pool's last change moved (see [`Core::run`]); returns once the
+    /// registrations are replayed and the publications handed over (or after two seconds).
+    /// A draining member calls it before it closes its connections.
+    pub async fn rehome(&self) {
+        let s = &self.0;
+        for replay in s.edge.rehome() {
+            match replay.home.clone() {
+                Some(home) => s.edge.replay_to(replay, &home),
+                None => {
+                    let req = Incoming {
+                        msg: replay.msg,
+                        source: replay.source,
+                        received: tokio::time::Instant::now(),
+                        relayed: Some(replay.vouch),
+                    };
+                    let resp = s.registrar.handle(&req).await;
+                    tracing::debug!(code = resp.status(), "registration replayed here");
+                }
+            }
+        }
+        for aor in s.registrar.bindings().aors() {
+            if !s.pool.homes(&aor) {
+                s.registrar.bindings().update(&aor, Vec::clear);
+            }
+        }
+        let pool = s.pool.clone();
+        let handovers = s.presence.moved_away(move |aor| pool.homes(aor));
+        s.presence.tend_feeds();
+        s.edge.deactivate_moved();
+        let all = async {
+            for h in handovers {
+                let _ = h.await;
+            }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), all).await;
     }
 }
 

@@ -54,21 +54,33 @@ impl Publications {
         self.owners.len()
     }
 
-    /// Drops every publication of the presentities `gone` names (their home moved).
-    pub fn forget_where(&self, gone: impl Fn(&str) -> bool) {
+    /// Takes out every publication of the presentities `gone` names (their home moved).
+    pub fn take_where(&self, gone: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Publication)> {
         let aors: Vec<Arc<str>> = self.by_aor.iter().filter(|e| gone(e.key())).map(|e| e.key().clone()).collect();
+        let mut out = Vec::new();
         for aor in aors {
             if let Some((_, list)) = self.by_aor.remove(&aor) {
                 for p in list {
                     self.owners.remove(&p.etag);
+                    out.push((aor.clone(), p));
                 }
             }
         }
+        out
     }
 
     /// A new publication (initial PUBLISH); returns its entity tag.
     pub fn create(&self, aor: &str, doc: Pidf, expires_at: Instant) -> Arc<str> {
-        let etag = new_etag();
+        self.create_as(aor, doc, expires_at, None)
+    }
+
+    /// A new publication under the entity tag it had at another member (its presentity's home
+    /// moved here), unless that tag is taken; returns its tag.
+    pub fn create_as(&self, aor: &str, doc: Pidf, expires_at: Instant, etag: Option<&str>) -> Arc<str> {
+        let etag = match etag.filter(|t| !t.is_empty() && t.len() <= 64 && !self.owners.contains_key(*t)) {
+            Some(t) => Arc::from(t),
+            None => new_etag(),
+        };
         let aor: Arc<str> = Arc::from(aor);
         let changed = self.clock.fetch_add(1, Ordering::Relaxed);
         self.owners.insert(etag.clone(), aor.clone());

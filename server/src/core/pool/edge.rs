@@ -399,14 +399,10 @@ impl Edge {
             let (membership, transports, agent) =
                 (self.membership.clone(), self.transports.clone(), self.agent.clone());
             tokio::spawn(async move {
-                if let Some((flow, new)) = membership.connector().flow_to(to, CONNECT_WITHIN).await {
-                    if new {
-                        // Who we are first, so that the other finds this connection by our address.
-                        let _ = transports.flows.send(flow, membership.hello(to));
-                    }
-                    if transports.send(&target, bytes).is_ok() {
-                        return;
-                    }
+                if membership.connection_to(to, CONNECT_WITHIN).await.is_some()
+                    && transports.send(&target, bytes).is_ok()
+                {
+                    return;
                 }
                 let Some(source) = answer_to.filter(|_| msg.method() != Some(&Method::Ack)) else { return };
                 // Our Via off again: the answer is the client's.

@@ -257,6 +257,17 @@ impl Membership {
         peers.iter().find(|p| &*p.id == home).cloned()
     }
 
+    /// The connection to the member at `to`, opened (and introduced with a hello) if there is
+    /// none yet; `None` if it cannot be reached within `within`.
+    pub async fn connection_to(&self, to: SocketAddr, within: Duration) -> Option<crate::transport::flows::FlowId> {
+        let (flow, new) = self.connector.flow_to(to, within).await?;
+        if new {
+            // Who we are first, so that the other finds this connection by our address.
+            let _ = self.transports.flows.send(flow, self.hello(to));
+        }
+        Some(flow)
+    }
+
     /// The first request on a connection this member opened to `to`: a sealed OPTIONS, by
     /// which the other learns whose connection it is.
     pub fn hello(&self, to: SocketAddr) -> bytes::Bytes {

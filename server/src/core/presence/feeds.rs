@@ -118,7 +118,7 @@ impl Feeds {
         let vouch =
             Vouch { member: self.pool.id().to_string(), client: None, identity: None, replay: false, feed: true };
         self.pool.seal().sign(&mut m, &vouch);
-        let flow = self.txs.transports().flows.find(Transport::Tcp, home.addr);
+        let flow = self.pool.connection_to(home.addr, Duration::from_secs(2)).await;
         let target = Target { transport: Transport::Tcp, remote: home.addr, flow, local: None };
         let resp = self.txs.final_response(m, target).await;
         match resp.status() {

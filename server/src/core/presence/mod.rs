@@ -51,6 +51,9 @@ pub struct Presence {
 
 /// The watcher name of another member's feed (see [`feeds`]): no user's, and never shown.
 const FEED_WATCHER: &str = "pool:";
+/// On a publication handed over between members (under the pool's seal): the entity tag it
+/// had, to keep.
+const HANDOVER_ETAG: &str = "X-Sipfront-ETag";
 
 /// What follows the response to a SUBSCRIBE.
 pub enum Followup {
@@ -142,8 +145,16 @@ impl Presence {
             Err(refusal) => return tx.respond(refusal),
         };
         if req.msg.method() == Some(&Method::Publish) {
+            // A publication handed over by its presentity's former home keeps its entity tag,
+            // so that its publisher's next refresh finds it here.
+            let keep_etag = req
+                .relayed
+                .as_ref()
+                .filter(|r| r.replay)
+                .and_then(|_| req.msg.header_named(HANDOVER_ETAG))
+                .map(|t| String::from_utf8_lossy(t).into_owned());
             let resp = match self.gate.callee(&req.msg).await {
-                Ok(to) => self.publish(&req.msg, sender.as_str(), to.aor.as_str()),
+                Ok(to) => self.publish(&req.msg, sender.as_str(), to.aor.as_str(), keep_etag.as_deref()),
                 Err(refusal) => refusal,
             };
             return tx.respond(resp);
@@ -199,7 +210,7 @@ impl Presence {
     }
 
     /// PUBLISH by `publisher` (authenticated) for the presentity `presentity` (RFC 3903 6).
-    fn publish(self: &Arc<Self>, msg: &Message, publisher: &str, presentity: &str) -> Message {
+    fn publish(self: &Arc<Self>, msg: &Message, publisher: &str, presentity: &str, keep_etag: Option<&str>) -> Message {
         let agent = &self.agent;
         let refuse = |code: u16, reason: Option<&str>| {
             Self::count_publish(m::code_label(code));
@@ -249,7 +260,7 @@ impl Presence {
             (None, Some(_)) if expires == 0 => {
                 return refuse(400, Some("Bad Request (Expires 0 without SIP-If-Match)"))
             }
-            (None, Some(doc)) => (Some(self.publications.create(presentity, doc, at)), "created"),
+            (None, Some(doc)) => (Some(self.publications.create_as(presentity, doc, at, keep_etag)), "created"),
             (Some(tag), doc) => {
                 let (changes, result) = match (&doc, expires) {
                     (_, 0) => (true, "removed"),
@@ -437,13 +448,57 @@ impl Presence {
     /// The pool changed and the resources `stays` refuses now have their home elsewhere: each
     /// subscription to one ends with `deactivated`, so that its watcher subscribes again at
     /// once, at the new home (RFC 6665 4.1.3); their publications are dropped here.
-    pub fn moved_away(self: &Arc<Self>, stays: impl Fn(&str) -> bool) {
+    /// Returns the hand-overs of the publications under way.
+    pub fn moved_away(self: &Arc<Self>, stays: impl Fn(&str) -> bool) -> Vec<tokio::task::JoinHandle<()>> {
         for sub in self.subscriptions.all() {
             if !stays(&sub.resource) && self.subscriptions.remove(sub.id).is_some() {
                 self.send_final(&sub, "deactivated");
             }
         }
-        self.publications.forget_where(|aor| !stays(aor));
+        let moved = self.publications.take_where(|aor| !stays(aor));
+        moved.iter().filter_map(|(aor, publication)| self.hand_over(aor, publication)).collect()
+    }
+
+    /// Sends a publication whose presentity's home moved to that home, as a PUBLISH under the
+    /// pool's seal with its entity tag and what is left of its lifetime.
+    fn hand_over(&self, aor: &str, p: &crate::state::publications::Publication) -> Option<tokio::task::JoinHandle<()>> {
+        let pool = self.location.pool();
+        let home = pool.home_of(aor)?;
+        let left = p.expires_at.saturating_duration_since(Instant::now()).as_secs();
+        if left == 0 {
+            return None;
+        }
+        let entity = format!("sip:{aor}");
+        let body = pidf::compose(&entity, &[pidf::Source { doc: &p.doc, tag: &p.etag, newest_first_rank: 0 }]);
+        let me = pool.address().to_string();
+        let mut m = Message::request(Method::Publish, entity.clone());
+        m.push_header(HeaderName::Via, format!("SIP/2.0/TCP {me};branch={}", crate::transaction::key::new_branch()));
+        m.push_header(HeaderName::MaxForwards, "70");
+        m.push_header(HeaderName::From, format!("<{entity}>;tag={}", reply::new_tag()));
+        m.push_header(HeaderName::To, format!("<{entity}>"));
+        m.push_header(HeaderName::CallId, format!("handover-{}", reply::new_tag()));
+        m.push_header(HeaderName::CSeq, "1 PUBLISH");
+        m.push_header(HeaderName::Event, "presence");
+        m.push_header(HeaderName::Expires, left.to_string());
+        m.push_header_named(HANDOVER_ETAG, p.etag.to_string());
+        m.push_header(HeaderName::ContentType, pidf::CONTENT_TYPE);
+        m.set_body(body.into_bytes());
+        m.ensure_content_length();
+        let vouch = super::pool::hop::Vouch {
+            member: pool.id().to_string(),
+            client: None,
+            identity: Some(aor.to_string()),
+            replay: true,
+            feed: false,
+        };
+        pool.seal().sign(&mut m, &vouch);
+        let (pool, txs, aor) = (pool.clone(), self.txs.clone(), aor.to_string());
+        Some(tokio::spawn(async move {
+            let flow = pool.connection_to(home.addr, Duration::from_secs(2)).await;
+            let target = crate::transport::Target { transport: Transport::Tcp, remote: home.addr, flow, local: None };
+            let code = txs.final_response(m, target).await.status();
+            tracing::debug!(%aor, ?code, "publication handed over to its new home");
+        }))
     }
 
     /// A NOTIFY of one of this member's feeds: kept, and the lists showing its presentity
