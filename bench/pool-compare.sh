@@ -7,7 +7,9 @@
 #
 #   bench/pool-compare.sh "RATE..." [SECONDS] [-- sipfront-load message options...]
 #     bench/pool-compare.sh "1000 2000" 20
-#   env: USERS=2000 (half send, half receive), WORK=/tmp/sipfront-pool-bench, SETUPS="single pool"
+#   env: USERS=2000 (half send, half receive), WORK=/tmp/sipfront-pool-bench, SETUPS="single pool",
+#        SCENARIO=message (or presence: PUBLISH at the rate, NOTIFYs counted; pass its options
+#        after --, e.g. -- --presentities 1000 --watch 10)
 # Prints per setup and rate: achieved rate, failures, p99 (ms), the CPU of sipfront (all members
 # summed; 1 core = 100) and of HAProxy over the measured phase.
 set -euo pipefail
@@ -18,6 +20,7 @@ shift $(( $# < 2 ? $# : 2 )); [ "${1:-}" = -- ] && shift
 RUN_ARGS=("$@")
 SETUPS=${SETUPS:-single pool}
 USERS=${USERS:-2000}
+SCENARIO=${SCENARIO:-message}
 WORK=${WORK:-/tmp/sipfront-pool-bench}
 BIN="$ROOT/target/release"
 TCK=$(getconf CLK_TCK)
@@ -62,33 +65,35 @@ start_pool() { # -> "TARGET PIDS" (members, then HAProxy last)
 
 stop_pool() { env "${pool_env[@]}" "$ROOT/ops/pool.sh" down >/dev/null; }
 
-printf 'setup\trate\tachieved/s\tfailed\tp99_ms\tsipfront_cpu%%\thaproxy_cpu%%\n'
+printf 'setup\tscenario\trate\tachieved/s\tfailed\tp99_ms\tnotify/s\tsipfront_cpu%%\thaproxy_cpu%%\n'
 for r in $RATES; do
   for s in $SETUPS; do
     read -r target pids < <("start_$s")
     sleep 2
     read -r -a all <<<"$pids"
     if [ "$s" = pool ]; then members=("${all[@]:0:3}"); lb=("${all[3]}"); else members=("${all[@]}"); lb=(); fi
-    name="$s-r$r"; json="$WORK/$name.json"
+    name="$s-$SCENARIO-r$r"; json="$WORK/$name.json"
     ( while true; do echo "$(date +%s.%N) $(ticks "${members[@]}") $(ticks "${lb[@]}")"; sleep 0.5; done ) >"$WORK/$name.cpu" &
     sampler=$!
     rm -f "$json"
-    timeout $(( SECS + 600 )) "$BIN/sipfront-load" message --target "$target" --transport tcp --rate "$r" \
+    timeout $(( SECS + 600 )) "$BIN/sipfront-load" "$SCENARIO" --target "$target" --transport tcp --rate "$r" \
       --duration "$SECS" --users "$USERS" --local-ips 127.0.0.2-127.0.0.9 --quiet --json "$json" ${RUN_ARGS[@]+"${RUN_ARGS[@]}"} \
       >"$WORK/$name.txt" 2>&1 || true
     kill "$sampler" 2>/dev/null || true
     "stop_$s" "${all[0]}"
     [ -s "$json" ] || { printf '%s\t%s\tno report: see %s\n' "$s" "$r" "$WORK/$name.txt"; continue; }
-    python3 - "$json" "$WORK/$name.cpu" "$TCK" "$s" "$r" <<'PY'
+    python3 - "$json" "$WORK/$name.cpu" "$TCK" "$s" "$r" "$SCENARIO" <<'PY'
 import json, sys
-j = json.load(open(sys.argv[1])); tck = int(sys.argv[3]); setup, rate = sys.argv[4:6]
+j = json.load(open(sys.argv[1])); tck = int(sys.argv[3]); setup, rate, scen = sys.argv[4:7]
 samples = [tuple(map(float, l.split())) for l in open(sys.argv[2]) if len(l.split()) == 3]
 lo, hi = j["measured_from_unix_ms"] / 1000.0, j["measured_until_unix_ms"] / 1000.0
 win = [s for s in samples if lo <= s[0] <= hi]
 def cpu(i):
     return (win[-1][i] - win[0][i]) / tck / (win[-1][0] - win[0][0]) * 100 if len(win) >= 2 else float("nan")
-p99 = j["transactions"]["message"]["latency_ms"]["p99"]
-print(f'{setup}\t{rate}\t{j["achieved_rate"]:.0f}\t{j["failed"]}\t{p99:.1f}\t{cpu(1):.0f}\t{cpu(2):.0f}')
+main = {"message": "message", "presence": "publish"}.get(scen, scen)
+p99 = j["transactions"][main]["latency_ms"]["p99"] if main in j["transactions"] else float("nan")
+notify = f'{j["notify_rate"]:.0f}' if "notify_rate" in j else "-"
+print(f'{setup}\t{scen}\t{rate}\t{j["achieved_rate"]:.0f}\t{j["failed"]}\t{p99:.1f}\t{notify}\t{cpu(1):.0f}\t{cpu(2):.0f}')
 PY
   done
 done
