@@ -32,6 +32,15 @@ async fn metrics_health_and_readiness() {
         "requests by method and transport:\n{body}"
     );
     assert!(common::metric_sum(&body, "sipfront_requests_total") >= 2.0);
+    // The process's own figures, under the names every exporter uses, and the server's state.
+    for name in
+        ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds", "process_start_time_seconds"]
+    {
+        assert!(body.lines().any(|l| l.starts_with(&format!("{name} "))), "/metrics has {name}:\n{body}");
+    }
+    assert_eq!(common::metric_sum(&body, "sipfront_ready"), 1.0);
+    assert_eq!(common::metric_sum(&body, "sipfront_store_up"), 1.0);
+    assert_eq!(common::metric_sum(&body, "sipfront_build_info"), 1.0);
 
     assert_eq!(s.http_get("/healthz").await.0, 200);
     assert_eq!(s.http_get("/readyz").await, (200, "ready\n".to_string()));

@@ -55,7 +55,11 @@ async fn answer(mut stream: TcpStream, metrics: &PrometheusHandle, ready: &Readi
     }
     match path {
         b"/metrics" => {
-            let text = metrics.render();
+            let mut text = metrics.render();
+            super::process::render(
+                &mut text,
+                &super::process::State { ready: ready.get(), store_up: ready.store_ok() },
+            );
             reply(&mut stream, "200 OK", "text/plain; version=0.0.4", text.as_bytes(), head_only).await
         }
         b"/healthz" => reply(&mut stream, "200 OK", "text/plain", b"ok\n", head_only).await,

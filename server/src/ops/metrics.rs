@@ -35,6 +35,7 @@ pub const NOTIFIES: &str = "sipfront_notify_total";
 pub const NOTIFY_FANOUT: &str = "sipfront_notify_fanout";
 pub const NOTIFIES_COALESCED: &str = "sipfront_notify_coalesced_total";
 pub const POOL_MEMBERS: &str = "sipfront_pool_members";
+pub const POOL_USERS_HOMED: &str = "sipfront_pool_users_homed";
 pub const POOL_RELAYED: &str = "sipfront_pool_relayed_total";
 pub const POOL_HOPS_REFUSED: &str = "sipfront_pool_hops_refused_total";
 

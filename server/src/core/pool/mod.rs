@@ -390,6 +390,7 @@ impl Membership {
             connections: i64::try_from(self.client_connections()).unwrap_or(i64::MAX),
             ..self.me.clone()
         };
+        metrics::gauge!(m::POOL_USERS_HOMED).set(me.users_homed as f64);
         let late = |_| sipfront_storage::StoreError::Timeout(within);
         if !self.leaving() {
             // Once leaving, the announcement says so until the others forget this member.

@@ -1,0 +1,115 @@
+//! The process's own metrics, under the names every Prometheus exporter uses
+//! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...), and the server's
+//! build and state gauges: written into each `/metrics` answer from `/proc/self`, which costs a
+//! few small reads per scrape and nothing between scrapes.
+
+use std::fmt::Write;
+
+/// Linux's USER_HZ, in which `/proc/<pid>/stat` counts CPU time: 100 on every mainstream
+/// architecture and configuration (it is fixed at compile time for user space).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// What the server says of itself beside the process figures.
+pub struct State {
+    pub ready: bool,
+    pub store_up: bool,
+}
+
+/// Appends the process metrics, `sipfront_build_info`, `sipfront_ready` and `sipfront_store_up`
+/// to `out` in the Prometheus text format.
+pub fn render(out: &mut String, state: &State) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold anything.
+    let fields: Vec<&str> = stat.rsplit_once(") ").map(|(_, rest)| rest.split(' ').collect()).unwrap_or_default();
+    let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+    if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+        metric(
+            out,
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            (utime + stime) / TICKS_PER_SECOND,
+        );
+    }
+    if let (Some(start), Some(boot)) = (field(22), boot_time()) {
+        metric(
+            out,
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            boot + start / TICKS_PER_SECOND,
+        );
+    }
+    if let Some(vsize) = field(23) {
+        metric(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", vsize);
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(kb) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
+    {
+        metric(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", kb * 1024.0);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metric(out, "process_open_fds", "gauge", "Number of open file descriptors.", fds.count() as f64);
+    }
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    if let Some(max) = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        metric(out, "process_max_fds", "gauge", "Maximum number of open file descriptors.", max);
+    }
+    let _ = writeln!(out, "# HELP sipfront_build_info The running version (value 1).");
+    let _ = writeln!(out, "# TYPE sipfront_build_info gauge");
+    let _ = writeln!(out, "sipfront_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    metric(out, "sipfront_ready", "gauge", "1 while serving and not draining (what /readyz says).", flag(state.ready));
+    metric(out, "sipfront_store_up", "gauge", "1 while the store answers its ping.", flag(state.store_up));
+}
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// When the machine booted, in Unix seconds (`btime` in /proc/stat).
+fn boot_time() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    fn value(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    }
+
+    #[test]
+    fn the_process_figures_are_those_of_this_process() {
+        let mut out = String::new();
+        render(&mut out, &State { ready: true, store_up: false });
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let started = value(&out, "process_start_time_seconds");
+        assert!(started <= now + 1.0 && started > now - 24.0 * 3600.0, "started {started}, now {now}");
+        assert!(value(&out, "process_open_fds") >= 3.0);
+        assert!(value(&out, "process_max_fds") >= value(&out, "process_open_fds"));
+        assert!(value(&out, "process_resident_memory_bytes") > 1e6);
+        assert!(value(&out, "process_cpu_seconds_total") >= 0.0);
+        assert_eq!(value(&out, "sipfront_ready"), 1.0);
+        assert_eq!(value(&out, "sipfront_store_up"), 0.0);
+        assert!(out.contains("# TYPE process_cpu_seconds_total counter"));
+        assert!(out.contains(&format!("sipfront_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
+    }
+}
