@@ -124,7 +124,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the runtime")?;
             runtime.block_on(async move {
                 let server = crate::server::start(&config, &data_dir).await?;
+                // Listening, and the store answered: a `Type=notify` unit is started.
+                crate::ops::systemd::notify("READY=1\nSTATUS=serving");
                 wait_for_signal().await;
+                crate::ops::systemd::notify("STOPPING=1\nSTATUS=draining");
                 server.shutdown().await;
                 Ok(())
             })
