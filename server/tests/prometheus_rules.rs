@@ -1,7 +1,7 @@
 //! The operator's Prometheus files (issue 16): `ops/prometheus/prometheus.yml` and its rules pass
 //! `promtool check`, the alert rules' unit tests (`promtool test rules`) pass, every alert has
-//! its section in `ops/RUNBOOK.md`, and every sipfront metric the rules use is one the server
-//! exports.
+//! its section in `ops/RUNBOOK.md`, every sipfront metric the rules use is one the server
+//! exports, and `ops/alertmanager.yml` passes `amtool check-config`.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
@@ -54,4 +54,14 @@ fn every_alert_has_a_runbook_section_and_uses_exported_metrics() {
             "the rules use sipfront_{name}, which the server does not export"
         );
     }
+}
+
+#[test]
+fn the_alertmanager_example_checks() {
+    if !require_program("amtool", "prometheus-alertmanager") {
+        return;
+    }
+    let out = Command::new("amtool").arg("check-config").arg(ops().join("alertmanager.yml")).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.contains("SUCCESS"), "amtool check-config: {said}");
 }
