@@ -65,6 +65,11 @@ pub fn install() -> PrometheusHandle {
             // Fails only if another recorder is installed already; metrics then go there.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Series a dashboard or an alert reads exist from the start (at 0), not only from
+            // the first event: an absent series is indistinguishable from a broken scrape.
+            for gauge in [AUTH_LOCKOUTS_ACTIVE, ARCHIVE_QUEUE, BINDINGS, PUBLICATIONS] {
+                metrics::gauge!(gauge).increment(0.0);
+            }
             handle
         })
         .clone()
