@@ -34,6 +34,7 @@ pub const PUBLISHES: &str = "sipfront_publish_total";
 pub const NOTIFIES: &str = "sipfront_notify_total";
 pub const NOTIFY_FANOUT: &str = "sipfront_notify_fanout";
 pub const NOTIFIES_COALESCED: &str = "sipfront_notify_coalesced_total";
+pub const TLS_CERT_EXPIRY: &str = "sipfront_tls_certificate_expiry_timestamp_seconds";
 pub const POOL_MEMBERS: &str = "sipfront_pool_members";
 pub const POOL_USERS_HOMED: &str = "sipfront_pool_users_homed";
 pub const POOL_RELAYED: &str = "sipfront_pool_relayed_total";
@@ -109,6 +110,7 @@ fn describe() {
     );
     describe_counter!(NOTIFIES, "NOTIFYs sent, by the watcher's answer (2xx, 481, timeout...)");
     describe_histogram!(NOTIFY_FANOUT, "Watchers notified of one presence change");
+    describe_gauge!(TLS_CERT_EXPIRY, "When the TLS certificate in use expires (its notAfter), in Unix seconds");
     describe_counter!(NOTIFIES_COALESCED, "Presence changes folded into a later NOTIFY by the throttle (RFC 6446)");
 }
 

@@ -25,6 +25,10 @@ pub fn server_config(cert: &str, key: &str, data_dir: &Path) -> anyhow::Result<A
         .with_context(|| format!("parsing certificate {}", cert_path.display()))?;
     let first = chain.first().with_context(|| format!("no certificate in {}", cert_path.display()))?;
     tracing::info!(cert = %cert_path.display(), sha256 = %fingerprint(first), "TLS certificate");
+    match not_after(first.as_ref()) {
+        Some(t) => metrics::gauge!(crate::ops::metrics::TLS_CERT_EXPIRY).set(t as f64),
+        None => tracing::warn!(cert = %cert_path.display(), "cannot read the certificate's expiry"),
+    }
     let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading key {}", key_path.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
@@ -65,7 +69,88 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     f.write_all(data).with_context(|| format!("writing {}", path.display()))
 }
 
+/// When a DER certificate expires (its `notAfter`), in Unix seconds: Certificate ::= SEQUENCE {
+/// tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer, validity
+/// SEQUENCE { notBefore, notAfter }, ... }, ... } (RFC 5280 4.1).
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    let (cert, _) = der_element(der, 0x30)?;
+    let (mut tbs, _) = der_element(cert, 0x30)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs, 0xa0)?.1;
+    }
+    let (_, rest) = der_element(tbs, 0x02)?; // serialNumber
+    let (_, rest) = der_element(rest, 0x30)?; // signature
+    let (_, rest) = der_element(rest, 0x30)?; // issuer
+    let (validity, _) = der_element(rest, 0x30)?;
+    let after_before = match validity.first()? {
+        0x17 => der_element(validity, 0x17)?.1,
+        0x18 => der_element(validity, 0x18)?.1,
+        _ => return None,
+    };
+    let (kind, (time, _)) = match after_before.first()? {
+        0x17 => (0x17, der_element(after_before, 0x17)?),
+        0x18 => (0x18, der_element(after_before, 0x18)?),
+        _ => return None,
+    };
+    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
+    // UTCTime: YYMMDDHHMMSS, years 50..99 being 19xx (RFC 5280 4.1.2.5.1); GeneralizedTime:
+    // YYYYMMDDHHMMSS.
+    let (year, rest) = if kind == 0x17 {
+        let yy: i32 = text.get(..2)?.parse().ok()?;
+        (if yy >= 50 { 1900 + yy } else { 2000 + yy }, text.get(2..)?)
+    } else {
+        (text.get(..4)?.parse().ok()?, text.get(4..)?)
+    };
+    let num = |r: std::ops::Range<usize>| rest.get(r).and_then(|v| v.parse::<u8>().ok());
+    let month = time::Month::try_from(num(0..2)?).ok()?;
+    let date = time::Date::from_calendar_date(year, month, num(2..4)?).ok()?;
+    let clock = time::Time::from_hms(num(4..6)?, num(6..8)?, num(8..10)?).ok()?;
+    Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp())
+}
+
+/// The contents of the DER element with `tag` at the start of `b`, and what follows it.
+fn der_element(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *b.first()? != tag {
+        return None;
+    }
+    let first = *b.get(1)?;
+    let (len, header) = if first < 0x80 {
+        (usize::from(first), 2)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 {
+            return None;
+        }
+        let len = b.get(2..2 + n)?.iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+        (len, 2 + n)
+    };
+    let end = header.checked_add(len)?;
+    Some((b.get(header..end)?, b.get(end..)?))
+}
+
 /// `AB:CD:...` SHA-256 of the certificate, as browsers and `openssl x509 -fingerprint` print it.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
     Sha256::digest(cert.as_ref()).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expiry_of_a_made_certificate_is_read() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 7, 9);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.clone().self_signed(&key).unwrap();
+        let expected = time::macros::datetime!(2031-07-09 00:00 UTC).unix_timestamp();
+        assert_eq!(not_after(cert.der()), Some(expected));
+        // GeneralizedTime, from 2050 on.
+        params.not_after = rcgen::date_time_ymd(2051, 1, 2);
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(not_after(cert.der()), Some(time::macros::datetime!(2051-01-02 00:00 UTC).unix_timestamp()));
+        assert_eq!(not_after(b"not a certificate"), None);
+        assert_eq!(not_after(&cert.der()[..40]), None);
+    }
 }
