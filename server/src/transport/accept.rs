@@ -28,6 +28,7 @@ struct Admitted {
 
 impl Admission {
     pub fn new(max: usize, per_ip: usize) -> Admission {
+        metrics::gauge!(m::CONNECTIONS_MAX).set(max as f64);
         Admission { max, per_ip, open: AtomicUsize::new(0), by_ip: Mutex::new(HashMap::new()) }
     }
 
