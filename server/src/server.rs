@@ -233,7 +233,9 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
 async fn watch_store(store: Arc<dyn sipfront_storage::Store>, readiness: Readiness) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let ok = tokio::time::timeout(Duration::from_secs(2), store.ping()).await.is_ok_and(|r| r.is_ok());
+        let ok = tokio::time::timeout(Duration::from_secs(2), m::store_op("ping", store.ping()))
+            .await
+            .is_ok_and(|r| r.is_ok());
         if ok != readiness.store_ok() {
             tracing::warn!(reachable = ok, "store reachability changed");
         }

@@ -41,6 +41,12 @@ async fn metrics_health_and_readiness() {
     assert_eq!(common::metric_sum(&body, "sipfront_ready"), 1.0);
     assert_eq!(common::metric_sum(&body, "sipfront_store_up"), 1.0);
     assert_eq!(common::metric_sum(&body, "sipfront_build_info"), 1.0);
+    // Store operations are timed (the pool heartbeat is one, every second).
+    let timed = sipfront_storage::testing::eventually(std::time::Duration::from_secs(5), async || {
+        s.http_get("/metrics").await.1.contains("sipfront_store_operation_seconds_bucket{op=\"heartbeat\"")
+    })
+    .await;
+    assert!(timed, "sipfront_store_operation_seconds by operation");
 
     assert_eq!(s.http_get("/healthz").await.0, 200);
     assert_eq!(s.http_get("/readyz").await, (200, "ready\n".to_string()));

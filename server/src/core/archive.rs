@@ -172,7 +172,9 @@ impl ArchiveWriter {
                 let mut backoff = Duration::from_millis(200);
                 loop {
                     let started = Instant::now();
-                    match tokio::time::timeout(Duration::from_secs(5), store.archive(&batch)).await {
+                    match tokio::time::timeout(Duration::from_secs(5), m::store_op("archive", store.archive(&batch)))
+                        .await
+                    {
                         Ok(Ok(())) => {
                             metrics::histogram!(m::ARCHIVE_WRITE).record(started.elapsed().as_secs_f64());
                             metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(batch.len() as u64);

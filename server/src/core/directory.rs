@@ -2,6 +2,7 @@
 //! credentials and the served domains. Every front end polls the store's change log and drops
 //! what changed, so a CLI change takes effect everywhere within `database.poll_ms`.
 
+use crate::ops::metrics as m;
 use dashmap::DashMap;
 use sipfront_storage::{Change, Store, StoreError, User};
 use std::collections::HashSet;
@@ -69,7 +70,7 @@ impl Directory {
         }
         // A store that hangs (a lock wait, a stalled network) must not hold requests: past the
         // timeout the request is answered 503 and the client retries later.
-        let user = tokio::time::timeout(self.timeout, self.store.user(aor))
+        let user = tokio::time::timeout(self.timeout, m::store_op("user", self.store.user(aor)))
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))??
             .map(Arc::new);
@@ -100,7 +101,7 @@ impl Directory {
         };
         loop {
             tokio::time::sleep(every).await;
-            match self.store.changes_since(last).await {
+            match m::store_op("changes_since", self.store.changes_since(last)).await {
                 Ok(c) if c.entries.is_empty() => {}
                 Ok(c) => {
                     last = c.last;

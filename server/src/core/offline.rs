@@ -106,11 +106,9 @@ impl Offline {
             return reply::response(msg, 480, &self.agent);
         }
         let content_type = String::from_utf8_lossy(msg.content_type().unwrap_or_default()).into_owned();
-        match self
-            .store
-            .store_offline(recipient, sender, &content_type, msg.body(), self.cfg.offline_max_per_user)
-            .await
-        {
+        let keep =
+            self.store.store_offline(recipient, sender, &content_type, msg.body(), self.cfg.offline_max_per_user);
+        match m::store_op("store_offline", keep).await {
             Ok(true) => {
                 self.waiting.insert(recipient.to_string(), ());
                 metrics::counter!(m::OFFLINE_MESSAGES, "event" => "stored").increment(1);
@@ -147,7 +145,7 @@ impl Offline {
 
     async fn deliver_all(&self, aor: &str, messaging: &Messaging) -> Result<(), sipfront_storage::StoreError> {
         loop {
-            let batch = self.store.offline_messages(aor, 50).await?;
+            let batch = m::store_op("offline_messages", self.store.offline_messages(aor, 50)).await?;
             if batch.is_empty() {
                 // A message kept from now on puts the recipient back (here, or through the
                 // change log).
@@ -160,7 +158,7 @@ impl Offline {
                     tracing::debug!(aor, status = resp.status(), "offline message not accepted; kept");
                     return Ok(());
                 }
-                self.store.delete_offline(stored.id).await?;
+                m::store_op("delete_offline", self.store.delete_offline(stored.id)).await?;
                 metrics::counter!(m::OFFLINE_MESSAGES, "event" => "delivered").increment(1);
             }
         }

@@ -22,6 +22,8 @@ pub const AUTH_LOCKOUTS_ACTIVE: &str = "sipfront_auth_lockouts_active";
 pub const REGISTRATIONS: &str = "sipfront_registrations_total";
 pub const BINDINGS: &str = "sipfront_bindings";
 pub const STORE_ERRORS: &str = "sipfront_store_errors_total";
+pub const STORE_SECONDS: &str = "sipfront_store_operation_seconds";
+pub const STORE_FAILURES: &str = "sipfront_store_failures_total";
 pub const MESSAGES: &str = "sipfront_messages_total";
 pub const MESSAGE_FORKS: &str = "sipfront_message_forks";
 pub const OFFLINE_MESSAGES: &str = "sipfront_offline_messages_total";
@@ -40,6 +42,21 @@ pub const POOL_MEMBERS: &str = "sipfront_pool_members";
 pub const POOL_USERS_HOMED: &str = "sipfront_pool_users_homed";
 pub const POOL_RELAYED: &str = "sipfront_pool_relayed_total";
 pub const POOL_HOPS_REFUSED: &str = "sipfront_pool_hops_refused_total";
+
+/// Runs a store operation and records how long it took (`sipfront_store_operation_seconds{op}`)
+/// and, if it failed, how (`sipfront_store_failures_total{op,kind}`).
+pub async fn store_op<T>(
+    op: &'static str,
+    f: impl std::future::Future<Output = Result<T, sipfront_storage::StoreError>>,
+) -> Result<T, sipfront_storage::StoreError> {
+    let started = std::time::Instant::now();
+    let result = f.await;
+    metrics::histogram!(STORE_SECONDS, "op" => op).record(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        metrics::counter!(STORE_FAILURES, "op" => op, "kind" => e.label()).increment(1);
+    }
+    result
+}
 
 /// A status code as a metric label, without allocating per response: the 600 labels
 /// "100".."699" are made once; anything else is "other", so a peer cannot grow the label set.
@@ -61,6 +78,12 @@ pub fn install() -> PrometheusHandle {
                     Matcher::Full(TRANSACTION_DURATION.to_string()),
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 32.0],
                 )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(STORE_SECONDS.to_string()),
+                        &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -97,6 +120,11 @@ fn describe() {
     describe_counter!(REGISTRATIONS, "REGISTER outcomes, by result");
     describe_gauge!(BINDINGS, "Registered contacts held in memory");
     describe_counter!(STORE_ERRORS, "Requests answered 503 because the store was unavailable");
+    describe_histogram!(STORE_SECONDS, Unit::Seconds, "Time the store took for an operation, by operation");
+    describe_counter!(
+        STORE_FAILURES,
+        "Store operations that failed, by operation and kind (unavailable, timeout, ...)"
+    );
     describe_counter!(MESSAGES, "MESSAGE requests for our users, by the final status the sender got");
     describe_histogram!(MESSAGE_FORKS, "Bindings a MESSAGE was forked to");
     describe_counter!(OFFLINE_MESSAGES, "Messages for absent users: stored, delivered, expired, refused_full");

@@ -394,9 +394,11 @@ impl Membership {
         let late = |_| sipfront_storage::StoreError::Timeout(within);
         if !self.leaving() {
             // Once leaving, the announcement says so until the others forget this member.
-            tokio::time::timeout(within, self.store.heartbeat(&me, FORGET_AFTER_MS)).await.map_err(late)??;
+            tokio::time::timeout(within, m::store_op("heartbeat", self.store.heartbeat(&me, FORGET_AFTER_MS)))
+                .await
+                .map_err(late)??;
         }
-        let seen = tokio::time::timeout(within, self.store.members()).await.map_err(late)??;
+        let seen = tokio::time::timeout(within, m::store_op("members", self.store.members())).await.map_err(late)??;
         if look {
             self.see(&seen);
         }

@@ -2,6 +2,7 @@
 //! for one AOR or a whole domain), cached with explicit invalidation, and the default policy
 //! for watchers no rule names.
 
+use crate::ops::metrics as m;
 use dashmap::DashMap;
 use sipfront_proto::Aor;
 use sipfront_storage::{Contact, Rule, RuleAction, Store, StoreError};
@@ -92,7 +93,7 @@ impl Rules {
         if let Some(r) = self.rules.get(owner) {
             return Ok(r.clone());
         }
-        let r = Arc::new(self.bounded(self.store.rules(owner)).await?);
+        let r = Arc::new(self.bounded(m::store_op("rules", self.store.rules(owner))).await?);
         self.rules.insert(Arc::from(owner), r.clone());
         Ok(r)
     }
@@ -102,7 +103,7 @@ impl Rules {
         if let Some(c) = self.contacts.get(owner) {
             return Ok(c.clone());
         }
-        let c = Arc::new(self.bounded(self.store.contacts(owner)).await?);
+        let c = Arc::new(self.bounded(m::store_op("contacts", self.store.contacts(owner))).await?);
         self.contacts.insert(Arc::from(owner), c.clone());
         Ok(c)
     }
