@@ -1,6 +1,6 @@
 //! Accepting TCP and TLS connections: admission against the connection caps (in all, and per
 //! source IP, so that one host cannot take every slot), the TLS handshake within its timeout,
-//! and a [`stream::run`] task for each connection admitted.
+//! and a [`stream::serve`] task for each connection admitted.
 
 use super::stream::{self, StreamSettings};
 use super::{Inbound, Transport, Transports};
@@ -106,11 +106,18 @@ impl Acceptor {
                 let _admitted = admitted;
                 let (transports, inbound, settings, shutdown) =
                     (this.transports, this.inbound, this.settings, this.shutdown);
+                let open = |transports: &Transports| transports.flows.open(transport, remote, local, settings.queue);
                 match tls {
-                    None => stream::run(tcp, transport, remote, local, transports, inbound, settings, shutdown).await,
+                    None => {
+                        let flow = open(&transports);
+                        stream::serve(tcp, flow, transport, remote, local, transports, inbound, settings, shutdown)
+                            .await
+                    }
                     Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
                         Ok(Ok(s)) => {
-                            stream::run(s, transport, remote, local, transports, inbound, settings, shutdown).await
+                            let flow = open(&transports);
+                            stream::serve(s, flow, transport, remote, local, transports, inbound, settings, shutdown)
+                                .await
                         }
                         Ok(Err(e)) => {
                             metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);

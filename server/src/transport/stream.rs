@@ -19,26 +19,9 @@ pub struct StreamSettings {
     pub queue: usize,
 }
 
+/// Serves one connection whose flow is open already (accepted, or opened by us, in which case
+/// a message may be queued on it before it was connected), until it closes.
 // Every argument is one thing a connection needs; bundling them would only rename them.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<S>(
-    stream: S,
-    transport: Transport,
-    remote: SocketAddr,
-    local: SocketAddr,
-    transports: Arc<Transports>,
-    inbound: Arc<dyn Inbound>,
-    settings: Arc<StreamSettings>,
-    shutdown: Shutdown,
-) where
-    S: AsyncRead + AsyncWrite + Send + 'static,
-{
-    let (flow, queue) = transports.flows.open(transport, remote, local, settings.queue);
-    serve(stream, (flow, queue), transport, remote, local, transports, inbound, settings, shutdown).await
-}
-
-/// [`run`] for a connection whose flow is already open (one we opened ourselves, and may
-/// have queued a message on before it was connected).
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     stream: S,
