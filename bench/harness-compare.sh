@@ -7,7 +7,8 @@
 #     bench/harness-compare.sh register "2000 4000" 20 -- --users 10000
 #     bench/harness-compare.sh presence "300" 20 -- --users 20000 --watch 50 --setup-rate 3000
 #   env: SERVERS="sipfront kamailio", USERS=10100 (accounts in Kamailio's subscriber table;
-#        sipfront gets the run's own, by sipfront-load --provision), WORK=/tmp/sipfront-harness
+#        sipfront gets the run's own, by sipfront-load --provision), WORK=/tmp/sipfront-harness,
+#        SCRAPE=N (sipfront only: GET /metrics every N seconds during the run, as Prometheus would)
 # Needs release builds (cargo build --release -p sipfront -p sipfront-loadtest), Kamailio with
 # its presence and SQLite modules, sqlite3, python3.
 # Prints one line per server and rate: the rate asked, the rate achieved, failed transactions
@@ -79,10 +80,16 @@ for r in $RATES; do
     # Sample the server's CPU every 0.5 s; the report says when the measured phase ran.
     ( while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(ticks "$pid") $(pss "$pid")"; sleep 0.5; done ) >"$WORK/$name.cpu" &
     sampler=$!
+    scraper=
+    if [ -n "${SCRAPE:-}" ] && [ "$s" = sipfront ]; then
+      ( while kill -0 "$pid" 2>/dev/null; do curl -s -o /dev/null http://127.0.0.1:29200/metrics; sleep "$SCRAPE"; done ) &
+      scraper=$!
+    fi
     rm -f "$json"
     timeout $(( SECS + 600 )) "$BIN/sipfront-load" "$SCEN" --target 127.0.0.1:"$port" --rate "$r" \
       --duration "$SECS" --local-ips 127.0.0.2-127.0.0.9 --quiet --json "$json" "$@" >"$WORK/$name.txt" 2>&1 || true
     kill "$sampler" 2>/dev/null || true
+    [ -z "$scraper" ] || kill "$scraper" 2>/dev/null || true
     stop "$s" "$pid"
     [ -s "$json" ] || { printf '%s\t%s\t%s\tno report: see %s\n' "$s" "$SCEN" "$r" "$WORK/$name.txt"; continue; }
     python3 - "$json" "$WORK/$name.cpu" "$TCK" "$s" "$SCEN" "$r" <<'PY'
