@@ -19,7 +19,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// A started server: where it listens, and how to stop it.
@@ -37,6 +36,8 @@ pub struct RunningServer {
     /// The transaction user (the core), which the transaction layer holds only weakly.
     _user: Arc<dyn TransactionUser>,
     trigger: ShutdownTrigger,
+    /// Stops the HTTP endpoint, which answers through the drain.
+    http_stop: ShutdownTrigger,
     inflight: InFlight,
     drain: Duration,
     tasks: JoinSet<()>,
@@ -58,6 +59,7 @@ impl RunningServer {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
+        self.http_stop.trigger();
         // UDP receivers notice within their read timeout.
         let threads = std::mem::take(&mut self.threads);
         let _ = tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
@@ -101,8 +103,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     } else {
         Some(tls::server_config(&config.tls.cert, &config.tls.key, data_dir)?)
     };
-    let http_listener =
-        TcpListener::bind(config.listen.http).await.with_context(|| format!("binding HTTP {}", config.listen.http))?;
+    let http_listener = std::net::TcpListener::bind(config.listen.http)
+        .with_context(|| format!("binding HTTP {}", config.listen.http))?;
 
     let udp_addrs: Vec<SocketAddr> = udp_sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
     let tcp_addrs: Vec<SocketAddr> = tcp_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
@@ -204,7 +206,9 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             tasks.spawn(acceptor.clone().run(l, Some(tls.clone()), handshake));
         }
     }
-    tasks.spawn(http::serve(http_listener, metrics, readiness.clone(), shutdown.clone()));
+    let (http_stop, http_stopped) = shutdown::channel();
+    let sources = http::Sources { metrics, ready: readiness.clone(), transports: transports.clone() };
+    threads.push(http::start(http_listener, sources, http_stopped).context("starting the HTTP endpoint")?);
 
     readiness.set(true);
     readiness.set_store(true);
@@ -222,6 +226,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         core: kept_core,
         _user: user,
         trigger,
+        http_stop,
         inflight,
         drain: Duration::from_secs(config.server.drain_timeout_secs),
         tasks,

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "caroline")];
 
 /// Prometheus, stopped when dropped.
 struct Prometheus {
@@ -145,6 +145,9 @@ async fn prometheus_runs_every_dashboard_query_and_fires_member_down() {
     let got = bob.expect_request(Method::Message).await;
     bob.answer(&got, 200, "bob").await;
     alice.expect_response(200).await;
+    // Carol is not signed in: her message is kept for her.
+    let kept = alice.request(&Request::message(&alice, "alice", "carol")).await;
+    assert_eq!(kept.status(), Some(202));
     let published = bob.request(&publish(&bob, "bob", Some(&pidf_doc("bob", "t", "open", "here")), None, 600)).await;
     assert_eq!(published.status(), Some(200));
     let watch = subscribe(&alice, "alice", "bob", "presence", 600);

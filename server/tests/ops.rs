@@ -113,8 +113,20 @@ async fn shutdown_waits_for_in_flight_transactions_up_to_the_drain_timeout() {
     peer.recv(common::WAIT).await.expect("the request reaches the peer");
 
     let started = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(5), s.server.shutdown()).await.expect("shutdown completes");
+    let http = s.server.http;
+    let shutdown = tokio::spawn(s.server.shutdown());
+    // The HTTP endpoint answers through the drain: Prometheus still scrapes, probes see 503.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(common::http_get(http, "/readyz").await.expect("answered while draining").0, 503);
+    let (status, metrics) = common::http_get(http, "/metrics").await.expect("scraped while draining");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("sipfront_ready 0"), "{metrics}");
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("shutdown completes")
+        .expect("the shutdown task");
     let took = started.elapsed();
+    assert!(common::http_get(http, "/healthz").await.is_err(), "and it closes when the drain ends");
     assert!(took >= Duration::from_millis(800), "it waited for the transaction ({took:?})");
     assert!(took < Duration::from_millis(3000), "but no longer than the drain timeout ({took:?})");
 }

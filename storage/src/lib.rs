@@ -198,6 +198,8 @@ pub struct Changes {
     /// The position to ask from next time.
     pub last: i64,
     pub entries: Vec<Change>,
+    /// The log goes on past `last`: this was a full batch.
+    pub more: bool,
 }
 
 #[async_trait]
@@ -246,6 +248,8 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_offline(&self, id: i64) -> Result<()>;
     /// Deletes messages received before `before` (Unix seconds); how many.
     async fn purge_offline(&self, before: i64) -> Result<u64>;
+    /// How full the offline store is: messages kept in all, and recipients with `near` or more.
+    async fn offline_stats(&self, near: u32) -> Result<OfflineStats>;
 
     /// Writes archive entries, all in one transaction.
     async fn archive(&self, entries: &[ArchiveEntry]) -> Result<()>;
@@ -331,6 +335,15 @@ pub struct ArchiveEntry {
     pub body: Vec<u8>,
     /// The first message of a conversation (pager mode: none between the pair for a while).
     pub first_in_session: bool,
+}
+
+/// How full the offline store is ([`Store::offline_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OfflineStats {
+    /// Messages kept, for everyone.
+    pub messages: u64,
+    /// Recipients with at least the number asked about waiting.
+    pub recipients_near: u64,
 }
 
 /// A message kept for a user who was not signed in.

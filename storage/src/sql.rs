@@ -197,15 +197,18 @@ where
     }
 
     async fn changes_since(&self, since: i64) -> Result<Changes> {
+        const BATCH: usize = 10_000;
         let rows: Vec<(i64, String, String)> =
-            sqlx::query_as("SELECT seq, kind, subject FROM user_changes WHERE seq > $1 ORDER BY seq LIMIT 10000")
+            sqlx::query_as("SELECT seq, kind, subject FROM user_changes WHERE seq > $1 ORDER BY seq LIMIT $2")
                 .bind(since)
+                .bind(BATCH as i64)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|e| map_err("changes", e))?;
         let last = rows.last().map_or(since, |(s, _, _)| *s);
+        let more = rows.len() == BATCH;
         let entries = rows.into_iter().filter_map(|(_, kind, subject)| Change::from_row(&kind, subject)).collect();
-        Ok(Changes { last, entries })
+        Ok(Changes { last, entries, more })
     }
 
     async fn changes_head(&self) -> Result<i64> {
@@ -295,6 +298,19 @@ where
             .await
             .map(|r| r.rows_affected())
             .map_err(|e| map_err("offline purge", e))
+    }
+
+    async fn offline_stats(&self, near: u32) -> Result<crate::OfflineStats> {
+        // SUM over COUNT is NUMERIC on PostgreSQL: cast back to a 64-bit integer.
+        let (messages, recipients_near): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT), CAST(COALESCE(SUM(CASE WHEN n >= $1 THEN 1 ELSE 0 END), 0) AS BIGINT) \
+             FROM (SELECT COUNT(*) AS n FROM offline_messages GROUP BY recipient) AS waiting",
+        )
+        .bind(i64::from(near))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err("offline stats", e))?;
+        Ok(crate::OfflineStats { messages: messages.max(0) as u64, recipients_near: recipients_near.max(0) as u64 })
     }
 
     async fn archive(&self, entries: &[crate::ArchiveEntry]) -> Result<()> {

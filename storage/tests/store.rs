@@ -161,6 +161,9 @@ async fn offline_messages_are_kept_in_order_up_to_a_limit() {
             .collect();
         assert_eq!(waiting, ["alice@example.test", "alice@example.test", "alice@example.test", "carol@example.test"]);
         assert_eq!(noted.len(), 4, "nothing else noted: {noted:?}");
+        let stats = |messages, recipients_near| sipfront_storage::OfflineStats { messages, recipients_near };
+        assert_eq!(s.offline_stats(3).await.unwrap(), stats(4, 1), "alice is at her quota of 3");
+        assert_eq!(s.offline_stats(1).await.unwrap(), stats(4, 2));
         let mut waiting = s.offline_recipients().await.unwrap();
         waiting.sort();
         assert_eq!(waiting, vec!["alice@example.test", "carol@example.test"]);
@@ -182,6 +185,7 @@ async fn offline_messages_are_kept_in_order_up_to_a_limit() {
         assert_eq!(s.purge_offline(i64::MAX).await.unwrap(), 3);
         assert!(s.offline_messages("alice@example.test", 10).await.unwrap().is_empty());
         assert!(s.offline_recipients().await.unwrap().is_empty());
+        assert_eq!(s.offline_stats(1).await.unwrap(), stats(0, 0));
     })
     .await;
 }

@@ -7,7 +7,7 @@ use dashmap::DashMap;
 use sipfront_storage::{Change, Store, StoreError, User};
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Unknown AORs remembered at most (a flood of random names must not grow memory without
 /// bound); past it the negative entries are dropped.
@@ -99,10 +99,18 @@ impl Directory {
                 }
             }
         };
+        // When the log was last read to its end: what this member knows of users, rules and
+        // contacts is at most this old (`sipfront_store_change_lag_seconds`).
+        let mut caught_up = Instant::now();
         loop {
             tokio::time::sleep(every).await;
-            match m::store_op("changes_since", self.store.changes_since(last)).await {
-                Ok(c) if c.entries.is_empty() => {}
+            let read = m::store_op("changes_since", self.store.changes_since(last)).await;
+            if matches!(&read, Ok(c) if !c.more) {
+                caught_up = Instant::now();
+            }
+            metrics::gauge!(m::CHANGE_LAG).set(caught_up.elapsed().as_secs_f64());
+            match read {
+                Ok(c) if c.entries.is_empty() => last = c.last,
                 Ok(c) => {
                     last = c.last;
                     // A new domain, or a user (who may bring a new domain with it).

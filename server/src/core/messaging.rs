@@ -42,7 +42,7 @@ impl Messaging {
 
     /// Offline messages: their purge, and following which users have some; runs until dropped.
     pub async fn run(&self, kept_elsewhere: tokio::sync::broadcast::Receiver<Arc<str>>) {
-        tokio::join!(self.offline.run_purge(), self.offline.follow(kept_elsewhere));
+        tokio::join!(self.offline.run_purge(), self.offline.run_census(), self.offline.follow(kept_elsewhere));
     }
 
     /// A MESSAGE (RFC 3428) outside a dialog: checked, its sender authenticated, archived,

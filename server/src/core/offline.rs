@@ -164,6 +164,28 @@ impl Offline {
         }
     }
 
+    /// Measures how full the offline store is, every 30 seconds, for the dashboard and the
+    /// near-quota alert: messages kept, and recipients holding 80% or more of their quota
+    /// (messages to them get 480 once it is full). Runs until dropped.
+    pub async fn run_census(&self) {
+        let quota = self.cfg.offline_max_per_user;
+        metrics::gauge!(m::OFFLINE_QUOTA).set(f64::from(quota));
+        if !self.cfg.offline {
+            return;
+        }
+        let near = (quota.saturating_mul(4)).div_ceil(5).max(1);
+        loop {
+            match m::store_op("offline_stats", self.store.offline_stats(near)).await {
+                Ok(stats) => {
+                    metrics::gauge!(m::OFFLINE_STORED).set(stats.messages as f64);
+                    metrics::gauge!(m::OFFLINE_NEAR_QUOTA).set(stats.recipients_near as f64);
+                }
+                Err(e) => tracing::debug!(error = %e, "offline census failed; retried later"),
+            }
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        }
+    }
+
     /// Purges messages past the age limit, once an hour; runs until dropped.
     pub async fn run_purge(&self) {
         loop {

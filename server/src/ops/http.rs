@@ -1,9 +1,13 @@
 //! The operator's HTTP endpoint: `GET /metrics` (Prometheus text), `/healthz` (the process
-//! answers), `/readyz` (listeners bound and not draining). Deliberately tiny: one request per
-//! connection, bounded head, bounded time.
+//! answers), `/readyz` (listeners bound, store reachable, not draining). Deliberately tiny: one
+//! request per connection, bounded head, bounded time. It runs on a thread of its own, with a
+//! runtime of its own, so that a scrape or a probe is answered at once however busy the SIP
+//! workers are, and it keeps answering through the drain (`/readyz` then says 503).
 
 use super::shutdown::{Readiness, Shutdown};
+use crate::transport::Transports;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,23 +15,51 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_HEAD: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(listener: TcpListener, metrics: PrometheusHandle, ready: Readiness, mut shutdown: Shutdown) {
+/// What a scrape reads: the recorder, the server's state, and the figures taken only when
+/// asked (write queues), none of which waits on SIP work or the store.
+#[derive(Clone)]
+pub struct Sources {
+    pub metrics: PrometheusHandle,
+    pub ready: Readiness,
+    pub transports: Arc<Transports>,
+}
+
+/// Serves on `listener` from a new thread until `stop` fires.
+pub fn start(
+    listener: std::net::TcpListener,
+    sources: Sources,
+    stop: Shutdown,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("sipfront-http".into()).spawn(move || {
+        runtime.block_on(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => serve(listener, sources, stop).await,
+                Err(e) => tracing::error!(error = %e, "the HTTP endpoint could not start"),
+            }
+        })
+    })
+}
+
+async fn serve(listener: TcpListener, sources: Sources, mut stop: Shutdown) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.wait() => return,
+            _ = stop.wait() => return,
         };
         let Ok((stream, _)) = accepted else { continue };
-        let (metrics, ready) = (metrics.clone(), ready.clone());
+        let sources = sources.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &metrics, &ready).await {
+            if let Err(e) = answer(stream, &sources).await {
                 tracing::debug!(error = %e, "http request failed");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &PrometheusHandle, ready: &Readiness) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()> {
+    let ready = &sources.ready;
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -55,11 +87,13 @@ async fn answer(mut stream: TcpStream, metrics: &PrometheusHandle, ready: &Readi
     }
     match path {
         b"/metrics" => {
-            let mut text = metrics.render();
-            super::process::render(
-                &mut text,
-                &super::process::State { ready: ready.get(), store_up: ready.store_ok() },
-            );
+            let mut text = sources.metrics.render();
+            let state = super::process::State {
+                ready: ready.get(),
+                store_up: ready.store_ok(),
+                write_queue: sources.transports.flows.queued(),
+            };
+            super::process::render(&mut text, &state);
             reply(&mut stream, "200 OK", "text/plain; version=0.0.4", text.as_bytes(), head_only).await
         }
         b"/healthz" => reply(&mut stream, "200 OK", "text/plain", b"ok\n", head_only).await,

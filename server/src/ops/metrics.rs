@@ -24,9 +24,13 @@ pub const BINDINGS: &str = "sipfront_bindings";
 pub const STORE_ERRORS: &str = "sipfront_store_errors_total";
 pub const STORE_SECONDS: &str = "sipfront_store_operation_seconds";
 pub const STORE_FAILURES: &str = "sipfront_store_failures_total";
+pub const CHANGE_LAG: &str = "sipfront_store_change_lag_seconds";
 pub const MESSAGES: &str = "sipfront_messages_total";
 pub const MESSAGE_FORKS: &str = "sipfront_message_forks";
 pub const OFFLINE_MESSAGES: &str = "sipfront_offline_messages_total";
+pub const OFFLINE_STORED: &str = "sipfront_offline_messages_stored";
+pub const OFFLINE_NEAR_QUOTA: &str = "sipfront_offline_recipients_near_quota";
+pub const OFFLINE_QUOTA: &str = "sipfront_offline_quota_messages";
 pub const ARCHIVE_ENTRIES: &str = "sipfront_archive_entries_total";
 pub const ARCHIVE_QUEUE: &str = "sipfront_archive_queue_depth";
 pub const ARCHIVE_WRITE: &str = "sipfront_archive_write_seconds";
@@ -92,7 +96,15 @@ pub fn install() -> PrometheusHandle {
             describe();
             // Series a dashboard or an alert reads exist from the start (at 0), not only from
             // the first event: an absent series is indistinguishable from a broken scrape.
-            for gauge in [AUTH_LOCKOUTS_ACTIVE, ARCHIVE_QUEUE, BINDINGS, PUBLICATIONS] {
+            for gauge in [
+                AUTH_LOCKOUTS_ACTIVE,
+                ARCHIVE_QUEUE,
+                BINDINGS,
+                PUBLICATIONS,
+                CHANGE_LAG,
+                OFFLINE_STORED,
+                OFFLINE_NEAR_QUOTA,
+            ] {
                 metrics::gauge!(gauge).increment(0.0);
             }
             handle
@@ -125,9 +137,20 @@ fn describe() {
         STORE_FAILURES,
         "Store operations that failed, by operation and kind (unavailable, timeout, ...)"
     );
+    describe_gauge!(
+        CHANGE_LAG,
+        Unit::Seconds,
+        "How long ago the store's change log was last read to its end (user, rule and contact changes made on other members reach this one within about that)"
+    );
     describe_counter!(MESSAGES, "MESSAGE requests for our users, by the final status the sender got");
     describe_histogram!(MESSAGE_FORKS, "Bindings a MESSAGE was forked to");
     describe_counter!(OFFLINE_MESSAGES, "Messages for absent users: stored, delivered, expired, refused_full");
+    describe_gauge!(OFFLINE_STORED, "Messages kept for absent users in the store (all members share it)");
+    describe_gauge!(
+        OFFLINE_NEAR_QUOTA,
+        "Recipients holding 80% or more of their offline quota (messages to them get 480 once it is full)"
+    );
+    describe_gauge!(OFFLINE_QUOTA, "Messages kept per recipient at most (messaging.offline_max_per_user)");
     describe_counter!(ARCHIVE_ENTRIES, "IM archive entries: written, dropped (queue full), refused (critical mode)");
     describe_gauge!(ARCHIVE_QUEUE, "IM archive entries waiting for the writer");
     describe_histogram!(ARCHIVE_WRITE, Unit::Seconds, "Time to write one batch of archive entries");

@@ -13,6 +13,8 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct State {
     pub ready: bool,
     pub store_up: bool,
+    /// Messages waiting in connections' write queues: in all, and on the fullest connection.
+    pub write_queue: (usize, usize),
 }
 
 /// Appends the process metrics, `sipfront_build_info`, `sipfront_ready` and `sipfront_store_up`
@@ -69,6 +71,21 @@ pub fn render(out: &mut String, state: &State) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     metric(out, "sipfront_ready", "gauge", "1 while serving and not draining (what /readyz says).", flag(state.ready));
     metric(out, "sipfront_store_up", "gauge", "1 while the store answers its ping.", flag(state.store_up));
+    let (queued, fullest) = state.write_queue;
+    metric(
+        out,
+        "sipfront_connection_write_queue_messages",
+        "gauge",
+        "Messages waiting in the write queues of all TCP and TLS connections.",
+        queued as f64,
+    );
+    metric(
+        out,
+        "sipfront_connection_write_queue_max_messages",
+        "gauge",
+        "Messages waiting in the fullest connection's write queue (its cap is transport.connection_queue).",
+        fullest as f64,
+    );
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
@@ -99,7 +116,7 @@ mod tests {
     #[test]
     fn the_process_figures_are_those_of_this_process() {
         let mut out = String::new();
-        render(&mut out, &State { ready: true, store_up: false });
+        render(&mut out, &State { ready: true, store_up: false, write_queue: (7, 5) });
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let started = value(&out, "process_start_time_seconds");
         assert!(started <= now + 1.0 && started > now - 24.0 * 3600.0, "started {started}, now {now}");
@@ -109,6 +126,8 @@ mod tests {
         assert!(value(&out, "process_cpu_seconds_total") >= 0.0);
         assert_eq!(value(&out, "sipfront_ready"), 1.0);
         assert_eq!(value(&out, "sipfront_store_up"), 0.0);
+        assert_eq!(value(&out, "sipfront_connection_write_queue_messages"), 7.0);
+        assert_eq!(value(&out, "sipfront_connection_write_queue_max_messages"), 5.0);
         assert!(out.contains("# TYPE process_cpu_seconds_total counter"));
         assert!(out.contains(&format!("sipfront_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
     }

@@ -101,11 +101,44 @@ impl Flows {
         self.by_remote.get(&(transport, remote)).map(|e| *e.value())
     }
 
+    /// Messages waiting in connections' write queues: in all, and on the fullest connection.
+    /// Walks every connection, so it is for a scrape, not for the message path.
+    pub fn queued(&self) -> (usize, usize) {
+        self.by_id.iter().fold((0, 0), |(total, max), f| {
+            let waiting = f.queue.max_capacity() - f.queue.capacity();
+            (total + waiting, max.max(waiting))
+        })
+    }
+
     pub fn send(&self, id: FlowId, data: Bytes) -> Result<(), SendError> {
         let flow = self.by_id.get(&id).ok_or(SendError::NoFlow)?;
         flow.queue.try_send(data).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
             mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_counts_what_writers_have_not_taken() {
+        let flows = Flows::default();
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let (a, mut a_rx) = flows.open(Transport::Tcp, addr(1), addr(5060), 8);
+        let (b, _b_rx) = flows.open(Transport::Tls, addr(2), addr(5061), 8);
+        assert_eq!(flows.queued(), (0, 0));
+        for _ in 0..3 {
+            flows.send(a, Bytes::from_static(b"x")).unwrap();
+        }
+        flows.send(b, Bytes::from_static(b"y")).unwrap();
+        assert_eq!(flows.queued(), (4, 3));
+        a_rx.try_recv().unwrap();
+        assert_eq!(flows.queued(), (3, 2));
+        flows.close(a, Transport::Tcp, addr(1));
+        assert_eq!(flows.queued(), (1, 1), "a closed connection's queue no longer counts");
     }
 }
