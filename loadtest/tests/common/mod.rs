@@ -20,36 +20,39 @@ pub struct Server {
 
 impl Server {
     pub async fn start(users: usize) -> Server {
-        use sipfront_proto::digest::{ha1, Algorithm};
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        {
-            let store = sipfront_storage::open("", dir.path()).await.expect("open the store");
-            store.add_domain(DOMAIN).await.expect("add the domain");
-            let new: Vec<_> = (0..users)
-                .map(|n| {
-                    let (user, pw) = (format!("user{n}"), format!("pw{n}"));
-                    sipfront_storage::NewUser {
-                        domain: DOMAIN.into(),
-                        display_name: String::new(),
-                        ha1_md5: ha1(Algorithm::Md5, &user, DOMAIN, &pw),
-                        ha1_sha256: ha1(Algorithm::Sha256, &user, DOMAIN, &pw),
-                        username: user,
-                    }
-                })
-                .collect();
-            store.add_users(&new).await.expect("add the users");
-        }
-        Server::start_in(dir).await
+        Server::start_in(provisioned(users).await).await
     }
 
     /// A sipfront on the store already in `dir`.
     pub async fn start_in(dir: tempfile::TempDir) -> Server {
+        Server::start_with(dir, |_| {}).await
+    }
+
+    /// The first member of a new pool, its store holding `users` users (see [`provisioned`]).
+    pub async fn start_member(users: usize, id: &str) -> Server {
+        Server::start_with(provisioned(users).await, |c| pool_member(c, id)).await
+    }
+
+    /// Another member of `first`'s pool, on its store.
+    pub async fn join(first: &Server, id: &str) -> Server {
+        let url = format!("sqlite://{}", first.dir.path().join("sipfront.db").display());
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Server::start_with(dir, |c| {
+            pool_member(c, id);
+            c.database.url = url;
+        })
+        .await
+    }
+
+    /// A sipfront on the store in `dir` (unless `configure` names another), configured so.
+    pub async fn start_with(dir: tempfile::TempDir, configure: impl FnOnce(&mut ServerConfig)) -> Server {
         let mut c = ServerConfig::default();
         c.listen.sip = vec![LOCALHOST];
         c.listen.tls = vec![LOCALHOST];
         c.listen.http = LOCALHOST;
         c.server.workers = 2;
         c.server.drain_timeout_secs = 1;
+        configure(&mut c);
         let server = sipfront::start(&c, dir.path()).await.expect("sipfront starts");
         Server { server, dir }
     }
@@ -97,6 +100,38 @@ impl Server {
     pub fn cert(&self) -> std::path::PathBuf {
         self.dir.path().join("tls").join("cert.pem")
     }
+}
+
+/// A data directory whose store holds `user0..user{n-1}` @ DOMAIN with passwords `pw{n}`.
+pub async fn provisioned(users: usize) -> tempfile::TempDir {
+    use sipfront_proto::digest::{ha1, Algorithm};
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    {
+        let store = sipfront_storage::open("", dir.path()).await.expect("open the store");
+        store.add_domain(DOMAIN).await.expect("add the domain");
+        let new: Vec<_> = (0..users)
+            .map(|n| {
+                let (user, pw) = (format!("user{n}"), format!("pw{n}"));
+                sipfront_storage::NewUser {
+                    domain: DOMAIN.into(),
+                    display_name: String::new(),
+                    ha1_md5: ha1(Algorithm::Md5, &user, DOMAIN, &pw),
+                    ha1_sha256: ha1(Algorithm::Sha256, &user, DOMAIN, &pw),
+                    username: user,
+                }
+            })
+            .collect();
+        store.add_users(&new).await.expect("add the users");
+    }
+    dir
+}
+
+/// Pool settings for tests: quick heartbeats, a short member timeout, one shared secret.
+fn pool_member(c: &mut ServerConfig, id: &str) {
+    c.pool.member_id = id.into();
+    c.pool.heartbeat_ms = 100;
+    c.pool.member_timeout_ms = 600;
+    c.pool.secret = "the pool's own secret".into();
 }
 
 /// A small bounded run's configuration: `count` transactions at `rate`, short timeouts.

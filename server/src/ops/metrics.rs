@@ -96,6 +96,12 @@ pub fn install() -> PrometheusHandle {
             describe();
             // Series a dashboard or an alert reads exist from the start (at 0), not only from
             // the first event: an absent series is indistinguishable from a broken scrape.
+            for event in ["stored", "delivered", "expired", "refused_full"] {
+                metrics::counter!(OFFLINE_MESSAGES, "event" => event).increment(0);
+            }
+            for result in ["written", "dropped", "refused"] {
+                metrics::counter!(ARCHIVE_ENTRIES, "result" => result).increment(0);
+            }
             for gauge in [
                 AUTH_LOCKOUTS_ACTIVE,
                 ARCHIVE_QUEUE,

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod prometheus;
+
 use bytes::Bytes;
 use sipfront::config::Config;
 use sipfront::RunningServer;
