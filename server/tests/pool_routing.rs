@@ -447,3 +447,58 @@ async fn writes_to_each(phones: &mut [Phone], names: &[String], to: &[&String]) 
         phones[0].expect_response(200).await;
     }
 }
+
+/// PostgreSQL goes away under the pool (issue 15, "Bad input and faults"): for longer than the
+/// member timeout, the members keep serving what they hold (users signed in reach each other
+/// across members), take nobody for dead, answer 503 with Retry-After what needs the store;
+/// and everything recovers by itself when the store comes back.
+#[tokio::test]
+async fn a_store_outage_leaves_the_pool_serving_what_it_holds_and_it_recovers() {
+    let Some(url) = sipfront_storage::testing::fresh_postgres("pool_store_outage").await else { return };
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let m = pool(&Backend::Postgres(url)).await;
+    // Bob's home is C, connected to B; Alice's home is B, connected to A; Carol (homed on A)
+    // has not signed in, so no member has her credentials.
+    let bob = user_homed_on(2, &[]);
+    let alice = user_homed_on(1, &[&bob]);
+    let carol = user_homed_on(0, &[&bob, &alice]);
+    let mut bob_phone = online(&m[1], &bob, PASSWORD).await;
+    let mut alice_phone = online(&m[0], &alice, PASSWORD).await;
+
+    admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")).await;
+    admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).await;
+    let down = eventually(Duration::from_secs(10), async || m.iter().all(|s| !s.server.readiness.store_ok())).await;
+    assert!(down, "every member sees the store down");
+    // Three member timeouts without a heartbeat written or read.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    for s in &m {
+        assert_eq!(s.server.membership.peers().len(), 2, "{} still counts on the other two", s.server.membership.id());
+    }
+    let msg = Request::message(&alice_phone, &alice, &bob);
+    alice_phone.send(&msg.to_bytes()).await;
+    let got = bob_phone.expect_request(Method::Message).await;
+    bob_phone.answer(&got, 200, "bob").await;
+    alice_phone.expect_response(200).await;
+    // Carol's REGISTER needs her credentials from the store: 503, try again later.
+    let mut carol_phone = Phone::tcp(&m[1]).await;
+    let req = Request::register(&carol_phone, &carol);
+    let req = authorized(&mut carol_phone, &req, &carol, PASSWORD).await;
+    let refused = carol_phone.request(&req).await;
+    assert_eq!(refused.status(), Some(503));
+    let retry: u32 = header(&refused, HeaderName::RetryAfter).parse().expect("a numeric Retry-After");
+    assert!(retry > 0);
+
+    admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")).await;
+    let back = eventually(Duration::from_secs(20), async || m.iter().all(|s| s.server.readiness.store_ok())).await;
+    assert!(back, "every member sees the store again");
+    let mut carol_phone = online(&m[1], &carol, PASSWORD).await;
+    assert_eq!(m[0].bindings_of(&carol).len(), 1, "Carol's binding is at her home, A");
+    let msg = Request::message(&carol_phone, &carol, &bob);
+    carol_phone.send(&msg.to_bytes()).await;
+    let got = bob_phone.expect_request(Method::Message).await;
+    bob_phone.answer(&got, 200, "bob").await;
+    carol_phone.expect_response(200).await;
+    for s in &m {
+        assert_eq!(s.server.membership.peers().len(), 2, "{} sees the other two", s.server.membership.id());
+    }
+}

@@ -43,32 +43,6 @@ async fn cli_changes_reach_a_running_server_within_seconds() {
     }
 }
 
-/// `psql` from PATH, or from the PostgreSQL installation `.ci/postgres.sh` uses.
-fn psql() -> std::path::PathBuf {
-    let in_path = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("psql")).find(|p| p.is_file()));
-    in_path
-        .or_else(|| {
-            let mut found: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .filter_map(|e| Some(e.ok()?.path().join("bin/psql")))
-                .filter(|p| p.is_file())
-                .collect();
-            found.sort();
-            found.pop()
-        })
-        .expect("psql (the PostgreSQL client) to administer the test database")
-}
-
-/// Runs `sql` on the test PostgreSQL's own database, as its administrator.
-async fn admin(sql: &str) {
-    let base = std::env::var(sipfront_storage::testing::PG_URL_VAR).expect("the test PostgreSQL");
-    let mut cmd = std::process::Command::new(psql());
-    cmd.arg(&base).args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql]);
-    let (status, out, err) = run_tool(cmd, Duration::from_secs(20)).await;
-    assert!(status.success(), "psql {sql}: {status}\n{out}\n{err}");
-}
-
 /// The final response to a REGISTER with credentials, waiting as long as the store may take
 /// to fail (its pool's acquire timeout is 5 s).
 async fn register_patiently(s: &TestServer, user: &str, password: &str) -> Message {
