@@ -116,6 +116,10 @@ fn free_tcp_port() -> u16 {
 struct Client {
     user: String,
     stream: SipStream<TcpStream>,
+    /// The address in the Path of its registration (RFC 3327): the member holding its
+    /// connection, when that is not the user's home. Two endpoints of one user are on the same
+    /// member exactly when these are the same.
+    edge: Option<String>,
 }
 
 impl Client {
@@ -125,36 +129,26 @@ impl Client {
     async fn connect(pool: &Pool, user: &str) -> Client {
         for _ in 0..10 {
             let mut stream = SipStream::tcp(pool.lb).await;
-            let req = Request::register(&stream, user).set("Expires", "600");
-            let Some(r) = final_response(&mut stream, &req.clone().new_branch()).await else { continue };
-            let r = match r.status() {
-                Some(401) => {
-                    let challenge = header(&r, sipfront_proto::HeaderName::WwwAuthenticate);
-                    let creds = digest_answer(
-                        &challenge,
-                        sipfront_proto::digest::Algorithm::Md5,
-                        user,
-                        PASSWORD,
-                        "REGISTER",
-                        req.uri(),
-                        1,
-                    );
-                    let Some(r) =
-                        final_response(&mut stream, &req.clone().new_branch().set("Authorization", &creds)).await
-                    else {
-                        continue;
-                    };
-                    r
-                }
-                _ => r,
-            };
+            let Some(r) = register(&mut stream, user, "600").await else { continue };
             match r.status() {
-                Some(200) => return Client { user: user.to_string(), stream },
+                Some(200) => {
+                    // <sip:TOKEN@ADDRESS;...>, the token being the registration's own.
+                    let edge = r
+                        .header(sipfront_proto::HeaderName::Path)
+                        .map(|p| String::from_utf8_lossy(p).split(['@', ';']).nth(1).unwrap_or_default().to_string());
+                    return Client { user: user.to_string(), stream, edge };
+                }
                 Some(503) => tokio::time::sleep(Duration::from_secs(1)).await,
                 other => panic!("{user} registering: {other:?}"),
             }
         }
         panic!("{user} could not register through the pool");
+    }
+
+    /// Removes this endpoint's registration.
+    async fn unregister(mut self) {
+        let r = register(&mut self.stream, &self.user, "0").await;
+        assert_eq!(r.and_then(|r| r.status()), Some(200), "{} unregistering", self.user);
     }
 
     /// The next request that reaches this client, answered 200 (`None` if none comes).
@@ -174,6 +168,20 @@ impl Client {
             }
         }
     }
+}
+
+/// REGISTERs `user` on `stream` with `expires`, answering the digest challenge: the final
+/// response, or `None` if the connection closed first.
+async fn register(stream: &mut SipStream<TcpStream>, user: &str, expires: &str) -> Option<Message> {
+    let req = Request::register(stream, user).set("Expires", expires);
+    let r = final_response(stream, &req.clone().new_branch()).await?;
+    if r.status() != Some(401) {
+        return Some(r);
+    }
+    let challenge = header(&r, sipfront_proto::HeaderName::WwwAuthenticate);
+    let creds =
+        digest_answer(&challenge, sipfront_proto::digest::Algorithm::Md5, user, PASSWORD, "REGISTER", req.uri(), 1);
+    final_response(stream, &req.clone().new_branch().set("Authorization", &creds)).await
 }
 
 /// The final response to `req`, or `None` if the connection closed first.
@@ -415,10 +423,24 @@ impl Watcher {
 async fn features_through_the_load_balancer(pool: &Pool) -> Watcher {
     let name = |i: usize| format!("user{}", USERS + i);
     let phone = async |i: usize| Phone::Tcp(Client::connect(pool, &name(i)).await.stream);
+    // Bob's two endpoints on two different members: an endpoint that lands where the first
+    // is unregisters and connects again (HAProxy sends the next connection elsewhere).
+    let first = Client::connect(pool, &name(1)).await;
+    let mut second = None;
+    for _ in 0..10 {
+        let c = Client::connect(pool, &name(1)).await;
+        if c.edge != first.edge {
+            second = Some(c);
+            break;
+        }
+        c.unregister().await;
+    }
+    let second = second.expect("Bob's second endpoint on another member than his first");
+    println!("Bob's endpoints: by {:?} and by {:?} (None: his home)", first.edge, second.edge);
     let (mut caller, mut bob1, mut bob2, mut watcher) =
-        (phone(0).await, phone(1).await, phone(1).await, phone(2).await);
+        (phone(0).await, Phone::Tcp(first.stream), Phone::Tcp(second.stream), phone(2).await);
 
-    // INVITE forked to Bob's two endpoints; one answers, the other is cancelled.
+    // INVITE forked to Bob's two endpoints, on two members; one answers, the other is cancelled.
     let inv = invite(&caller, &name(0), &name(1));
     caller.send(&inv.to_bytes()).await;
     let at1 = bob1.expect_request(sipfront_proto::Method::Invite).await;
