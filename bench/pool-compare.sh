@@ -9,7 +9,8 @@
 #     bench/pool-compare.sh "1000 2000" 20
 #   env: USERS=2000 (half send, half receive), WORK=/tmp/sipfront-pool-bench, SETUPS="single pool",
 #        SCENARIO=message (or presence: PUBLISH at the rate, NOTIFYs counted; pass its options
-#        after --, e.g. -- --presentities 1000 --watch 10)
+#        after --, e.g. -- --presentities 1000 --watch 10; or model: the OCS user model, which
+#        ignores the rate, e.g. -- --watch 10 --time-scale 10 --setup-rate 2000)
 # Prints per setup and rate: achieved rate, failures, p99 (ms), the CPU of sipfront (all members
 # summed; 1 core = 100) and of HAProxy over the measured phase.
 set -euo pipefail
@@ -52,7 +53,8 @@ stop_single() {
 }
 
 pool_env=(RUN="$WORK/pool" SIPFRONT="$BIN/sipfront" DOMAIN=example.test USERS_CSV="$USERS_CSV"
-  LB_SIP_PORT=25400 LB_TLS_PORT=25401 PG_PORT=$PG_PORT POOL_NAME=sfb POOL_NET=10.216.0 LOG_LEVEL=warn)
+  LB_SIP_PORT=25400 LB_TLS_PORT=25401 PG_PORT=$PG_PORT POOL_NAME=sfb POOL_NET=10.216.0 LOG_LEVEL=warn
+  LB_MAXCONN=$(( USERS + 1000 )))
 
 start_pool() { # -> "TARGET PIDS" (members, then HAProxy last)
   env "${pool_env[@]}" "$ROOT/ops/pool.sh" up 3 >"$WORK/pool-up.log"

@@ -17,7 +17,8 @@
 # USERS_CSV (users to import, `aor,password` per line), LB_ADDR (127.0.0.1), LB_SIP_PORT
 # (15060), LB_TLS_PORT (15061), PG_PORT (55433), POOL_SECRET (made up once per pool),
 # POOL_NAME (sfp: namespaces sfp1.., bridge sfpbr0) and POOL_NET (10.214.0), so that two pools
-# can live side by side.
+# can live side by side; LB_MAXCONN (HAProxy's maxconn, 9000 as in ops/haproxy.cfg; its file
+# descriptor limit is raised to match).
 # Clients connect to $LB_ADDR:$LB_SIP_PORT (TCP) or :$LB_TLS_PORT (TLS); UDP clients go to a
 # member's own address (10.214.0.1I:5060), as DNS SRV would send them.
 set -euo pipefail
@@ -163,17 +164,20 @@ haproxy_up() {
   done
   # ops/haproxy.cfg as it is, but for the bind addresses, the stats socket and the members.
   awk -v tcp="$servers_tcp" -v tls="$servers_tls" -v sip=":$LB_SIP_PORT" -v tlsb=":$LB_TLS_PORT" \
-    -v lb="$LB_ADDR" -v sock="$RUN/haproxy.sock" '
+    -v lb="$LB_ADDR" -v sock="$RUN/haproxy.sock" -v maxconn="${LB_MAXCONN:-}" '
     /^backend sipfront_tls/ { backend = "tls" }
     /^backend sipfront_tcp/ { backend = "tcp" }
     /^    bind :5060$/ { print "    bind " lb sip; next }
     /^    bind :5061$/ { print "    bind " lb tlsb; next }
     /stats socket/ { print "    stats socket " sock " mode 600 level admin"; next }
+    /^    maxconn / && maxconn != "" { print "    maxconn " maxconn; next }
     /^    # members$/ { print; printf "%s", (backend == "tls" ? tls : tcp); skip = 1; next }
     /^    # end of members$/ { skip = 0 }
     !skip { print }' "$OPS/haproxy.cfg" >"$cfg"
   haproxy -c -q -f "$cfg" || die "HAProxy refuses $cfg"
   rm -f "$RUN/haproxy.sock"
+  # Two descriptors a connection, and some to spare.
+  [ -z "${LB_MAXCONN:-}" ] || ulimit -n $(( LB_MAXCONN * 2 + 1000 ))
   setsid haproxy -db -f "$cfg" >>"$RUN/haproxy.log" 2>&1 </dev/null &
   echo $! >"$RUN/haproxy.pid"
   for _ in $(seq 1 50); do
