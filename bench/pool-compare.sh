@@ -92,7 +92,7 @@ lo, hi = j["measured_from_unix_ms"] / 1000.0, j["measured_until_unix_ms"] / 1000
 win = [s for s in samples if lo <= s[0] <= hi]
 def cpu(i):
     return (win[-1][i] - win[0][i]) / tck / (win[-1][0] - win[0][0]) * 100 if len(win) >= 2 else float("nan")
-main = {"message": "message", "presence": "publish"}.get(scen, scen)
+main = {"message": "message", "presence": "publish", "model": "message"}.get(scen, scen)
 p99 = j["transactions"][main]["latency_ms"]["p99"] if main in j["transactions"] else float("nan")
 notify = f'{j["notify_rate"]:.0f}' if "notify_rate" in j else "-"
 print(f'{setup}\t{scen}\t{rate}\t{j["achieved_rate"]:.0f}\t{j["failed"]}\t{p99:.1f}\t{notify}\t{cpu(1):.0f}\t{cpu(2):.0f}')

@@ -135,7 +135,9 @@ member_start() {
   sf=$(binary)
   mkdir -p "$RUN/member$i"
   # setsid: the member leads a process group of its own, which stop and down signal.
+  # HAProxy reaches the members from the bridge's address, and names each client there.
   SIPFRONT_DATABASE_URL=$(pg_url) SIPFRONT_POOL_SECRET=$(secret) SIPFRONT_POOL_MEMBER_ID=fe$i \
+    SIPFRONT_TRANSPORT_PROXY_PROTOCOL_FROM=$BR_ADDR \
     SIPFRONT_SERVER_DRAIN_TIMEOUT_SECS=${DRAIN_SECS:-5} SIPFRONT_LOG_LEVEL=${LOG_LEVEL:-info} \
     setsid ip netns exec "$ns" "$sf" --data-dir "$RUN/member$i" serve \
     --sip-addr "$addr:5060" --tls-addr "$addr:5061" --http-addr "$addr:9090" >>"$log" 2>&1 </dev/null &
@@ -159,8 +161,8 @@ haproxy_up() {
   for i in $(seq 1 "$MAX_N"); do
     local off=""
     [ "$i" -le "$n" ] || off=" disabled"
-    servers_tcp+="    server fe$i $(member_addr "$i"):5060 check$off"$'\n'
-    servers_tls+="    server fe$i $(member_addr "$i"):5061 check$off"$'\n'
+    servers_tcp+="    server fe$i $(member_addr "$i"):5060 check send-proxy-v2$off"$'\n'
+    servers_tls+="    server fe$i $(member_addr "$i"):5061 check send-proxy-v2$off"$'\n'
   done
   # ops/haproxy.cfg as it is, but for the bind addresses, the stats socket and the members.
   awk -v tcp="$servers_tcp" -v tls="$servers_tls" -v sip=":$LB_SIP_PORT" -v tlsb=":$LB_TLS_PORT" \
@@ -176,8 +178,14 @@ haproxy_up() {
     !skip { print }' "$OPS/haproxy.cfg" >"$cfg"
   haproxy -c -q -f "$cfg" || die "HAProxy refuses $cfg"
   rm -f "$RUN/haproxy.sock"
-  # Two descriptors a connection, and some to spare.
-  [ -z "${LB_MAXCONN:-}" ] || ulimit -n $(( LB_MAXCONN * 2 + 1000 ))
+  # Two descriptors a connection, and some to spare, as far as the hard limit allows (HAProxy
+  # warns at start when that is too low for its maxconn).
+  if [ -n "${LB_MAXCONN:-}" ]; then
+    local want=$(( LB_MAXCONN * 2 + 1000 )) hard
+    hard=$(ulimit -Hn)
+    [ "$hard" = unlimited ] || [ "$want" -le "$hard" ] || want=$hard
+    ulimit -n "$want"
+  fi
   setsid haproxy -db -f "$cfg" >>"$RUN/haproxy.log" 2>&1 </dev/null &
   echo $! >"$RUN/haproxy.pid"
   for _ in $(seq 1 50); do

@@ -4,7 +4,7 @@
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -159,6 +159,11 @@ pub struct Transport {
     pub max_connections: usize,
     /// Outgoing messages queued for one connection before further ones are dropped.
     pub connection_queue: usize,
+    /// Load balancers (their addresses) whose TCP and TLS connections may open with a PROXY
+    /// protocol header (v1 or v2) naming the client, as HAProxy's `send-proxy-v2` sends: the
+    /// client's address then counts for the per-address caps, lockouts, Via and logs. From
+    /// any other address a header is not looked for.
+    pub proxy_protocol_from: Vec<IpAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -239,6 +244,7 @@ impl Default for Transport {
             max_connections_per_ip: 4096,
             max_connections: 200_000,
             connection_queue: 1024,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }

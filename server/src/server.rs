@@ -194,6 +194,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         inbound: inbound.clone(),
         settings,
         admission,
+        proxies: config.transport.proxy_protocol_from.clone().into(),
         shutdown: shutdown.clone(),
     };
     for l in tcp_listeners {

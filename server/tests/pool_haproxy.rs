@@ -132,6 +132,10 @@ impl Client {
             let Some(r) = register(&mut stream, user, "600").await else { continue };
             match r.status() {
                 Some(200) => {
+                    // HAProxy named the client in a PROXY header: the member saw the address
+                    // the client's Via names, so it added no `received` (RFC 3261 18.2.1).
+                    let via = header(&r, sipfront_proto::HeaderName::Via);
+                    assert!(!via.contains("received="), "the member saw HAProxy, not the client: {via}");
                     // <sip:TOKEN@ADDRESS;...>, the token being the registration's own.
                     let edge = r
                         .header(sipfront_proto::HeaderName::Path)

@@ -1,17 +1,18 @@
-//! Accepting TCP and TLS connections: admission against the connection caps (in all, and per
-//! source IP, so that one host cannot take every slot), the TLS handshake within its timeout,
-//! and a [`stream::serve`] task for each connection admitted.
+//! Accepting TCP and TLS connections: the client a load balancer names in a PROXY header
+//! ([`proxy_protocol`]), admission against the connection caps (in all, and per source IP, so
+//! that one host cannot take every slot), the TLS handshake within its timeout, and a
+//! [`stream::serve`] task for each connection admitted.
 
 use super::stream::{self, StreamSettings};
-use super::{Inbound, Transport, Transports};
+use super::{proxy_protocol, Inbound, Transport, Transports};
 use crate::ops::metrics as m;
 use crate::ops::shutdown::Shutdown;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 /// Connection caps: in all, and per source IP, so that one host cannot take every slot.
 pub struct Admission {
@@ -67,6 +68,9 @@ pub struct Acceptor {
     pub inbound: Arc<dyn Inbound>,
     pub settings: Arc<StreamSettings>,
     pub admission: Arc<Admission>,
+    /// Load balancers whose connections may open with a PROXY header naming the client
+    /// (`transport.proxy_protocol_from`).
+    pub proxies: Arc<[IpAddr]>,
     pub shutdown: Shutdown,
 }
 
@@ -75,14 +79,13 @@ impl Acceptor {
     /// shutdown.
     pub async fn run(self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, handshake: Duration) {
         let Ok(local) = listener.local_addr() else { return };
-        let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
         let mut shutdown = self.shutdown.clone();
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = shutdown.wait() => return,
             };
-            let (tcp, remote) = match accepted {
+            let (mut tcp, remote) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of file descriptors, typically: back off instead of spinning.
@@ -91,45 +94,73 @@ impl Acceptor {
                     continue;
                 }
             };
-            let admitted = match self.admission.admit(remote.ip()) {
-                Ok(a) => a,
-                Err(reason) => {
-                    metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
-                    tracing::debug!(%remote, reason, "connection refused");
-                    continue;
-                }
-            };
             let _ = tcp.set_nodelay(true);
-            let this = self.clone();
-            let tls = tls.clone();
+            let (this, tls) = (self.clone(), tls.clone());
+            if !self.proxies.contains(&remote.ip()) {
+                // Refused at once, before a task is spent on it.
+                let Some(admitted) = self.admit(remote) else { continue };
+                tokio::spawn(this.serve(tcp, remote, local, admitted, tls, handshake));
+                continue;
+            }
             tokio::spawn(async move {
-                let _admitted = admitted;
-                let (transports, inbound, settings, shutdown) =
-                    (this.transports, this.inbound, this.settings, this.shutdown);
-                let open = |transports: &Transports| transports.flows.open(transport, remote, local, settings.queue);
-                match tls {
-                    None => {
-                        let flow = open(&transports);
-                        stream::serve(tcp, flow, transport, remote, local, transports, inbound, settings, shutdown)
-                            .await
+                // From a load balancer: the client is the one its header names, and the caps
+                // apply to that client.
+                let remote = match proxy_protocol::take_header(&mut tcp).await {
+                    Ok(client) => client.unwrap_or(remote),
+                    Err(why) => {
+                        metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "proxy_header").increment(1);
+                        tracing::debug!(%remote, why, "bad PROXY header; connection closed");
+                        return;
                     }
-                    Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
-                        Ok(Ok(s)) => {
-                            let flow = open(&transports);
-                            stream::serve(s, flow, transport, remote, local, transports, inbound, settings, shutdown)
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
-                            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
-                            tracing::debug!(%remote, "TLS handshake timed out");
-                        }
-                    },
-                }
+                };
+                let Some(admitted) = this.admit(remote) else { return };
+                this.serve(tcp, remote, local, admitted, tls, handshake).await
             });
+        }
+    }
+
+    fn admit(&self, remote: SocketAddr) -> Option<Admitted> {
+        self.admission
+            .admit(remote.ip())
+            .map_err(|reason| {
+                metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+                tracing::debug!(%remote, reason, "connection refused");
+            })
+            .ok()
+    }
+
+    /// Serves one admitted connection, after its TLS handshake if it is TLS.
+    async fn serve(
+        self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        local: SocketAddr,
+        _admitted: Admitted,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        handshake: Duration,
+    ) {
+        let transport = if tls.is_some() { Transport::Tls } else { Transport::Tcp };
+        let Acceptor { transports, inbound, settings, shutdown, .. } = self;
+        let open = |transports: &Transports| transports.flows.open(transport, remote, local, settings.queue);
+        match tls {
+            None => {
+                let flow = open(&transports);
+                stream::serve(tcp, flow, transport, remote, local, transports, inbound, settings, shutdown).await
+            }
+            Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+                Ok(Ok(s)) => {
+                    let flow = open(&transports);
+                    stream::serve(s, flow, transport, remote, local, transports, inbound, settings, shutdown).await
+                }
+                Ok(Err(e)) => {
+                    metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                }
+            },
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod accept;
 pub mod connect;
 pub mod flows;
 pub mod listen;
+pub mod proxy_protocol;
 pub mod stream;
 pub mod tls;
 pub mod udp;

@@ -342,8 +342,15 @@ pub struct SipStream<S> {
 
 impl SipStream<TcpStream> {
     pub async fn tcp(server: SocketAddr) -> SipStream<TcpStream> {
-        let stream = TcpStream::connect(server).await.expect("TCP connect");
+        SipStream::tcp_after(server, b"").await
+    }
+
+    /// A connection that opens with `preamble` before any SIP (a PROXY protocol header, as a
+    /// load balancer sends one).
+    pub async fn tcp_after(server: SocketAddr, preamble: &[u8]) -> SipStream<TcpStream> {
+        let mut stream = TcpStream::connect(server).await.expect("TCP connect");
         stream.set_nodelay(true).expect("nodelay");
+        stream.write_all(preamble).await.expect("write the preamble");
         let local = stream.local_addr().expect("bound");
         SipStream { stream, framer: StreamFramer::new(Limits::default()), local }
     }
