@@ -54,7 +54,7 @@ stop_single() {
 
 pool_env=(RUN="$WORK/pool" SIPFRONT="$BIN/sipfront" DOMAIN=example.test USERS_CSV="$USERS_CSV"
   LB_SIP_PORT=25400 LB_TLS_PORT=25401 PG_PORT=$PG_PORT POOL_NAME=sfb POOL_NET=10.216.0 LOG_LEVEL=warn
-  LB_MAXCONN=$(( USERS + 1000 )))
+  LB_MAXCONN=$(( USERS + 500 )))
 
 start_pool() { # -> "TARGET PIDS" (members, then HAProxy last)
   env "${pool_env[@]}" "$ROOT/ops/pool.sh" up 3 >"$WORK/pool-up.log"

@@ -18,7 +18,7 @@
 # (15060), LB_TLS_PORT (15061), PG_PORT (55433), POOL_SECRET (made up once per pool),
 # POOL_NAME (sfp: namespaces sfp1.., bridge sfpbr0) and POOL_NET (10.214.0), so that two pools
 # can live side by side; LB_MAXCONN (HAProxy's maxconn, 9000 as in ops/haproxy.cfg; its file
-# descriptor limit is raised to match).
+# descriptor limit is raised to match, or it is lowered to what the hard limit allows).
 # Clients connect to $LB_ADDR:$LB_SIP_PORT (TCP) or :$LB_TLS_PORT (TLS); UDP clients go to a
 # member's own address (10.214.0.1I:5060), as DNS SRV would send them.
 set -euo pipefail
@@ -164,9 +164,20 @@ haproxy_up() {
     servers_tcp+="    server fe$i $(member_addr "$i"):5060 check send-proxy-v2$off"$'\n'
     servers_tls+="    server fe$i $(member_addr "$i"):5061 check send-proxy-v2$off"$'\n'
   done
+  # Two descriptors a connection and some to spare: within the hard limit, or a lower maxconn
+  # (HAProxy refuses to start with a maxconn its descriptor limit cannot hold).
+  local maxconn=${LB_MAXCONN:-} hard
+  if [ -n "$maxconn" ]; then
+    hard=$(ulimit -Hn)
+    if [ "$hard" != unlimited ] && [ $(( maxconn * 2 + 200 )) -gt "$hard" ]; then
+      maxconn=$(( (hard - 200) / 2 ))
+      echo "pool.sh: HAProxy's maxconn lowered to $maxconn, for the file descriptor limit ($hard)" >&2
+    fi
+    ulimit -n $(( maxconn * 2 + 200 ))
+  fi
   # ops/haproxy.cfg as it is, but for the bind addresses, the stats socket and the members.
   awk -v tcp="$servers_tcp" -v tls="$servers_tls" -v sip=":$LB_SIP_PORT" -v tlsb=":$LB_TLS_PORT" \
-    -v lb="$LB_ADDR" -v sock="$RUN/haproxy.sock" -v maxconn="${LB_MAXCONN:-}" '
+    -v lb="$LB_ADDR" -v sock="$RUN/haproxy.sock" -v maxconn="$maxconn" '
     /^backend sipfront_tls/ { backend = "tls" }
     /^backend sipfront_tcp/ { backend = "tcp" }
     /^    bind :5060$/ { print "    bind " lb sip; next }
@@ -178,14 +189,6 @@ haproxy_up() {
     !skip { print }' "$OPS/haproxy.cfg" >"$cfg"
   haproxy -c -q -f "$cfg" || die "HAProxy refuses $cfg"
   rm -f "$RUN/haproxy.sock"
-  # Two descriptors a connection, and some to spare, as far as the hard limit allows (HAProxy
-  # warns at start when that is too low for its maxconn).
-  if [ -n "${LB_MAXCONN:-}" ]; then
-    local want=$(( LB_MAXCONN * 2 + 1000 )) hard
-    hard=$(ulimit -Hn)
-    [ "$hard" = unlimited ] || [ "$want" -le "$hard" ] || want=$hard
-    ulimit -n "$want"
-  fi
   setsid haproxy -db -f "$cfg" >>"$RUN/haproxy.log" 2>&1 </dev/null &
   echo $! >"$RUN/haproxy.pid"
   for _ in $(seq 1 50); do

@@ -43,7 +43,9 @@ async fn prometheus_runs_every_dashboard_query_and_fires_member_down() {
     for m in [&a, &b] {
         assert!(eventually(Duration::from_secs(5), async || m.server.membership.peers().len() == 1).await);
     }
-    let mut alice = online(&a, "alice", "wonderland").await;
+    // Alice connects to the member that is not her home, which relays her requests there.
+    let alice_home = sipfront::core::pool::home_among(["fe-a", "fe-b"], &format!("alice@{DOMAIN}")).unwrap();
+    let mut alice = online(if alice_home == "fe-a" { &b } else { &a }, "alice", "wonderland").await;
     let mut bob = online(&b, "bob", "builder").await;
     let mut mallory = Phone::tcp(&a).await;
     let guess = Request::register(&mallory, "alice");

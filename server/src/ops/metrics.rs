@@ -12,6 +12,7 @@ pub const CONNECTIONS_REFUSED: &str = "sipfront_connections_refused_total";
 pub const CONNECTIONS_MAX: &str = "sipfront_connections_max";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sipfront_tls_handshake_failures_total";
 pub const TRANSACTION_DURATION: &str = "sipfront_transaction_duration_seconds";
+pub const RELAY_DURATION: &str = "sipfront_relay_duration_seconds";
 pub const RETRANSMISSIONS_ABSORBED: &str = "sipfront_retransmissions_absorbed_total";
 pub const CLIENT_TIMEOUTS: &str = "sipfront_client_transaction_timeouts_total";
 pub const SEND_FAILURES: &str = "sipfront_send_failures_total";
@@ -84,6 +85,12 @@ pub fn install() -> PrometheusHandle {
                 )
                 .and_then(|b| {
                     b.set_buckets_for_metric(
+                        Matcher::Full(RELAY_DURATION.to_string()),
+                        &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 32.0],
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
                         Matcher::Full(STORE_SECONDS.to_string()),
                         &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
                     )
@@ -128,6 +135,11 @@ fn describe() {
     describe_counter!(CONNECTIONS_REFUSED, "Connections refused at accept, by reason");
     describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed or timed out");
     describe_histogram!(TRANSACTION_DURATION, Unit::Seconds, "Time from a request to its final response, by method");
+    describe_histogram!(
+        RELAY_DURATION,
+        Unit::Seconds,
+        "Time from a client's request this member relayed to another (the user's home) to the final response relayed back: what the client waited, by method"
+    );
     describe_counter!(RETRANSMISSIONS_ABSORBED, "Request retransmissions answered from the transaction layer");
     describe_counter!(CLIENT_TIMEOUTS, "Client transactions that timed out (408), by method");
     describe_counter!(SEND_FAILURES, "Messages that could not be sent, by transport and reason");

@@ -20,6 +20,7 @@ use super::{Membership, Peer};
 use crate::core::proxy::route_uri;
 use crate::core::proxy::token::{Leg, Tokens};
 use crate::ops::metrics as m;
+use crate::transaction::method_label;
 use crate::transport::{Source, Target, Transport, Transports};
 use dashmap::DashMap;
 use sipfront_proto::reply;
@@ -37,6 +38,13 @@ const LEG_PARAM: &str = "sfl";
 pub const PATH_PARAM: &str = "sfe";
 /// How long a relayed request may wait for a connection to a member.
 const CONNECT_WITHIN: Duration = Duration::from_secs(2);
+/// How long a relayed request is timed, waiting for its final response: a client transaction's
+/// own timeout (64*T1 with the default T1). Past it, the client has given up.
+const TIMED_FOR: Duration = Duration::from_secs(32);
+/// Relayed requests timed at once: at this many the unanswered ones are swept, and when they
+/// are all recent, further requests go untimed until answers come.
+const TIMED_MAX: usize = 100_000;
+const SWEEP_AT: usize = 4096;
 
 pub struct Edge {
     membership: Arc<Membership>,
@@ -51,6 +59,10 @@ pub struct Edge {
     /// The subscriptions of our clients that another member serves, by dialog: if that
     /// member stops being the resource's home, we end them with `deactivated` in its place.
     watching: DashMap<String, Watched>,
+    /// Requests relayed for our clients, by the branch we gave them: when, and their method,
+    /// so that the final response on its way back measures what the client waited
+    /// (`sipfront_relay_duration_seconds`).
+    timed: DashMap<String, (Instant, &'static str)>,
 }
 
 /// A REGISTER kept for replay.
@@ -98,6 +110,7 @@ impl Edge {
             agent,
             registered: DashMap::new(),
             watching: DashMap::new(),
+            timed: DashMap::new(),
         }
     }
 
@@ -378,8 +391,9 @@ impl Edge {
             replay: false,
             feed: false,
         };
-        if !self.push_via(&mut msg, source, Transport::Tcp, &self.address()) {
-            return;
+        let Some(branch) = self.push_via(&mut msg, source, Transport::Tcp, &self.address()) else { return };
+        if let Some(method) = msg.method().filter(|m| **m != Method::Ack) {
+            self.time(branch, method);
         }
         self.seal().sign(&mut msg, &vouch);
         if count {
@@ -451,7 +465,7 @@ impl Edge {
             }
         }
         let sent_by = target.local.map_or_else(|| self.address(), |l| l.to_string());
-        if !self.push_via(&mut msg, source, target.transport, &sent_by) {
+        if self.push_via(&mut msg, source, target.transport, &sent_by).is_none() {
             return;
         }
         metrics::counter!(m::POOL_RELAYED, "direction" => "to_client").increment(1);
@@ -472,11 +486,11 @@ impl Edge {
 
     /// One hop less and our Via on top (naming the leg the request came from); `false` (and
     /// answered) when no hop is left.
-    fn push_via(&self, msg: &mut Message, source: &Source, transport: Transport, sent_by: &str) -> bool {
+    fn push_via(&self, msg: &mut Message, source: &Source, transport: Transport, sent_by: &str) -> Option<String> {
         let hops = msg.max_forwards().unwrap_or(70);
         if hops == 0 {
             self.refuse(msg, source, 483, "Too Many Hops");
-            return false;
+            return None;
         }
         msg.set_header(HeaderName::MaxForwards, (hops - 1).to_string());
         let incoming = msg.top_via().and_then(|v| v.branch()).unwrap_or_default();
@@ -486,7 +500,19 @@ impl Edge {
             HeaderName::Via,
             format!("SIP/2.0/{} {sent_by};branch={branch};{LEG_PARAM}={leg}", transport.via_name()),
         );
-        true
+        Some(branch)
+    }
+
+    /// Starts timing a client's request relayed under `branch` (its retransmissions keep the
+    /// first time).
+    fn time(&self, branch: String, method: &Method) {
+        if self.timed.len() >= SWEEP_AT {
+            self.timed.retain(|_, (at, _)| at.elapsed() < TIMED_FOR);
+            if self.timed.len() >= TIMED_MAX {
+                return;
+            }
+        }
+        self.timed.entry(branch).or_insert_with(|| (Instant::now(), method_label(method)));
     }
 
     /// A response to what this edge relayed: sent on to the leg its request came from (and
@@ -494,8 +520,14 @@ impl Edge {
     pub fn response(&self, mut resp: Message, source: &Source) -> Option<Message> {
         let leg = {
             let via = resp.top_via()?;
-            if !via.branch().is_some_and(|b| b.starts_with(BRANCH_PREFIX.as_bytes())) {
+            let Some(branch) = via.branch().filter(|b| b.starts_with(BRANCH_PREFIX.as_bytes())) else {
                 return Some(resp);
+            };
+            if resp.status().is_some_and(|c| c >= 200) {
+                // What the client waited for its answer, through this edge and the pool.
+                if let Some((_, (at, method))) = self.timed.remove(String::from_utf8_lossy(branch).as_ref()) {
+                    metrics::histogram!(m::RELAY_DURATION, "method" => method).record(at.elapsed().as_secs_f64());
+                }
             }
             via.params.get(LEG_PARAM).flatten().and_then(|t| self.tokens.open(t))
         };
