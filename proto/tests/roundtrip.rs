@@ -228,9 +228,10 @@ proptest! {
         let p = reparse(&m);
         prop_assert_eq!(&p, &m);
         prop_assert_eq!(p.to_vec(), m.to_vec());
-        // And so does the response built from a request (it shares the request's buffer).
+        // And so does the response built from a request (it shares the request's buffer): it
+        // has no Content-Length header yet, and goes out with one, so compare wire forms.
         let r = p.response_to(500);
-        prop_assert_eq!(reparse(&r), r);
+        prop_assert_eq!(reparse(&r).to_vec(), r.to_vec());
     }
 
     #[test]
@@ -364,9 +365,14 @@ fn corpus_survives_parse_serialize_parse() {
         let m = Message::parse(Bytes::from(raw.clone()), &Limits::default())
             .unwrap_or_else(|e| panic!("refused ({e}): {}", String::from_utf8_lossy(&raw)));
         let again = reparse(&m);
-        assert_eq!(again, m, "{}", String::from_utf8_lossy(&raw));
+        // The same message, but for a Content-Length added where it had none (over UDP).
+        assert_eq!(again.body(), m.body(), "{}", String::from_utf8_lossy(&raw));
+        if m.header(HeaderName::ContentLength).is_some() {
+            assert_eq!(again, m, "{}", String::from_utf8_lossy(&raw));
+        }
         // Serializing is a fixed point after the first time.
         assert_eq!(again.to_vec(), m.to_vec());
+        assert_eq!(reparse(&again), again);
     }
 }
 

@@ -208,7 +208,9 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         }
     }
     let (http_stop, http_stopped) = shutdown::channel();
-    let sources = http::Sources { metrics, ready: readiness.clone(), transports: transports.clone() };
+    let flows = transports.clone();
+    let sources =
+        http::Sources { metrics, ready: readiness.clone(), write_queue: Arc::new(move || flows.flows.queued()) };
     threads.push(http::start(http_listener, sources, http_stopped).context("starting the HTTP endpoint")?);
 
     readiness.set(true);

@@ -5,7 +5,6 @@
 //! workers are, and it keeps answering through the drain (`/readyz` then says 503).
 
 use super::shutdown::{Readiness, Shutdown};
-use crate::transport::Transports;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +15,13 @@ const MAX_HEAD: usize = 8192;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a scrape reads: the recorder, the server's state, and the figures taken only when
-/// asked (write queues), none of which waits on SIP work or the store.
+/// asked, none of which waits on SIP work or the store.
 #[derive(Clone)]
 pub struct Sources {
     pub metrics: PrometheusHandle,
     pub ready: Readiness,
-    pub transports: Arc<Transports>,
+    /// Messages waiting in connections' write queues: in all, and on the fullest connection.
+    pub write_queue: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
 }
 
 /// Serves on `listener` from a new thread until `stop` fires.
@@ -91,7 +91,7 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
             let state = super::process::State {
                 ready: ready.get(),
                 store_up: ready.store_ok(),
-                write_queue: sources.transports.flows.queued(),
+                write_queue: (sources.write_queue)(),
             };
             super::process::render(&mut text, &state);
             reply(&mut stream, "200 OK", "text/plain; version=0.0.4", text.as_bytes(), head_only).await
