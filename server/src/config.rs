@@ -387,7 +387,33 @@ impl Limits {
     }
 }
 
+/// `scheme://user:password@host/...` with the password replaced (a URL without one is kept).
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    // The credentials end at the last `@` before the path (a password may hold `@`).
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else { return url.to_string() };
+    let Some(colon) = rest[..at].find(':') else { return url.to_string() };
+    format!("{scheme}://{}:{REDACTED}{}", &rest[..colon], &rest[at..])
+}
+
+/// What `sipfront config` prints in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 impl Config {
+    /// This configuration with its secrets hidden, for printing: `auth.secret`, `pool.secret`
+    /// and a password inside `database.url`.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for secret in [&mut c.auth.secret, &mut c.pool.secret] {
+            if !secret.is_empty() {
+                *secret = REDACTED.to_string();
+            }
+        }
+        c.database.url = redact_url_password(&c.database.url);
+        c
+    }
+
     /// Reads the file (if given), then applies `SIPFRONT_*` variables from `env`.
     pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
         let mut tree = toml::Value::try_from(Config::default()).context("default configuration")?;
@@ -516,6 +542,28 @@ pub fn data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
 #[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_redacted_for_printing() {
+        let mut c = Config::default();
+        c.auth.secret = "the auth secret".into();
+        c.pool.secret = "the pool secret".into();
+        c.database.url = "postgres://sipfront:p@ss:w@rd@db.example:5432/sipfront".into();
+        let printed = toml::to_string_pretty(&c.redacted()).unwrap();
+        for secret in ["the auth secret", "the pool secret", "p@ss:w@rd", "ss:w@rd"] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+        let r = c.redacted();
+        assert_eq!(r.database.url, "postgres://sipfront:<redacted>@db.example:5432/sipfront");
+        assert_eq!(r.auth.secret, REDACTED);
+        // What has no secret is left as it is.
+        for url in ["postgres://sipfront@db/sipfront", "sqlite:///var/lib/sipfront/db", ""] {
+            let mut c = Config::default();
+            c.database.url = url.into();
+            assert_eq!(c.redacted().database.url, url);
+        }
+        assert_eq!(Config::default().redacted().auth.secret, "", "an unset secret stays unset");
+    }
 
     #[test]
     fn defaults_file_and_environment() {

@@ -25,9 +25,15 @@ fn sipfront(dir: &Path) -> Command {
 async fn config_prints_toml() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut cmd = sipfront(dir.path());
-    cmd.arg("config").env("SIPFRONT_TRANSACTION_T1_MS", "250");
+    cmd.arg("config")
+        .env("SIPFRONT_TRANSACTION_T1_MS", "250")
+        .env("SIPFRONT_AUTH_SECRET", "s3cret-auth")
+        .env("SIPFRONT_DATABASE_URL", "postgres://sipfront:hunter2@db.invalid/sipfront");
     let (status, out, err) = common::run_tool(cmd, Duration::from_secs(10)).await;
     assert!(status.success(), "{status}: {err}");
+    // Secrets are not printed (issue 17, finding 15).
+    assert!(!out.contains("s3cret-auth") && !out.contains("hunter2"), "{out}");
+    assert!(out.contains("postgres://sipfront:<redacted>@db.invalid/sipfront"), "{out}");
     let parsed: toml::Value = toml::from_str(&out).unwrap_or_else(|e| panic!("not TOML ({e}):\n{out}"));
     assert_eq!(parsed["transaction"]["t1_ms"].as_integer(), Some(250), "the environment applied");
     assert!(parsed["listen"]["sip"].as_array().is_some_and(|a| !a.is_empty()), "{out}");

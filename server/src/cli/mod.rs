@@ -90,7 +90,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
     match cli.command {
         Command::Config => {
-            print!("{}", toml::to_string_pretty(&config).context("printing configuration")?);
+            // Secrets stay out of terminals, tickets and logs.
+            print!("{}", toml::to_string_pretty(&config.redacted()).context("printing configuration")?);
             Ok(())
         }
         Command::Domain { command } => users::run_domain(&config, &cli.data_dir, command),
