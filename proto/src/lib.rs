@@ -31,6 +31,7 @@ pub mod multipart;
 mod name;
 mod parse;
 pub mod presence;
+pub mod random;
 mod reason;
 pub mod reply;
 pub mod scan;

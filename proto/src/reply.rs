@@ -15,8 +15,8 @@ pub fn response(req: &Message, code: u16, agent: &str) -> Message {
     r
 }
 
-/// A fresh tag: 10 random alphanumerics, about 59 bits (RFC 3261 19.3 asks for 32 at least).
-/// Tags need to be unique, not secret, so a fast generator serves.
+/// A fresh tag: 10 random alphanumerics, about 59 bits (RFC 3261 19.3 asks for 32 at least),
+/// unpredictable ([`crate::random`]).
 pub fn new_tag() -> String {
-    std::iter::repeat_with(fastrand::alphanumeric).take(10).collect()
+    crate::random::alphanumeric(10)
 }

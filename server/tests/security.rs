@@ -42,3 +42,36 @@ async fn a_body_holding_a_request_is_not_smuggled_onto_a_stream() {
         assert!(stream.next_frame(QUIET).await.is_none(), "no second request on Bob's connection");
     }
 }
+
+/// Finding 8: every tag, branch, entity tag, nonce and key the server makes comes from a
+/// cryptographically secure generator (`sipfront_proto::random`, or `getrandom` for keys);
+/// no fast, predictable generator is used anywhere in the server or its protocol crate.
+#[test]
+fn no_predictable_random_generator_in_the_server() {
+    let root = sipfront_storage::testing::workspace_root();
+    let mut offenders = Vec::new();
+    for dir in ["server/src", "proto/src"] {
+        let mut stack = vec![root.join(dir)];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for (n, line) in text.lines().enumerate() {
+                        if ["fastrand", "SmallRng", "StdRng::seed_from_u64"].iter().any(|w| line.contains(w)) {
+                            offenders.push(format!("{}:{}: {line}", path.display(), n + 1));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "predictable generators:\n{}", offenders.join("\n"));
+    for cargo in ["server/Cargo.toml", "proto/Cargo.toml"] {
+        let text = std::fs::read_to_string(root.join(cargo)).unwrap();
+        let deps = text.split("[dev-dependencies]").next().unwrap();
+        assert!(!deps.contains("fastrand"), "{cargo} depends on fastrand");
+    }
+}

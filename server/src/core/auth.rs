@@ -82,7 +82,7 @@ impl Auth {
     /// that nobody else can make one.
     pub fn new_nonce(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let body = format!("{now:x}.{:016x}", fastrand::u64(..));
+        let body = format!("{now:x}.{:016x}", sipfront_proto::random::u64());
         let mac = self.mac(&body);
         format!("{body}.{mac}")
     }

@@ -158,8 +158,8 @@ impl Publications {
     }
 }
 
-/// An entity tag: 16 random alphanumerics.
+/// An entity tag: 16 random alphanumerics, unpredictable (a guessed one would let another
+/// party modify or remove a publication, RFC 3903).
 fn new_etag() -> Arc<str> {
-    let s: String = std::iter::repeat_with(fastrand::alphanumeric).take(16).collect();
-    Arc::from(s)
+    Arc::from(sipfront_proto::random::alphanumeric(16))
 }

@@ -61,6 +61,6 @@ pub fn client_key(msg: &Message) -> Option<TxKey> {
 pub fn new_branch() -> String {
     let mut s = String::with_capacity(7 + 16);
     s.push_str("z9hG4bK");
-    s.extend(std::iter::repeat_with(fastrand::alphanumeric).take(16));
+    sipfront_proto::random::push_alphanumeric(&mut s, 16);
     s
 }

@@ -41,7 +41,7 @@ pub fn branch(received: &Message) -> String {
     s.push_str(BRANCH_PREFIX);
     s.push_str(&loop_hash(received));
     s.push('.');
-    s.extend(std::iter::repeat_with(fastrand::alphanumeric).take(16));
+    sipfront_proto::random::push_alphanumeric(&mut s, 16);
     s
 }
 
