@@ -152,6 +152,10 @@ pub struct Tls {
 pub struct Transport {
     /// A TCP or TLS connection with nothing received for this long is closed.
     pub idle_timeout_secs: u64,
+    /// A TCP or TLS connection whose peer has not authenticated this long after it opened (no
+    /// request on it passed digest authentication) is closed; 0: never. Keep-alives do not
+    /// count.
+    pub unauthenticated_timeout_secs: u64,
     pub tls_handshake_timeout_secs: u64,
     /// Open connections allowed from one IP address.
     pub max_connections_per_ip: usize,
@@ -245,6 +249,7 @@ impl Default for Transport {
             max_connections: 200_000,
             connection_queue: 1024,
             proxy_protocol_from: Vec::new(),
+            unauthenticated_timeout_secs: 60,
         }
     }
 }

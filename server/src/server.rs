@@ -132,6 +132,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let inbound: Arc<dyn Inbound> = Arc::new(transactions.clone());
     let settings = Arc::new(StreamSettings {
         idle_timeout: Duration::from_secs(config.transport.idle_timeout_secs),
+        unauthenticated_timeout: Duration::from_secs(config.transport.unauthenticated_timeout_secs),
         queue: config.transport.connection_queue,
     });
     let connector = Arc::new(Connector::new(transports.clone(), inbound.clone(), settings.clone(), shutdown.clone()));

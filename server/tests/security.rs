@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use sipfront_proto::{HeaderName, Method};
+use sipfront_storage::testing::eventually;
 
 const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
 
@@ -73,5 +74,110 @@ fn no_predictable_random_generator_in_the_server() {
         let text = std::fs::read_to_string(root.join(cargo)).unwrap();
         let deps = text.split("[dev-dependencies]").next().unwrap();
         assert!(!deps.contains("fastrand"), "{cargo} depends on fastrand");
+    }
+}
+
+/// What a MESSAGE from `from` to `to` on `phone`, without credentials, gets: delivered (200,
+/// the connection speaks for the sender) or challenged (407).
+async fn unchallenged_message(phone: &mut Phone, from: &str, to: &str, to_phone: &mut Phone) -> u16 {
+    let msg = Request::message(phone, from, to);
+    phone.send(&msg.to_bytes()).await;
+    tokio::select! {
+        r = phone.recv() => {
+            assert_eq!(r.status(), Some(407), "not relayed, so challenged");
+            407
+        }
+        got = to_phone.expect_request(Method::Message) => {
+            to_phone.answer(&got, 200, "to").await;
+            phone.expect_response(200).await;
+            200
+        }
+    }
+}
+
+/// Finding 2: a connection that REGISTERed speaks for its user (no challenge for its requests)
+/// only while the account is as it was and the connection holds a registration: a password
+/// change, a disabled account or an unregistration ends it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_speaks_for_its_user_only_while_the_account_and_registration_last() {
+    for backend in backends("security_flow_identity").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let mut bob = online(&s, "bob", "builder").await;
+
+        // A password change: the connection must authenticate again.
+        let mut alice = online(&s, "alice", "wonderland").await;
+        assert_eq!(unchallenged_message(&mut alice, "alice", "bob", &mut bob).await, 200, "{backend:?}");
+        cli(&s, &["user", "passwd", &format!("alice@{DOMAIN}"), "--password-stdin"], "looking-glass\n").await;
+        let challenged = eventually(std::time::Duration::from_secs(5), async || {
+            unchallenged_message(&mut alice, "alice", "bob", &mut bob).await == 407
+        })
+        .await;
+        assert!(challenged, "after a password change, on {backend:?}");
+
+        // An unregistration.
+        let mut alice = online(&s, "alice", "looking-glass").await;
+        assert_eq!(unchallenged_message(&mut alice, "alice", "bob", &mut bob).await, 200);
+        let bye = Request::register(&alice, "alice").set("Expires", "0");
+        assert_eq!(with_credentials(&mut alice, &bye, "alice", "looking-glass").await.status(), Some(200));
+        assert_eq!(unchallenged_message(&mut alice, "alice", "bob", &mut bob).await, 407, "after unregistering");
+
+        // A disabled account.
+        let mut alice = online(&s, "alice", "looking-glass").await;
+        cli(&s, &["user", "disable", &format!("alice@{DOMAIN}")], "").await;
+        let challenged = eventually(std::time::Duration::from_secs(5), async || {
+            unchallenged_message(&mut alice, "alice", "bob", &mut bob).await == 407
+        })
+        .await;
+        assert!(challenged, "after the account is disabled, on {backend:?}");
+    }
+}
+
+/// Finding 11: a connection whose peer does not authenticate is closed a fixed time after it
+/// opened (`transport.unauthenticated_timeout_secs`), keep-alives or not; one that registered,
+/// or sent a request that passed digest authentication, stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_that_never_authenticate_are_closed() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.transport.unauthenticated_timeout_secs = 1).await;
+    let started = std::time::Instant::now();
+    let mut idler = SipStream::tcp(s.server.tcp[0]).await;
+    let registered = online(&s, "alice", "wonderland").await;
+    let mut sender = Phone::tcp(&s).await;
+    // Bob, not signed in anywhere, leaves himself a note: kept for him (202), after the digest.
+    let msg = Request::message(&sender, "bob", "bob");
+    let r = with_credentials(&mut sender, &msg, "bob", "builder").await;
+    assert_eq!(r.status(), Some(202), "an authenticated MESSAGE, answered");
+
+    // The idler pings every 200 ms: each ping is answered, but does not keep it open.
+    let closed = loop {
+        if !idler.try_write(b"\r\n\r\n").await {
+            break true;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(5) {
+            break false;
+        }
+        match idler.next_frame(std::time::Duration::from_millis(200)).await {
+            Some(_) => {}
+            None if started.elapsed() > std::time::Duration::from_secs(1) => {
+                // Closed (or quiet): a closed one refuses the next write or reads nothing.
+                if !idler.try_write(b"\r\n\r\n").await || idler.next_frame(QUIET).await.is_none() {
+                    break true;
+                }
+            }
+            None => {}
+        }
+    };
+    assert!(closed, "the unauthenticated connection is closed");
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "not before its time");
+    let (_, metrics) = s.http_get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("sipfront_connections_closed_total{reason=\"unauthenticated\"} ")),
+        "{metrics}"
+    );
+
+    // The other two are still served.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for mut phone in [registered, sender] {
+        let r = phone.request(&Request::options(Transport::Tcp, phone.local_addr())).await;
+        assert_eq!(r.status(), Some(200), "an authenticated connection stays open");
     }
 }

@@ -74,6 +74,7 @@ impl Gate {
             // Only one's own AOR may be registered (third-party registration is not allowed).
             return Err(reply::response(msg, 403, agent));
         }
+        self.proven(req);
         Ok(aor)
     }
 
@@ -115,9 +116,20 @@ impl Gate {
         }
         let ip = req.client_ip();
         match self.auth.verify(msg, HeaderName::ProxyAuthorization, from_domain, ip, &self.directory).await {
-            Verdict::Authenticated(u) if from == u.aor => Ok(from),
+            Verdict::Authenticated(u) if from == u.aor => {
+                self.proven(req);
+                Ok(from)
+            }
             Verdict::Authenticated(_) => Err(Refusal::NotTheAuthenticatedUser.response(msg, agent)),
             other => Err(self.refusal(msg, other, 407, from_domain)),
+        }
+    }
+
+    /// A request passed digest authentication: its connection's peer has proven who it is,
+    /// and may stay connected past `transport.unauthenticated_timeout_secs`.
+    fn proven(&self, req: &Incoming) {
+        if let (Some(flow), None) = (req.source.flow, &req.relayed) {
+            self.transports.flows.mark_authenticated(flow);
         }
     }
 

@@ -26,7 +26,7 @@ use crate::state::bindings::Bindings;
 use crate::transaction::key::TxKey;
 use crate::transaction::{Incoming, ServerTx, TransactionUser, Transactions};
 use crate::transport::flows::FlowId;
-use crate::transport::Source;
+use crate::transport::{Source, Transports};
 use archive::{Archive, ArchiveWriter};
 use auth::Auth;
 use directory::Directory;
@@ -57,6 +57,7 @@ struct Services {
     proxy: Proxy,
     pool: Arc<pool::Membership>,
     edge: pool::edge::Edge,
+    transports: Arc<Transports>,
 }
 
 impl Core {
@@ -113,7 +114,7 @@ impl Core {
                 bindings,
                 gate.clone(),
                 messaging.clone(),
-                transports,
+                transports.clone(),
                 agent.clone(),
             ),
             proxy: Proxy::new(transactions, gate.clone(), location, archive.clone(), agent.clone()),
@@ -123,6 +124,7 @@ impl Core {
             archive,
             gate,
             directory,
+            transports,
             agent,
         };
         (Core(Arc::new(services)), writer)
@@ -138,7 +140,27 @@ impl Core {
             s.archive.run_sessions(),
             s.presence.run(s.directory.changes()),
             self.follow_the_pool(),
+            self.forget_changed_users(s.directory.changes()),
         );
+    }
+
+    /// A user changed (password, enabled, removed, anything of the account): the connections
+    /// that authenticated as them no longer speak for them, and their next request is
+    /// challenged with the account as it is now. Missing changes (the feed lagged) forgets
+    /// every connection's identity: fail closed.
+    async fn forget_changed_users(&self, mut changes: tokio::sync::broadcast::Receiver<Arc<str>>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let flows = &self.0.transports.flows;
+        loop {
+            match changes.recv().await {
+                Ok(aor) => flows.forget_identity(&aor),
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "account changes missed; every connection authenticates again");
+                    flows.forget_all_identities();
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 
     /// Whenever the pool changes, what moved is handed on: each kept registration of our

@@ -60,9 +60,14 @@ impl Registrar {
         if resp.status() == Some(200) {
             self.messaging.registered(aor.as_str());
             if let (Some(flow), None) = (req.source.flow, &req.relayed) {
-                // The connection now speaks for this user (as OCS binds a connection to its
-                // security association): later requests on it need no challenge.
-                self.transports.flows.bind_identity(flow, aor.as_str());
+                if self.bindings.get(aor.as_str()).iter().any(|b| b.source.flow == Some(flow)) {
+                    // The connection now speaks for this user (as OCS binds a connection to
+                    // its security association): later requests on it need no challenge.
+                    self.transports.flows.bind_identity(flow, aor.as_str());
+                } else {
+                    // It unregistered what it held there: it speaks for nobody any more.
+                    self.transports.flows.unbind_identity(flow);
+                }
             }
         }
         resp

@@ -9,6 +9,7 @@ pub const RESPONSES: &str = "sipfront_responses_total";
 pub const PARSE_ERRORS: &str = "sipfront_parse_errors_total";
 pub const CONNECTIONS_OPEN: &str = "sipfront_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "sipfront_connections_refused_total";
+pub const CONNECTIONS_CLOSED: &str = "sipfront_connections_closed_total";
 pub const CONNECTIONS_MAX: &str = "sipfront_connections_max";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sipfront_tls_handshake_failures_total";
 pub const TRANSACTION_DURATION: &str = "sipfront_transaction_duration_seconds";
@@ -133,6 +134,10 @@ fn describe() {
     describe_gauge!(CONNECTIONS_OPEN, "Open TCP and TLS connections, by transport");
     describe_gauge!(CONNECTIONS_MAX, "The cap on open TCP and TLS connections (transport.max_connections)");
     describe_counter!(CONNECTIONS_REFUSED, "Connections refused at accept, by reason");
+    describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections this server closed on its own, by reason (unauthenticated: no authentication in time)"
+    );
     describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed or timed out");
     describe_histogram!(TRANSACTION_DURATION, Unit::Seconds, "Time from a request to its final response, by method");
     describe_histogram!(

@@ -76,6 +76,8 @@ impl Connector {
             None => tcp.local_addr().ok()?,
         };
         let (flow, queue) = self.transports.flows.open(Transport::Tcp, remote, local, self.settings.queue);
+        // We chose to open it, to a peer we meant to reach.
+        self.transports.flows.mark_authenticated(flow);
         tokio::spawn(stream::serve(
             tcp,
             (flow, queue),

@@ -110,7 +110,7 @@ impl SendError {
 pub trait Inbound: Send + Sync + 'static {
     fn on_message(&self, msg: Message, source: Source);
 
-    /// A TCP or TLS connection closed; `identity` is the user it had authenticated as.
+    /// A TCP or TLS connection closed; `identity` is the user it last registered for.
     fn on_flow_closed(&self, _flow: FlowId, _identity: Option<Arc<str>>) {}
 }
 

@@ -16,6 +16,8 @@ use tokio::sync::mpsc;
 
 pub struct StreamSettings {
     pub idle_timeout: Duration,
+    /// A connection whose peer has not authenticated by then is closed (zero: never).
+    pub unauthenticated_timeout: Duration,
     pub queue: usize,
 }
 
@@ -61,9 +63,23 @@ pub async fn serve<S>(
 
     let source = Source { transport, remote, local, flow: Some(flow) };
     let mut framer = StreamFramer::new(transports.limits.clone());
+    // Until its peer authenticates, a connection is held for a fixed time from its opening:
+    // what it sends meanwhile (keep-alives included) does not extend it.
+    let mut unproven = (!settings.unauthenticated_timeout.is_zero())
+        .then(|| tokio::time::Instant::now() + settings.unauthenticated_timeout);
     'conn: loop {
+        let deadline = unproven.unwrap_or_else(|| tokio::time::Instant::now() + settings.idle_timeout * 2);
         let read = tokio::select! {
             r = tokio::time::timeout(settings.idle_timeout, rd.read_buf(framer.buffer_mut())) => r,
+            _ = tokio::time::sleep_until(deadline), if unproven.is_some() => {
+                if transports.flows.is_authenticated(flow) {
+                    unproven = None;
+                    continue;
+                }
+                metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "unauthenticated").increment(1);
+                tracing::debug!(flow, %remote, "connection closed: not authenticated in time");
+                break;
+            }
             _ = shutdown.wait() => break,
         };
         match read {
@@ -100,9 +116,9 @@ pub async fn serve<S>(
             }
         }
     }
-    let identity = transports.flows.identity(flow);
+    let owner = transports.flows.owner(flow);
     transports.flows.close(flow, transport, remote);
-    inbound.on_flow_closed(flow, identity);
+    inbound.on_flow_closed(flow, owner);
     // The writer ends once the queue is closed and drained, so a final error response still
     // goes out before the connection closes.
     let _ = writer.await;

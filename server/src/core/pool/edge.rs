@@ -544,7 +544,13 @@ impl Edge {
             // user here too, as on a single node. Only a member's word counts.
             if self.comes_from_member(source) {
                 if let Some(aor) = resp.to().and_then(|t| Aor::from_uri(&t.uri)) {
-                    self.transports.flows.bind_identity(flow, aor.as_str());
+                    // Unless that REGISTER removed what the connection held (it is no longer
+                    // kept): then it speaks for nobody any more.
+                    if self.registered.contains_key(&(leg, aor.as_str().to_ascii_lowercase())) {
+                        self.transports.flows.bind_identity(flow, aor.as_str());
+                    } else {
+                        self.transports.flows.unbind_identity(flow);
+                    }
                 }
             }
         }

@@ -200,6 +200,8 @@ impl Membership {
     /// Connection `flow` comes from member `id`: it is found by that member's address from
     /// now on, or once this member learns of it.
     pub fn connection_from(&self, id: &str, flow: crate::transport::flows::FlowId) {
+        // Its hello carried the pool's seal.
+        self.transports.flows.mark_authenticated(flow);
         match self.peer_named(id) {
             Some(peer) => {
                 self.transports.flows.alias(flow, crate::transport::Transport::Tcp, peer.addr);
