@@ -155,15 +155,13 @@ async fn connections_that_never_authenticate_are_closed() {
         if started.elapsed() > std::time::Duration::from_secs(5) {
             break false;
         }
-        match idler.next_frame(std::time::Duration::from_millis(200)).await {
-            Some(_) => {}
-            None if started.elapsed() > std::time::Duration::from_secs(1) => {
-                // Closed (or quiet): a closed one refuses the next write or reads nothing.
-                if !idler.try_write(b"\r\n\r\n").await || idler.next_frame(QUIET).await.is_none() {
-                    break true;
-                }
-            }
-            None => {}
+        let quiet = idler.next_frame(std::time::Duration::from_millis(200)).await.is_none();
+        // Closed (or quiet): a closed one refuses the next write, or reads nothing.
+        if quiet
+            && started.elapsed() > std::time::Duration::from_secs(1)
+            && (!idler.try_write(b"\r\n\r\n").await || idler.next_frame(QUIET).await.is_none())
+        {
+            break true;
         }
     };
     assert!(closed, "the unauthenticated connection is closed");
