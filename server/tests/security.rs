@@ -179,3 +179,69 @@ async fn connections_that_never_authenticate_are_closed() {
         assert_eq!(r.status(), Some(200), "an authenticated connection stays open");
     }
 }
+
+/// Finding 12: an unauthenticated request over UDP (its source may be spoofed) is challenged
+/// once, statelessly: no retransmission of the challenge for an INVITE nobody ACKs, and
+/// nothing kept; the ACK of the challenge is absorbed; a retransmitted request gets a fresh
+/// challenge.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_challenge_over_udp_is_sent_once_and_kept_nowhere() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        c.transaction.t1_ms = 50;
+        c.transaction.t2_ms = 200;
+    })
+    .await;
+    let victim = s.udp_client().await;
+    let invite = invite_over_udp(&victim, "alice", "bob");
+    victim.send(&invite).await;
+    let mut answers = Vec::new();
+    // With T1 at 50 ms, a kept 407 would be sent again at 50, 150, 350, 550... ms.
+    while let Some((bytes, _)) = victim.recv(std::time::Duration::from_millis(900)).await {
+        answers.push(parse(&bytes));
+    }
+    let challenges: Vec<_> = answers.iter().filter(|m| m.status() == Some(407)).collect();
+    assert_eq!(
+        challenges.len(),
+        1,
+        "one challenge for one request: {:?}",
+        answers.iter().map(|m| m.status()).collect::<Vec<_>>()
+    );
+
+    // The ACK of the challenge is absorbed (nothing answers it, nothing is relayed), and the
+    // same INVITE again is challenged afresh.
+    let ack = ack_for_challenge(&invite, challenges[0]);
+    victim.send(&ack).await;
+    assert!(victim.recv(QUIET).await.is_none(), "the ACK gets no answer");
+    victim.send(&invite).await;
+    let again = parse(&victim.recv(WAIT).await.expect("a fresh challenge").0);
+    assert_eq!(again.status(), Some(407));
+    assert_ne!(header(&again, HeaderName::To), header(challenges[0], HeaderName::To), "a fresh one");
+    s.assert_answers_options().await;
+}
+
+/// An INVITE from `from` to `to` over UDP, without credentials, as raw bytes.
+fn invite_over_udp(client: &UdpClient, from: &str, to: &str) -> Vec<u8> {
+    let local = client.local();
+    format!(
+        "INVITE sip:{to}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{}\r\nMax-Forwards: 70\r\n\
+         From: <sip:{from}@{DOMAIN}>;tag=f1\r\nTo: <sip:{to}@{DOMAIN}>\r\nCall-ID: reflect@{local}\r\nCSeq: 1 INVITE\r\n\
+         Contact: <sip:{from}@{local}>\r\nContent-Length: 0\r\n\r\n",
+        token(10)
+    )
+    .into_bytes()
+}
+
+/// The ACK of a non-2xx answer to `invite` (RFC 3261 17.1.1.3): its branch, the answer's To.
+fn ack_for_challenge(invite: &[u8], answer: &sipfront_proto::Message) -> Vec<u8> {
+    let text = String::from_utf8_lossy(invite);
+    let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap().to_string();
+    let uri = text.lines().next().unwrap().split(' ').nth(1).unwrap();
+    format!(
+        "ACK {uri} SIP/2.0\r\n{}\r\nMax-Forwards: 70\r\n{}\r\nTo: {}\r\n{}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        line("Via:"),
+        line("From:"),
+        header(answer, HeaderName::To),
+        line("Call-ID:")
+    )
+    .into_bytes()
+}

@@ -56,6 +56,9 @@ fn response_target(msg: &Message, source: &Source) -> Target {
     }
 }
 
+/// The To tag of a challenge sent statelessly, by which its ACK is known.
+const STATELESS_TAG: &str = "sfsc";
+
 pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
     let msg = match txs.tu() {
         Some(tu) => match tu.before_transaction(msg, source) {
@@ -80,6 +83,10 @@ pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
                     inner.confirmed.push(key);
                 }
             }
+            return;
+        }
+        if msg.to().and_then(|t| t.tag()).is_some_and(|t| t.starts_with(STATELESS_TAG.as_bytes())) {
+            // The ACK of a challenge sent statelessly: nothing to do (8.2.7).
             return;
         }
         if let Some(tu) = txs.tu() {
@@ -201,6 +208,16 @@ impl ServerTx {
             return;
         }
         self.answered = true;
+        // A challenge over UDP goes out statelessly (RFC 3261 8.2.7): once, with nothing kept.
+        // Anyone can send a request from a spoofed address; kept, the challenge would be sent
+        // again at every retransmission timer of an INVITE (up to ten answers for one
+        // datagram) and held for Timer J, so reflecting and filling memory at no cost. The
+        // client that is really there retransmits its request, and gets a fresh challenge.
+        let stateless = matches!(code, 401 | 407) && !self.target.transport.is_reliable();
+        if stateless {
+            // Its ACK (for an INVITE) is known by this tag, and absorbed.
+            resp.set_to_tag(&format!("{STATELESS_TAG}{}", sipfront_proto::random::alphanumeric(10)));
+        }
         resp.ensure_content_length();
         let bytes = resp.to_bytes();
         count_response(&resp);
@@ -209,6 +226,13 @@ impl ServerTx {
         let inner = &self.txs.0;
         let invite = self.method == Method::Invite;
         let key = self.key.take();
+        if stateless {
+            if let Some(key) = &key {
+                inner.server.remove(key);
+            }
+            let _ = inner.transports.send(&self.target, bytes);
+            return;
+        }
         if let (Some(key), false) = (&key, invite && code < 300) {
             // RFC 3261 17.2.2: a retransmission in Completed gets the final response again. So
             // the transaction is Completed before the response leaves: a client that answers
