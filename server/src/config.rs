@@ -188,6 +188,9 @@ pub struct Transaction {
     pub t2_ms: u64,
     /// T4: how long a message may stay in the network.
     pub t4_ms: u64,
+    /// Server transactions kept at once (a UDP request's answer is kept 64*T1 for its
+    /// retransmissions); beyond it, requests that need one are answered 503 with Retry-After.
+    pub max_server_transactions: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -268,7 +271,7 @@ impl Default for Limits {
 
 impl Default for Transaction {
     fn default() -> Self {
-        Transaction { t1_ms: 500, t2_ms: 4000, t4_ms: 5000 }
+        Transaction { t1_ms: 500, t2_ms: 4000, t4_ms: 5000, max_server_transactions: 500_000 }
     }
 }
 

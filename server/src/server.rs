@@ -121,7 +121,13 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         t2: Duration::from_millis(t.t2_ms),
         t4: Duration::from_millis(t.t4_ms),
     };
-    let transactions = Transactions::new(transports.clone(), timers, inflight.clone(), config.server.agent.clone());
+    let transactions = Transactions::new(
+        transports.clone(),
+        timers,
+        inflight.clone(),
+        config.server.agent.clone(),
+        config.transaction.max_server_transactions,
+    );
     let store = sipfront_storage::open(&config.database.url, data_dir).await.context("opening the store")?;
     let directory = Arc::new(
         Directory::load(store.clone(), Duration::from_millis(config.database.timeout_ms))
@@ -209,9 +215,15 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         }
     }
     let (http_stop, http_stopped) = shutdown::channel();
-    let flows = transports.clone();
-    let sources =
-        http::Sources { metrics, ready: readiness.clone(), write_queue: Arc::new(move || flows.flows.queued()) };
+    let (flows, txs) = (transports.clone(), transactions.clone());
+    let sources = http::Sources {
+        metrics,
+        ready: readiness.clone(),
+        live: Arc::new(move || crate::ops::process::Live {
+            write_queue: flows.flows.queued(),
+            server_transactions: txs.server_count(),
+        }),
+    };
     threads.push(http::start(http_listener, sources, http_stopped).context("starting the HTTP endpoint")?);
 
     readiness.set(true);

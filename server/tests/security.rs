@@ -219,6 +219,50 @@ async fn a_challenge_over_udp_is_sent_once_and_kept_nowhere() {
     s.assert_answers_options().await;
 }
 
+/// Finding 9: a flood of fresh UDP requests (each keeps a server transaction for 64*T1) fills
+/// the table only up to `transaction.max_server_transactions`; beyond it each is answered 503
+/// with Retry-After, statelessly, and counted; once the kept ones expire, requests are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_transactions_are_capped() {
+    const CAP: usize = 20;
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        c.transaction.max_server_transactions = CAP;
+        c.transaction.t1_ms = 50; // kept 3.2 s
+    })
+    .await;
+    let flood = s.udp_client().await;
+    for _ in 0..3 * CAP {
+        flood.send(&Request::options(Transport::Udp, flood.local()).to_bytes()).await;
+    }
+    let (mut served, mut refused) = (0, 0);
+    while let Some((bytes, _)) = flood.recv(QUIET).await {
+        let answer = parse(&bytes);
+        match answer.status() {
+            Some(200) => served += 1,
+            Some(503) => {
+                refused += 1;
+                assert_eq!(header(&answer, HeaderName::RetryAfter), "5");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(served + refused, 3 * CAP, "every request answered once");
+    // Requests racing on two threads may each see one place left.
+    assert!((CAP..=CAP + 2).contains(&served), "{served} served with room for {CAP}");
+    assert_eq!(s.metric("sipfront_server_transactions_max").await, CAP as f64);
+    assert!(s.metric("sipfront_server_transactions").await >= CAP as f64);
+    assert_eq!(s.metric("sipfront_over_capacity_total").await, refused as f64);
+
+    // Kept transactions expire (Timer J) and make room again.
+    let served_again = eventually(std::time::Duration::from_secs(10), async || {
+        let client = s.udp_client().await;
+        client.send(&Request::options(Transport::Udp, client.local()).to_bytes()).await;
+        client.recv(WAIT).await.is_some_and(|(b, _)| status_of(&b) == Some(200))
+    })
+    .await;
+    assert!(served_again, "served once the table has room");
+}
+
 /// An INVITE from `from` to `to` over UDP, without credentials, as raw bytes.
 fn invite_over_udp(client: &UdpClient, from: &str, to: &str) -> Vec<u8> {
     let local = client.local();

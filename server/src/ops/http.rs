@@ -20,8 +20,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Sources {
     pub metrics: PrometheusHandle,
     pub ready: Readiness,
-    /// Messages waiting in connections' write queues: in all, and on the fullest connection.
-    pub write_queue: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
+    /// The server's tables, counted when scraped.
+    pub live: Arc<dyn Fn() -> super::process::Live + Send + Sync>,
 }
 
 /// Serves on `listener` from a new thread until `stop` fires.
@@ -88,11 +88,8 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
     match path {
         b"/metrics" => {
             let mut text = sources.metrics.render();
-            let state = super::process::State {
-                ready: ready.get(),
-                store_up: ready.store_ok(),
-                write_queue: (sources.write_queue)(),
-            };
+            let state =
+                super::process::State { ready: ready.get(), store_up: ready.store_ok(), live: (sources.live)() };
             super::process::render(&mut text, &state);
             reply(&mut stream, "200 OK", "text/plain; version=0.0.4", text.as_bytes(), head_only).await
         }

@@ -10,6 +10,8 @@ pub const PARSE_ERRORS: &str = "sipfront_parse_errors_total";
 pub const CONNECTIONS_OPEN: &str = "sipfront_connections_open";
 pub const CONNECTIONS_REFUSED: &str = "sipfront_connections_refused_total";
 pub const CONNECTIONS_CLOSED: &str = "sipfront_connections_closed_total";
+pub const SERVER_TRANSACTIONS_MAX: &str = "sipfront_server_transactions_max";
+pub const OVER_CAPACITY: &str = "sipfront_over_capacity_total";
 pub const CONNECTIONS_MAX: &str = "sipfront_connections_max";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sipfront_tls_handshake_failures_total";
 pub const TRANSACTION_DURATION: &str = "sipfront_transaction_duration_seconds";
@@ -144,6 +146,14 @@ fn describe() {
         RELAY_DURATION,
         Unit::Seconds,
         "Time from a client's request this member relayed to another (the user's home) to the final response relayed back: what the client waited, by method"
+    );
+    describe_gauge!(
+        SERVER_TRANSACTIONS_MAX,
+        "The cap on server transactions kept (transaction.max_server_transactions)"
+    );
+    describe_counter!(
+        OVER_CAPACITY,
+        "Requests answered 503 because a bounded table was full, by table (server_transactions, ...)"
     );
     describe_counter!(RETRANSMISSIONS_ABSORBED, "Request retransmissions answered from the transaction layer");
     describe_counter!(CLIENT_TIMEOUTS, "Client transactions that timed out (408), by method");

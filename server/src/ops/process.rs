@@ -13,8 +13,16 @@ const TICKS_PER_SECOND: f64 = 100.0;
 pub struct State {
     pub ready: bool,
     pub store_up: bool,
+    pub live: Live,
+}
+
+/// Figures of the server's tables, taken when scraped.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Live {
     /// Messages waiting in connections' write queues: in all, and on the fullest connection.
     pub write_queue: (usize, usize),
+    /// Server transactions kept.
+    pub server_transactions: usize,
 }
 
 /// Appends the process metrics, `sipfront_build_info`, `sipfront_ready` and `sipfront_store_up`
@@ -71,7 +79,7 @@ pub fn render(out: &mut String, state: &State) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     metric(out, "sipfront_ready", "gauge", "1 while serving and not draining (what /readyz says).", flag(state.ready));
     metric(out, "sipfront_store_up", "gauge", "1 while the store answers its ping.", flag(state.store_up));
-    let (queued, fullest) = state.write_queue;
+    let (queued, fullest) = state.live.write_queue;
     metric(
         out,
         "sipfront_connection_write_queue_messages",
@@ -85,6 +93,13 @@ pub fn render(out: &mut String, state: &State) {
         "gauge",
         "Messages waiting in the fullest connection's write queue (its cap is transport.connection_queue).",
         fullest as f64,
+    );
+    metric(
+        out,
+        "sipfront_server_transactions",
+        "gauge",
+        "Server transactions kept (with the core, or completed and kept for retransmissions).",
+        state.live.server_transactions as f64,
     );
 }
 
@@ -116,7 +131,8 @@ mod tests {
     #[test]
     fn the_process_figures_are_those_of_this_process() {
         let mut out = String::new();
-        render(&mut out, &State { ready: true, store_up: false, write_queue: (7, 5) });
+        let live = Live { write_queue: (7, 5), server_transactions: 3 };
+        render(&mut out, &State { ready: true, store_up: false, live });
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let started = value(&out, "process_start_time_seconds");
         assert!(started <= now + 1.0 && started > now - 24.0 * 3600.0, "started {started}, now {now}");
@@ -128,6 +144,7 @@ mod tests {
         assert_eq!(value(&out, "sipfront_store_up"), 0.0);
         assert_eq!(value(&out, "sipfront_connection_write_queue_messages"), 7.0);
         assert_eq!(value(&out, "sipfront_connection_write_queue_max_messages"), 5.0);
+        assert_eq!(value(&out, "sipfront_server_transactions"), 3.0);
         assert!(out.contains("# TYPE process_cpu_seconds_total counter"));
         assert!(out.contains(&format!("sipfront_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
     }

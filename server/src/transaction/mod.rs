@@ -107,14 +107,25 @@ struct Inner {
     /// Completed non-INVITE client transactions over UDP: Timer K (T4).
     lingering: ExpiryQueue<TxKey>,
     inflight: InFlight,
-    /// The Server header of the responses this layer makes itself (CANCEL).
+    /// The Server header of the responses this layer makes itself (CANCEL, 503 at the cap).
     agent: String,
+    /// Server transactions kept at most (`transaction.max_server_transactions`): beyond it a
+    /// request that would need one is answered 503 statelessly.
+    max_server: usize,
 }
 
 impl Transactions {
-    pub fn new(transports: Arc<Transports>, timers: Timers, inflight: InFlight, agent: String) -> Transactions {
+    pub fn new(
+        transports: Arc<Transports>,
+        timers: Timers,
+        inflight: InFlight,
+        agent: String,
+        max_server: usize,
+    ) -> Transactions {
+        metrics::gauge!(crate::ops::metrics::SERVER_TRANSACTIONS_MAX).set(max_server as f64);
         let inner = Inner {
             agent,
+            max_server,
             transports,
             tu: OnceLock::new(),
             server: DashMap::new(),
@@ -144,6 +155,12 @@ impl Transactions {
 
     pub fn client_count(&self) -> usize {
         self.0.client.len()
+    }
+
+    /// Server transactions kept now (with the transaction user, or completed and waiting for
+    /// retransmissions).
+    pub fn server_count(&self) -> usize {
+        self.0.server.len()
     }
 
     /// Runs the expiry of completed and confirmed server transactions until dropped.

@@ -107,6 +107,8 @@ pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
     let target = response_target(&msg, &source);
     let stateful = !source.transport.is_reliable() || method == Method::Invite;
     if stateful {
+        // Measured before the entry is taken: counting takes every shard's lock.
+        let full = inner.server.len() >= inner.max_server;
         match inner.server.entry(key.clone()) {
             Entry::Occupied(e) => {
                 metrics::counter!(m::RETRANSMISSIONS_ABSORBED).increment(1);
@@ -117,8 +119,18 @@ pub(super) fn on_request(txs: &Transactions, msg: Message, source: Source) {
                 }
                 return;
             }
-            Entry::Vacant(v) => {
+            Entry::Vacant(v) if !full => {
                 v.insert(ServerEntry { state: ServerState::Proceeding { provisional: None }, target });
+            }
+            Entry::Vacant(v) => {
+                // Full: nothing kept, a 503 sent once (and not for an ACK, handled above).
+                drop(v);
+                metrics::counter!(m::OVER_CAPACITY, "table" => "server_transactions").increment(1);
+                let mut r = sipfront_proto::reply::response(&msg, 503, &inner.agent);
+                r.push_header(sipfront_proto::HeaderName::RetryAfter, "5");
+                count_response(&r);
+                let _ = inner.transports.send(&target, r.to_bytes());
+                return;
             }
         }
     }
