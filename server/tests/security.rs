@@ -132,6 +132,41 @@ async fn a_connection_speaks_for_its_user_only_while_the_account_and_registratio
     }
 }
 
+/// Finding 5: a user part names its account whatever its ASCII case, everywhere. Alice blocks
+/// Bob; Bob subscribing to `ALICE` is blocked too (it fell to the default policy before).
+/// Alice registering as `ALICE` is reached as `alice`, and a subscription to nobody is 404.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_case_variant_of_a_user_is_that_user() {
+    for backend in backends("case_variant_is_the_user").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let store = s.server.directory.store().clone();
+        store
+            .set_rule(&format!("alice@{DOMAIN}"), &format!("bob@{DOMAIN}"), sipfront_storage::RuleAction::Block)
+            .await
+            .unwrap();
+        let mut bob = online(&s, "bob", "builder").await;
+        for target in ["alice", "ALICE", "aLiCe"] {
+            let r = bob.request(&subscribe(&bob, "bob", target, "presence", 600)).await;
+            assert_eq!(r.status(), Some(403), "Bob subscribing to {target}, on {backend:?}");
+        }
+        let r = bob.request(&subscribe(&bob, "bob", "nobody", "presence", 600)).await;
+        assert_eq!(r.status(), Some(404), "nobody to watch");
+
+        // Alice registers with her user part in capitals: she is bound as alice.
+        let mut alice = Phone::tcp(&s).await;
+        let req = Request::register(&alice, "ALICE").set("Expires", "300");
+        let r = with_credentials(&mut alice, &req, "alice", "wonderland").await;
+        assert_eq!(r.status(), Some(200), "ALICE registers as alice");
+        for to in ["alice", "Alice"] {
+            let msg = Request::message(&bob, "bob", to);
+            bob.send(&msg.to_bytes()).await;
+            let got = alice.expect_request(Method::Message).await;
+            alice.answer(&got, 200, "a").await;
+            bob.expect_response(200).await;
+        }
+    }
+}
+
 /// Finding 11: a connection whose peer does not authenticate is closed a fixed time after it
 /// opened (`transport.unauthenticated_timeout_secs`), keep-alives or not; one that registered,
 /// or sent a request that passed digest authentication, stays.

@@ -12,6 +12,7 @@ impl Backend for Postgres {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
     // clock_timestamp(), not now(): the time of the statement, not of its transaction.
     const NOW_MS: &'static str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+    const AOR_FOLDED_IS_1: &'static str = r#"lower(aor COLLATE "C") = lower($1 COLLATE "C")"#;
 }
 
 impl RowsAffected for PgQueryResult {

@@ -35,6 +35,9 @@ pub trait Backend: Database<Connection: Migrate, QueryResult: RowsAffected> {
     /// An SQL expression for the database's clock, in milliseconds since the Unix epoch: the
     /// pool's heartbeats are stamped and aged by it, so members' clocks need not agree.
     const NOW_MS: &'static str;
+    /// An SQL condition true for the users whose AOR is `$1` ignoring ASCII case (using the
+    /// index of migration 0007).
+    const AOR_FOLDED_IS_1: &'static str;
 }
 
 /// How many rows a statement touched: each backend's result type has the method, but sqlx
@@ -120,8 +123,15 @@ where
         for d in domains {
             self.insert_domain(&mut tx, d, now).await?;
         }
+        let taken = format!("SELECT COUNT(*) FROM users WHERE {}", DB::AOR_FOLDED_IS_1);
         for u in users {
             let aor = u.aor();
+            // `Alice@x` next to `alice@x` would be the same user to the server.
+            let n: i64 =
+                sqlx::query_scalar(&taken).bind(&aor).fetch_one(&mut *tx).await.map_err(|e| map_err(&aor, e))?;
+            if n > 0 {
+                return Err(StoreError::Conflict(aor));
+            }
             sqlx::query(
                 "INSERT INTO users (aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
@@ -158,7 +168,14 @@ where
     }
 
     async fn user(&self, aor: &str) -> Result<Option<User>> {
-        let row = sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at FROM users WHERE aor = $1")
+        // Whatever the case of the user part; the AOR as written first, should accounts made
+        // before case variants were refused differ only in case.
+        let sql = format!(
+            "SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at \
+             FROM users WHERE {} ORDER BY aor = $1 DESC, aor LIMIT 1",
+            DB::AOR_FOLDED_IS_1
+        );
+        let row = sqlx::query_as::<_, UserRow>(&sql)
             .bind(aor)
             .fetch_optional(&self.pool)
             .await

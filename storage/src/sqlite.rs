@@ -16,6 +16,7 @@ impl Backend for Sqlite {
     const MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
     // julianday('now') carries milliseconds.
     const NOW_MS: &'static str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+    const AOR_FOLDED_IS_1: &'static str = "aor = $1 COLLATE NOCASE";
 }
 
 impl RowsAffected for SqliteQueryResult {

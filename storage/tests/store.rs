@@ -66,6 +66,28 @@ async fn domains_and_users() {
     .await;
 }
 
+/// A user part names its account whatever its ASCII case: the lookup finds the account as it
+/// was written, and a case variant of an account cannot be added beside it.
+#[tokio::test]
+async fn a_user_is_found_whatever_the_case_of_the_user_part() {
+    on_both("folded_aor", |s| async move {
+        s.add_user(&user("Alice", "example.test")).await.unwrap();
+        for asked in ["Alice@example.test", "alice@example.test", "ALICE@example.test"] {
+            let found = s.user(asked).await.unwrap().unwrap();
+            assert_eq!(found.aor, "Alice@example.test", "asked {asked}");
+        }
+        // Only ASCII folds: a different letter is a different user.
+        assert!(s.user("Alicé@example.test").await.unwrap().is_none());
+        assert!(matches!(s.add_user(&user("ALICE", "example.test")).await, Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            s.add_users(&[user("carol", "example.test"), user("Carol", "example.test")]).await,
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(s.user("carol@example.test").await.unwrap().is_none(), "the batch went in whole or not at all");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn invalid_input_is_refused() {
     on_both("invalid_input", |s| async move {

@@ -16,6 +16,8 @@ const MAX_NEGATIVE: usize = 100_000;
 pub struct Directory {
     store: Arc<dyn Store>,
     timeout: Duration,
+    /// Keyed by the AOR folded to ASCII lower case: a user part names its account whatever
+    /// its case (the store looks users up so), and a change to the account drops every variant.
     users: DashMap<Box<str>, Option<Arc<User>>>,
     negative: std::sync::atomic::AtomicUsize,
     domains: RwLock<HashSet<String>>,
@@ -62,8 +64,9 @@ impl Directory {
         self.domains.read().unwrap_or_else(|p| p.into_inner()).contains(domain)
     }
 
-    /// The user of an AOR, from the cache when it is there: `Ok(None)` for no such user,
-    /// `Err` when the store is needed and unavailable.
+    /// The user of an AOR (its user part in any ASCII case; the user's `aor` is the account's
+    /// own spelling, which every table is keyed by), from the cache when it is there:
+    /// `Ok(None)` for no such user, `Err` when the store is needed and unavailable.
     pub async fn user(&self, aor: &str) -> Result<Option<Arc<User>>, StoreError> {
         if let Some(hit) = self.cached(aor) {
             return Ok(hit);
@@ -78,13 +81,13 @@ impl Directory {
             self.users.retain(|_, v| v.is_some());
             self.negative.store(0, std::sync::atomic::Ordering::Relaxed);
         }
-        self.users.insert(aor.into(), user.clone());
+        self.users.insert(folded(aor).into(), user.clone());
         Ok(user)
     }
 
     /// The cached answer, without touching the store.
     pub fn cached(&self, aor: &str) -> Option<Option<Arc<User>>> {
-        self.users.get(aor).map(|e| e.value().clone())
+        self.users.get(&*folded(aor)).map(|e| e.value().clone())
     }
 
     /// Follows the store's change log until dropped. While the store is unreachable the cache
@@ -123,7 +126,7 @@ impl Directory {
                             Change::Domain(_) => reload_domains = true,
                             Change::User(aor) => {
                                 reload_domains = true;
-                                self.users.remove(aor.as_str());
+                                self.users.remove(&*folded(aor));
                                 let _ = self.changes.send(Arc::from(aor.as_str()));
                             }
                         }
@@ -138,5 +141,14 @@ impl Directory {
                 Err(e) => tracing::debug!(error = %e, "change log unavailable"),
             }
         }
+    }
+}
+
+/// An AOR folded to ASCII lower case, the key users are cached by (borrowed when it is already).
+fn folded(aor: &str) -> std::borrow::Cow<'_, str> {
+    if aor.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(aor.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(aor)
     }
 }

@@ -61,7 +61,7 @@ impl Gate {
             // A member replays what this user registered through it: the connection it holds
             // authenticated as the user, which is what the credentials would prove.
             return match r.identity.as_deref() {
-                Some(identity) if aor == *identity => Ok(aor),
+                Some(identity) if aor == *identity => Ok(account(identity, aor)),
                 _ => Err(reply::response(msg, 403, agent)),
             };
         }
@@ -75,7 +75,8 @@ impl Gate {
             return Err(reply::response(msg, 403, agent));
         }
         self.proven(req);
-        Ok(aor)
+        // Bound under the account's own spelling, whatever the case of the To (finding 5).
+        Ok(account(&user.aor, aor))
     }
 
     /// An out-of-dialog request from one of our users: its From is one of ours and is who
@@ -112,13 +113,17 @@ impl Gate {
             None => req.source.flow.and_then(|f| self.transports.flows.identity(f)),
         };
         if let Some(identity) = identity {
-            return if from == *identity { Ok(from) } else { Err(reply::response(msg, 403, agent)) };
+            return if from == *identity {
+                Ok(account(&identity, from))
+            } else {
+                Err(reply::response(msg, 403, agent))
+            };
         }
         let ip = req.client_ip();
         match self.auth.verify(msg, HeaderName::ProxyAuthorization, from_domain, ip, &self.directory).await {
             Verdict::Authenticated(u) if from == u.aor => {
                 self.proven(req);
-                Ok(from)
+                Ok(account(&u.aor, from))
             }
             Verdict::Authenticated(_) => Err(Refusal::NotTheAuthenticatedUser.response(msg, agent)),
             other => Err(self.refusal(msg, other, 407, from_domain)),
@@ -147,7 +152,11 @@ impl Gate {
         let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| self.location.recipient(&u));
         let Some(to) = recipient else { return Err(reply::response(msg, 404, &self.agent)) };
         match self.directory.user(to.aor.as_str()).await {
-            Ok(Some(u)) if u.enabled => Ok(to),
+            Ok(Some(u)) if u.enabled => {
+                let mut to = to;
+                to.aor = account(&u.aor, to.aor.clone());
+                Ok(to)
+            }
             Ok(Some(_)) => Err(reply::response(msg, self.disabled_user_status, &self.agent)),
             Ok(None) => Err(reply::response(msg, 404, &self.agent)),
             Err(_) => Err(self.refusal(msg, Verdict::Unavailable, 407, "")),
@@ -181,4 +190,11 @@ impl Gate {
             Host::V6(ip) => std::net::IpAddr::V6(ip) == req.source.local.ip(),
         }
     }
+}
+
+/// The account's AOR as the store spells it (`written`), which bindings, publications,
+/// subscriptions, rules and the archive are all keyed by; `asked`, the same AOR in another ASCII
+/// case, should the store's ever fail to parse.
+fn account(written: &str, asked: Aor) -> Aor {
+    Aor::parse(written).unwrap_or(asked)
 }

@@ -316,7 +316,7 @@ impl Presence {
         };
         let Some(uri) = msg.request_uri().and_then(|u| Uri::parse(u).ok()) else { return refuse(400, "") };
         let Some(recipient) = self.location.recipient(&uri) else { return refuse(404, "") };
-        let mut resource = recipient.aor.as_str().to_string();
+        let resource: String;
         let mut package = package;
         let list_owner = (recipient.aor.user().strip_suffix(self.cfg.list_suffix.as_str()))
             .map(|owner| format!("{owner}@{}", recipient.aor.domain()));
@@ -330,8 +330,16 @@ impl Presence {
             if !owner.eq_ignore_ascii_case(watcher) {
                 return refuse(403, "Forbidden (a contact list is its owner's)");
             }
-            resource = owner;
+            // The watcher as authenticated: the account's own spelling.
+            resource = watcher.to_string();
             package = Package::List;
+        } else {
+            // The presentity is one of our users, enabled, named by its account's spelling
+            // whatever the case of the Request-URI: its rules are keyed so (finding 5).
+            match self.gate.callee(msg).await {
+                Ok(account) => resource = account.aor.as_str().to_string(),
+                Err(refusal) => return (refusal, Followup::None),
+            }
         }
         if package == Package::Winfo && !resource.eq_ignore_ascii_case(watcher) {
             return refuse(403, "Forbidden (only the presentity watches its watchers)");
