@@ -167,6 +167,107 @@ async fn a_case_variant_of_a_user_is_that_user() {
     }
 }
 
+/// The in-dialog SUBSCRIBE of the subscription `sub` (the request) and `ok` (its 200) set up,
+/// sent by `by` from `from` (the From as `sub` had it when `from` is `None`), CSeq `cseq`.
+fn resubscribe(by: &Phone, sub: &Request, ok: &sipfront_proto::Message, from: Option<&str>, cseq: u32) -> Request {
+    let mut r = Request::new("SUBSCRIBE", by.transport(), by.local_addr())
+        .set("From", from.unwrap_or(sub.header("From").unwrap()))
+        .set("To", &header(ok, HeaderName::To))
+        .set("Call-ID", sub.header("Call-ID").unwrap())
+        .set("CSeq", &format!("{cseq} SUBSCRIBE"))
+        .set("Event", "presence")
+        .set("Expires", "600")
+        .set("Contact", sub.header("Contact").unwrap());
+    r.start_line = format!("SUBSCRIBE {} SIP/2.0", contact_of(ok));
+    r
+}
+
+/// Finding 3: a subscription is refreshed by its subscriber only, proven as for a new one;
+/// another user holding the dialog's identifiers is refused, an unproven sender challenged,
+/// a wrong From tag is no dialog of ours; a watcher disabled since cannot refresh.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_subscriber_refreshes_a_subscription() {
+    const THREE: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "singer")];
+    let s = TestServer::with_users(&Backend::Sqlite, THREE, |_| {}).await;
+    let _alice = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    let sub = subscribe(&bob, "bob", "alice", "presence", 600);
+    let (ok, _) = subscribed(&mut bob, &sub).await;
+
+    let mut carol = online(&s, "carol", "singer").await;
+    let r = carol.request(&resubscribe(&carol, &sub, &ok, None, 2)).await;
+    assert_eq!(r.status(), Some(403), "Carol's connection does not speak for Bob");
+    let mut stranger = Phone::udp(&s).await;
+    let r = stranger.request(&resubscribe(&stranger, &sub, &ok, None, 3)).await;
+    assert_eq!(r.status(), Some(407), "an unproven sender is challenged");
+    let carols = format!("<sip:carol@{DOMAIN}>;tag=c1");
+    let r = carol.request(&resubscribe(&carol, &sub, &ok, Some(&carols), 4)).await;
+    assert_eq!(r.status(), Some(481), "another From tag is another dialog");
+
+    // Bob himself refreshes.
+    let refresh = resubscribe(&bob, &sub, &ok, None, 5);
+    let (refreshed, _) = subscribed(&mut bob, &refresh).await;
+    assert_eq!(refreshed.status(), Some(200));
+
+    // Bob's account is disabled: his connection no longer speaks for him, and his credentials
+    // are refused.
+    let changes = s.server.directory.changes();
+    s.server.directory.store().set_enabled(&format!("bob@{DOMAIN}"), false).await.unwrap();
+    until_named(changes, &format!("bob@{DOMAIN}")).await;
+    let refresh = resubscribe(&bob, &sub, &ok, None, 6);
+    let r = with_credentials(&mut bob, &refresh, "bob", "builder").await;
+    assert_ne!(r.status(), Some(200), "a disabled watcher does not refresh");
+}
+
+/// Finding 4: when a presentity's rules change but cannot be read (the store fails), its
+/// watchers see nothing (pending) until they can, and a refresh meanwhile extends nothing
+/// (503); once the store answers, the rules apply again.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_that_cannot_be_read_show_nothing() {
+    for backend in backends("rules_fail_closed").await {
+        if matches!(backend, Backend::Sqlite) && !sipfront_storage::testing::require_program("sqlite3", "sqlite3") {
+            continue;
+        }
+        let s = TestServer::with_users(&backend, USERS, |c| c.database.timeout_ms = 500).await;
+        let mut alice = online(&s, "alice", "wonderland").await;
+        alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t", "open", "here")), None, 600)).await;
+        let mut bob = online(&s, "bob", "builder").await;
+        let sub = subscribe(&bob, "bob", "alice", "presence", 600);
+        let (ok, n) = subscribed(&mut bob, &sub).await;
+        assert!(state(&n).starts_with("active"), "{}", state(&n));
+
+        backend_sql(&backend, &s, "ALTER TABLE presence_rules RENAME TO presence_rules_away").await;
+        // Something of Alice's changes: her rules are read again, and cannot be.
+        s.server.directory.store().set_enabled(&format!("alice@{DOMAIN}"), true).await.unwrap();
+        let n = notified(&mut bob).await;
+        assert!(state(&n).starts_with("pending"), "fails closed: {}", state(&n));
+        assert!(doc(&n).tuples.is_empty(), "nothing shown");
+        let refresh = resubscribe(&bob, &sub, &ok, None, 2);
+        let r = bob.request(&refresh).await;
+        assert_eq!(r.status(), Some(503), "a refresh meanwhile extends nothing");
+
+        backend_sql(&backend, &s, "ALTER TABLE presence_rules_away RENAME TO presence_rules").await;
+        let n = notified(&mut bob).await;
+        assert!(state(&n).starts_with("active"), "read again: {}", state(&n));
+        assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("here"));
+    }
+}
+
+/// Runs `sql` on the database of `s` (on `backend`) behind the server's back, with `sqlite3`
+/// or `psql`.
+async fn backend_sql(backend: &Backend, s: &TestServer, sql: &str) {
+    let mut cmd = match backend {
+        Backend::Sqlite => std::process::Command::new("sqlite3"),
+        Backend::Postgres(_) => std::process::Command::new(psql()),
+    };
+    match backend {
+        Backend::Sqlite => cmd.arg(s.dir.path().join("sipfront.db")).arg(sql),
+        Backend::Postgres(url) => cmd.arg(url).args(["-v", "ON_ERROR_STOP=1", "-qAtc", sql]),
+    };
+    let (status, out, err) = run_tool(cmd, WAIT).await;
+    assert!(status.success(), "{sql}: {status}\n{out}\n{err}");
+}
+
 /// Finding 11: a connection whose peer does not authenticate is closed a fixed time after it
 /// opened (`transport.unauthenticated_timeout_secs`), keep-alives or not; one that registered,
 /// or sent a request that passed digest authentication, stays.

@@ -258,11 +258,10 @@ impl TransactionUser for Core {
             }
             Some(Method::Options) if !in_dialog => tx.respond(options::answer(&req.msg, &s.agent)),
             Some(Method::Register) => run(async move { tx.respond(core.0.registrar.handle(&req).await) }),
-            Some(Method::Subscribe) if in_dialog => {
-                if let Err(tx) = s.presence.in_dialog(&req, tx) {
-                    run(async move { core.0.proxy.in_dialog(req, Some(tx)).await });
-                }
-            }
+            Some(Method::Subscribe) if in_dialog => match s.presence.subscription_of(&req.msg) {
+                Some(sub) => run(async move { core.0.presence.refresh(req, tx, sub).await }),
+                None => run(async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
+            },
             Some(Method::Notify) if in_dialog && req.msg.call_id().is_some_and(|c| c.starts_with(b"feed-")) => {
                 match s.presence.feed_notify(&req.msg) {
                     Some(resp) => tx.respond(resp),

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use rules::{Decision, Rules};
 use sipfront_proto::presence::pidf;
 use sipfront_proto::reply;
-use sipfront_proto::{HeaderName, Message, Method, Uri};
+use sipfront_proto::{HeaderName, Message, Method, NameAddr, Uri};
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,7 +47,13 @@ pub struct Presence {
     documents: DashMap<Arc<str>, Bytes>,
     /// Documents of presentities homed on other members, for the lists served here.
     feeds: Arc<feeds::Feeds>,
+    /// Owners whose rules could not be read when they changed: their watchers see nothing
+    /// until they are read, retried every [`RULES_RETRY`].
+    unread_rules: Mutex<Vec<Arc<str>>>,
 }
+
+/// How often rules that could not be read (the store was down) are tried again.
+const RULES_RETRY: Duration = Duration::from_secs(5);
 
 /// The watcher name of another member's feed (see [`feeds`]): no user's, and never shown.
 const FEED_WATCHER: &str = "pool:";
@@ -62,6 +68,8 @@ pub enum Followup {
     Notify(Arc<Subscription>),
     /// The final NOTIFY of a fetch or an unsubscribe: current state, `terminated`.
     Final(Arc<Subscription>),
+    /// The final NOTIFY of a subscription the presentity's rules no longer allow.
+    Rejected(Arc<Subscription>),
 }
 
 impl Presence {
@@ -90,6 +98,7 @@ impl Presence {
             txs,
             transports,
             documents: DashMap::new(),
+            unread_rules: Mutex::default(),
         }
     }
 
@@ -106,9 +115,27 @@ impl Presence {
                 match changes.recv().await {
                     Ok(aor) => self.rules_changed(&aor).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "presence fell behind the change log");
+                        // Which owners changed is lost (a bulk import): every cached rule and
+                        // list is dropped, and every live subscription is authorized anew.
+                        tracing::warn!(missed = n, "presence fell behind the change log; reloading every rule");
+                        self.rules.forget_all();
+                        let subs = self.subscriptions.all();
+                        for owner in dedup(subs.iter().flat_map(|s| [s.resource.clone(), s.watcher.clone()])) {
+                            self.rules_changed(&owner).await;
+                        }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        let retry_unread_rules = async {
+            let mut every = tokio::time::interval(RULES_RETRY);
+            loop {
+                every.tick().await;
+                let owners: Vec<Arc<str>> =
+                    std::mem::take(&mut *self.unread_rules.lock().unwrap_or_else(|p| p.into_inner()));
+                for owner in owners {
+                    self.rules_changed(&owner).await;
                 }
             }
         };
@@ -123,6 +150,7 @@ impl Presence {
             self.publications.run_expiry(ended_publication),
             self.subscriptions.run_expiry(ended_subscription),
             follow_changes,
+            retry_unread_rules,
             tend_feeds
         );
     }
@@ -164,18 +192,19 @@ impl Presence {
         self.follow(followup);
     }
 
-    /// A SUBSCRIBE inside a dialog: a refresh or the end of one of our subscriptions. The
-    /// transaction comes back when the dialog is not one of ours (the proxy may know it).
-    #[allow(clippy::result_large_err)] // handed on as it is, never boxed
-    pub fn in_dialog(self: &Arc<Self>, req: &Incoming, tx: ServerTx) -> Result<(), ServerTx> {
-        match self.resubscribe(&req.msg) {
-            Some((resp, followup)) => {
-                tx.respond(resp);
-                self.follow(followup);
-                Ok(())
-            }
-            None => Err(tx),
-        }
+    /// The subscription of ours an in-dialog SUBSCRIBE names (by Call-ID and our tag), if any;
+    /// otherwise the dialog may be one the proxy knows.
+    pub fn subscription_of(&self, msg: &Message) -> Option<Arc<Subscription>> {
+        let call_id = String::from_utf8_lossy(msg.call_id()?).into_owned();
+        let our_tag = msg.to().and_then(|t| t.tag().map(|t| String::from_utf8_lossy(t).into_owned()))?;
+        self.subscriptions.by_dialog(&call_id, &our_tag)
+    }
+
+    /// A SUBSCRIBE inside `sub`'s dialog: a refresh, or with Expires 0 its end.
+    pub async fn refresh(self: &Arc<Self>, req: Incoming, tx: ServerTx, sub: Arc<Subscription>) {
+        let (resp, followup) = self.resubscribe(&req, sub).await;
+        tx.respond(resp);
+        self.follow(followup);
     }
 
     /// The Expires a PUBLISH or SUBSCRIBE asks, as granted: `Err` with the refusal (400 for
@@ -352,11 +381,9 @@ impl Presence {
         }
         let grant = match package {
             Package::Presence if feed => Grant::Active,
-            Package::Presence => match self.rules.decide(&resource, watcher).await {
-                Ok(Decision::Block) => return refuse(403, ""),
-                Ok(Decision::Allow) => Grant::Active,
-                Ok(Decision::Pending) => Grant::Pending,
-                Ok(Decision::PoliteBlock) => Grant::PoliteBlocked,
+            Package::Presence => match self.rules.decide(&resource, watcher).await.map(Decision::grant) {
+                Ok(Some(grant)) => grant,
+                Ok(None) => return refuse(403, ""),
                 Err(_) => {
                     let (mut r, f) = refuse(503, "");
                     r.push_header(HeaderName::RetryAfter, "5");
@@ -410,26 +437,71 @@ impl Presence {
         (r, Followup::Notify(sub))
     }
 
-    /// A SUBSCRIBE inside one of our subscription dialogs: a refresh, or with Expires 0 the
-    /// end of it. `None` when the dialog is not one of ours.
-    fn resubscribe(self: &Arc<Self>, msg: &Message) -> Option<(Message, Followup)> {
-        let call_id = String::from_utf8_lossy(msg.call_id()?).into_owned();
-        let our_tag = msg.to().and_then(|t| t.tag().map(|t| String::from_utf8_lossy(t).into_owned()))?;
-        let sub = self.subscriptions.by_dialog(&call_id, &our_tag)?;
+    /// A SUBSCRIBE inside `sub`'s dialog. Only the subscriber may send it, proven as for a new
+    /// subscription (its connection, or credentials), and a refresh is authorized anew: a
+    /// watcher blocked or disabled since keeps watching no longer (issue 17, finding 3).
+    async fn resubscribe(self: &Arc<Self>, req: &Incoming, sub: Arc<Subscription>) -> (Message, Followup) {
+        let msg = &req.msg;
+        let refuse = |code: u16| (reply::response(msg, code, &self.agent), Followup::None);
+        // RFC 3261 12.2.2: the dialog is the Call-ID and both tags; a request with our tag but
+        // another From tag is not of this dialog.
+        let their_tag =
+            NameAddr::parse(sub.dialog.their_from.as_bytes()).ok().and_then(|f| f.tag().map(<[u8]>::to_vec));
+        if msg.from().and_then(|f| f.tag()) != their_tag.as_deref() {
+            return refuse(481);
+        }
         let expires = match self.expires(msg) {
             Ok(e) => e,
-            Err(r) => return Some((r, Followup::None)),
+            Err(r) => return (r, Followup::None),
         };
+        // Ending it needs no proof when it comes on the subscription's own leg (its connection,
+        // or for UDP its address), as the watcher's NOTIFYs go; what extends it does.
+        let leg = &sub.dialog.leg;
+        let on_its_leg = req.relayed.is_none()
+            && req.source.transport == leg.transport
+            && req.source.flow.map_or(req.source.remote == leg.remote, |f| leg.flow == Some(f));
+        if sub.watcher.starts_with(FEED_WATCHER) {
+            // Another member's feed: refreshed by that member only, under the pool's seal.
+            let member = req.relayed.as_ref().filter(|r| r.feed).map(|r| format!("{FEED_WATCHER}{}", r.member));
+            if member.as_deref() != Some(&*sub.watcher) {
+                return refuse(403);
+            }
+        } else if !(expires == 0 && on_its_leg) {
+            match self.gate.sender(req).await {
+                Ok(sender) if sender == *sub.watcher => {}
+                Ok(_) => return refuse(403),
+                Err(refusal) => return (refusal, Followup::None),
+            }
+        }
         let mut r = reply::response(msg, 200, &self.agent);
         r.push_header(HeaderName::Expires, expires.to_string());
         r.push_header(HeaderName::Contact, our_contact(&sub.dialog));
         if expires == 0 {
             self.subscriptions.remove(sub.id);
             self.watchers_changed(&sub);
-            return Some((r, Followup::Final(sub)));
+            return (r, Followup::Final(sub));
+        }
+        if sub.package == Package::Presence && !sub.watcher.starts_with(FEED_WATCHER) {
+            // The rules as they are now; unknown (the store is down) extends nothing.
+            let grant = match self.rules.decide(&sub.resource, &sub.watcher).await.map(Decision::grant) {
+                Ok(Some(grant)) => grant,
+                Ok(None) => {
+                    self.subscriptions.remove(sub.id);
+                    self.watchers_changed(&sub);
+                    return (reply::response(msg, 403, &self.agent), Followup::Rejected(sub));
+                }
+                Err(_) => {
+                    let (mut r, f) = refuse(503);
+                    r.push_header(HeaderName::RetryAfter, "5");
+                    return (r, f);
+                }
+            };
+            if std::mem::replace(&mut *sub.grant.lock().unwrap_or_else(|p| p.into_inner()), grant) != grant {
+                self.watchers_changed(&sub);
+            }
         }
         self.subscriptions.refresh(&sub, Instant::now() + Duration::from_secs(u64::from(expires)));
-        Some((r, Followup::Notify(sub)))
+        (r, Followup::Notify(sub))
     }
 
     /// After the response to a SUBSCRIBE went out.
@@ -438,6 +510,7 @@ impl Presence {
             Followup::None => {}
             Followup::Notify(sub) => self.send_full(&sub),
             Followup::Final(sub) => self.send_final(&sub, "timeout"),
+            Followup::Rejected(sub) => self.send_final(&sub, "rejected"),
         }
     }
 
@@ -544,17 +617,24 @@ impl Presence {
         for sub in self.subscriptions.involving(owner) {
             match sub.package {
                 Package::Presence if &*sub.resource == owner && !sub.watcher.starts_with(FEED_WATCHER) => {
-                    let grant = match self.rules.decide(owner, &sub.watcher).await {
-                        Ok(Decision::Block) => {
+                    let grant = match self.rules.decide(owner, &sub.watcher).await.map(Decision::grant) {
+                        Ok(Some(grant)) => grant,
+                        Ok(None) => {
                             self.subscriptions.remove(sub.id);
                             self.watchers_changed(&sub);
                             self.send_final(&sub, "rejected");
                             continue;
                         }
-                        Ok(Decision::Allow) => Grant::Active,
-                        Ok(Decision::Pending) => Grant::Pending,
-                        Ok(Decision::PoliteBlock) => Grant::PoliteBlocked,
-                        Err(_) => continue,
+                        Err(_) => {
+                            // Fail closed: the rules may now block this watcher, so until they
+                            // can be read it sees nothing (pending), and they are read again
+                            // every RULES_RETRY.
+                            let mut unread = self.unread_rules.lock().unwrap_or_else(|p| p.into_inner());
+                            if !unread.iter().any(|o| &**o == owner) {
+                                unread.push(Arc::from(owner));
+                            }
+                            Grant::Pending
+                        }
                     };
                     let was = std::mem::replace(&mut *sub.grant.lock().unwrap_or_else(|p| p.into_inner()), grant);
                     if was != grant {

@@ -3,6 +3,7 @@
 //! for watchers no rule names.
 
 use crate::ops::metrics as m;
+use crate::state::subscriptions::Grant;
 use dashmap::DashMap;
 use sipfront_proto::Aor;
 use sipfront_storage::{Contact, Rule, RuleAction, Store, StoreError};
@@ -19,6 +20,18 @@ pub enum Decision {
     Block,
     /// The subscription looks active and shows the presentity offline.
     PoliteBlock,
+}
+
+impl Decision {
+    /// What a subscription shows under the decision; `None` for a block (it ends).
+    pub fn grant(self) -> Option<Grant> {
+        match self {
+            Decision::Allow => Some(Grant::Active),
+            Decision::Pending => Some(Grant::Pending),
+            Decision::PoliteBlock => Some(Grant::PoliteBlocked),
+            Decision::Block => None,
+        }
+    }
 }
 
 /// The default for watchers with no rule (config `presence.default_policy`).
@@ -60,6 +73,13 @@ impl Rules {
     pub fn forget(&self, owner: &str) {
         self.rules.remove(owner);
         self.contacts.remove(owner);
+    }
+
+    /// Drops everything cached: the change log went by faster than it was followed, so any
+    /// owner's rules may have changed.
+    pub fn forget_all(&self) {
+        self.rules.clear();
+        self.contacts.clear();
     }
 
     /// What `watcher` may see of `owner`: a rule for the watcher's AOR, else one for its
