@@ -55,6 +55,10 @@ pub struct Auth {
     /// Distinct users one IP may fail for within the window before the IP is locked out
     /// for every user (password spraying).
     pub max_users_per_ip: u32,
+    /// Failure windows (per user and address, per address) remembered at once; beyond it a
+    /// failure from a new pair or address is answered as ever but not counted (an attacker
+    /// choosing user names and addresses must not grow memory without bound).
+    pub max_tracked_failures: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -88,6 +92,9 @@ pub struct Presence {
     pub notify_interval_ms: u64,
     /// Subscriptions one watcher may hold; beyond it, 403.
     pub max_subscriptions_per_watcher: usize,
+    /// Publications one presentity may hold (one per device, RFC 3903); a new one beyond it
+    /// gets 403.
+    pub max_publications_per_presentity: usize,
     /// A watcher with no rule: `same-domain` allows watchers of the presentity's domain and
     /// leaves others pending; `pending` leaves everyone pending; `allow` allows everyone.
     pub default_policy: String,
@@ -163,6 +170,9 @@ pub struct Transport {
     pub max_connections: usize,
     /// Outgoing messages queued for one connection before further ones are dropped.
     pub connection_queue: usize,
+    /// Outgoing bytes queued for one connection before further messages are dropped (one
+    /// message of any size may always wait alone).
+    pub connection_queue_bytes: usize,
     /// Load balancers (their addresses) whose TCP and TLS connections may open with a PROXY
     /// protocol header (v1 or v2) naming the client, as HAProxy's `send-proxy-v2` sends: the
     /// client's address then counts for the per-address caps, lockouts, Via and logs. From
@@ -251,6 +261,7 @@ impl Default for Transport {
             max_connections_per_ip: 4096,
             max_connections: 200_000,
             connection_queue: 1024,
+            connection_queue_bytes: 1 << 20,
             proxy_protocol_from: Vec::new(),
             unauthenticated_timeout_secs: 60,
         }
@@ -291,6 +302,7 @@ impl Default for Auth {
             failure_window_secs: 300,
             lockout_secs: 900,
             max_users_per_ip: 20,
+            max_tracked_failures: 100_000,
         }
     }
 }
@@ -324,6 +336,7 @@ impl Default for Presence {
             max_expires: 86_400,
             notify_interval_ms: 1000,
             max_subscriptions_per_watcher: 500,
+            max_publications_per_presentity: 16,
             default_policy: "same-domain".into(),
             list_suffix: "+contacts".into(),
         }

@@ -139,7 +139,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let settings = Arc::new(StreamSettings {
         idle_timeout: Duration::from_secs(config.transport.idle_timeout_secs),
         unauthenticated_timeout: Duration::from_secs(config.transport.unauthenticated_timeout_secs),
-        queue: config.transport.connection_queue,
+        queue: (config.transport.connection_queue, config.transport.connection_queue_bytes),
     });
     let connector = Arc::new(Connector::new(transports.clone(), inbound.clone(), settings.clone(), shutdown.clone()));
     let secret = match (config.pool.secret.as_str(), config.auth.secret.as_str()) {
@@ -219,9 +219,13 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let sources = http::Sources {
         metrics,
         ready: readiness.clone(),
-        live: Arc::new(move || crate::ops::process::Live {
-            write_queue: flows.flows.queued(),
-            server_transactions: txs.server_count(),
+        live: Arc::new(move || {
+            let queued = flows.flows.queued();
+            crate::ops::process::Live {
+                write_queue_messages: queued.messages,
+                write_queue_bytes: queued.bytes,
+                server_transactions: txs.server_count(),
+            }
         }),
     };
     threads.push(http::start(http_listener, sources, http_stopped).context("starting the HTTP endpoint")?);

@@ -268,6 +268,61 @@ async fn backend_sql(backend: &Backend, s: &TestServer, sql: &str) {
     assert!(status.success(), "{sql}: {status}\n{out}\n{err}");
 }
 
+/// Finding 10: what a user or an attacker can make the server hold is capped. A presentity
+/// holds at most `presence.max_publications_per_presentity` publications (403 beyond, a
+/// refresh still served); a fetch of any Request-URI caches nothing for a user that does not
+/// exist (404); a connection that does not read holds at most
+/// `transport.connection_queue_bytes` queued for it (plus one message), the rest dropped and
+/// counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_one_user_or_connection_holds_is_capped() {
+    const CAP: usize = 64 * 1024;
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        c.presence.max_publications_per_presentity = 3;
+        c.transport.connection_queue_bytes = CAP;
+    })
+    .await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut etags = Vec::new();
+    for i in 0..3 {
+        let r = alice
+            .request(&publish(&alice, "alice", Some(&pidf_doc("alice", &format!("t{i}"), "open", "here")), None, 600))
+            .await;
+        assert_eq!(r.status(), Some(200));
+        etags.push(header(&r, HeaderName::SipETag));
+    }
+    let r = alice.request(&publish(&alice, "alice", Some(&pidf_doc("alice", "t9", "open", "here")), None, 600)).await;
+    assert_eq!(r.status(), Some(403), "a fourth publication");
+    let r = alice.request(&publish(&alice, "alice", None, Some(&etags[0]), 600)).await;
+    assert_eq!(r.status(), Some(200), "a refresh of one held");
+    assert_eq!(s.metric("sipfront_over_capacity_total").await, 1.0);
+
+    let mut bob = online(&s, "bob", "builder").await;
+    for _ in 0..20 {
+        let r = bob.request(&subscribe(&bob, "bob", &format!("nobody{}", token(8)), "presence", 0)).await;
+        assert_eq!(r.status(), Some(404), "a fetch of nobody");
+    }
+
+    // Alice stops reading; Bob sends her 12 MB of messages: more than the kernel's buffers and
+    // her queue hold together.
+    let body = "x".repeat(60_000);
+    for _ in 0..200 {
+        let mut msg = Request::message(&bob, "bob", "alice");
+        msg.body = body.clone();
+        bob.send(&msg.to_bytes()).await;
+    }
+    let dropped = eventually(std::time::Duration::from_secs(20), async || {
+        let (_, m) = s.http_get("/metrics").await;
+        m.lines().any(|l| l.starts_with("sipfront_send_failures_total{") && l.contains("queue_full"))
+    })
+    .await;
+    assert!(dropped, "messages beyond the queue's bytes are dropped and counted");
+    let fullest = s.metric("sipfront_connection_write_queue_max_bytes").await;
+    assert!(fullest > 0.0 && fullest <= (CAP + 61_000) as f64, "the fullest queue holds {fullest} bytes");
+    s.assert_answers_options().await;
+    drop(alice);
+}
+
 /// Finding 11: a connection whose peer does not authenticate is closed a fixed time after it
 /// opened (`transport.unauthenticated_timeout_secs`), keep-alives or not; one that registered,
 /// or sent a request that passed digest authentication, stays.

@@ -28,6 +28,8 @@ struct IpWindow {
 }
 
 pub struct Lockout {
+    /// Windows (pairs and addresses) remembered at most.
+    max_tracked: usize,
     max_failures: u32,
     max_users: u32,
     window: Duration,
@@ -45,6 +47,7 @@ impl Lockout {
         let window = Duration::from_secs(c.failure_window_secs);
         let lockout = Duration::from_secs(c.lockout_secs);
         Lockout {
+            max_tracked: c.max_tracked_failures.max(1),
             max_failures: c.max_failures.max(1),
             max_users: c.max_users_per_ip.max(1),
             window,
@@ -70,6 +73,15 @@ impl Lockout {
     pub fn failure(&self, aor: &str, ip: IpAddr) {
         let now = Instant::now();
         let key: Pair = (aor.into(), ip);
+        // Full: a new pair or address is not remembered (existing windows and lockouts go on).
+        // Counting takes every shard's lock, but only on a failed authentication.
+        if self.pairs.len() + self.ips.len() >= self.max_tracked
+            && (!self.pairs.contains_key(&key) || !self.ips.contains_key(&ip))
+        {
+            metrics::counter!(m::OVER_CAPACITY, "table" => "auth_failures").increment(1);
+            tracing::debug!(target: "security", user = aor, %ip, "failure not counted: the lockout tables are full");
+            return;
+        }
         let mut lock_pair = false;
         {
             let mut w = self.pairs.entry(key.clone()).or_insert_with(|| {
@@ -199,6 +211,20 @@ mod tests {
         l.failure("u4@x", ip);
         assert!(l.is_locked("carol@x", ip));
         assert!(!l.is_locked("carol@x", "192.0.2.10".parse().unwrap()));
+    }
+
+    #[tokio::test]
+    async fn the_tables_hold_at_most_their_cap() {
+        let l = Lockout::new(&config::Auth { max_failures: 3, max_tracked_failures: 10, ..Default::default() });
+        for i in 0..100u8 {
+            l.failure(&format!("u{i}@x"), IpAddr::from([192, 0, 2, i]));
+        }
+        assert!(l.pairs.len() + l.ips.len() <= 10, "{} + {}", l.pairs.len(), l.ips.len());
+        // A pair remembered goes on counting to its lockout.
+        let first = IpAddr::from([192, 0, 2, 0]);
+        l.failure("u0@x", first);
+        l.failure("u0@x", first);
+        assert!(l.is_locked("u0@x", first));
     }
 
     #[tokio::test(start_paused = true)]

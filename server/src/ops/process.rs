@@ -20,7 +20,9 @@ pub struct State {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Live {
     /// Messages waiting in connections' write queues: in all, and on the fullest connection.
-    pub write_queue: (usize, usize),
+    pub write_queue_messages: (usize, usize),
+    /// The same in bytes.
+    pub write_queue_bytes: (usize, usize),
     /// Server transactions kept.
     pub server_transactions: usize,
 }
@@ -79,21 +81,16 @@ pub fn render(out: &mut String, state: &State) {
     let flag = |b: bool| if b { 1.0 } else { 0.0 };
     metric(out, "sipfront_ready", "gauge", "1 while serving and not draining (what /readyz says).", flag(state.ready));
     metric(out, "sipfront_store_up", "gauge", "1 while the store answers its ping.", flag(state.store_up));
-    let (queued, fullest) = state.live.write_queue;
-    metric(
-        out,
-        "sipfront_connection_write_queue_messages",
-        "gauge",
-        "Messages waiting in the write queues of all TCP and TLS connections.",
-        queued as f64,
-    );
-    metric(
-        out,
-        "sipfront_connection_write_queue_max_messages",
-        "gauge",
-        "Messages waiting in the fullest connection's write queue (its cap is transport.connection_queue).",
-        fullest as f64,
-    );
+    let queues = [
+        ("messages", "Messages", state.live.write_queue_messages, "transport.connection_queue"),
+        ("bytes", "Bytes", state.live.write_queue_bytes, "transport.connection_queue_bytes"),
+    ];
+    for (unit, what, (total, fullest), cap) in queues {
+        let all = format!("{what} waiting in connections' write queues, all connections.");
+        metric(out, &format!("sipfront_connection_write_queue_{unit}"), "gauge", &all, total as f64);
+        let one = format!("{what} waiting in the fullest connection's write queue (its cap is {cap}).");
+        metric(out, &format!("sipfront_connection_write_queue_max_{unit}"), "gauge", &one, fullest as f64);
+    }
     metric(
         out,
         "sipfront_server_transactions",
@@ -131,7 +128,7 @@ mod tests {
     #[test]
     fn the_process_figures_are_those_of_this_process() {
         let mut out = String::new();
-        let live = Live { write_queue: (7, 5), server_transactions: 3 };
+        let live = Live { write_queue_messages: (7, 5), write_queue_bytes: (700, 500), server_transactions: 3 };
         render(&mut out, &State { ready: true, store_up: false, live });
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let started = value(&out, "process_start_time_seconds");
@@ -144,6 +141,8 @@ mod tests {
         assert_eq!(value(&out, "sipfront_store_up"), 0.0);
         assert_eq!(value(&out, "sipfront_connection_write_queue_messages"), 7.0);
         assert_eq!(value(&out, "sipfront_connection_write_queue_max_messages"), 5.0);
+        assert_eq!(value(&out, "sipfront_connection_write_queue_bytes"), 700.0);
+        assert_eq!(value(&out, "sipfront_connection_write_queue_max_bytes"), 500.0);
         assert_eq!(value(&out, "sipfront_server_transactions"), 3.0);
         assert!(out.contains("# TYPE process_cpu_seconds_total counter"));
         assert!(out.contains(&format!("sipfront_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));

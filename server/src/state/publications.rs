@@ -39,6 +39,12 @@ pub enum Updated {
 
 impl Publications {
     /// The live publications of a presentity, newest change first.
+    /// How many live publications `aor` holds.
+    pub fn count_of(&self, aor: &str) -> usize {
+        let now = Instant::now();
+        self.by_aor.get(aor).map_or(0, |e| e.iter().filter(|p| p.expires_at > now).count())
+    }
+
     pub fn of(&self, aor: &str) -> Vec<Publication> {
         let now = Instant::now();
         let mut v: Vec<Publication> = self

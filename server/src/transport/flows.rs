@@ -6,7 +6,7 @@ use super::{SendError, Transport};
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -14,6 +14,10 @@ pub type FlowId = u64;
 
 struct Flow {
     queue: mpsc::Sender<Bytes>,
+    /// Bytes waiting in `queue`, shared with its [`Queue`].
+    queued_bytes: Arc<AtomicUsize>,
+    /// The most bytes `queue` may hold (one message of any size may always wait alone).
+    max_bytes: usize,
     /// Our end of the connection.
     local: SocketAddr,
     /// Its peer has proven who it is: a user's digest, a member's seal, or we opened it.
@@ -43,19 +47,23 @@ impl Flows {
         self.by_id.len()
     }
 
-    /// Registers a new connection; the returned receiver feeds its writer.
+    /// Registers a new connection; the returned queue feeds its writer. At most `cap.0`
+    /// messages and `cap.1` bytes wait in it (a message larger than that may wait alone).
     pub fn open(
         &self,
         transport: Transport,
         remote: SocketAddr,
         local: SocketAddr,
-        queue: usize,
-    ) -> (FlowId, mpsc::Receiver<Bytes>) {
+        cap: (usize, usize),
+    ) -> (FlowId, Queue) {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::channel(queue.max(1));
-        self.by_id.insert(id, Flow { queue: tx, local, authenticated: false });
+        let (tx, rx) = mpsc::channel(cap.0.max(1));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let flow =
+            Flow { queue: tx, queued_bytes: queued_bytes.clone(), max_bytes: cap.1, local, authenticated: false };
+        self.by_id.insert(id, flow);
         self.by_remote.insert((transport, remote), id);
-        (id, rx)
+        (id, Queue { rx, bytes: queued_bytes })
     }
 
     pub fn close(&self, id: FlowId, transport: Transport, remote: SocketAddr) {
@@ -163,21 +171,65 @@ impl Flows {
         self.by_remote.get(&(transport, remote)).map(|e| *e.value())
     }
 
-    /// Messages waiting in connections' write queues: in all, and on the fullest connection.
-    /// Walks every connection, so it is for a scrape, not for the message path.
-    pub fn queued(&self) -> (usize, usize) {
-        self.by_id.iter().fold((0, 0), |(total, max), f| {
-            let waiting = f.queue.max_capacity() - f.queue.capacity();
-            (total + waiting, max.max(waiting))
+    /// What waits in connections' write queues, in messages and in bytes: in all, and on the
+    /// fullest connection. Walks every connection, so it is for a scrape, not for the message
+    /// path.
+    pub fn queued(&self) -> Queued {
+        self.by_id.iter().fold(Queued::default(), |q, f| {
+            let messages = f.queue.max_capacity() - f.queue.capacity();
+            let bytes = f.queued_bytes.load(Ordering::Relaxed);
+            Queued {
+                messages: (q.messages.0 + messages, q.messages.1.max(messages)),
+                bytes: (q.bytes.0 + bytes, q.bytes.1.max(bytes)),
+            }
         })
     }
 
     pub fn send(&self, id: FlowId, data: Bytes) -> Result<(), SendError> {
         let flow = self.by_id.get(&id).ok_or(SendError::NoFlow)?;
-        flow.queue.try_send(data).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
+        let len = data.len();
+        let before = flow.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if before > 0 && before + len > flow.max_bytes {
+            // A peer that does not read cannot make us hold more than its cap.
+            flow.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(SendError::QueueFull);
+        }
+        flow.queue.try_send(data).map_err(|e| {
+            flow.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => SendError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => SendError::NoFlow,
+            }
         })
+    }
+}
+
+/// What waits in the write queues: (in all, on the fullest connection).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Queued {
+    pub messages: (usize, usize),
+    pub bytes: (usize, usize),
+}
+
+/// A connection's write queue, as its writer drains it.
+pub struct Queue {
+    rx: mpsc::Receiver<Bytes>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The next message; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        let data = self.rx.recv().await?;
+        self.bytes.fetch_sub(data.len(), Ordering::Relaxed);
+        Some(data)
+    }
+
+    /// The next message if one waits.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        let data = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(data.len(), Ordering::Relaxed);
+        Some(data)
     }
 }
 
@@ -190,9 +242,9 @@ mod tests {
     fn identities_are_forgotten_with_the_user_or_the_connection() {
         let flows = Flows::default();
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let (a, _ra) = flows.open(Transport::Tcp, addr(1), addr(5060), 8);
-        let (b, _rb) = flows.open(Transport::Tcp, addr(2), addr(5060), 8);
-        let (c, _rc) = flows.open(Transport::Tcp, addr(3), addr(5060), 8);
+        let (a, _ra) = flows.open(Transport::Tcp, addr(1), addr(5060), (8, 1000));
+        let (b, _rb) = flows.open(Transport::Tcp, addr(2), addr(5060), (8, 1000));
+        let (c, _rc) = flows.open(Transport::Tcp, addr(3), addr(5060), (8, 1000));
         flows.bind_identity(a, "alice@example.test");
         flows.bind_identity(b, "alice@example.test");
         flows.bind_identity(c, "bob@example.test");
@@ -219,17 +271,36 @@ mod tests {
     fn queued_counts_what_writers_have_not_taken() {
         let flows = Flows::default();
         let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        let (a, mut a_rx) = flows.open(Transport::Tcp, addr(1), addr(5060), 8);
-        let (b, _b_rx) = flows.open(Transport::Tls, addr(2), addr(5061), 8);
-        assert_eq!(flows.queued(), (0, 0));
+        let (a, mut a_rx) = flows.open(Transport::Tcp, addr(1), addr(5060), (8, 1000));
+        let (b, _b_rx) = flows.open(Transport::Tls, addr(2), addr(5061), (8, 1000));
+        assert_eq!(flows.queued(), Queued::default());
         for _ in 0..3 {
-            flows.send(a, Bytes::from_static(b"x")).unwrap();
+            flows.send(a, Bytes::from_static(b"xx")).unwrap();
         }
         flows.send(b, Bytes::from_static(b"y")).unwrap();
-        assert_eq!(flows.queued(), (4, 3));
+        assert_eq!(flows.queued(), Queued { messages: (4, 3), bytes: (7, 6) });
         a_rx.try_recv().unwrap();
-        assert_eq!(flows.queued(), (3, 2));
+        assert_eq!(flows.queued(), Queued { messages: (3, 2), bytes: (5, 4) });
         flows.close(a, Transport::Tcp, addr(1));
-        assert_eq!(flows.queued(), (1, 1), "a closed connection's queue no longer counts");
+        assert_eq!(
+            flows.queued(),
+            Queued { messages: (1, 1), bytes: (1, 1) },
+            "a closed connection's no longer counts"
+        );
+    }
+
+    #[test]
+    fn a_queue_holds_at_most_its_bytes_and_one_message_of_any_size() {
+        let flows = Flows::default();
+        let addr = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        let (a, mut queue) = flows.open(Transport::Tcp, addr(1), addr(5060), (100, 10));
+        flows.send(a, Bytes::from(vec![0; 25])).expect("alone, a message of any size waits");
+        assert!(matches!(flows.send(a, Bytes::from_static(b"x")), Err(SendError::QueueFull)));
+        queue.try_recv().unwrap();
+        for _ in 0..2 {
+            flows.send(a, Bytes::from(vec![0; 5])).unwrap();
+        }
+        assert!(matches!(flows.send(a, Bytes::from_static(b"x")), Err(SendError::QueueFull)), "10 bytes wait");
+        assert_eq!(flows.queued().bytes, (10, 10));
     }
 }

@@ -12,13 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 pub struct StreamSettings {
     pub idle_timeout: Duration,
     /// A connection whose peer has not authenticated by then is closed (zero: never).
     pub unauthenticated_timeout: Duration,
-    pub queue: usize,
+    /// A connection's write queue: at most this many messages and bytes.
+    pub queue: (usize, usize),
 }
 
 /// Serves one connection whose flow is open already (accepted, or opened by us, in which case
@@ -27,7 +27,7 @@ pub struct StreamSettings {
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<S>(
     stream: S,
-    (flow, mut queue): (FlowId, mpsc::Receiver<Bytes>),
+    (flow, mut queue): (FlowId, super::flows::Queue),
     transport: Transport,
     remote: SocketAddr,
     local: SocketAddr,
@@ -49,7 +49,7 @@ pub async fn serve<S>(
                 break;
             }
             // Drain what else is queued before flushing (TLS buffers records until then).
-            while let Ok(more) = queue.try_recv() {
+            while let Some(more) = queue.try_recv() {
                 if wr.write_all(&more).await.is_err() {
                     return;
                 }

@@ -289,6 +289,10 @@ impl Presence {
             (None, Some(_)) if expires == 0 => {
                 return refuse(400, Some("Bad Request (Expires 0 without SIP-If-Match)"))
             }
+            (None, Some(_)) if self.publications.count_of(presentity) >= self.cfg.max_publications_per_presentity => {
+                metrics::counter!(m::OVER_CAPACITY, "table" => "publications").increment(1);
+                return refuse(403, Some("Forbidden (too many publications)"));
+            }
             (None, Some(doc)) => (Some(self.publications.create_as(presentity, doc, at, keep_etag)), "created"),
             (Some(tag), doc) => {
                 let (changes, result) = match (&doc, expires) {
