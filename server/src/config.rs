@@ -21,6 +21,7 @@ pub struct Config {
     pub messaging: Messaging,
     pub archive: Archive,
     pub presence: Presence,
+    pub proxy: Proxy,
     pub server: Server,
     pub pool: Pool,
     pub log: Log,
@@ -119,6 +120,21 @@ pub struct Archive {
     pub queue: usize,
     /// A message between two users after this long a silence starts a new conversation.
     pub session_gap_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Proxy {
+    /// A dialog this server record-routed (a call, an IM session) is routed for this long at
+    /// most: its route token expires then (the route set of a dialog never changes, RFC 3261
+    /// 12.2.1.2, so a longer dialog must be set up anew).
+    pub dialog_max_hours: u32,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy { dialog_max_hours: 24 }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

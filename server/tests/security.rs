@@ -132,6 +132,79 @@ async fn a_connection_speaks_for_its_user_only_while_the_account_and_registratio
     }
 }
 
+/// A call from Alice to Bob through the proxy, answered and acknowledged: Alice's and Bob's
+/// sides of the dialog, and the INVITE as Bob got it.
+async fn call(alice: &mut Phone, bob: &mut Phone) -> (Dialog, Dialog, sipfront_proto::Message) {
+    let inv = invite(alice, "alice", "bob");
+    alice.send(&inv.to_bytes()).await;
+    let at_bob = bob.expect_request(Method::Invite).await;
+    bob.answer(&at_bob, 200, "bt").await;
+    let ok = loop {
+        let r = alice.recv().await;
+        if r.status() == Some(200) {
+            break r;
+        }
+    };
+    let mut caller = Dialog::caller(&inv, &ok);
+    alice.send(&caller.request("ACK", alice).to_bytes()).await;
+    bob.expect_request(Method::Ack).await;
+    (caller, Dialog::callee(&at_bob, "bt"), at_bob)
+}
+
+/// Finding 1: a dialog's route token routes that dialog only, from its parties as
+/// themselves, for its life: a forged From, another Call-ID or an expired token is refused;
+/// a stray 2xx is forwarded only for the dialog its Via token names. The in-dialog MESSAGE is
+/// archived with the party that sent it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dialog_route_serves_its_dialog_and_parties_only() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    let (mut caller, mut callee, at_bob) = call(&mut alice, &mut bob).await;
+
+    // Bob says he is Carol.
+    let mut forged = callee.request("MESSAGE", &bob).set("From", &format!("<sip:carol@{DOMAIN}>;tag=bt"));
+    forged.body = "I am Carol".into();
+    let r = bob.request(&forged).await;
+    assert_eq!(r.status(), Some(403), "a From that is not Bob's");
+    // Alice uses the route for another dialog (another Call-ID).
+    let other = caller.request("MESSAGE", &alice).set("Call-ID", "another-dialog@x");
+    let r = alice.request(&other).await;
+    assert_eq!(r.status(), Some(403), "the token is for its own dialog");
+    // Bob, as himself, reaches Alice; the archive names him.
+    let mut honest = callee.request("MESSAGE", &bob).set("Content-Type", "text/plain");
+    honest.body = "it is Bob".into();
+    bob.send(&honest.to_bytes()).await;
+    let got = alice.expect_request(Method::Message).await;
+    alice.answer(&got, 200, "x").await;
+    bob.expect_response(200).await;
+    let store = s.server.directory.store().clone();
+    let archived = eventually(std::time::Duration::from_secs(5), async || {
+        let rows = store.search_archive(&format!("bob@{DOMAIN}"), None, 0, i64::MAX, 10).await.unwrap();
+        rows.len() == 1 && rows[0].sender == format!("bob@{DOMAIN}")
+    })
+    .await;
+    assert!(archived, "archived once, from Bob");
+
+    // A 2xx carrying the proxy's Via for this call but another Call-ID is not forwarded.
+    let mut stray = at_bob.response_to(200);
+    stray.set_to_tag("bt");
+    stray.set_header(HeaderName::CallId, "another-dialog@x");
+    stray.ensure_content_length();
+    bob.send(&stray.to_bytes()).await;
+    let forwarded = tokio::time::timeout(QUIET, alice.recv()).await;
+    assert!(forwarded.is_err(), "the stray 2xx of another dialog reached Alice: {forwarded:?}");
+
+    // A token past its life: 481.
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.proxy.dialog_max_hours = 0).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    let (mut caller, _, _) = call(&mut alice, &mut bob).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = alice.request(&caller.request("MESSAGE", &alice)).await;
+    assert_eq!(r.status(), Some(481), "the dialog's route expired");
+}
+
 /// Finding 5: a user part names its account whatever its ASCII case, everywhere. Alice blocks
 /// Bob; Bob subscribing to `ALICE` is blocked too (it fell to the default policy before).
 /// Alice registering as `ALICE` is reached as `alice`, and a subscription to nobody is 404.

@@ -45,6 +45,11 @@ pub enum Refusal {
     MalformedRoute,
     /// The sender is neither party of the dialog its Route names.
     NotAParty,
+    /// A dialog's route token used past `proxy.dialog_max_hours`.
+    DialogExpired,
+    /// A dialog's route token on a request of another dialog, or one whose From is not the
+    /// party of its leg.
+    NotOfTheDialog,
     /// The other party's connection is gone.
     FlowFailed,
 }
@@ -60,7 +65,8 @@ impl Refusal {
             DomainNotServed => 404,
             UnknownFromDomain | NotTheAuthenticatedUser | RouteElsewhere => 403,
             MalformedRoute => 400,
-            NotAParty => 403,
+            NotAParty | NotOfTheDialog => 403,
+            DialogExpired => 481,
             FlowFailed => 430,
         }
     }
@@ -87,6 +93,8 @@ impl Refusal {
             RouteElsewhere => "route_elsewhere",
             MalformedRoute => "malformed_route",
             NotAParty => "not_a_party",
+            DialogExpired => "dialog_expired",
+            NotOfTheDialog => "not_of_the_dialog",
             FlowFailed => "flow_failed",
         }
     }
@@ -112,6 +120,8 @@ impl Refusal {
             RouteElsewhere => "Forbidden (Route to elsewhere: not a relay)",
             MalformedRoute => "Bad Request (malformed Route)",
             NotAParty => "Forbidden (not a party to this dialog)",
+            DialogExpired => "Call/Transaction Does Not Exist (the dialog's route expired)",
+            NotOfTheDialog => "Forbidden (not this dialog, or not its party)",
             FlowFailed => "Flow Failed",
         }
     }

@@ -24,8 +24,8 @@ use sipfront_proto::reply;
 use sipfront_proto::{Aor, HeaderName, Message, Method, NameAddr};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use token::{Leg, Tokens};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use token::{Dialog as TokenDialog, Leg, Tokens};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -44,6 +44,8 @@ pub struct Proxy {
     archive: Arc<Archive>,
     agent: String,
     tokens: Tokens,
+    /// How long a dialog's route token is good for (`proxy.dialog_max_hours`).
+    dialog_max: Duration,
     /// INVITEs being forwarded, by server transaction: where the caller's CANCEL goes.
     pending: DashMap<TxKey, mpsc::Sender<()>>,
 }
@@ -84,9 +86,11 @@ impl Proxy {
         location: Arc<Location>,
         archive: Arc<Archive>,
         agent: String,
+        dialog_max: Duration,
     ) -> Proxy {
         let transports = txs.transports().clone();
-        Proxy { txs, transports, gate, location, archive, agent, tokens: Tokens::default(), pending: DashMap::new() }
+        let tokens = Tokens::default();
+        Proxy { txs, transports, gate, location, archive, agent, tokens, dialog_max, pending: DashMap::new() }
     }
 
     /// An initial INVITE (RFC 3261 16.3 to 16.6): checked, its sender authenticated, forked
@@ -100,9 +104,10 @@ impl Proxy {
         if loops::looped(msg) {
             return tx.respond(reply::response(msg, 482, agent));
         }
-        if let Err(refusal) = self.gate.sender(&req).await {
-            return tx.respond(refusal);
-        }
+        let caller = match self.gate.sender(&req).await {
+            Ok(caller) => caller,
+            Err(refusal) => return tx.respond(refusal),
+        };
         let to = match self.gate.callee(msg).await {
             Ok(to) => to,
             Err(refusal) => return tx.respond(refusal),
@@ -113,11 +118,23 @@ impl Proxy {
             return tx.respond(Messaging::unavailable(msg, agent));
         }
         tx.provisional(reply::response(msg, 100, agent));
+        let until = SystemTime::now() + self.dialog_max;
+        let dialog = TokenDialog {
+            id: TokenDialog::id_of(
+                msg.call_id().unwrap_or_default(),
+                msg.from().and_then(|f| f.tag()).unwrap_or_default(),
+            ),
+            caller: TokenDialog::party(caller.as_str()),
+            callee: TokenDialog::party(to.aor.as_str()),
+            until: until
+                .duration_since(UNIX_EPOCH)
+                .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        };
         let forks = targets
             .iter()
             .map(|b| {
                 let (mut fork, target) = self.location.fork(msg, b, &loops::branch(msg));
-                self.record_route(&mut fork, &req.source, &target, b.source.local);
+                self.record_route(&mut fork, &req.source, &target, b.source.local, &dialog);
                 (fork, target)
             })
             .collect();
@@ -156,11 +173,18 @@ impl Proxy {
 
     /// Completes the copy `fork` of an initial INVITE that came from `source` and goes to
     /// `target` (a binding whose REGISTER arrived on `callee_local`): Record-Route with the
-    /// token of both legs, twice when the two sides use different transports or addresses
-    /// (RFC 5658), and the caller's leg in our Via.
-    fn record_route(&self, fork: &mut Message, source: &Source, target: &Target, callee_local: SocketAddr) {
+    /// token of both legs for `dialog`, twice when the two sides use different transports or
+    /// addresses (RFC 5658), and the caller's leg in our Via.
+    fn record_route(
+        &self,
+        fork: &mut Message,
+        source: &Source,
+        target: &Target,
+        callee_local: SocketAddr,
+        dialog: &TokenDialog,
+    ) {
         let caller = Leg::of_source(source);
-        let token = self.tokens.seal(&[caller, Leg::of_target(target)]);
+        let token = self.tokens.seal_dialog(&[caller, Leg::of_target(target)], dialog);
         let caller_side = route_uri(&token, source.transport, source.local);
         let callee_side = route_uri(&token, target.transport, callee_local);
         fork.prepend_header(HeaderName::RecordRoute, caller_side.clone());
@@ -169,7 +193,7 @@ impl Proxy {
         }
         let top = fork.list(HeaderName::Via).next().map(<[u8]>::to_vec);
         if let Some(mut v) = top {
-            v.extend_from_slice(format!(";{CALLER_PARAM}={}", self.tokens.seal(&[caller])).as_bytes());
+            v.extend_from_slice(format!(";{CALLER_PARAM}={}", self.tokens.seal_dialog(&[caller], dialog)).as_bytes());
             fork.pop_first_element(HeaderName::Via);
             fork.prepend_header(HeaderName::Via, v);
         }
@@ -354,28 +378,39 @@ impl Proxy {
 
     /// A request inside a dialog: removes our Route entries and says where it goes. The
     /// party it came from is recognised by its flow (or UDP address); it goes to the other.
+    /// The token is good for its own dialog only, while it lasts, and for requests that come
+    /// from that dialog's parties as themselves (finding 1 of issue 17): the caller's carry
+    /// the caller's tag in From, the callee's carry it in To, and each its own AOR in From.
     fn next_hop(&self, msg: &mut Message, source: &Source) -> Hop {
-        let mut legs = None;
+        let mut opened = None;
         loop {
             let Some(route) = msg.list(HeaderName::Route).next() else { break };
-            let opened = NameAddr::parse(route).ok().and_then(|r| self.tokens.open(r.uri.user()?));
-            match opened {
-                Some(l) => {
-                    legs = legs.or(Some(l));
+            let token = NameAddr::parse(route).ok().and_then(|r| self.tokens.open_dialog(r.uri.user()?));
+            match token {
+                Some(t) => {
+                    opened = opened.or(Some(t));
                     msg.pop_first_element(HeaderName::Route);
                 }
                 None => break,
             }
         }
-        let Some(legs) = legs else { return Hop::NotOurs };
-        let [a, b] = legs[..] else { return Hop::Refused(Refusal::MalformedRoute) };
-        let to = if a.sent(source) {
-            b
+        let Some((legs, dialog)) = opened else { return Hop::NotOurs };
+        let (&[a, b], Some(dialog)) = (&legs[..], dialog) else { return Hop::Refused(Refusal::MalformedRoute) };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if now > u64::from(dialog.until) {
+            return Hop::Refused(Refusal::DialogExpired);
+        }
+        let (to, party, tag) = if a.sent(source) {
+            (b, dialog.caller, msg.from().and_then(|f| f.tag()))
         } else if b.sent(source) {
-            a
+            (a, dialog.callee, msg.to().and_then(|t| t.tag()))
         } else {
             return Hop::Refused(Refusal::NotAParty);
         };
+        let of_dialog = TokenDialog::id_of(msg.call_id().unwrap_or_default(), tag.unwrap_or_default()) == dialog.id;
+        if !of_dialog || self.sender_party(msg) != Some(party) {
+            return Hop::Refused(Refusal::NotOfTheDialog);
+        }
         let mut target = to.target();
         match to {
             Leg::Stream { flow, .. } if !self.transports.flows.is_open(flow) => {
@@ -386,6 +421,12 @@ impl Proxy {
             Leg::Stream { .. } => {}
         }
         Hop::To(target)
+    }
+
+    /// The digest of the AOR a request's From names (a GRUU stands for its owner's AOR).
+    fn sender_party(&self, msg: &Message) -> Option<[u8; 8]> {
+        let from = msg.from()?;
+        Some(TokenDialog::party(self.location.recipient(&from.uri)?.aor.as_str()))
     }
 
     /// Forwards a request inside a dialog to `target` (see [`Proxy::next_hop`]): one hop
@@ -439,9 +480,14 @@ impl Proxy {
             .top_via()
             .filter(|v| v.branch().is_some_and(|b| b.starts_with(loops::BRANCH_PREFIX.as_bytes())))
             .and_then(|v| v.params.get(CALLER_PARAM).flatten())
-            .and_then(|t| self.tokens.open(t));
-        match (invite_2xx, caller.as_deref()) {
-            (true, Some(&[leg])) => {
+            .and_then(|t| self.tokens.open_dialog(t));
+        // Only for the dialog the token was sealed for: the INVITE's Call-ID and From tag.
+        let of_dialog = |d: &TokenDialog| {
+            let tag = resp.from().and_then(|f| f.tag()).unwrap_or_default();
+            TokenDialog::id_of(resp.call_id().unwrap_or_default(), tag) == d.id
+        };
+        match (invite_2xx, caller.as_ref().map(|(legs, d)| (&legs[..], d))) {
+            (true, Some((&[leg], Some(d)))) if of_dialog(d) => {
                 self.send_upstream(leg.target(), upstream_copy(resp));
                 true
             }

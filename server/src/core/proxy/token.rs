@@ -1,7 +1,10 @@
 //! Flow tokens: what this proxy writes into its Record-Route (and its Via on forwarded INVITEs)
 //! so that a later request or response finds both ends of a dialog without any dialog state
 //! here. A token names two legs, each a connection (TCP/TLS flow, RFC 5626) or a UDP address,
-//! and carries an HMAC so that nobody can make us send into a connection they do not own.
+//! and carries an HMAC so that nobody can make us send into a connection they do not own. A
+//! dialog's token also names the dialog (its Call-ID and the caller's tag), its two parties
+//! and when it expires ([`Dialog`]), so that it routes that dialog's requests, from its
+//! parties, for its life, and nothing else.
 
 use crate::transport::flows::FlowId;
 use crate::transport::{Source, Target, Transport};
@@ -13,6 +16,44 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const PREFIX: &str = "sf";
 /// Bytes of HMAC kept: forging one takes 2^64 tries.
 const MAC_LEN: usize = 8;
+/// The kind byte of the [`Dialog`] record after the legs.
+const DIALOG: u8 = 4;
+/// Longest token opened (hex digits after the prefix): two IPv6 legs and a dialog.
+const MAX_HEX: usize = 2 * (2 * 19 + 29 + MAC_LEN);
+
+/// What a dialog's token is good for: the dialog (a digest of its Call-ID and the caller's
+/// From tag, which every request of the dialog carries, RFC 3261 12), its two parties (digests
+/// of their AORs, folded to lower case) and the Unix time it expires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dialog {
+    pub id: [u8; 8],
+    pub caller: [u8; 8],
+    pub callee: [u8; 8],
+    pub until: u32,
+}
+
+impl Dialog {
+    /// The digest of a dialog's Call-ID and its caller's tag.
+    pub fn id_of(call_id: &[u8], caller_tag: &[u8]) -> [u8; 8] {
+        digest8(&[call_id, b"\0", caller_tag])
+    }
+
+    /// The digest of a party's AOR, whatever its ASCII case.
+    pub fn party(aor: &str) -> [u8; 8] {
+        digest8(&[aor.to_ascii_lowercase().as_bytes()])
+    }
+}
+
+fn digest8(parts: &[&[u8]]) -> [u8; 8] {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    let mut out = [0; 8];
+    out.copy_from_slice(&h.finalize()[..8]);
+    out
+}
 
 /// One side of a dialog as this server reaches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -121,9 +162,25 @@ impl Default for Tokens {
 impl Tokens {
     /// A token for the legs, as URI-safe text (`sf` and hex).
     pub fn seal(&self, legs: &[Leg]) -> String {
-        let mut raw = Vec::with_capacity(48);
+        self.seal_with(legs, None)
+    }
+
+    /// A token for the legs of `dialog`, good for it only.
+    pub fn seal_dialog(&self, legs: &[Leg], dialog: &Dialog) -> String {
+        self.seal_with(legs, Some(dialog))
+    }
+
+    fn seal_with(&self, legs: &[Leg], dialog: Option<&Dialog>) -> String {
+        let mut raw = Vec::with_capacity(80);
         for leg in legs {
             leg.encode(&mut raw);
+        }
+        if let Some(d) = dialog {
+            raw.push(DIALOG);
+            raw.extend_from_slice(&d.id);
+            raw.extend_from_slice(&d.caller);
+            raw.extend_from_slice(&d.callee);
+            raw.extend_from_slice(&d.until.to_be_bytes());
         }
         let mut mac = self.key.clone();
         mac.update(&raw);
@@ -136,8 +193,13 @@ impl Tokens {
 
     /// The legs of a token we sealed; `None` for anything else (or a forged one).
     pub fn open(&self, text: &[u8]) -> Option<Vec<Leg>> {
+        self.open_dialog(text).map(|(legs, _)| legs)
+    }
+
+    /// The legs of a token we sealed, and the dialog it is good for if it names one.
+    pub fn open_dialog(&self, text: &[u8]) -> Option<(Vec<Leg>, Option<Dialog>)> {
         let hex = text.strip_prefix(PREFIX.as_bytes())?;
-        if hex.len() % 2 != 0 || hex.len() > 200 {
+        if hex.len() % 2 != 0 || hex.len() > MAX_HEX {
             return None;
         }
         let raw: Vec<u8> =
@@ -149,11 +211,18 @@ impl Tokens {
         let mut legs = Vec::with_capacity(2);
         let mut rest = body;
         while !rest.is_empty() {
+            if rest[0] == DIALOG {
+                let d = rest.get(1..29)?;
+                let eight = |i: usize| d[i..i + 8].try_into().ok();
+                let until = u32::from_be_bytes(d[24..28].try_into().ok()?);
+                let dialog = Dialog { id: eight(0)?, caller: eight(8)?, callee: eight(16)?, until };
+                return (rest.len() == 29).then_some((legs, Some(dialog)));
+            }
             let (leg, r) = Leg::decode(rest)?;
             legs.push(leg);
             rest = r;
         }
-        Some(legs)
+        Some((legs, None))
     }
 }
 
@@ -180,5 +249,25 @@ mod tests {
         assert_eq!(Tokens::default().open(token.as_bytes()), None, "another process's key");
         assert_eq!(t.open(b"sfzz"), None);
         assert_eq!(t.open(b"alice"), None);
+    }
+
+    #[test]
+    fn a_dialog_token_names_its_dialog() {
+        let t = Tokens::default();
+        let legs = [Leg::Udp("[::1]:5070".parse().unwrap()), Leg::Udp("[::2]:5071".parse().unwrap())];
+        let d = Dialog {
+            id: Dialog::id_of(b"call@x", b"tag1"),
+            caller: Dialog::party("Alice@x"),
+            callee: Dialog::party("bob@x"),
+            until: 1_900_000_000,
+        };
+        let token = t.seal_dialog(&legs, &d);
+        assert_eq!(t.open_dialog(token.as_bytes()), Some((legs.to_vec(), Some(d))));
+        assert_eq!(t.open(token.as_bytes()).unwrap(), legs, "its legs, to whoever routes by legs");
+        assert_eq!(Dialog::party("alice@X"), d.caller, "whatever the case");
+        assert_ne!(Dialog::id_of(b"call@x", b"tag2"), d.id);
+        let mut cut = token.clone();
+        cut.truncate(token.len() - 2);
+        assert_eq!(t.open_dialog(cut.as_bytes()), None);
     }
 }
