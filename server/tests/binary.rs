@@ -169,3 +169,44 @@ fn db_migrate_creates_the_schema_and_is_idempotent() {
     }
     assert!(dir.path().join("sipfront.db").exists());
 }
+
+/// A first `serve` on a new data directory and CLI commands started with it all succeed: the
+/// store is migrated once, under a lock, and every command waits for it (issue 18, item 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_commands_racing_a_first_start_all_succeed() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let data = dir.path().join("data");
+        let mut server = sipfront(dir.path())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--sip-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sipfront serve");
+        let adds: Vec<_> = (0..3)
+            .map(|i| {
+                let mut cmd = sipfront(dir.path());
+                cmd.arg("--data-dir").arg(&data).args([
+                    "user",
+                    "add",
+                    &format!("u{i}@example.test"),
+                    "--password-stdin",
+                ]);
+                cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                let mut child = cmd.spawn().expect("start sipfront user add");
+                use std::io::Write;
+                child.stdin.take().expect("stdin").write_all(b"secret\n").expect("the password");
+                child
+            })
+            .collect();
+        let outcomes: Vec<_> = adds.into_iter().map(|c| c.wait_with_output().expect("user add ends")).collect();
+        let _ = server.kill();
+        let _ = server.wait();
+        for out in outcomes {
+            assert!(out.status.success(), "round {round}: user add failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}

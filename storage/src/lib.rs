@@ -373,10 +373,33 @@ pub async fn open(url: &str, data_dir: &Path) -> Result<Arc<dyn Store>> {
                 )))
             }
         };
-        Arc::new(SqliteStore::open(&path).await?)
+        // SQLite has no lock to hold across sqlx's migrations (PostgreSQL has: sqlx takes an
+        // advisory lock), so two processes opening a new file at once (a first `serve` and a
+        // CLI command) would both create its tables: one waits on a lock file beside it.
+        let lock = migration_lock(&path).await?;
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await?);
+        store.migrate().await?;
+        drop(lock);
+        return Ok(store);
     };
     store.migrate().await?;
     Ok(store)
+}
+
+/// An exclusive lock on `DB-PATH.migrate-lock`, held until dropped (or the process ends).
+async fn migration_lock(db: &Path) -> Result<std::fs::File> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".migrate-lock");
+    let path = std::path::PathBuf::from(name);
+    let during = format!("locking {}", path.display());
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::unavailable(during.clone(), e))?
+    .map_err(|e| StoreError::unavailable(during, e))
 }
 
 /// Now, in Unix seconds.

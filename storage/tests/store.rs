@@ -549,3 +549,46 @@ async fn pool_members_beat_leave_and_are_forgotten() {
     })
     .await;
 }
+
+/// Processes opening one new store at once (a server's first start and a CLI command, or a
+/// pool's members on a fresh PostgreSQL) migrate it once, one after the other, and all succeed
+/// (issue 18, item 3).
+#[tokio::test(flavor = "multi_thread")]
+async fn opening_a_new_store_at_once_migrates_it_once() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let opens = (0..4).map(|_| {
+            let path = path.clone();
+            async move { sipfront_storage::open("", &path).await }
+        });
+        for opened in futures_join_all(opens).await {
+            let store = opened.expect("every opener succeeds");
+            store.add_domain("example.test").await.unwrap();
+        }
+    }
+    if let Some(url) = testing::fresh_postgres("migrate_at_once").await {
+        let opens = (0..3).map(|_| {
+            let url = url.clone();
+            async move { sipfront_storage::open(&url, std::path::Path::new("/nonexistent")).await }
+        });
+        for opened in futures_join_all(opens).await {
+            opened.expect("every member migrates or waits").add_domain("example.test").await.unwrap();
+        }
+    }
+}
+
+/// Runs the futures at once (each on its own task, as separate processes would) and returns
+/// their outputs in order.
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}

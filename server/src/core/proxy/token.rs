@@ -199,7 +199,7 @@ impl Tokens {
     /// The legs of a token we sealed, and the dialog it is good for if it names one.
     pub fn open_dialog(&self, text: &[u8]) -> Option<(Vec<Leg>, Option<Dialog>)> {
         let hex = text.strip_prefix(PREFIX.as_bytes())?;
-        if hex.len() % 2 != 0 || hex.len() > MAX_HEX {
+        if !hex.len().is_multiple_of(2) || hex.len() > MAX_HEX {
             return None;
         }
         let raw: Vec<u8> =
