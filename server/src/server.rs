@@ -40,6 +40,8 @@ pub struct RunningServer {
     http_stop: ShutdownTrigger,
     inflight: InFlight,
     drain: Duration,
+    /// Stops the archive writer once nothing more comes, and its end: its queue written out.
+    archive: (ShutdownTrigger, Option<tokio::task::JoinHandle<()>>),
     tasks: JoinSet<()>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
@@ -56,6 +58,11 @@ impl RunningServer {
         tracing::info!(in_flight = self.inflight.count(), "draining");
         if tokio::time::timeout(self.drain, self.inflight.idle()).await.is_err() {
             tracing::warn!(in_flight = self.inflight.count(), "drain timeout; stopping anyway");
+        }
+        // Nothing new is archived now: what is queued is written (within its own drain time).
+        self.archive.0.trigger();
+        if let Some(writer) = self.archive.1.take() {
+            let _ = writer.await;
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
@@ -166,12 +173,16 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let kept_core = core.clone();
     transactions.set_user(&user);
 
+    let drain = Duration::from_secs(config.server.drain_timeout_secs);
+    let (archive_trigger, archive_stop) = shutdown::channel();
+    let archive_flushed;
     let mut tasks = JoinSet::new();
     {
         let txs = transactions.clone();
         tasks.spawn(async move { txs.run_timers().await });
         tasks.spawn(async move { core.run().await });
-        tasks.spawn(archive_writer.run());
+        // Not one of `tasks`: the shutdown lets it write out its queue rather than abort it.
+        archive_flushed = tokio::spawn(archive_writer.run(archive_stop, drain));
         let b = bindings.clone();
         tasks.spawn(async move { b.run_expiry().await });
         let (d, every) = (directory.clone(), Duration::from_millis(config.database.poll_ms.max(50)));
@@ -248,7 +259,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         trigger,
         http_stop,
         inflight,
-        drain: Duration::from_secs(config.server.drain_timeout_secs),
+        drain,
+        archive: (archive_trigger, Some(archive_flushed)),
         tasks,
         threads,
     })

@@ -6,6 +6,7 @@
 
 use crate::config;
 use crate::ops::metrics as m;
+use crate::ops::shutdown::Shutdown;
 use crate::state::expiry::ExpiryQueue;
 use dashmap::DashMap;
 use sipfront_proto::{Aor, Message};
@@ -134,8 +135,9 @@ impl Archive {
 
 impl ArchiveWriter {
     /// Writes batches as they come, retrying a failed batch (nothing queued is lost), and
-    /// purges past the retention; runs until dropped.
-    pub async fn run(mut self) {
+    /// purges past the retention, until `stop` fires; then writes out what is queued (the
+    /// server has stopped taking messages) for as long as `flush_within` allows, and returns.
+    pub async fn run(mut self, mut stop: Shutdown, flush_within: Duration) {
         let purge = async {
             if self.retention_days == 0 {
                 return std::future::pending().await;
@@ -156,7 +158,15 @@ impl ArchiveWriter {
         let (store, healthy) = (self.store.clone(), self.healthy.clone());
         let write = async {
             let mut batch = Vec::with_capacity(BATCH);
-            while let Some(first) = self.entries.recv().await {
+            loop {
+                // A batch under way is finished before the stop is heeded.
+                let first = tokio::select! {
+                    e = self.entries.recv() => match e {
+                        Some(e) => e,
+                        None => return,
+                    },
+                    _ = stop.wait() => break,
+                };
                 batch.push(first);
                 // Gather what comes in the next moment into the same transaction: one commit
                 // per message would cost more than the relaying itself.
@@ -169,35 +179,55 @@ impl ArchiveWriter {
                         _ => break,
                     }
                 }
-                let mut backoff = Duration::from_millis(200);
-                loop {
-                    let started = Instant::now();
-                    match tokio::time::timeout(Duration::from_secs(5), m::store_op("archive", store.archive(&batch)))
-                        .await
-                    {
-                        Ok(Ok(())) => {
-                            metrics::histogram!(m::ARCHIVE_WRITE).record(started.elapsed().as_secs_f64());
-                            metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(batch.len() as u64);
-                            healthy.store(true, Ordering::Release);
-                            break;
-                        }
-                        failed => {
-                            if healthy.swap(false, Ordering::AcqRel) {
-                                let error = match failed {
-                                    Ok(Err(e)) => e.to_string(),
-                                    _ => "timeout".to_string(),
-                                };
-                                tracing::error!(%error, pending = batch.len(), "archive writes failing; retrying");
-                            }
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                }
+                write_batch(&*store, &healthy, &batch).await;
                 batch.clear();
                 metrics::gauge!(m::ARCHIVE_QUEUE).set(self.entries.len() as f64);
             }
+            let left = self.entries.len();
+            let flushed = async {
+                while !self.entries.is_empty() {
+                    self.entries.recv_many(&mut batch, BATCH).await;
+                    write_batch(&*store, &healthy, &batch).await;
+                    batch.clear();
+                }
+            };
+            if tokio::time::timeout(flush_within, flushed).await.is_err() {
+                tracing::error!(left, "the archive queue could not be written out before the stop");
+            } else {
+                metrics::gauge!(m::ARCHIVE_QUEUE).set(0.0);
+                tracing::info!(written = left, "archive queue written out");
+            }
         };
-        tokio::join!(purge, write);
+        tokio::select! {
+            _ = purge => {}
+            _ = write => {}
+        }
+    }
+}
+
+/// Writes `batch` in one transaction, retrying until it is written (nothing queued is lost).
+async fn write_batch(store: &dyn Store, healthy: &AtomicBool, batch: &[ArchiveEntry]) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(5), m::store_op("archive", store.archive(batch))).await {
+            Ok(Ok(())) => {
+                metrics::histogram!(m::ARCHIVE_WRITE).record(started.elapsed().as_secs_f64());
+                metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(batch.len() as u64);
+                healthy.store(true, Ordering::Release);
+                return;
+            }
+            failed => {
+                if healthy.swap(false, Ordering::AcqRel) {
+                    let error = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timeout".to_string(),
+                    };
+                    tracing::error!(%error, pending = batch.len(), "archive writes failing; retrying");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
