@@ -31,7 +31,9 @@ async fn main() {
         store.purge_archive(i64::MAX).await.expect("empty the archive");
         let cfg = config::Archive { queue: 10_000, ..config::Archive::default() };
         let (archive, writer) = Archive::new(cfg, store.clone());
-        let writing = tokio::spawn(writer.run());
+        // Never stopped: the bench ends by dropping it.
+        let (_stop, never) = sipfront::ops::shutdown::channel();
+        let writing = tokio::spawn(writer.run(never, Duration::ZERO));
         let msg = message();
         let started = Instant::now();
         for i in 0..n {
