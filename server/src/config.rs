@@ -22,6 +22,7 @@ pub struct Config {
     pub archive: Archive,
     pub presence: Presence,
     pub proxy: Proxy,
+    pub flood: Flood,
     pub server: Server,
     pub pool: Pool,
     pub log: Log,
@@ -120,6 +121,34 @@ pub struct Archive {
     pub queue: usize,
     /// A message between two users after this long a silence starts a new conversation.
     pub session_gap_secs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flood {
+    /// Messages one source (an IPv4 address, an IPv6 /64) may send within `window_ms` (a
+    /// sliding window); past it the source is banned. 0: no limit.
+    pub max_requests: u32,
+    pub window_ms: u64,
+    /// How long a banned source's datagrams are dropped and its connections refused.
+    pub ban_secs: u64,
+    /// Sources tracked at once; beyond it new ones are not counted.
+    pub max_sources: usize,
+    /// Addresses or CIDR blocks never counted (trusted peers; load balancers named in
+    /// `transport.proxy_protocol_from` and pool members never are).
+    pub allow: Vec<String>,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        Flood {
+            max_requests: 500,
+            window_ms: 2000,
+            ban_secs: 60,
+            max_sources: 100_000,
+            allow: vec!["127.0.0.0/8".into(), "::1".into()],
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

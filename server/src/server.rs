@@ -121,7 +121,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let (trigger, shutdown) = shutdown::channel();
     let readiness = Readiness::default();
     let inflight = InFlight::default();
-    let transports = Arc::new(Transports::new(udp_sockets.clone(), limits));
+    let flood = crate::transport::flood::FloodGuard::new(&config.flood, &config.transport.proxy_protocol_from)?;
+    let transports = Arc::new(Transports::new(udp_sockets.clone(), limits, flood));
     let t = &config.transaction;
     let timers = Timers {
         t1: Duration::from_millis(t.t1_ms),
@@ -190,6 +191,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         tasks.spawn(watch_store(store.clone(), readiness.clone()));
         let m = membership.clone();
         tasks.spawn(async move { m.run().await });
+        let t = transports.clone();
+        tasks.spawn(async move { t.flood.run().await });
     }
     let mut threads = Vec::new();
     for socket in &udp_sockets {

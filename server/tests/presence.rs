@@ -253,17 +253,21 @@ async fn winfo_tells_of_a_pending_watcher() {
 async fn a_resource_list_subscription_gets_full_then_partial_state() {
     let s = TestServer::with_users(&Backend::Sqlite, USERS, fast).await;
     let store = s.server.directory.store().clone();
-    for (c, name) in [("bob", "Bob"), ("carol", "Carol")] {
-        store
-            .add_contact(&sipfront_storage::Contact {
-                owner: format!("alice@{DOMAIN}"),
-                contact: format!("{c}@{DOMAIN}"),
-                display_name: name.into(),
-                group: "work".into(),
-            })
-            .await
-            .unwrap();
-    }
+    // The list's change reaches the server before the subscription, or it would bring a
+    // second full NOTIFY.
+    let changes = s.server.directory.changes();
+    let contacts: Vec<_> = [("bob", "Bob"), ("carol", "Carol")]
+        .into_iter()
+        .map(|(c, name)| sipfront_storage::Contact {
+            owner: format!("alice@{DOMAIN}"),
+            contact: format!("{c}@{DOMAIN}"),
+            display_name: name.into(),
+            group: "work".into(),
+        })
+        .collect();
+    // One transaction, one change.
+    store.add_contacts(&contacts).await.unwrap();
+    until_named(changes, &format!("alice@{DOMAIN}")).await;
     let mut alice = online(&s, "alice", "wonderland").await;
     let mut bob = online(&s, "bob", "builder").await;
     let list = subscribe(&alice, "alice", "alice+contacts", "presence", 600)

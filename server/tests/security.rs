@@ -553,3 +553,46 @@ fn ack_for_challenge(invite: &[u8], answer: &sipfront_proto::Message) -> Vec<u8>
     )
     .into_bytes()
 }
+
+/// Issue 18, item 1: a source sending past `flood.max_requests` is banned: its datagrams get
+/// no answer, its new connections are refused, while another source is served throughout;
+/// the ban ends on time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flooding_source_is_banned_and_others_are_served() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        c.flood.max_requests = 20;
+        c.flood.window_ms = 1000;
+        c.flood.ban_secs = 2;
+        c.flood.allow = vec![];
+    })
+    .await;
+    let flooder = s.udp_client_from("127.0.0.2".parse().unwrap()).await;
+    let honest = s.udp_client().await;
+    for _ in 0..100 {
+        flooder.send(&Request::options(Transport::Udp, flooder.local()).to_bytes()).await;
+    }
+    let mut answered = 0;
+    while flooder.recv(QUIET).await.is_some() {
+        answered += 1;
+    }
+    assert_eq!(answered, 20, "answered up to the limit, then nothing");
+    let r = honest.transact(&Request::options(Transport::Udp, honest.local())).await;
+    assert_eq!(r.status(), Some(200), "another source is served");
+    assert_eq!(s.metric("sipfront_flood_bans_total").await, 1.0);
+    assert_eq!(s.metric("sipfront_flood_banned_sources").await, 1.0);
+
+    // A connection from the banned source is refused.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut conn = socket.connect(s.tcp_addr()).await.unwrap();
+    let mut buf = [0u8; 64];
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = conn.write_all(&Request::options(Transport::Tcp, conn.local_addr().unwrap()).to_bytes()).await;
+    let read = tokio::time::timeout(WAIT, conn.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "the connection is closed unanswered: {read:?}");
+
+    // The ban ends.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = flooder.transact(&Request::options(Transport::Udp, flooder.local())).await;
+    assert_eq!(r.status(), Some(200), "served again after the ban");
+}

@@ -12,6 +12,9 @@ pub const CONNECTIONS_REFUSED: &str = "sipfront_connections_refused_total";
 pub const CONNECTIONS_CLOSED: &str = "sipfront_connections_closed_total";
 pub const SERVER_TRANSACTIONS_MAX: &str = "sipfront_server_transactions_max";
 pub const OVER_CAPACITY: &str = "sipfront_over_capacity_total";
+pub const FLOOD_BANS: &str = "sipfront_flood_bans_total";
+pub const FLOOD_DROPPED: &str = "sipfront_flood_dropped_total";
+pub const FLOOD_BANNED: &str = "sipfront_flood_banned_sources";
 pub const CONNECTIONS_MAX: &str = "sipfront_connections_max";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sipfront_tls_handshake_failures_total";
 pub const TRANSACTION_DURATION: &str = "sipfront_transaction_duration_seconds";
@@ -155,6 +158,9 @@ fn describe() {
         OVER_CAPACITY,
         "Requests answered 503 because a bounded table was full, by table (server_transactions, ...)"
     );
+    describe_counter!(FLOOD_BANS, "Sources banned for sending past flood.max_requests");
+    describe_counter!(FLOOD_DROPPED, "Messages dropped (or connections closed) because their source is banned");
+    describe_gauge!(FLOOD_BANNED, "Sources banned now");
     describe_counter!(RETRANSMISSIONS_ABSORBED, "Request retransmissions answered from the transaction layer");
     describe_counter!(CLIENT_TIMEOUTS, "Client transactions that timed out (408), by method");
     describe_counter!(SEND_FAILURES, "Messages that could not be sent, by transport and reason");

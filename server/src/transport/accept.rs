@@ -120,6 +120,10 @@ impl Acceptor {
     }
 
     fn admit(&self, remote: SocketAddr) -> Option<Admitted> {
+        if self.transports.flood.banned(remote.ip()) {
+            metrics::counter!(m::CONNECTIONS_REFUSED, "reason" => "flood").increment(1);
+            return None;
+        }
         self.admission
             .admit(remote.ip())
             .map_err(|reason| {

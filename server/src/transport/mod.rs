@@ -4,6 +4,7 @@
 
 pub mod accept;
 pub mod connect;
+pub mod flood;
 pub mod flows;
 pub mod listen;
 pub mod proxy_protocol;
@@ -122,12 +123,14 @@ pub struct Transports {
     udp: Vec<(SocketAddr, Arc<UdpSocket>)>,
     pub flows: Flows,
     pub limits: Limits,
+    /// Per-source flood protection: every message received is counted here first.
+    pub flood: flood::FloodGuard,
 }
 
 impl Transports {
-    pub fn new(udp: Vec<Arc<UdpSocket>>, limits: Limits) -> Transports {
+    pub fn new(udp: Vec<Arc<UdpSocket>>, limits: Limits, flood: flood::FloodGuard) -> Transports {
         let udp = udp.into_iter().filter_map(|s| Some((s.local_addr().ok()?, s))).collect();
-        Transports { udp, flows: Flows::default(), limits }
+        Transports { udp, flows: Flows::default(), limits, flood }
     }
 
     /// Sends without waiting: UDP goes straight to the socket, streams to their connection's
@@ -177,7 +180,17 @@ impl Transports {
 
     /// Parses what a transport received and hands it up; malformed messages are counted,
     /// logged and, where they can be, answered (RFC 3261 8.2: a 400-class response).
-    pub fn receive(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {
+    /// Takes one message from `source`: `false` when its source is banned for flooding (the
+    /// message is dropped; a connection should close).
+    pub fn receive(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) -> bool {
+        if !self.flood.admit(source.remote.ip()) {
+            return false;
+        }
+        self.take(bytes, source, inbound);
+        true
+    }
+
+    fn take(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {
         // A second handle on the same bytes (no copy), to answer a message whose body framing
         // is wrong from its header block alone.
         let head = bytes.clone();

@@ -93,7 +93,13 @@ pub async fn serve<S>(
         loop {
             match framer.next_frame() {
                 Ok(None) => break,
-                Ok(Some(Frame::Message(bytes))) => transports.receive(bytes, source, inbound.as_ref()),
+                Ok(Some(Frame::Message(bytes))) => {
+                    if !transports.receive(bytes, source, inbound.as_ref()) {
+                        metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "flood").increment(1);
+                        tracing::debug!(flow, %remote, "connection closed: its source is banned for flooding");
+                        break 'conn;
+                    }
+                }
                 Ok(Some(Frame::Ping)) => {
                     // RFC 5626 3.5.1: a CRLFCRLF ping is answered with a CRLF pong.
                     metrics::counter!(m::KEEPALIVES, "kind" => "ping").increment(1);

@@ -57,6 +57,7 @@ fn receive(
             continue;
         }
         let source = Source { transport: Transport::Udp, remote, local, flow: None };
-        transports.receive(Bytes::copy_from_slice(data), source, inbound);
+        // A banned source's datagrams are dropped unanswered (counted in the flood metrics).
+        let _ = transports.receive(Bytes::copy_from_slice(data), source, inbound);
     }
 }

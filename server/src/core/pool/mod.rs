@@ -359,6 +359,9 @@ impl Membership {
             });
         }
         self.alone.store(reachable.is_empty(), Ordering::Relaxed);
+        if changed {
+            self.transports.flood.set_members(reachable.iter().map(|p| p.addr.ip().to_canonical()).collect());
+        }
         *self.peers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(reachable);
         if changed {
             self.changes.send_modify(|n| *n += 1);
