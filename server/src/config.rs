@@ -257,6 +257,11 @@ pub struct Server {
     pub drain_timeout_secs: u64,
     /// The Server / User-Agent header value.
     pub agent: String,
+    /// Requests waiting on something (the store, another member) at most; beyond it new
+    /// requests outside dialogs get 503 with Retry-After (refreshes and dialogs go on).
+    pub max_pending_requests: usize,
+    /// The runtime running later than this is overload too (its workers are all busy).
+    pub max_lag_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -410,7 +415,13 @@ impl Default for Registrar {
 
 impl Default for Server {
     fn default() -> Self {
-        Server { workers: 0, drain_timeout_secs: 10, agent: format!("sipfront/{}", env!("CARGO_PKG_VERSION")) }
+        Server {
+            workers: 0,
+            drain_timeout_secs: 10,
+            agent: format!("sipfront/{}", env!("CARGO_PKG_VERSION")),
+            max_pending_requests: 10_000,
+            max_lag_ms: 300,
+        }
     }
 }
 

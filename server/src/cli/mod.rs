@@ -124,10 +124,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the runtime")?;
             runtime.block_on(async move {
+                // Caught from before READY: a SIGTERM right after it must drain, not kill.
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 let server = crate::server::start(&config, &data_dir).await?;
                 // Listening, and the store answered: a `Type=notify` unit is started.
                 crate::ops::systemd::notify("READY=1\nSTATUS=serving");
-                wait_for_signal().await;
+                wait_for_signal(term.as_mut()).await;
                 crate::ops::systemd::notify("STOPPING=1\nSTATUS=draining");
                 server.shutdown().await;
                 Ok(())
@@ -136,16 +138,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
+/// SIGINT, or SIGTERM when its handler could be installed.
+async fn wait_for_signal(term: Option<&mut tokio::signal::unix::Signal>) {
+    match term {
+        Some(term) => {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
                 _ = term.recv() => tracing::info!("SIGTERM"),
             }
         }
-        Err(_) => {
+        None => {
             let _ = tokio::signal::ctrl_c().await;
         }
     }

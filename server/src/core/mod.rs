@@ -14,6 +14,7 @@ pub mod lockout;
 pub mod messaging;
 pub mod offline;
 pub mod options;
+pub mod overload;
 pub mod pool;
 pub mod presence;
 pub mod proxy;
@@ -58,6 +59,7 @@ struct Services {
     pool: Arc<pool::Membership>,
     edge: pool::edge::Edge,
     transports: Arc<Transports>,
+    overload: overload::Overload,
 }
 
 impl Core {
@@ -133,6 +135,10 @@ impl Core {
             directory,
             transports,
             agent,
+            overload: overload::Overload::new(
+                config.server.max_pending_requests,
+                std::time::Duration::from_millis(config.server.max_lag_ms),
+            ),
         };
         (Core(Arc::new(services)), writer)
     }
@@ -148,6 +154,7 @@ impl Core {
             s.presence.run(s.directory.changes()),
             self.follow_the_pool(),
             self.forget_changed_users(s.directory.changes()),
+            s.overload.run(),
         );
     }
 
@@ -179,6 +186,20 @@ impl Core {
         let mut changes = self.0.pool.changes();
         while changes.changed().await.is_ok() {
             self.rehome().await;
+        }
+    }
+
+    /// Whether an out-of-dialog request renews what exists (kept under overload): a REGISTER
+    /// with the Call-ID of one of its AOR's bindings, or a PUBLISH with an entity tag.
+    fn refreshes(&self, msg: &Message) -> bool {
+        match msg.method() {
+            Some(Method::Publish) => msg.header(HeaderName::SipIfMatch).is_some(),
+            Some(Method::Register) => {
+                let (Some(call_id), Some(to)) = (msg.call_id(), msg.to()) else { return false };
+                let Some(aor) = sipfront_proto::Aor::from_uri(&to.uri) else { return false };
+                self.0.registrar.bindings().get(aor.as_str()).iter().any(|b| b.call_id.as_bytes() == call_id)
+            }
+            _ => false,
         }
     }
 
@@ -257,6 +278,10 @@ impl TransactionUser for Core {
         if let Some(r) = refusal {
             return tx.respond(r);
         }
+        // Overloaded: new work is refused before any is done; what is under way goes on.
+        if !in_dialog && method != Some(Method::Options) && s.overload.overloaded() && !self.refreshes(&req.msg) {
+            return tx.respond(s.overload.refuse(&req.msg, &s.agent));
+        }
         let core = self.clone();
         match method {
             // Health probes and capability queries: no store, no auth.
@@ -264,22 +289,24 @@ impl TransactionUser for Core {
                 tx.respond(options::draining(&req.msg, &s.agent))
             }
             Some(Method::Options) if !in_dialog => tx.respond(options::answer(&req.msg, &s.agent)),
-            Some(Method::Register) => run(async move { tx.respond(core.0.registrar.handle(&req).await) }),
+            Some(Method::Register) => run(&s.overload, async move { tx.respond(core.0.registrar.handle(&req).await) }),
             Some(Method::Subscribe) if in_dialog => match s.presence.subscription_of(&req.msg) {
-                Some(sub) => run(async move { core.0.presence.refresh(req, tx, sub).await }),
-                None => run(async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
+                Some(sub) => run(&s.overload, async move { core.0.presence.refresh(req, tx, sub).await }),
+                None => run(&s.overload, async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
             },
             Some(Method::Notify) if in_dialog && req.msg.call_id().is_some_and(|c| c.starts_with(b"feed-")) => {
                 match s.presence.feed_notify(&req.msg) {
                     Some(resp) => tx.respond(resp),
-                    None => run(async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
+                    None => run(&s.overload, async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
                 }
             }
-            _ if in_dialog => run(async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
-            Some(Method::Message) => run(async move { tx.respond(core.0.messaging.handle(&req).await) }),
-            Some(Method::Invite) => run(async move { core.0.proxy.invite(req, tx).await }),
-            Some(Method::Publish | Method::Subscribe) => run(async move { core.0.presence.handle(req, tx).await }),
-            _ => run(async move {
+            _ if in_dialog => run(&s.overload, async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
+            Some(Method::Message) => run(&s.overload, async move { tx.respond(core.0.messaging.handle(&req).await) }),
+            Some(Method::Invite) => run(&s.overload, async move { core.0.proxy.invite(req, tx).await }),
+            Some(Method::Publish | Method::Subscribe) => {
+                run(&s.overload, async move { core.0.presence.handle(req, tx).await })
+            }
+            _ => run(&s.overload, async move {
                 // Methods we do not implement are refused only once the sender has proved who it
                 // is, so that an unauthenticated probe learns nothing.
                 let resp = match core.0.gate.sender(&req).await {
@@ -300,7 +327,7 @@ impl TransactionUser for Core {
         pool::hop::remove(&mut req.msg);
         if req.msg.to().is_some_and(|t| t.tag().is_some()) {
             let core = self.clone();
-            run(async move { core.0.proxy.in_dialog(req, None).await });
+            run(&self.0.overload, async move { core.0.proxy.in_dialog(req, None).await });
         }
     }
 
@@ -321,13 +348,14 @@ impl TransactionUser for Core {
 }
 
 /// Runs a request's handling on the receiving task when it completes without waiting (every
-/// cache hit), and on a task of its own only when it has to wait for the store.
-fn run(fut: impl Future<Output = ()> + Send + 'static) {
+/// cache hit), and on a task of its own only when it has to wait for the store; that task
+/// counts as pending work for overload control.
+fn run(overload: &overload::Overload, fut: impl Future<Output = ()> + Send + 'static) {
     let mut fut = Box::pin(fut);
     let mut cx = Context::from_waker(std::task::Waker::noop());
     if fut.as_mut().poll(&mut cx).is_pending() {
         // The next poll, by the spawned task, registers the real waker.
-        tokio::spawn(fut);
+        tokio::spawn(overload.track(fut));
     }
 }
 
