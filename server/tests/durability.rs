@@ -44,3 +44,65 @@ async fn a_stop_writes_out_the_archive_queue() {
     let rows = store.search_archive("alice@example.test", None, 0, i64::MAX, 1000).await.unwrap();
     assert_eq!(rows.len(), N, "every delivered message archived");
 }
+
+/// Issue 18, item 4: the store goes away. What needs it is answered 503 with Retry-After
+/// within `database.timeout_ms` (no request hangs), what memory serves goes on, readiness
+/// follows the store, and when it returns nothing accepted is missing: the message delivered
+/// meanwhile is archived, and messages for an absent user are kept again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_outage_is_answered_503_and_loses_nothing() {
+    const THREE: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "singer")];
+    let Some(url) = sipfront_storage::testing::fresh_postgres("store_outage").await else { return };
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let backend = Backend::Postgres(url.clone());
+    let s = TestServer::with_users(&backend, THREE, |c| c.database.timeout_ms = 1000).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let mut bob = online(&s, "bob", "builder").await;
+    // Carol is known (cached) but away.
+    let r = alice.request(&Request::message(&alice, "alice", "carol")).await;
+    assert_eq!(r.status(), Some(202));
+
+    admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")).await;
+    admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).await;
+    let down =
+        sipfront_storage::testing::eventually(Duration::from_secs(10), async || !s.server.readiness.store_ok()).await;
+    assert!(down, "readiness sees the store gone");
+    let (status, _) = s.http_get("/readyz").await;
+    assert_eq!(status, 503, "/readyz while the store is gone");
+
+    // Bob is here: delivered from memory (and archived once the store is back).
+    let mut msg = Request::message(&alice, "alice", "bob");
+    msg.body = "during the outage".into();
+    alice.send(&msg.to_bytes()).await;
+    let got = bob.expect_request(Method::Message).await;
+    bob.answer(&got, 200, "b").await;
+    alice.expect_response(200).await;
+    // Carol is away: keeping it needs the store. 503, promptly.
+    let asked = std::time::Instant::now();
+    let r = alice.request(&Request::message(&alice, "alice", "carol")).await;
+    assert_eq!(r.status(), Some(503), "refused, not accepted and lost");
+    assert!(header(&r, sipfront_proto::HeaderName::RetryAfter).parse::<u32>().is_ok());
+    assert!(asked.elapsed() < Duration::from_millis(2900), "within the store timeout, not hanging");
+
+    admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS true")).await;
+    let back =
+        sipfront_storage::testing::eventually(Duration::from_secs(20), async || s.server.readiness.store_ok()).await;
+    assert!(back, "readiness sees the store again");
+    let store = s.server.directory.store().clone();
+    let archived = sipfront_storage::testing::eventually(Duration::from_secs(20), async || {
+        store
+            .search_archive("alice@example.test", Some("bob@example.test"), 0, i64::MAX, 10)
+            .await
+            .is_ok_and(|rows| rows.iter().any(|r| r.body == b"during the outage"))
+    })
+    .await;
+    assert!(archived, "the message delivered during the outage is archived");
+    let r = alice.request(&Request::message(&alice, "alice", "carol")).await;
+    assert_eq!(r.status(), Some(202), "kept again");
+    let mut carol = Phone::tcp(&s).await;
+    register(&mut carol, "carol", "singer", None).await;
+    for _ in 0..2 {
+        let got = carol.expect_request(Method::Message).await;
+        carol.answer(&got, 200, "c").await;
+    }
+}

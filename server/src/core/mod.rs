@@ -90,7 +90,12 @@ impl Core {
             gate.clone(),
             location.clone(),
             archive.clone(),
-            Offline::new(config.messaging.clone(), store.clone(), agent.clone()),
+            Offline::new(
+                config.messaging.clone(),
+                store.clone(),
+                agent.clone(),
+                std::time::Duration::from_millis(config.database.timeout_ms),
+            ),
             transactions.clone(),
             agent.clone(),
         ));

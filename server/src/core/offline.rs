@@ -34,11 +34,15 @@ pub struct Offline {
     /// recipient may have messages waiting.
     unsure: AtomicBool,
     agent: String,
+    /// How long keeping a message may take (`database.timeout_ms`): past it the sender gets 503
+    /// and tries again (the row may still commit: a message kept twice, never one lost).
+    timeout: Duration,
 }
 
 impl Offline {
-    pub fn new(cfg: config::Messaging, store: Arc<dyn Store>, agent: String) -> Offline {
+    pub fn new(cfg: config::Messaging, store: Arc<dyn Store>, agent: String, timeout: Duration) -> Offline {
         Offline {
+            timeout,
             cfg,
             store,
             delivering: DashMap::new(),
@@ -108,7 +112,10 @@ impl Offline {
         let content_type = String::from_utf8_lossy(msg.content_type().unwrap_or_default()).into_owned();
         let keep =
             self.store.store_offline(recipient, sender, &content_type, msg.body(), self.cfg.offline_max_per_user);
-        match m::store_op("store_offline", keep).await {
+        let kept = tokio::time::timeout(self.timeout, m::store_op("store_offline", keep))
+            .await
+            .unwrap_or(Err(sipfront_storage::StoreError::Timeout(self.timeout)));
+        match kept {
             Ok(true) => {
                 self.waiting.insert(recipient.to_string(), ());
                 metrics::counter!(m::OFFLINE_MESSAGES, "event" => "stored").increment(1);
