@@ -39,13 +39,13 @@ async fn main() {
         for i in 0..n {
             let (from, to) =
                 (format!("user{}@example.test", i % 1000), format!("user{}@example.test", 1000 + i % 1000));
-            while !archive.record(&msg, &from, &to) {
+            while !archive.record(&msg, &from, &to, None) {
                 // The queue is full: the writer is the limit, which is what is measured.
                 tokio::time::sleep(Duration::from_micros(200)).await;
             }
         }
         // The writer keeps the queue's order, so once this last one is stored, all are.
-        while !archive.record(&msg, "sentinel@example.test", "user0@example.test") {
+        while !archive.record(&msg, "sentinel@example.test", "user0@example.test", None) {
             tokio::time::sleep(Duration::from_micros(200)).await;
         }
         let offered = started.elapsed();

@@ -106,3 +106,75 @@ async fn a_store_outage_is_answered_503_and_loses_nothing() {
         carol.answer(&got, 200, "c").await;
     }
 }
+
+/// Issue 18, item 5: in `archive.critical` mode a MESSAGE is relayed only once its archive row
+/// is committed, so killing the process (SIGKILL) the instant after the last delivery loses no
+/// delivered message's row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_in_critical_mode_loses_no_delivered_message_from_the_archive() {
+    const N: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sipfront = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sipfront"));
+        c.arg("--data-dir").arg(&data).args(args).env_remove("SIPFRONT_DATABASE_URL");
+        c
+    };
+    for (user, password) in USERS {
+        let mut add = sipfront(&["user", "add", &format!("{user}@{DOMAIN}"), "--password-stdin"]);
+        add.stdin(std::process::Stdio::piped());
+        let mut child = add.spawn().unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let port = free_udp_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = sipfront(&[
+        "serve",
+        "--sip-addr",
+        &addr.to_string(),
+        "--tls-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+    ])
+    .env("SIPFRONT_ARCHIVE_CRITICAL", "true")
+    .env("SIPFRONT_LOG_LEVEL", "warn")
+    .spawn()
+    .unwrap();
+    let up = sipfront_storage::testing::eventually(Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    assert!(up, "the server listens");
+    let mut alice = SipStream::tcp(addr).await;
+    let mut bob = SipStream::tcp(addr).await;
+    register(&mut alice, "alice", "wonderland", None).await;
+    register(&mut bob, "bob", "builder", None).await;
+
+    let mut delivered = 0;
+    for i in 0..N {
+        let mut msg = Request::message(&alice, "alice", "bob");
+        msg.body = format!("critical {i}");
+        alice.write(&msg.to_bytes()).await;
+        let Some(sipfront_proto::Frame::Message(bytes)) = bob.next_frame(WAIT).await else {
+            panic!("message {i} not delivered")
+        };
+        let got = parse(&bytes);
+        let mut ok = got.response_to(200);
+        ok.set_to_tag("b");
+        ok.ensure_content_length();
+        bob.write(&ok.to_bytes()).await;
+        if alice.recv_response().await.status() == Some(200) {
+            delivered += 1;
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    let store = sipfront_storage::open("", &data).await.unwrap();
+    let rows = store.search_archive(&format!("alice@{DOMAIN}"), None, 0, i64::MAX, 1000).await.unwrap();
+    assert_eq!(delivered, N);
+    assert_eq!(rows.len(), delivered, "every delivered message has its archive row");
+}

@@ -24,7 +24,7 @@ const GATHER: Duration = Duration::from_millis(20);
 
 pub struct Archive {
     cfg: config::Archive,
-    queue: mpsc::Sender<ArchiveEntry>,
+    queue: mpsc::Sender<Queued>,
     /// Whether the last write succeeded.
     healthy: Arc<AtomicBool>,
     /// Last message between a pair (ordered AORs), to mark the first of a conversation.
@@ -35,10 +35,16 @@ pub struct Archive {
 /// The writer's half, run by [`Archive::run`].
 pub struct ArchiveWriter {
     store: Arc<dyn Store>,
-    entries: mpsc::Receiver<ArchiveEntry>,
+    entries: mpsc::Receiver<Queued>,
     healthy: Arc<AtomicBool>,
     retention_days: u32,
 }
+
+/// An entry for the writer, and (critical mode) who waits for its commit.
+type Queued = (ArchiveEntry, Option<tokio::sync::oneshot::Sender<()>>);
+
+/// How long a message waits for its archive row in critical mode before it is refused.
+const COMMIT_WAIT: Duration = Duration::from_secs(5);
 
 impl Archive {
     pub fn new(cfg: config::Archive, store: Arc<dyn Store>) -> (Archive, ArchiveWriter) {
@@ -67,8 +73,25 @@ impl Archive {
 
     /// Archives an instant message from `sender` to `recipient` where archiving applies to
     /// them; `false` when it must not be delivered: critical mode and it cannot be archived.
-    pub fn keep(&self, msg: &Message, sender: &str, recipient: &str) -> bool {
-        !(self.applies(sender, recipient) && !self.record(msg, sender, recipient) && self.critical())
+    /// In critical mode it returns once the row is committed, so that a message relayed is a
+    /// message archived even if the process is killed the next instant.
+    pub async fn keep(&self, msg: &Message, sender: &str, recipient: &str) -> bool {
+        if !self.applies(sender, recipient) {
+            return true;
+        }
+        if !self.critical() {
+            self.record(msg, sender, recipient, None);
+            return true;
+        }
+        let (committed, commit) = tokio::sync::oneshot::channel();
+        if !self.record(msg, sender, recipient, Some(committed)) {
+            return false;
+        }
+        let written = matches!(tokio::time::timeout(COMMIT_WAIT, commit).await, Ok(Ok(())));
+        if !written {
+            metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "refused").increment(1);
+        }
+        written
     }
 
     /// The 503 to an instant message refused in critical mode: no unarchived IM.
@@ -79,9 +102,15 @@ impl Archive {
         r
     }
 
-    /// Queues `msg` for the archive; `false` when it cannot be archived now: the queue is
-    /// full, or (critical mode) the store is failing.
-    pub fn record(&self, msg: &Message, sender: &str, recipient: &str) -> bool {
+    /// Queues `msg` for the archive (`committed` is told when its row is); `false` when it
+    /// cannot be archived now: the queue is full, or (critical mode) the store is failing.
+    pub fn record(
+        &self,
+        msg: &Message,
+        sender: &str,
+        recipient: &str,
+        committed: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
         if self.cfg.critical && !self.healthy.load(Ordering::Acquire) {
             metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "refused").increment(1);
             return false;
@@ -109,7 +138,7 @@ impl Archive {
             body: msg.body().to_vec(),
             first_in_session: first,
         };
-        match self.queue.try_send(entry) {
+        match self.queue.try_send((entry, committed)) {
             Ok(()) => {
                 metrics::gauge!(m::ARCHIVE_QUEUE).set((self.cfg.queue - self.queue.capacity()) as f64);
                 true
@@ -179,7 +208,7 @@ impl ArchiveWriter {
                         _ => break,
                     }
                 }
-                write_batch(&*store, &healthy, &batch).await;
+                write_batch(&*store, &healthy, &mut batch).await;
                 batch.clear();
                 metrics::gauge!(m::ARCHIVE_QUEUE).set(self.entries.len() as f64);
             }
@@ -187,7 +216,7 @@ impl ArchiveWriter {
             let flushed = async {
                 while !self.entries.is_empty() {
                     self.entries.recv_many(&mut batch, BATCH).await;
-                    write_batch(&*store, &healthy, &batch).await;
+                    write_batch(&*store, &healthy, &mut batch).await;
                     batch.clear();
                 }
             };
@@ -206,15 +235,21 @@ impl ArchiveWriter {
 }
 
 /// Writes `batch` in one transaction, retrying until it is written (nothing queued is lost).
-async fn write_batch(store: &dyn Store, healthy: &AtomicBool, batch: &[ArchiveEntry]) {
+async fn write_batch(store: &dyn Store, healthy: &AtomicBool, batch: &mut [Queued]) {
+    let entries: Vec<ArchiveEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
     let mut backoff = Duration::from_millis(200);
     loop {
         let started = Instant::now();
-        match tokio::time::timeout(Duration::from_secs(5), m::store_op("archive", store.archive(batch))).await {
+        match tokio::time::timeout(Duration::from_secs(5), m::store_op("archive", store.archive(&entries))).await {
             Ok(Ok(())) => {
                 metrics::histogram!(m::ARCHIVE_WRITE).record(started.elapsed().as_secs_f64());
                 metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(batch.len() as u64);
                 healthy.store(true, Ordering::Release);
+                for (_, committed) in batch.iter_mut() {
+                    if let Some(tell) = committed.take() {
+                        let _ = tell.send(());
+                    }
+                }
                 return;
             }
             failed => {

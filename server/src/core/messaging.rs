@@ -67,7 +67,7 @@ impl Messaging {
         if targets.is_empty() && !self.offline.enabled() {
             return Self::unavailable(msg, &self.agent);
         }
-        if !self.archive.keep(msg, sender.as_str(), to.aor.as_str()) {
+        if !self.archive.keep(msg, sender.as_str(), to.aor.as_str()).await {
             return Archive::unavailable(msg, &self.agent);
         }
         if targets.is_empty() {

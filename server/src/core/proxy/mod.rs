@@ -164,7 +164,8 @@ impl Proxy {
             // IM inside a session is archived as pager-mode IM is.
             let aor = |a: Option<NameAddr<'_>>| a.and_then(|a| Aor::from_uri(&a.uri)).map(|a| a.to_arc());
             let (sender, recipient) = (aor(received.from()), aor(received.to()));
-            if !self.archive.keep(received, sender.as_deref().unwrap_or(""), recipient.as_deref().unwrap_or("")) {
+            let (sender, recipient) = (sender.as_deref().unwrap_or(""), recipient.as_deref().unwrap_or(""));
+            if !self.archive.keep(received, sender, recipient).await {
                 return respond(tx, Archive::unavailable(received, agent));
             }
         }
