@@ -12,7 +12,7 @@ use dashmap::DashMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sipfront_proto::digest::{self, Algorithm};
-use sipfront_proto::{Aor, DigestParams, HeaderName, Message};
+use sipfront_proto::{Aor, DigestParams, HeaderName, Host, Message, Uri};
 use sipfront_storage::User;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -174,6 +174,11 @@ impl Auth {
         let nonce = required(nonce)?;
         let uri = required(uri)?;
         let response = required(response)?;
+        // RFC 7616 3.4.6: the `uri` must designate the resource of the Request-Line, or
+        // credentials made for one request would serve for another (400 if not).
+        if !req.request_uri().is_some_and(|r| designates(uri.as_bytes(), r, realm)) {
+            return Err(self.reject(Refusal::UriMismatch));
+        }
         let algorithm = match algorithm {
             None => Algorithm::Md5,
             Some(a) => match Algorithm::parse(&a) {
@@ -181,10 +186,19 @@ impl Auth {
                 _ => return Err(self.challenge_for("unknown_algorithm")),
             },
         };
-        let (nc, cnonce) = match &qop {
-            None => (String::new(), String::new()),
-            Some(q) if q.eq_ignore_ascii_case(b"auth") => (required(nc)?, required(cnonce)?),
+        // We always challenge with qop="auth" (RFC 7616 3.3), whose nonce-count makes each
+        // response single-use (3.4). A response without it (RFC 2069) would be good again for
+        // as long as its nonce is, and no client we know of sends one: challenged again.
+        let (nc, cnonce, count) = match &qop {
+            Some(q) if q.eq_ignore_ascii_case(b"auth") => {
+                let (nc, cnonce) = (required(nc)?, required(cnonce)?);
+                let Ok(count) = u32::from_str_radix(&nc, 16) else {
+                    return Err(self.reject(Refusal::MalformedCredentials));
+                };
+                (nc, cnonce, count)
+            }
             Some(_) => return Err(self.challenge_for("unsupported_qop")),
+            None => return Err(self.challenge_for("no_qop")),
         };
         // Some clients send the whole AOR as the username.
         let aor = if username.contains('@') { username.clone() } else { format!("{username}@{realm}") };
@@ -233,28 +247,23 @@ impl Auth {
             metrics::counter!(m::AUTH_FAILURES, "reason" => "stale_nonce").increment(1);
             return Err(Verdict::Challenge { stale: true });
         }
-        if qop.is_some() {
-            // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count.
-            let Ok(count) = u32::from_str_radix(&nc, 16) else {
-                return Err(self.reject(Refusal::MalformedCredentials));
-            };
-            let replay = match self.seen.entry(nonce.clone().into_boxed_str()) {
-                dashmap::mapref::entry::Entry::Occupied(mut e) => {
-                    let replayed = *e.get() >= count;
-                    if !replayed {
-                        *e.get_mut() = count;
-                    }
-                    replayed
+        // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count.
+        let replay = match self.seen.entry(nonce.clone().into_boxed_str()) {
+            dashmap::mapref::entry::Entry::Occupied(mut e) => {
+                let replayed = *e.get() >= count;
+                if !replayed {
+                    *e.get_mut() = count;
                 }
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(count);
-                    self.seen_expiry.push(nonce.into_boxed_str());
-                    false
-                }
-            };
-            if replay {
-                return Err(self.challenge_for("replay"));
+                replayed
             }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                v.insert(count);
+                self.seen_expiry.push(nonce.into_boxed_str());
+                false
+            }
+        };
+        if replay {
+            return Err(self.challenge_for("replay"));
         }
         self.lockout.success(&aor, ip);
         Ok(user)
@@ -268,5 +277,79 @@ impl Auth {
     fn reject(&self, refusal: Refusal) -> Verdict {
         metrics::counter!(m::AUTH_FAILURES, "reason" => refusal.label()).increment(1);
         Verdict::Reject(refusal)
+    }
+}
+
+/// Whether the `uri` of credentials designates the resource of `request_uri` (RFC 7616 3.4.6)
+/// for `realm`, one of our domains. Most clients copy the Request-URI byte for byte. Beyond
+/// that, the same user at the same host is the same resource however written: a port or
+/// parameters say how to reach it, which a proxy on the way may rewrite (why the `uri` is
+/// there at all, RFC 7616 3.4.6), and a host compares case-insensitively (RFC 3261 19.1.4).
+/// And a `uri` with no user that names this server (our domain, or an address) designates the
+/// service the credentials are for: SIPp names the address it sends to, whatever the request.
+/// Such credentials can be moved to another request of the same method by someone who can
+/// also keep the original from reaching us (they are single-use): a weakness of that client,
+/// which refusing it would not fix for anyone else.
+fn designates(uri: &[u8], request_uri: &[u8], realm: &str) -> bool {
+    if uri == request_uri {
+        return true;
+    }
+    let (Ok(u), Ok(r)) = (Uri::parse(uri), Uri::parse(request_uri)) else { return false };
+    if !u.is_sip() || !r.is_sip() {
+        // Other schemes (tel:, urn:) only as written.
+        return false;
+    }
+    let same_host = match (u.host(), r.host()) {
+        (Host::Name(a), Host::Name(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a == b,
+    };
+    let unescaped = |user: Option<&[u8]>| user.map(|u| sipfront_proto::unescape(u).into_owned());
+    if unescaped(u.user()) == unescaped(r.user()) && same_host {
+        return true;
+    }
+    u.user().is_none()
+        && match u.host() {
+            Host::Name(n) => n.eq_ignore_ascii_case(realm.as_bytes()),
+            Host::V4(_) | Host::V6(_) => true,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_uri_designates_the_request_uris_resource_only() {
+        let realm = "example.test";
+        let yes = [
+            ("sip:bob@example.test", "sip:bob@example.test"),
+            // How to reach it, and the case of its host, are not what it is.
+            ("sip:bob@Example.TEST", "sip:bob@example.test:5060;transport=tcp"),
+            ("sip:pbx.e36:5061;transport=tls", "sip:pbx.e36:5061;transport=TLS"),
+            ("sip:b%6fb@example.test", "sip:bob@example.test"),
+            // This server, by the address SIPp sent to or by our domain.
+            ("sip:127.0.0.1:5060", "sip:bob@example.test"),
+            ("sip:[::1]:5060", "sip:example.test"),
+            ("sip:example.test", "sip:bob@example.test"),
+            ("tel:+15551234", "tel:+15551234"),
+        ];
+        for (uri, request_uri) in yes {
+            assert!(designates(uri.as_bytes(), request_uri.as_bytes(), realm), "{uri} for {request_uri}");
+        }
+        let no = [
+            ("sip:carol@example.test", "sip:bob@example.test"),
+            ("sip:BOB@example.test", "sip:bob@example.test"),
+            ("sip:bob@elsewhere.test", "sip:bob@example.test"),
+            ("sip:bob@127.0.0.1", "sip:bob@example.test"),
+            ("sip:elsewhere.test", "sip:example.test"),
+            ("sip:bob@example.test", "sip:example.test"),
+            ("tel:+15551234", "tel:+15559999"),
+            ("tel:+15551234", "sip:+15551234@example.test"),
+            ("not a uri", "sip:example.test"),
+            ("", "sip:example.test"),
+        ];
+        for (uri, request_uri) in no {
+            assert!(!designates(uri.as_bytes(), request_uri.as_bytes(), realm), "{uri} for {request_uri}");
+        }
     }
 }

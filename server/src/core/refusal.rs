@@ -14,6 +14,8 @@ pub enum Refusal {
     OversizedParameter,
     /// A digest parameter the scheme requires is missing.
     MissingParameter,
+    /// The `uri` parameter is not the Request-URI (RFC 7616 3.4.6).
+    UriMismatch,
     /// Too many failures for this user from this address, or from this address at all.
     LockedOut,
     /// The account is disabled.
@@ -53,7 +55,7 @@ impl Refusal {
     pub fn status(self) -> u16 {
         use Refusal::*;
         match self {
-            MalformedCredentials | OversizedParameter | MissingParameter => 400,
+            MalformedCredentials | OversizedParameter | MissingParameter | UriMismatch => 400,
             LockedOut | Disabled => 403,
             BadContact | BadExpires | BadCSeq | StarNeedsExpiresZero | CSeqOutOfOrder => 400,
             FirstHopLacksOutbound => 439,
@@ -73,6 +75,7 @@ impl Refusal {
             MalformedCredentials => "malformed",
             OversizedParameter => "oversized_parameter",
             MissingParameter => "missing_parameter",
+            UriMismatch => "uri_mismatch",
             LockedOut => "locked_out",
             Disabled => "disabled",
             BadContact => "bad_contact",
@@ -98,6 +101,7 @@ impl Refusal {
             MalformedCredentials => "Bad Request (malformed)",
             OversizedParameter => "Bad Request (oversized_parameter)",
             MissingParameter => "Bad Request (missing_parameter)",
+            UriMismatch => "Bad Request (uri_mismatch)",
             LockedOut => "Forbidden (locked_out)",
             Disabled => "Forbidden (disabled)",
             BadContact => "Bad Request (bad_contact)",

@@ -1,0 +1,131 @@
+//! Digest authentication under attack (issue 17, finding 6), each attack performed over real
+//! sockets and shown to fail: credentials moved to another Request-URI, an RFC 2069 response
+//! without `qop`, and a captured Authorization replayed.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::*;
+use sipfront_proto::digest::{ha1, response, Algorithm, Challenge};
+use sipfront_proto::{HeaderName, Message};
+use std::net::{IpAddr, Ipv4Addr};
+
+const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "sea-shells")];
+
+/// The challenge a response carries (either kind).
+fn challenge_of(r: &Message) -> String {
+    let h = if r.status() == Some(407) { HeaderName::ProxyAuthenticate } else { HeaderName::WwwAuthenticate };
+    header(r, h)
+}
+
+/// `sipfront_auth_failures_total{reason}` of one reason. The metrics are the process's: every
+/// server of a test adds to them, so tests compare what they read before and after.
+async fn failures(s: &TestServer, reason: &str) -> f64 {
+    s.metric(&format!("sipfront_auth_failures_total{{reason=\"{reason}\"}}")).await
+}
+
+/// An RFC 2069 response (no `qop`, `nc` or `cnonce`), right for `password`.
+fn without_qop(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
+    let nonce = challenge_param(challenge, "nonce").unwrap();
+    let c = Challenge {
+        algorithm: Algorithm::Md5,
+        nonce: nonce.as_bytes(),
+        method,
+        uri: uri.as_bytes(),
+        qop: None,
+        cnonce: b"",
+    };
+    let r = response(&ha1(Algorithm::Md5, user, DOMAIN, password), &c);
+    format!(
+        "Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5"
+    )
+}
+
+/// Finding 6: credentials are for one Request-URI (RFC 7616 3.4.6). Alice's response computed
+/// for another `uri` (as a captured one would be) is refused 400, for a REGISTER and for a
+/// MESSAGE, though it is right for the `uri` it names. A `uri` naming this server by the
+/// address the client sent to, as SIPp's does whatever the request, is taken as naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_for_another_uri_are_refused() {
+    for backend in backends("digest_uri").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let before = failures(&s, "uri_mismatch").await;
+        let mut c = s.udp_client().await;
+
+        let req = Request::register(&c, "alice").set("Expires", "300");
+        let challenge = challenge_of(&c.request(&req).await);
+        let creds = digest_answer(&challenge, Algorithm::Md5, "alice", "wonderland", "REGISTER", "sip:other.test", 1);
+        let r = c.request(&req.clone().next().set("Authorization", &creds)).await;
+        assert_eq!(r.status(), Some(400), "REGISTER on {backend:?}");
+        assert!(s.bindings_of("alice").is_empty());
+
+        let msg = Request::message(&c, "alice", "bob");
+        let challenge = challenge_of(&c.request(&msg).await);
+        let elsewhere = format!("sip:carol@{DOMAIN}");
+        let creds = digest_answer(&challenge, Algorithm::Md5, "alice", "wonderland", "MESSAGE", &elsewhere, 1);
+        let r = c.request(&msg.clone().next().set("Proxy-Authorization", &creds)).await;
+        assert_eq!(r.status(), Some(400), "MESSAGE to Bob with credentials for Carol on {backend:?}");
+        assert_eq!(failures(&s, "uri_mismatch").await - before, 2.0);
+
+        // The same credentials for the right `uri` pass, and for this server's address.
+        let creds = digest_answer(&challenge, Algorithm::Md5, "alice", "wonderland", "MESSAGE", msg.uri(), 2);
+        let r = c.request(&msg.clone().next().next().set("Proxy-Authorization", &creds)).await;
+        assert_eq!(r.status(), Some(202), "kept for Bob, who is offline");
+        let server = format!("sip:{}", s.udp_addr());
+        let creds = digest_answer(&challenge, Algorithm::Md5, "alice", "wonderland", "MESSAGE", &server, 3);
+        let r = c.request(&msg.clone().with_cseq(4).new_branch().set("Proxy-Authorization", &creds)).await;
+        assert_eq!(r.status(), Some(202), "SIPp's `uri`");
+    }
+}
+
+/// Finding 6: we always challenge with qop="auth", whose nonce-count is what replay protection
+/// counts; an RFC 2069 response without it, though right, is challenged again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_without_qop_is_challenged_not_accepted() {
+    for backend in backends("digest_no_qop").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let before = failures(&s, "no_qop").await;
+        let mut c = s.udp_client().await;
+        let req = Request::register(&c, "alice").set("Expires", "300");
+        let challenge = challenge_of(&c.request(&req).await);
+        assert!(challenge.contains("qop=\"auth\""), "{challenge}");
+        let creds = without_qop(&challenge, "alice", "wonderland", "REGISTER", req.uri());
+        for _ in 0..2 {
+            let r = c.request(&req.clone().next().set("Authorization", &creds)).await;
+            assert_eq!(r.status(), Some(401), "on {backend:?}");
+            assert!(!challenge_of(&r).contains("stale"), "{}", challenge_of(&r));
+        }
+        assert!(s.bindings_of("alice").is_empty());
+        assert_eq!(failures(&s, "no_qop").await - before, 2.0);
+    }
+}
+
+/// Finding 6: an Authorization captured from Alice's REGISTER, replayed (same nonce, same
+/// nonce-count) from another address with the attacker's Contact, does not register it: the
+/// Contact is not covered by the digest, the nonce-count is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_captured_register_authorization_cannot_be_replayed() {
+    const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    for backend in backends("digest_replay").await {
+        let s = TestServer::with_users(&backend, USERS, |_| {}).await;
+        let before = failures(&s, "replay").await;
+        let mut alice = s.udp_client().await;
+        let req = Request::register(&alice, "alice").set("Expires", "300");
+        let req = authorized(&mut alice, &req, "alice", "wonderland").await;
+        assert_eq!(alice.request(&req).await.status(), Some(200));
+        let captured = req.header("Authorization").unwrap().to_string();
+
+        let mut mallory = s.udp_client_from(ATTACKER).await;
+        let hijack = Request::register(&mallory, "alice").set("Expires", "300").set("Authorization", &captured);
+        let r = mallory.request(&hijack).await;
+        assert_eq!(r.status(), Some(401), "on {backend:?}");
+        let mut tcp = s.tcp_client().await;
+        let hijack = Request::register(&tcp, "alice").set("Expires", "300").set("Authorization", &captured);
+        assert_eq!(tcp.request(&hijack).await.status(), Some(401), "over TCP on {backend:?}");
+        let contacts: Vec<String> = s.bindings_of("alice").iter().map(|b| b.uri.to_string()).collect();
+        assert_eq!(contacts.len(), 1, "only Alice's own: {contacts:?}");
+        assert!(contacts[0].contains(&alice.local().to_string()), "{contacts:?}");
+        assert_eq!(failures(&s, "replay").await - before, 2.0);
+    }
+}
