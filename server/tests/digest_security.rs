@@ -1,6 +1,7 @@
 //! Digest authentication under attack (issue 17, finding 6), each attack performed over real
 //! sockets and shown to fail: credentials moved to another Request-URI, an RFC 2069 response
-//! without `qop`, and a captured Authorization replayed.
+//! without `qop`, and a captured Authorization replayed, at the same member and at another
+//! member of a pool.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
@@ -9,7 +10,9 @@ mod common;
 use common::*;
 use sipfront_proto::digest::{ha1, response, Algorithm, Challenge};
 use sipfront_proto::{HeaderName, Message};
+use sipfront_storage::testing::eventually;
 use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
 
 const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "sea-shells")];
 
@@ -127,5 +130,55 @@ async fn a_captured_register_authorization_cannot_be_replayed() {
         assert_eq!(contacts.len(), 1, "only Alice's own: {contacts:?}");
         assert!(contacts[0].contains(&alice.local().to_string()), "{contacts:?}");
         assert_eq!(failures(&s, "replay").await - before, 2.0);
+    }
+}
+
+/// Finding 6, across a pool: members share `auth.secret`, so each can tell that a nonce is
+/// genuine, but only the member that issued it holds its nonce-counts. A MESSAGE with no user
+/// in its Request-URI is served (and its credentials checked) by the member it reaches, so a
+/// captured one can be taken to any member: there, its nonce is stale (a fresh challenge
+/// with stale=true, which the client answers without asking its user), never accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nonce_is_accepted_only_by_the_member_that_issued_it() {
+    for backend in backends("digest_pool_replay").await {
+        let member = |id: &'static str, url: String| {
+            move |c: &mut sipfront::config::Config| {
+                pool_member(id, url)(c);
+                c.auth.secret = "the pool's nonce key".into();
+            }
+        };
+        let a = TestServer::with_users(&backend, USERS, member("fe-a", String::new())).await;
+        let shared = match &backend {
+            Backend::Sqlite => format!("sqlite://{}", a.dir.path().join("sipfront.db").display()),
+            Backend::Postgres(url) => url.clone(),
+        };
+        let b = TestServer::with(member("fe-b", shared)).await;
+        for m in [&a, &b] {
+            assert!(eventually(Duration::from_secs(5), async || m.server.membership.peers().len() == 1).await);
+        }
+
+        // Alice's MESSAGE to the domain itself: no user to be homed, so served where it lands.
+        let mut at_a = a.udp_client().await;
+        let mut msg = Request::message(&at_a, "alice", "bob");
+        msg.start_line = format!("MESSAGE sip:{DOMAIN} SIP/2.0");
+        msg = msg.set("To", &format!("<sip:{DOMAIN}>"));
+        let msg = authorized(&mut at_a, &msg, "alice", "wonderland").await;
+        let accepted = at_a.request(&msg).await.status();
+        assert_eq!(accepted, Some(404), "authenticated at A, then nobody to deliver to, on {backend:?}");
+        assert_eq!(at_a.request(&msg.clone().new_branch()).await.status(), Some(407), "replayed at A");
+
+        let before = failures(&b, "foreign_nonce").await;
+        let mut at_b = b.udp_client().await;
+        let replayed = msg.clone().set("Via", &format!("SIP/2.0/UDP {};branch={}", at_b.local(), branch()));
+        let r = at_b.request(&replayed).await;
+        assert_eq!(r.status(), Some(407), "replayed at B on {backend:?}");
+        let fresh = challenge_of(&r);
+        assert!(fresh.ends_with(", stale=true"), "the client retries without asking its user: {fresh}");
+        assert_eq!(failures(&b, "foreign_nonce").await - before, 1.0);
+
+        // A client that lands on B with A's nonce (or after a restart) answers the new one.
+        let creds = digest_answer(&fresh, Algorithm::Md5, "alice", "wonderland", "MESSAGE", replayed.uri(), 1);
+        let retry = replayed.clone().next().set("Proxy-Authorization", &creds);
+        assert_eq!(at_b.request(&retry).await.status(), Some(404), "B's own nonce is good at B");
     }
 }

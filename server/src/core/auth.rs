@@ -1,6 +1,10 @@
-//! Digest authentication (RFC 3261 22, RFC 7616, RFC 8760). Nonces are HMAC-signed timestamps,
-//! so any front end holding the secret can check one without state; what does need state is
-//! replay protection (the highest nonce-count seen per nonce), kept until the nonce expires.
+//! Digest authentication (RFC 3261 22, RFC 7616, RFC 8760). Nonces are HMAC-signed timestamps
+//! that name the process which issued them. What makes a response single-use is state: the
+//! highest nonce-count seen per nonce, kept until the nonce expires, in the process that issued
+//! it. So only that process accepts its nonces: another one holding the key (another member of
+//! the pool, or this member after a restart) knows the nonce is genuine but not which counts
+//! were used, and answers it as stale (a fresh challenge the client answers without asking its
+//! user, RFC 7616 3.3).
 
 use super::directory::Directory;
 use super::lockout::Lockout;
@@ -24,8 +28,8 @@ const MAX_PARAM: usize = 1024;
 /// The outcome of checking a request's credentials.
 pub enum Verdict {
     Authenticated(Arc<User>),
-    /// Answer 401/407 with a fresh challenge (`stale`: the credentials were right but the
-    /// nonce too old, RFC 7616 3.3).
+    /// Answer 401/407 with a fresh challenge (`stale`: the nonce is not good here any more,
+    /// RFC 7616 3.3).
     Challenge {
         stale: bool,
     },
@@ -35,11 +39,27 @@ pub enum Verdict {
     Unavailable,
 }
 
+/// What a nonce is to this process.
+#[derive(Debug, PartialEq, Eq)]
+enum NonceState {
+    /// Issued here, within its lifetime.
+    Fresh,
+    /// Issued here, and past its lifetime.
+    Expired,
+    /// Genuine, but issued by another process holding the key (another member, or this one
+    /// before a restart), which holds its nonce-counts.
+    Foreign,
+    /// Not made with our key.
+    Forged,
+}
+
 pub struct Auth {
     algorithms: Vec<Algorithm>,
     /// HMAC state with the key already absorbed; cloned for each nonce.
     keyed: Hmac<Sha256>,
     lifetime: Duration,
+    /// This process's incarnation, named in each nonce it issues: only it accepts them.
+    incarnation: String,
     /// nonce -> highest nc accepted.
     seen: DashMap<Box<str>, u32>,
     seen_expiry: ExpiryQueue<Box<str>>,
@@ -57,6 +77,7 @@ impl Auth {
             algorithms,
             keyed,
             lifetime,
+            incarnation: digest::hex(&super::secure_random(8)),
             seen: DashMap::new(),
             seen_expiry: ExpiryQueue::new(lifetime),
             lockout: Lockout::new(c),
@@ -78,24 +99,33 @@ impl Auth {
         digest::hex(&mac.finalize().into_bytes()[..12])
     }
 
-    /// `TIME.RANDOM.MAC`: when it was issued, so that its age can be checked, and a MAC so
-    /// that nobody else can make one.
+    /// `TIME.INCARNATION.RANDOM.MAC`: when it was issued, so that its age can be checked, which
+    /// process issued it, so that only that one accepts it, and a MAC so that nobody without
+    /// the key can make one.
     pub fn new_nonce(&self) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let body = format!("{now:x}.{:016x}", sipfront_proto::random::u64());
+        let body = format!("{now:x}.{}.{:016x}", self.incarnation, sipfront_proto::random::u64());
         let mac = self.mac(&body);
         format!("{body}.{mac}")
     }
 
-    /// `Some(true)` if ours and fresh, `Some(false)` if ours and expired, `None` if not ours.
-    fn nonce_fresh(&self, nonce: &str) -> Option<bool> {
-        let (body, mac) = nonce.rsplit_once('.')?;
+    fn nonce_state(&self, nonce: &str) -> NonceState {
+        let Some((body, mac)) = nonce.rsplit_once('.') else { return NonceState::Forged };
         if !digest::constant_time_eq(self.mac(body).as_bytes(), mac.as_bytes()) {
-            return None;
+            return NonceState::Forged;
         }
-        let issued = u64::from_str_radix(body.split('.').next()?, 16).ok()?;
+        let mut parts = body.split('.');
+        let Some(issued) = parts.next().and_then(|t| u64::from_str_radix(t, 16).ok()) else {
+            return NonceState::Forged;
+        };
+        if parts.next() != Some(self.incarnation.as_str()) {
+            return NonceState::Foreign;
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        Some(now.saturating_sub(issued) <= self.lifetime.as_secs())
+        if now.saturating_sub(issued) > self.lifetime.as_secs() {
+            return NonceState::Expired;
+        }
+        NonceState::Fresh
     }
 
     /// A 401 (REGISTER: WWW-Authenticate) or 407 (Proxy-Authenticate) response with one
@@ -208,7 +238,15 @@ impl Auth {
         if self.lockout.is_locked(&aor, ip) {
             return Err(self.reject(Refusal::LockedOut));
         }
-        let Some(fresh) = self.nonce_fresh(&nonce) else { return Err(self.challenge_for("bad_nonce")) };
+        let fresh = match self.nonce_state(&nonce) {
+            NonceState::Fresh => true,
+            NonceState::Expired => false,
+            NonceState::Forged => return Err(self.challenge_for("bad_nonce")),
+            // Genuine, but its nonce-counts are another process's: a replay could not be told,
+            // so the client is asked to answer one of ours, with stale=true (RFC 7616 3.3: it
+            // does so without asking its user), whatever the response.
+            NonceState::Foreign => return Err(self.stale_for("foreign_nonce")),
+        };
         let user = match directory.user(&aor).await {
             Ok(Some(u)) => u,
             Ok(None) => {
@@ -247,7 +285,8 @@ impl Auth {
             metrics::counter!(m::AUTH_FAILURES, "reason" => "stale_nonce").increment(1);
             return Err(Verdict::Challenge { stale: true });
         }
-        // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count.
+        // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count. The
+        // counts are kept here only, which is why only this process accepts its nonces.
         let replay = match self.seen.entry(nonce.clone().into_boxed_str()) {
             dashmap::mapref::entry::Entry::Occupied(mut e) => {
                 let replayed = *e.get() >= count;
@@ -272,6 +311,11 @@ impl Auth {
     fn challenge_for(&self, reason: &'static str) -> Verdict {
         metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
         Verdict::Challenge { stale: false }
+    }
+
+    fn stale_for(&self, reason: &'static str) -> Verdict {
+        metrics::counter!(m::AUTH_FAILURES, "reason" => reason).increment(1);
+        Verdict::Challenge { stale: true }
     }
 
     fn reject(&self, refusal: Refusal) -> Verdict {
@@ -315,8 +359,42 @@ fn designates(uri: &[u8], request_uri: &[u8], realm: &str) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
+
+    fn auth(secret: &str) -> Auth {
+        Auth::new(&config::Auth { secret: secret.into(), ..Default::default() })
+    }
+
+    #[test]
+    fn a_nonce_is_good_only_at_the_process_that_issued_it() {
+        // Two members of a pool (or one member before and after a restart): one key.
+        let (a, b) = (auth("shared"), auth("shared"));
+        let nonce = a.new_nonce();
+        assert_eq!(a.nonce_state(&nonce), NonceState::Fresh);
+        assert_eq!(b.nonce_state(&nonce), NonceState::Foreign, "genuine, but A holds its counts");
+        assert_eq!(auth("another key").nonce_state(&nonce), NonceState::Forged);
+        // A nonce of the format before incarnations (`TIME.RANDOM.MAC`): genuine, not ours.
+        let old = format!("{:x}.0123456789abcdef", SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs());
+        assert_eq!(a.nonce_state(&format!("{old}.{}", a.mac(&old))), NonceState::Foreign);
+    }
+
+    #[test]
+    fn a_nonce_expires_and_cannot_be_altered() {
+        let a = auth("k");
+        let issued = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() - a.lifetime.as_secs() - 1;
+        let body = format!("{issued:x}.{}.0123456789abcdef", a.incarnation);
+        assert_eq!(a.nonce_state(&format!("{body}.{}", a.mac(&body))), NonceState::Expired);
+        // Made younger without the key: no longer ours.
+        let nonce = a.new_nonce();
+        let (time, rest) = nonce.split_once('.').unwrap();
+        let younger = format!("{:x}.{rest}", u64::from_str_radix(time, 16).unwrap() + 1);
+        assert_eq!(a.nonce_state(&younger), NonceState::Forged);
+        for junk in ["", ".", "x.y.z", "..", "0.0.0.0"] {
+            assert_eq!(a.nonce_state(junk), NonceState::Forged, "{junk:?}");
+        }
+    }
 
     #[test]
     fn a_uri_designates_the_request_uris_resource_only() {
