@@ -1,7 +1,8 @@
-//! Digest authentication under attack (issue 17, finding 6), each attack performed over real
-//! sockets and shown to fail: credentials moved to another Request-URI, an RFC 2069 response
-//! without `qop`, and a captured Authorization replayed, at the same member and at another
-//! member of a pool.
+//! Digest authentication under attack (issue 17, findings 6 and 7), each attack performed over
+//! real sockets and shown to fail: credentials moved to another Request-URI, an RFC 2069
+//! response without `qop`, a captured Authorization replayed (at the same member and at
+//! another member of a pool), and the answers that would tell an attacker which users exist,
+//! which are disabled, or which password is right.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
@@ -28,6 +29,21 @@ async fn failures(s: &TestServer, reason: &str) -> f64 {
     s.metric(&format!("sipfront_auth_failures_total{{reason=\"{reason}\"}}")).await
 }
 
+/// What an attacker can compare of two responses once what is random in each (nonce, tags) is
+/// set aside: the status line, the header names in order, and the challenge with its nonce
+/// masked.
+fn shape(r: &Message) -> (String, Vec<String>, String) {
+    let bytes = r.to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default().to_string();
+    let names = lines.map(|l| l.split(':').next().unwrap_or_default().to_ascii_lowercase()).collect();
+    let challenge = challenge_of(r);
+    let nonce = challenge_param(&challenge, "nonce").unwrap_or_default();
+    (status, names, challenge.replace(&nonce, "NONCE"))
+}
+
 /// An RFC 2069 response (no `qop`, `nc` or `cnonce`), right for `password`.
 fn without_qop(challenge: &str, user: &str, password: &str, method: &str, uri: &str) -> String {
     let nonce = challenge_param(challenge, "nonce").unwrap();
@@ -43,6 +59,15 @@ fn without_qop(challenge: &str, user: &str, password: &str, method: &str, uri: &
     format!(
         "Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{r}\", algorithm=MD5"
     )
+}
+
+/// The store a test server runs on, opened a second time (as a pool member or the CLI would).
+async fn store_of(s: &TestServer, backend: &Backend) -> std::sync::Arc<dyn sipfront_storage::Store> {
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", s.dir.path().join("sipfront.db").display()),
+        Backend::Postgres(url) => url.clone(),
+    };
+    sipfront_storage::open(&url, s.dir.path()).await.unwrap()
 }
 
 /// Finding 6: credentials are for one Request-URI (RFC 7616 3.4.6). Alice's response computed
@@ -180,5 +205,119 @@ async fn a_nonce_is_accepted_only_by_the_member_that_issued_it() {
         let creds = digest_answer(&fresh, Algorithm::Md5, "alice", "wonderland", "MESSAGE", replayed.uri(), 1);
         let retry = replayed.clone().next().set("Proxy-Authorization", &creds);
         assert_eq!(at_b.request(&retry).await.status(), Some(404), "B's own nonce is good at B");
+    }
+}
+
+/// Finding 7: until the password is proven, an unknown user, a known user with a wrong
+/// password and a disabled user with the right password get the same answer (status line,
+/// headers, challenge), for a REGISTER and for a MESSAGE; only the server's own metric tells
+/// them apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_disabled_and_wrong_password_answers_look_the_same() {
+    for backend in backends("digest_enumeration").await {
+        let s = TestServer::with_users(&backend, USERS, |c| {
+            c.auth.max_failures = 100;
+            c.auth.max_users_per_ip = 100;
+        })
+        .await;
+        // Disabled before the server has looked Carol up, so that it reads it from the store.
+        store_of(&s, &backend).await.set_enabled(&format!("carol@{DOMAIN}"), false).await.unwrap();
+        let reasons = ["unknown_user", "bad_response", "disabled"];
+        let mut before = Vec::new();
+        for reason in reasons {
+            before.push(failures(&s, reason).await);
+        }
+        let mut c = s.udp_client().await;
+        let attempts = [("nobody", "wonderland"), ("alice", "guess"), ("carol", "sea-shells")];
+
+        let mut registers = Vec::new();
+        for (user, password) in attempts {
+            let req = Request::register(&c, user).set("Expires", "300");
+            let r = with_credentials(&mut c, &req, user, password).await;
+            registers.push(shape(&r));
+        }
+        assert_eq!(registers[0].0, "SIP/2.0 401 Unauthorized", "{backend:?}");
+        assert_eq!(registers[0], registers[1], "unknown user and wrong password on {backend:?}");
+        assert_eq!(registers[1], registers[2], "wrong password and disabled user on {backend:?}");
+        assert!(s.bindings_of("carol").is_empty(), "a disabled account does not register");
+
+        let mut messages = Vec::new();
+        for (user, password) in attempts {
+            let msg = Request::message(&c, user, "bob");
+            let r = with_credentials(&mut c, &msg, user, password).await;
+            messages.push(shape(&r));
+        }
+        assert_eq!(messages[0].0, "SIP/2.0 407 Proxy Authentication Required", "{backend:?}");
+        assert_eq!(messages[0], messages[1], "{backend:?}");
+        assert_eq!(messages[1], messages[2], "{backend:?}");
+
+        for (reason, before) in reasons.into_iter().zip(before) {
+            assert_eq!(failures(&s, reason).await - before, 2.0, "{reason} on {backend:?}");
+        }
+    }
+}
+
+/// Finding 7: a disabled account's attempts all count as failures, right password or not, so
+/// that its lockout comes after as many attempts as a wrong password's does.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_account_locks_out_as_a_wrong_password_does() {
+    for backend in backends("digest_disabled_lockout").await {
+        let s = TestServer::with_users(&backend, USERS, |c| c.auth.max_failures = 3).await;
+        store_of(&s, &backend).await.set_enabled(&format!("carol@{DOMAIN}"), false).await.unwrap();
+        let mut c = s.udp_client().await;
+        for (user, password) in [("alice", "guess"), ("carol", "sea-shells")] {
+            assert_eq!(
+                statuses(&mut c, user, password, 4).await,
+                [Some(401), Some(401), Some(401), Some(403)],
+                "{user} on {backend:?}"
+            );
+        }
+    }
+}
+
+/// The statuses of `n` REGISTERs of `user` with `password`, each after its own challenge.
+async fn statuses(c: &mut UdpClient, user: &str, password: &str, n: usize) -> Vec<Option<u16>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let req = Request::register(c, user).set("Expires", "300");
+        out.push(with_credentials(c, &req, user, password).await.status());
+    }
+    out
+}
+
+/// Finding 7: an expired nonce is answered stale=true before the response is looked at: the
+/// same answer for the right password, a wrong one and an unknown user, so that stale=true
+/// proves no password; and none of them counts as a failure toward a lockout.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_nonce_is_stale_whatever_the_password() {
+    for backend in backends("digest_stale_oracle").await {
+        let s = TestServer::with_users(&backend, USERS, |c| {
+            c.auth.nonce_lifetime_secs = 1;
+            c.auth.max_failures = 1;
+        })
+        .await;
+        let mut c = s.udp_client().await;
+        let attempts = [("alice", "wonderland"), ("alice", "guess"), ("nobody", "guess")];
+        let mut pending = Vec::new();
+        for (user, password) in attempts {
+            let req = Request::register(&c, user).set("Expires", "300");
+            let challenge = challenge_of(&c.request(&req).await);
+            pending.push((req, challenge, user, password));
+        }
+        // The point of the test: the nonces' 1 s lifetime passes (with a margin).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let mut answers = Vec::new();
+        for (req, challenge, user, password) in pending {
+            let creds = digest_answer(&challenge, Algorithm::Md5, user, password, "REGISTER", req.uri(), 1);
+            let r = c.request(&req.next().set("Authorization", &creds)).await;
+            assert!(challenge_of(&r).ends_with(", stale=true"), "{user}/{password}: {}", challenge_of(&r));
+            answers.push(shape(&r));
+        }
+        assert_eq!(answers[0], answers[1], "right and wrong password on {backend:?}");
+        assert_eq!(answers[1], answers[2], "wrong password and unknown user on {backend:?}");
+
+        // With max_failures at 1, a counted failure would have locked Alice out from here.
+        let req = Request::register(&c, "alice").set("Expires", "300");
+        assert_eq!(with_credentials(&mut c, &req, "alice", "wonderland").await.status(), Some(200), "{backend:?}");
     }
 }

@@ -5,6 +5,11 @@
 //! the pool, or this member after a restart) knows the nonce is genuine but not which counts
 //! were used, and answers it as stale (a fresh challenge the client answers without asking its
 //! user, RFC 7616 3.3).
+//!
+//! Until the password is proven, every answer is the same whoever the user is: an unknown user
+//! is checked against a dummy HA1, a disabled one is answered as a wrong password, and an
+//! expired nonce is answered stale before the response is looked at. So neither the answers nor
+//! the work behind them tell which users exist, which are disabled, or which password is right.
 
 use super::directory::Directory;
 use super::lockout::Lockout;
@@ -29,11 +34,11 @@ const MAX_PARAM: usize = 1024;
 pub enum Verdict {
     Authenticated(Arc<User>),
     /// Answer 401/407 with a fresh challenge (`stale`: the nonce is not good here any more,
-    /// RFC 7616 3.3).
+    /// RFC 7616 3.3; said before the response is checked).
     Challenge {
         stale: bool,
     },
-    /// Refused without a challenge: 400 malformed, 403 locked out or disabled.
+    /// Refused without a challenge: 400 malformed, 403 locked out.
     Reject(Refusal),
     /// The store is needed and unavailable: 503.
     Unavailable,
@@ -126,6 +131,21 @@ impl Auth {
             return NonceState::Expired;
         }
         NonceState::Fresh
+    }
+
+    /// The HA1 a user we do not have is checked against, so that an unknown name costs what a
+    /// known one does. Derived from the key and the AOR: the same for the same name (a name
+    /// tried twice costs the same twice), and unknowable without the key.
+    fn dummy_ha1(&self, aor: &str, base: Algorithm) -> String {
+        let mut mac = self.keyed.clone();
+        mac.update(b"sipfront dummy HA1\0");
+        mac.update(base.name().as_bytes());
+        mac.update(b"\0");
+        mac.update(aor.to_ascii_lowercase().as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        // As long as a stored HA1 of that algorithm: 16 bytes for MD5, 32 for SHA-256.
+        let len = if base == Algorithm::Md5 { 16 } else { 32 };
+        digest::hex(&bytes[..len])
     }
 
     /// A 401 (REGISTER: WWW-Authenticate) or 407 (Proxy-Authenticate) response with one
@@ -238,29 +258,32 @@ impl Auth {
         if self.lockout.is_locked(&aor, ip) {
             return Err(self.reject(Refusal::LockedOut));
         }
-        let fresh = match self.nonce_state(&nonce) {
-            NonceState::Fresh => true,
-            NonceState::Expired => false,
+        match self.nonce_state(&nonce) {
+            NonceState::Fresh => {}
             NonceState::Forged => return Err(self.challenge_for("bad_nonce")),
+            // Stale whatever the response (RFC 7616 3.3: the nonce is no longer good). Said only
+            // after a right response, as RFC 2617 3.2.1 had it, stale=true would prove the
+            // password to whoever holds an old nonce. Not a failure either: the client answers
+            // it without asking its user.
+            NonceState::Expired => return Err(self.stale_for("stale_nonce")),
             // Genuine, but its nonce-counts are another process's: a replay could not be told,
-            // so the client is asked to answer one of ours, with stale=true (RFC 7616 3.3: it
-            // does so without asking its user), whatever the response.
+            // so the client is asked to answer one of ours, the same way.
             NonceState::Foreign => return Err(self.stale_for("foreign_nonce")),
-        };
+        }
         let user = match directory.user(&aor).await {
-            Ok(Some(u)) => u,
-            Ok(None) => {
-                self.lockout.failure(&aor, ip);
-                return Err(self.challenge_for("unknown_user"));
-            }
+            Ok(u) => u,
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable for credentials");
                 return Err(Verdict::Unavailable);
             }
         };
-        let ha1 = match algorithm.base() {
-            Algorithm::Md5 => &user.ha1_md5,
-            _ => &user.ha1_sha256,
+        // The same work whether the user exists or not: an unknown one is checked against a
+        // dummy HA1 (made for every request, so that not even making it tells them apart).
+        let dummy = self.dummy_ha1(&aor, algorithm.base());
+        let ha1 = match (&user, algorithm.base()) {
+            (None, _) => &dummy,
+            (Some(u), Algorithm::Md5) => &u.ha1_md5,
+            (Some(u), _) => &u.ha1_sha256,
         };
         let method = req.method().map(|m| m.as_str()).unwrap_or_default();
         let expected = digest::response(
@@ -274,17 +297,22 @@ impl Auth {
                 cnonce: cnonce.as_bytes(),
             },
         );
-        if !digest::constant_time_eq(expected.as_bytes(), response.as_bytes()) {
-            self.lockout.failure(&aor, ip);
-            return Err(self.challenge_for("bad_response"));
-        }
-        if !user.enabled {
-            return Err(self.reject(Refusal::Disabled));
-        }
-        if !fresh {
-            metrics::counter!(m::AUTH_FAILURES, "reason" => "stale_nonce").increment(1);
-            return Err(Verdict::Challenge { stale: true });
-        }
+        let proven = digest::constant_time_eq(expected.as_bytes(), response.as_bytes());
+        let user = match user {
+            Some(u) if u.enabled && proven => u,
+            other => {
+                // One answer for all three, a fresh challenge, and a failure toward the lockout
+                // for each: a disabled account answered 403 after the right password only
+                // would tell that password (finding 7). The metric alone tells them apart.
+                let reason = match other {
+                    None => "unknown_user",
+                    Some(u) if !u.enabled => "disabled",
+                    Some(_) => "bad_response",
+                };
+                self.lockout.failure(&aor, ip);
+                return Err(self.challenge_for(reason));
+            }
+        };
         // RFC 7616 3.4: each request with the same nonce carries a higher nonce-count. The
         // counts are kept here only, which is why only this process accepts its nonces.
         let replay = match self.seen.entry(nonce.clone().into_boxed_str()) {
@@ -429,5 +457,18 @@ mod tests {
         for (uri, request_uri) in no {
             assert!(!designates(uri.as_bytes(), request_uri.as_bytes(), realm), "{uri} for {request_uri}");
         }
+    }
+
+    #[test]
+    fn an_unknown_users_dummy_ha1_is_stable_per_name_and_shaped_like_a_real_one() {
+        let a = auth("k");
+        let alice = a.dummy_ha1("alice@example.test", Algorithm::Md5);
+        assert_eq!(alice, a.dummy_ha1("Alice@Example.test", Algorithm::Md5), "the same name, the same work");
+        assert_ne!(alice, a.dummy_ha1("bob@example.test", Algorithm::Md5));
+        assert_ne!(alice, auth("other").dummy_ha1("alice@example.test", Algorithm::Md5), "depends on the key");
+        let real = digest::ha1(Algorithm::Md5, "alice", "example.test", "pw");
+        assert_eq!(alice.len(), real.len());
+        let real = digest::ha1(Algorithm::Sha256, "alice", "example.test", "pw");
+        assert_eq!(a.dummy_ha1("alice@example.test", Algorithm::Sha256).len(), real.len());
     }
 }

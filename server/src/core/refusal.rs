@@ -18,8 +18,6 @@ pub enum Refusal {
     UriMismatch,
     /// Too many failures for this user from this address, or from this address at all.
     LockedOut,
-    /// The account is disabled.
-    Disabled,
 
     // REGISTER (RFC 3261 10.3, RFC 5626).
     BadContact,
@@ -56,7 +54,7 @@ impl Refusal {
         use Refusal::*;
         match self {
             MalformedCredentials | OversizedParameter | MissingParameter | UriMismatch => 400,
-            LockedOut | Disabled => 403,
+            LockedOut => 403,
             BadContact | BadExpires | BadCSeq | StarNeedsExpiresZero | CSeqOutOfOrder => 400,
             FirstHopLacksOutbound => 439,
             DomainNotServed => 404,
@@ -77,7 +75,6 @@ impl Refusal {
             MissingParameter => "missing_parameter",
             UriMismatch => "uri_mismatch",
             LockedOut => "locked_out",
-            Disabled => "disabled",
             BadContact => "bad_contact",
             BadExpires => "bad_expires",
             BadCSeq => "bad_cseq",
@@ -103,7 +100,6 @@ impl Refusal {
             MissingParameter => "Bad Request (missing_parameter)",
             UriMismatch => "Bad Request (uri_mismatch)",
             LockedOut => "Forbidden (locked_out)",
-            Disabled => "Forbidden (disabled)",
             BadContact => "Bad Request (bad_contact)",
             BadExpires => "Bad Request (bad_expires)",
             BadCSeq => "Bad Request (bad_cseq)",
