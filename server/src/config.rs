@@ -47,8 +47,10 @@ pub struct Auth {
     pub algorithms: Vec<String>,
     /// How long a nonce is good for; after it, a `stale=true` challenge.
     pub nonce_lifetime_secs: u64,
-    /// Key that signs nonces; empty: a random one per process. Give every front end of a
-    /// pool the same one so that a nonce from one is good at another.
+    /// Key that signs nonces (and derives unknown users' dummy HA1); empty: a random one per
+    /// process. A nonce is accepted only by the process that issued it; give every front end
+    /// of a pool the same key so that another's nonce is told from a forgery (and answered
+    /// stale, which clients retry at once), and so that the pool's seal has a shared key.
     pub secret: String,
     /// Failed attempts per (user, source IP) within `failure_window_secs` before a lockout.
     pub max_failures: u32,

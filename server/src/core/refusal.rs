@@ -14,10 +14,10 @@ pub enum Refusal {
     OversizedParameter,
     /// A digest parameter the scheme requires is missing.
     MissingParameter,
+    /// The `uri` parameter is not the Request-URI (RFC 7616 3.4.6).
+    UriMismatch,
     /// Too many failures for this user from this address, or from this address at all.
     LockedOut,
-    /// The account is disabled.
-    Disabled,
 
     // REGISTER (RFC 3261 10.3, RFC 5626).
     BadContact,
@@ -58,8 +58,8 @@ impl Refusal {
     pub fn status(self) -> u16 {
         use Refusal::*;
         match self {
-            MalformedCredentials | OversizedParameter | MissingParameter => 400,
-            LockedOut | Disabled => 403,
+            MalformedCredentials | OversizedParameter | MissingParameter | UriMismatch => 400,
+            LockedOut => 403,
             BadContact | BadExpires | BadCSeq | StarNeedsExpiresZero | CSeqOutOfOrder => 400,
             FirstHopLacksOutbound => 439,
             DomainNotServed => 404,
@@ -79,8 +79,8 @@ impl Refusal {
             MalformedCredentials => "malformed",
             OversizedParameter => "oversized_parameter",
             MissingParameter => "missing_parameter",
+            UriMismatch => "uri_mismatch",
             LockedOut => "locked_out",
-            Disabled => "disabled",
             BadContact => "bad_contact",
             BadExpires => "bad_expires",
             BadCSeq => "bad_cseq",
@@ -106,8 +106,8 @@ impl Refusal {
             MalformedCredentials => "Bad Request (malformed)",
             OversizedParameter => "Bad Request (oversized_parameter)",
             MissingParameter => "Bad Request (missing_parameter)",
+            UriMismatch => "Bad Request (uri_mismatch)",
             LockedOut => "Forbidden (locked_out)",
-            Disabled => "Forbidden (disabled)",
             BadContact => "Bad Request (bad_contact)",
             BadExpires => "Bad Request (bad_expires)",
             BadCSeq => "Bad Request (bad_cseq)",
