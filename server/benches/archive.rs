@@ -30,7 +30,7 @@ async fn main() {
         // Start from an empty archive so that the count below is this run's.
         store.purge_archive(i64::MAX).await.expect("empty the archive");
         let cfg = config::Archive { queue: 10_000, ..config::Archive::default() };
-        let (archive, writer) = Archive::new(cfg, store.clone());
+        let (archive, writer) = Archive::new(cfg, store.clone(), Duration::from_secs(2));
         // Never stopped: the bench ends by dropping it.
         let (_stop, never) = sipfront::ops::shutdown::channel();
         let writing = tokio::spawn(writer.run(never, Duration::ZERO));

@@ -15,7 +15,12 @@ async fn new_requests_are_refused_under_overload_and_refreshes_go_on() {
     if !sipfront_storage::testing::require_program("sqlite3", "sqlite3") {
         return;
     }
-    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.server.max_pending_requests = 3).await;
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| {
+        c.server.max_pending_requests = 3;
+        // Longer than the lock below: the waiting messages are kept once it ends.
+        c.database.timeout_ms = 6000;
+    })
+    .await;
     let mut alice = Phone::tcp(&s).await;
     let registration = Request::register(&alice, "alice").set("Expires", "300");
     let r = with_credentials(&mut alice, &registration, "alice", "wonderland").await;

@@ -24,6 +24,9 @@ const GATHER: Duration = Duration::from_millis(20);
 
 pub struct Archive {
     cfg: config::Archive,
+    /// How long a message waits for its archive row in critical mode before it is refused
+    /// (`database.timeout_ms`).
+    commit_wait: Duration,
     queue: mpsc::Sender<Queued>,
     /// Whether the last write succeeded.
     healthy: Arc<AtomicBool>,
@@ -43,16 +46,15 @@ pub struct ArchiveWriter {
 /// An entry for the writer, and (critical mode) who waits for its commit.
 type Queued = (ArchiveEntry, Option<tokio::sync::oneshot::Sender<()>>);
 
-/// How long a message waits for its archive row in critical mode before it is refused.
-const COMMIT_WAIT: Duration = Duration::from_secs(5);
-
 impl Archive {
-    pub fn new(cfg: config::Archive, store: Arc<dyn Store>) -> (Archive, ArchiveWriter) {
+    pub fn new(cfg: config::Archive, store: Arc<dyn Store>, commit_wait: Duration) -> (Archive, ArchiveWriter) {
         let (queue, entries) = mpsc::channel(cfg.queue.max(1));
         let healthy = Arc::new(AtomicBool::new(true));
         let gap = Duration::from_secs(cfg.session_gap_secs);
         let writer = ArchiveWriter { store, entries, healthy: healthy.clone(), retention_days: cfg.retention_days };
-        (Archive { cfg, queue, healthy, recent: DashMap::new(), recent_expiry: ExpiryQueue::new(gap) }, writer)
+        let archive =
+            Archive { cfg, commit_wait, queue, healthy, recent: DashMap::new(), recent_expiry: ExpiryQueue::new(gap) };
+        (archive, writer)
     }
 
     /// Whether messages between these AORs are archived: archiving on, a listed domain (or
@@ -87,7 +89,7 @@ impl Archive {
         if !self.record(msg, sender, recipient, Some(committed)) {
             return false;
         }
-        let written = matches!(tokio::time::timeout(COMMIT_WAIT, commit).await, Ok(Ok(())));
+        let written = matches!(tokio::time::timeout(self.commit_wait, commit).await, Ok(Ok(())));
         if !written {
             metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "refused").increment(1);
         }

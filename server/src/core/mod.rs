@@ -74,7 +74,8 @@ impl Core {
         let agent = config.server.agent.clone();
         let transports = transactions.transports().clone();
         let store = directory.store().clone();
-        let (archive, writer) = Archive::new(config.archive.clone(), store.clone());
+        let timeout = std::time::Duration::from_millis(config.database.timeout_ms);
+        let (archive, writer) = Archive::new(config.archive.clone(), store.clone(), timeout);
         let archive = Arc::new(archive);
         let location = Arc::new(Location::new(bindings.clone(), transports.clone(), pool.clone()));
         let gate = Arc::new(Gate::new(

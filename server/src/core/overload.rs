@@ -14,12 +14,15 @@ use tokio::time::Instant;
 
 /// How often the runtime's lateness is measured.
 const TICK: Duration = Duration::from_millis(50);
+/// Ticks in a row that must run late for the lateness to count.
+const SUSTAINED: usize = 3;
 
 pub struct Overload {
     max_pending: usize,
     max_lag: Duration,
     pending: Arc<AtomicUsize>,
-    /// The runtime's lateness at the last tick, in microseconds.
+    /// The runtime's lateness, in microseconds: the least of the last [`SUSTAINED`] ticks, so
+    /// that one stall (a page fault, a neighbour's burst) is not overload.
     lag_us: AtomicU64,
 }
 
@@ -60,11 +63,13 @@ impl Overload {
     /// Measures how late the runtime runs; until dropped.
     pub async fn run(&self) {
         let mut was = false;
-        loop {
+        let mut recent = [0u64; SUSTAINED];
+        for tick in 0usize.. {
             let asked = Instant::now() + TICK;
             tokio::time::sleep_until(asked).await;
             let late = Instant::now().saturating_duration_since(asked);
-            self.lag_us.store(late.as_micros() as u64, Ordering::Relaxed);
+            recent[tick % SUSTAINED] = late.as_micros() as u64;
+            self.lag_us.store(recent.iter().copied().min().unwrap_or(0), Ordering::Relaxed);
             let now = self.overloaded();
             if now != was {
                 metrics::gauge!(m::OVERLOADED).set(if now { 1.0 } else { 0.0 });
