@@ -40,6 +40,10 @@ pub enum ErrorKind {
     BadHeaderLine,
     /// The header block does not end with an empty line.
     NoEndOfHeaders,
+    /// A control character where RFC 3261 25.1 allows none: raw in the start line or in a
+    /// header value (other than HTAB and the CRLF of a fold), or a `\` escaping a CR or LF in
+    /// a quoted string.
+    ControlCharacter,
     MissingHeader(HeaderName),
     /// A header that may appear once appears with several values.
     DuplicateHeader(HeaderName),
@@ -80,6 +84,7 @@ impl ErrorKind {
             ErrorKind::BadRequestUri => "bad_request_uri",
             ErrorKind::BadHeaderLine => "bad_header_line",
             ErrorKind::NoEndOfHeaders => "no_end_of_headers",
+            ErrorKind::ControlCharacter => "control_character",
             ErrorKind::MissingHeader(_) => "missing_header",
             ErrorKind::DuplicateHeader(_) => "duplicate_header",
             ErrorKind::BadHeader(_) => "bad_header",
@@ -117,6 +122,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BadRequestUri => write!(f, "Bad Request-URI"),
             ErrorKind::BadHeaderLine => write!(f, "Bad Header Line"),
             ErrorKind::NoEndOfHeaders => write!(f, "No End Of Headers"),
+            ErrorKind::ControlCharacter => write!(f, "Control Character"),
             ErrorKind::MissingHeader(n) => write!(f, "Missing {}", header_name(n)),
             ErrorKind::DuplicateHeader(n) => write!(f, "Duplicate {}", header_name(n)),
             ErrorKind::BadHeader(n) => write!(f, "Bad {}", header_name(n)),

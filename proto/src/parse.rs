@@ -9,8 +9,8 @@ use crate::limits::Limits;
 use crate::message::{parse_delta_seconds, Header, Message, StartLine};
 use crate::method::Method;
 use crate::name::HeaderName;
-use crate::scan::{is_token, split_commas};
-use crate::text::Text;
+use crate::scan::{controls_follow_grammar, count_controls, is_token, split_commas};
+use crate::text::{Repr, Text};
 use crate::uri::Uri;
 use bytes::Bytes;
 
@@ -70,20 +70,32 @@ fn parse_structure(data: &[u8], limits: &Limits) -> Result<(StartLine, Vec<Heade
     }
 
     let (ls, le, next) = next_line(data, pos).ok_or(ParseError::new(ErrorKind::NoEndOfHeaders))?;
+    // RFC 3261 25.1: no element of a start line admits a control character (HTAB aside, which
+    // only the Reason-Phrase admits and parse_start_line judges with the rest).
+    if count_controls(&data[ls..le]) != 0 {
+        return Err(ParseError::new(ErrorKind::ControlCharacter));
+    }
     let start = parse_start_line(data, ls, le).map_err(ParseError::new)?;
     pos = next;
+    let headers_start = pos;
 
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut folded = false;
+    // The bytes of CR LF and LF line ends, and whether a line ends in `\`: with the control
+    // characters of the block counted, all that the check below needs.
+    let mut line_ends = 0;
+    let mut backslash_break = false;
     // Where the current header field begins, for the length limit across folded lines.
     let mut field_start = 0;
     let body_start = loop {
         let (ls, le, next) = next_line(data, pos).ok_or(ParseError::new(ErrorKind::NoEndOfHeaders))?;
         pos = next;
+        line_ends += next - le;
         if ls == le {
             break next;
         }
         let line = &data[ls..le];
+        backslash_break |= line.last() == Some(&b'\\');
         if line[0] == b' ' || line[0] == b'\t' {
             // A continuation line (RFC 3261 7.3.1): the field goes on; the value is unfolded below.
             let last = headers.last_mut().ok_or(ParseError::new(ErrorKind::BadHeaderLine))?;
@@ -125,10 +137,54 @@ fn parse_structure(data: &[u8], limits: &Limits) -> Result<(StartLine, Vec<Heade
         field_start = ls;
         headers.push(Header { name: hname, raw_name: Text::span(ls, name_end), value: Text::span(vstart, vend) });
     };
+    // RFC 3261 25.1 on control characters in header values. In an ordinary message the only
+    // ones are line ends and no `\` precedes one, which one counting pass shows; anything else
+    // is judged value by value, with its quotes, which can span folds.
+    if backslash_break || count_controls(&data[headers_start..body_start]) != line_ends {
+        check_controls(data, &headers)?;
+    }
     if folded {
         unfold(data, &mut headers);
     }
     Ok((start, headers, body_start))
+}
+
+/// RFC 3261 25.1 on every raw header value: control characters only as its grammar allows
+/// them (see [`controls_follow_grammar`]). Runs before folds are joined, while every value is
+/// still a span of `data`. The message is not kept for an answer: the character may sit in
+/// Via, From, To, Call-ID or CSeq, which a response would send back.
+fn check_controls(data: &[u8], headers: &[Header]) -> Result<(), ParseError> {
+    for h in headers {
+        if let Repr::Span { start, end } = h.value.0 {
+            if !controls_follow_grammar(data, start as usize, end as usize, has_quoted_strings(h.name)) {
+                return Err(ParseError::new(ErrorKind::ControlCharacter));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the grammar of the header `name` has quoted strings (RFC 3261 25.1 and the RFCs
+/// defining the extensions): the only place in a header value where a control character may
+/// appear, escaped. Free text (TEXT-UTF8-TRIM, word, product), token and number grammars, and
+/// the generic value of a header this crate does not know (RFC 3261 extension-header) have none:
+/// there `"` and `\` are plain characters and no control character is allowed at all. A comment
+/// (Server, User-Agent, Retry-After) also admits quoted-pairs; it is read as plain text here,
+/// so an escaped control character in one is refused, stricter than the grammar, rather than
+/// guess at parentheses that nothing in this crate parses.
+fn has_quoted_strings(name: HeaderName) -> bool {
+    use HeaderName::*;
+    match name {
+        Accept | AcceptEncoding | AcceptLanguage | AlertInfo | AuthenticationInfo | Authorization | CallInfo
+        | Contact | ContentDisposition | ContentType | ErrorInfo | Event | From | PAssertedIdentity
+        | PPreferredIdentity | Path | ProxyAuthenticate | ProxyAuthorization | Reason | RecordRoute | ReferTo
+        | ReferredBy | ReplyTo | RetryAfter | Route | ServiceRoute | SessionExpires | SubscriptionState | To | Via
+        | Warning | WwwAuthenticate => true,
+        Allow | AllowEvents | CallId | ContentEncoding | ContentLanguage | ContentLength | CSeq | Date | Expires
+        | FlowTimer | InReplyTo | MaxForwards | MimeVersion | MinExpires | Organization | Priority | ProxyRequire
+        | RAck | Require | RSeq | Server | SipETag | SipIfMatch | Subject | Supported | Timestamp | Unsupported
+        | UserAgent | Other => false,
+    }
 }
 
 /// The next line from `pos`: (start, end without CR LF, start of the following line).

@@ -34,6 +34,64 @@ pub fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\r' | b'\n')
 }
 
+/// A control character that RFC 3261 25.1 never allows raw in a start line or a header
+/// value: %x00-08, %x0A-1F and DEL. HTAB is whitespace there (LWS, and the Reason-Phrase's
+/// HTAB); CR and LF may only end a line (or fold one), and a caller looking at a line has cut
+/// its line end off already.
+#[inline]
+pub fn is_control(c: u8) -> bool {
+    (c < 0x20 && c != b'\t') || c == 0x7f
+}
+
+/// How many control characters ([`is_control`], so CR and LF too) `b` holds. It runs over
+/// every header block, so it counts 64 bytes at a time with no branch, which the compiler turns
+/// into vector compares, and pads the last few bytes with spaces to count them the same way.
+pub fn count_controls(b: &[u8]) -> usize {
+    // At most 64 per chunk: the u8 cannot overflow.
+    let count = |chunk: &[u8]| usize::from(chunk.iter().fold(0u8, |n, &c| n + u8::from(is_control(c))));
+    let mut chunks = b.chunks_exact(64);
+    let n: usize = chunks.by_ref().map(count).sum();
+    let rest = chunks.remainder();
+    let mut tail = [b' '; 64];
+    tail[..rest.len()].copy_from_slice(rest);
+    n + count(&tail)
+}
+
+/// Whether the raw header value `data[start..end]` (folds not joined yet) holds control
+/// characters only where RFC 3261 25.1 allows them: raw, only HTAB and the CRLF (or the bare
+/// LF this parser also reads as a line end) of a fold; inside a quoted string, when the
+/// header's grammar has them (`quoted_strings`), any byte %x00-7F but CR and LF escaped as a
+/// quoted-pair, as RFC 4475 3.1.1.4 (intmeth) writes NUL, BEL and DEL in a display name. A `\`
+/// before a line break inside a quoted string is refused: quoted-pair excludes CR and LF, and
+/// a parser that took it for an escape would read on into the next line.
+///
+/// `data` is the whole buffer: the byte a `\` escapes may lie just past `end`, where trailing
+/// whitespace was trimmed off the value. Unterminated quotes are left to the typed views.
+pub fn controls_follow_grammar(data: &[u8], start: usize, end: usize, quoted_strings: bool) -> bool {
+    let mut quoted = false;
+    let mut i = start;
+    while i < end {
+        match data[i] {
+            b'"' if quoted_strings => quoted = !quoted,
+            b'\\' if quoted => {
+                if matches!(data.get(i + 1), Some(b'\r' | b'\n')) {
+                    return false;
+                }
+                // quoted-pair: the escaped byte, control or not, is taken as it is.
+                i += 1;
+            }
+            // A CR is only ever the first half of a fold's CRLF.
+            b'\r' if data.get(i + 1) != Some(&b'\n') => return false,
+            // The line break of a fold: the structure pass saw SP or HTAB open the next line.
+            b'\r' | b'\n' => {}
+            c if is_control(c) => return false,
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
 pub fn trim(mut b: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = b {
         if !is_ws(*first) {
@@ -248,6 +306,45 @@ mod tests {
         assert_eq!(p.get("lr"), Some(None));
         assert_eq!(p.get("q"), Some(Some(&b"0.7"[..])));
         assert_eq!(p.get("tag"), None);
+    }
+
+    #[test]
+    fn control_characters() {
+        let controls: Vec<u8> = (0..=255u8).filter(|&c| is_control(c)).collect();
+        let want: Vec<u8> = (0..0x20).filter(|&c| c != b'\t').chain([0x7f]).collect();
+        assert_eq!(controls, want);
+    }
+
+    #[test]
+    fn counting_control_characters() {
+        for len in [0, 1, 63, 64, 65, 200] {
+            let mut b = vec![b'x'; len];
+            assert_eq!(count_controls(&b), 0);
+            for (k, i) in (0..len).step_by(7).enumerate() {
+                b[i] = [0, b'\r', b'\n', 0x1f, 0x7f][k % 5];
+            }
+            assert_eq!(count_controls(&b), len.div_ceil(7), "{len}");
+        }
+        assert_eq!(count_controls("tab\t, UTF-8 \u{e9}\u{80}, ~".as_bytes()), 0);
+    }
+
+    #[test]
+    fn controls_only_as_quoted_pairs() {
+        let ok = |v: &[u8], quoted_strings| controls_follow_grammar(v, 0, v.len(), quoted_strings);
+        assert!(ok(b"\"a\\\0b\\\x7f\" <sip:a@b>", true));
+        assert!(ok(b"a,\r\n b\n\tc", true));
+        // The escaped byte may be a trimmed space just past the value.
+        assert!(controls_follow_grammar(b"\"a\\ ", 0, 3, true));
+        assert!(!controls_follow_grammar(b"\"a\\\r\n", 0, 3, true));
+        assert!(!ok(b"\"a\\\r\n b\"", true));
+        assert!(!ok(b"\"a\\\n b\"", true));
+        assert!(!ok(b"\"a\0b\"", true));
+        assert!(!ok(b"a\0b", true));
+        assert!(!ok(b"a\rb", true));
+        assert!(!ok(b"\\\0", true));
+        // Without quoted strings, neither `"` nor `\` means anything.
+        assert!(ok(b"\"C:\\\r\n x", false));
+        assert!(!ok(b"\"\\\0\"", false));
     }
 
     #[test]

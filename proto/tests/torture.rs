@@ -881,6 +881,186 @@ fn error_display_serves_as_reason_phrase() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Control characters (RFC 3261 25.1): never raw in the start line or a header value, but HTAB
+// and the CRLF of a fold; escaped as a quoted-pair inside a quoted string (RFC 4475 3.1.1.4).
+// ---------------------------------------------------------------------------------------------
+
+/// RFC 4475 3.1.1.4 (intmeth): an extension method of every token character, a Call-ID of odd
+/// characters, and a To display name holding BEL, NUL and DEL as quoted-pairs. As in the RFC
+/// but for one byte: the two URIs lose the `?` of their user part, which `Uri::parse` takes
+/// for the start of the URI headers (user-unreserved admits it; a matter apart from control
+/// characters).
+#[test]
+fn intmeth_quoted_pairs_of_control_characters() {
+    let raw = sip(&[
+        "!interesting-Method0123456789_*+`.%indeed'~ sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy,/;;*:&it+has=1,weird!*pas$wo~d_too.(doesn't-it)@example.com SIP/2.0",
+        "Via: SIP/2.0/TCP host1.example.com;branch=z9hG4bK-.!%66*_+`'~",
+        "To: \"BEL:\\\x07 NUL:\\\0 DEL:\\\x7F\" <sip:1_unusual.URI~(to-be!sure)&isn't+it$/crazy,/;;*@example.com>",
+        "From: token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;fromParam''~+*_!.-%=\"\u{440}\u{430}\u{431}\u{43e}\u{442}\u{430}\u{44e}\u{449}\u{438}\u{439}\";tag=_token~1'+`*%!-.",
+        "Call-ID: intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{",
+        "CSeq: 139122385 !interesting-Method0123456789_*+`.%indeed'~",
+        "Max-Forwards: 255",
+        "extensionHeader-!.%*+_`'~: \u{feff}\u{5927}\u{505c}\u{96fb}",
+        "Content-Length: 0",
+        "",
+        "",
+    ]);
+    let m = parse_ok(&raw);
+    assert_eq!(m.to().and_then(|t| t.display_name()).as_deref(), Some(&b"BEL:\x07 NUL:\0 DEL:\x7F"[..]));
+    assert_eq!(m.call_id(), Some(&b"intmeth.word%ZK-!.*_+'@word`~)(><:\\/\"][?}{"[..]));
+    // Forwarded as it came, quoted-pairs and all, and read back the same.
+    assert_eq!(m.to_vec(), raw);
+    parse_ok(&m.to_vec());
+}
+
+#[test]
+fn quoted_pairs_of_control_characters_are_unescaped() {
+    // Any of %x00-09 / %x0B-0C / %x0E-7F may follow the backslash (RFC 3261 25.1 quoted-pair).
+    for c in (0u8..=0x7f).filter(|&c| c != b'\r' && c != b'\n').map(char::from) {
+        let line = format!("From: \"caller\\{c}name\" <sip:alice@example.test>;tag=a-73");
+        let m = parse_ok(&invite_with("From", Some(&line)));
+        let want = format!("caller{c}name");
+        assert_eq!(m.from().and_then(|f| f.display_name()).as_deref(), Some(want.as_bytes()), "{c:?}");
+    }
+    // In any header whose grammar has quoted strings, across a fold too.
+    let raw = invite_plus(&[
+        "P-Asserted-Identity: \"nul\\\0\" <sip:a@example.test>,",
+        "  \"bel\\\x07\" <sip:b@example.test>",
+        "Content-Type: text/plain;x=\"\\\x01\"",
+        "Authorization: Digest username=\"al\\\x7fice\", realm=\"example.test\"",
+    ]);
+    let m = parse_ok(&raw);
+    let names: Vec<_> =
+        m.name_addrs(HeaderName::PAssertedIdentity).map(|a| a.unwrap().display_name().unwrap().into_owned()).collect();
+    assert_eq!(names, [b"nul\0".to_vec(), b"bel\x07".to_vec()]);
+    let d = m.digests(HeaderName::Authorization).next().unwrap().unwrap();
+    assert_eq!(d.get("username").as_deref(), Some(&b"al\x7fice"[..]));
+}
+
+/// Every control character RFC 3261 25.1 never allows raw: %x00-08, %x0B-1F (a CR that ends no
+/// line among them) and DEL. Not LF, which always ends a line here (a bare LF is read as CRLF).
+/// Each is ASCII, so it fits in a `str`.
+fn controls() -> impl Iterator<Item = char> {
+    (0u8..0x20).filter(|&c| c != b'\t' && c != b'\n').chain([0x7f]).map(char::from)
+}
+
+fn assert_control_refused(raw: &[u8]) {
+    assert_refused(raw, ErrorKind::ControlCharacter, 400, false);
+    let e = parse_err(raw);
+    assert_eq!((e.kind.label(), e.kind.to_string()), ("control_character", "Control Character".to_string()));
+    assert!(Message::parse_head(Bytes::copy_from_slice(raw), &Limits::default()).is_err());
+}
+
+#[test]
+fn raw_control_characters_in_header_values_are_refused() {
+    for c in controls() {
+        for line in [
+            format!("Subject: a{c}b"),
+            format!("Subject: {c}"),
+            format!("Subject: ab{c}"),
+            format!("Subject: ab{c} "),
+            format!("X-Extension: v{c}lue"),
+            format!("Subject: folded\r\n  over {c} two lines"),
+            // Inside quotes, raw: qdtext has no control character.
+            format!("Reply-To: \"raw {c} display\" <sip:a@example.test>"),
+            format!("Contact: <sip:alice@192.0.2.10>;x=\"{c}\""),
+            format!("Warning: 399 example.test \"{c}\""),
+            // Where the grammar has no quoted strings a backslash escapes nothing.
+            format!("Subject: \"\\{c}\""),
+            format!("X-Extension: \"\\{c}\""),
+            format!("User-Agent: phone/1.0 (\\{c})"),
+        ] {
+            assert_control_refused(&invite_plus(&[&line]));
+        }
+        for (prefix, line) in [
+            ("Via", format!("Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-{c}1")),
+            ("From", format!("From: \"Al{c}ice\" <sip:alice@example.test>;tag=a-73")),
+            ("To", format!("To: Bob <sip:bob@example.test>{c}")),
+            ("Call-ID", format!("Call-ID: t0rture.1{c}@192.0.2.10")),
+            ("CSeq", format!("CSeq: 10{c} INVITE")),
+        ] {
+            assert_control_refused(&invite_with(prefix, Some(&line)));
+        }
+    }
+}
+
+#[test]
+fn raw_control_characters_in_the_start_line_are_refused() {
+    for c in controls() {
+        for line in [
+            format!("INVITE sip:bob{c}@example.test SIP/2.0"),
+            format!("INVITE sip:bob@example.test SIP/2.0{c}"),
+            format!("INV{c}ITE sip:bob@example.test SIP/2.0"),
+            format!("SIP/2.0 200 O{c}K"),
+            format!("SIP/2.0 200 OK{c}"),
+        ] {
+            assert_control_refused(&invite_with("INVITE", Some(&line)));
+        }
+    }
+}
+
+#[test]
+fn htab_is_whitespace_in_header_values_and_reason_phrases() {
+    let raw = invite_plus(&["Subject: a\tb\t", "Reply-To: \"tab\there\" <sip:a@example.test>"]);
+    let m = parse_ok(&raw);
+    assert_eq!(m.header(HeaderName::Subject), Some(&b"a\tb"[..]));
+    let reply_to = sipfront_proto::NameAddr::parse(m.header(HeaderName::ReplyTo).unwrap()).unwrap();
+    assert_eq!(reply_to.display_name().as_deref(), Some(&b"tab\there"[..]));
+    let raw = String::from_utf8(sip(INVITE))
+        .unwrap()
+        .replace("INVITE sip:bob@example.test SIP/2.0", "SIP/2.0 486 Busy\there");
+    assert_eq!(parse_ok(raw.as_bytes()).reason(), Some(&b"Busy\there"[..]));
+}
+
+#[test]
+fn a_backslash_escapes_no_line_break() {
+    // quoted-pair excludes CR and LF: not before a fold, a bare LF, or a stray CR.
+    for from in [
+        "From: \"Alice\\\r\n Liddell\" <sip:alice@example.test>;tag=a-73",
+        "From: \"Alice\\\n Liddell\" <sip:alice@example.test>;tag=a-73",
+        "From: \"Alice\\\rLiddell\" <sip:alice@example.test>;tag=a-73",
+        "From: \"Alice\\",
+    ] {
+        assert_control_refused(&invite_with("From", Some(from)));
+    }
+    // Outside a quoted string, or where the grammar has none, a backslash is a character.
+    let raw = invite_plus(&[
+        "Subject: C:\\",
+        "Subject: say \"hi\\",
+        "  there",
+        "X-Path: \"C:\\",
+        "Call-Info: <http://example.test/a\\b>;purpose=icon",
+        "Reply-To: \"Alice \\\\\" <sip:a@example.test>",
+    ]);
+    let m = parse_ok(&raw);
+    let subjects: Vec<_> = m.header_all(HeaderName::Subject).collect();
+    assert_eq!(subjects, [&b"C:\\"[..], b"say \"hi\\ there"]);
+    assert_eq!(m.header_named("x-path"), Some(&b"\"C:\\"[..]));
+}
+
+#[test]
+fn a_cr_is_only_half_of_a_line_end() {
+    for line in ["Subject: a\rb", "Subject: a\r", "Subject: a \r\n  b\r"] {
+        assert_control_refused(&invite_plus(&[line]));
+    }
+    // CRLF and bare LF line ends, folded or not, are still line ends.
+    let raw = String::from_utf8(invite_plus(&["Subject: one", "\ttwo"])).unwrap().replace("\r\n", "\n");
+    assert_eq!(parse_ok(raw.as_bytes()).header(HeaderName::Subject), Some(&b"one two"[..]));
+}
+
+#[test]
+fn bodies_may_hold_any_byte() {
+    let body: Vec<u8> = (0u8..=255).chain([0, 0, b'\r', 0x7f, b'\n']).collect();
+    let mut raw = invite_with("Content-Length", Some(&format!("Content-Length: {}", body.len())));
+    raw.extend_from_slice(&body);
+    assert_eq!(parse_ok(&raw).body(), &body[..]);
+    // Over UDP without Content-Length as well.
+    let mut raw = invite_with("Content-Length", None);
+    raw.extend_from_slice(&body);
+    assert_eq!(parse_ok(&raw).body(), &body[..]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Long values: every one of these must finish in time linear in its size. No threshold is
 // asserted; a quadratic scan would show as a test that takes minutes.
 // ---------------------------------------------------------------------------------------------
