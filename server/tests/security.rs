@@ -596,3 +596,25 @@ async fn a_flooding_source_is_banned_and_others_are_served() {
     let r = flooder.transact(&Request::options(Transport::Udp, flooder.local())).await;
     assert_eq!(r.status(), Some(200), "served again after the ban");
 }
+
+/// Finding 14: a raw control character in a header value (here a NUL in the Subject) is
+/// refused and counted, over a real socket; the same character as a quoted-pair inside a
+/// quoted display name is valid (RFC 4475 3.1.1.4) and the request is served.
+#[tokio::test(flavor = "multi_thread")]
+async fn control_characters_follow_the_grammar_on_the_wire() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |_| {}).await;
+    let client = s.udp_client().await;
+    let raw = Request::options(Transport::Udp, client.local()).set("Subject", "hello\0there").to_bytes();
+    client.send(&raw).await;
+    assert!(client.recv(QUIET).await.is_none(), "dropped: its headers cannot be trusted to answer");
+    let (_, metrics) = s.http_get("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("sipfront_parse_errors_total{") && l.contains("control_character")),
+        "{metrics}"
+    );
+    let quoted = Request::options(Transport::Udp, client.local());
+    let from = quoted.header("From").unwrap().to_string();
+    let quoted = quoted.set("From", &format!("\"caller\\\0name\" {from}"));
+    let r = client.transact(&quoted).await;
+    assert_eq!(r.status(), Some(200), "a quoted-pair of NUL in a display name is valid");
+}
