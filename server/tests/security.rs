@@ -261,35 +261,37 @@ fn resubscribe(by: &Phone, sub: &Request, ok: &sipfront_proto::Message, from: Op
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_subscriber_refreshes_a_subscription() {
     const THREE: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "singer")];
-    let s = TestServer::with_users(&Backend::Sqlite, THREE, |_| {}).await;
-    let _alice = online(&s, "alice", "wonderland").await;
-    let mut bob = online(&s, "bob", "builder").await;
-    let sub = subscribe(&bob, "bob", "alice", "presence", 600);
-    let (ok, _) = subscribed(&mut bob, &sub).await;
+    for backend in backends("subscriber_refreshes").await {
+        let s = TestServer::with_users(&backend, THREE, |_| {}).await;
+        let _alice = online(&s, "alice", "wonderland").await;
+        let mut bob = online(&s, "bob", "builder").await;
+        let sub = subscribe(&bob, "bob", "alice", "presence", 600);
+        let (ok, _) = subscribed(&mut bob, &sub).await;
 
-    let mut carol = online(&s, "carol", "singer").await;
-    let r = carol.request(&resubscribe(&carol, &sub, &ok, None, 2)).await;
-    assert_eq!(r.status(), Some(403), "Carol's connection does not speak for Bob");
-    let mut stranger = Phone::udp(&s).await;
-    let r = stranger.request(&resubscribe(&stranger, &sub, &ok, None, 3)).await;
-    assert_eq!(r.status(), Some(407), "an unproven sender is challenged");
-    let carols = format!("<sip:carol@{DOMAIN}>;tag=c1");
-    let r = carol.request(&resubscribe(&carol, &sub, &ok, Some(&carols), 4)).await;
-    assert_eq!(r.status(), Some(481), "another From tag is another dialog");
+        let mut carol = online(&s, "carol", "singer").await;
+        let r = carol.request(&resubscribe(&carol, &sub, &ok, None, 2)).await;
+        assert_eq!(r.status(), Some(403), "Carol's connection does not speak for Bob");
+        let mut stranger = Phone::udp(&s).await;
+        let r = stranger.request(&resubscribe(&stranger, &sub, &ok, None, 3)).await;
+        assert_eq!(r.status(), Some(407), "an unproven sender is challenged");
+        let carols = format!("<sip:carol@{DOMAIN}>;tag=c1");
+        let r = carol.request(&resubscribe(&carol, &sub, &ok, Some(&carols), 4)).await;
+        assert_eq!(r.status(), Some(481), "another From tag is another dialog");
 
-    // Bob himself refreshes.
-    let refresh = resubscribe(&bob, &sub, &ok, None, 5);
-    let (refreshed, _) = subscribed(&mut bob, &refresh).await;
-    assert_eq!(refreshed.status(), Some(200));
+        // Bob himself refreshes.
+        let refresh = resubscribe(&bob, &sub, &ok, None, 5);
+        let (refreshed, _) = subscribed(&mut bob, &refresh).await;
+        assert_eq!(refreshed.status(), Some(200));
 
-    // Bob's account is disabled: his connection no longer speaks for him, and his credentials
-    // are refused.
-    let changes = s.server.directory.changes();
-    s.server.directory.store().set_enabled(&format!("bob@{DOMAIN}"), false).await.unwrap();
-    until_named(changes, &format!("bob@{DOMAIN}")).await;
-    let refresh = resubscribe(&bob, &sub, &ok, None, 6);
-    let r = with_credentials(&mut bob, &refresh, "bob", "builder").await;
-    assert_ne!(r.status(), Some(200), "a disabled watcher does not refresh");
+        // Bob's account is disabled: his connection no longer speaks for him, and his credentials
+        // are refused.
+        let changes = s.server.directory.changes();
+        s.server.directory.store().set_enabled(&format!("bob@{DOMAIN}"), false).await.unwrap();
+        until_named(changes, &format!("bob@{DOMAIN}")).await;
+        let refresh = resubscribe(&bob, &sub, &ok, None, 6);
+        let r = with_credentials(&mut bob, &refresh, "bob", "builder").await;
+        assert_ne!(r.status(), Some(200), "a disabled watcher does not refresh, on {backend:?}");
+    }
 }
 
 /// Finding 4: when a presentity's rules change but cannot be read (the store fails), its
