@@ -59,6 +59,8 @@ impl RunningServer {
         if tokio::time::timeout(self.drain, self.inflight.idle()).await.is_err() {
             tracing::warn!(in_flight = self.inflight.count(), "drain timeout; stopping anyway");
         }
+        // A single node keeps its bindings, publications and subscriptions for its restart.
+        self.core.save().await;
         // Nothing new is archived now: what is queued is written (within its own drain time).
         self.archive.0.trigger();
         if let Some(writer) = self.archive.1.take() {
@@ -173,6 +175,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let user: Arc<dyn TransactionUser> = Arc::new(core.clone());
     let kept_core = core.clone();
     transactions.set_user(&user);
+    // Before anything is served: what this front end held when it last stopped.
+    core.restore().await;
 
     let drain = Duration::from_secs(config.server.drain_timeout_secs);
     let (archive_trigger, archive_stop) = shutdown::channel();

@@ -178,3 +178,50 @@ async fn a_kill_in_critical_mode_loses_no_delivered_message_from_the_archive() {
     assert_eq!(delivered, N);
     assert_eq!(rows.len(), delivered, "every delivered message has its archive row");
 }
+
+/// Issue 18, item 6: a single node stopped gracefully and started again keeps its UDP users
+/// reachable, its publications (with their entity tags) and its subscriptions: the watcher
+/// hears of the next change without subscribing again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_keeps_udp_bindings_publications_and_subscriptions() {
+    const THREE: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder"), ("carol", "singer")];
+    // The member id is what the state is saved under: by default host and SIP port, and the
+    // test's port changes with the restart.
+    let s = TestServer::with_users(&Backend::Sqlite, THREE, |c| c.pool.member_id = "single".into()).await;
+    let mut bob = Phone::udp(&s).await;
+    register(&mut bob, "bob", "builder", None).await;
+    let first = publish(&bob, "bob", Some(&pidf_doc("bob", "t1", "open", "before")), None, 600);
+    let r = with_credentials(&mut bob, &first, "bob", "builder").await;
+    assert_eq!(r.status(), Some(200));
+    let etag = header(&r, sipfront_proto::HeaderName::SipETag);
+    let mut alice = Phone::udp(&s).await;
+    register(&mut alice, "alice", "wonderland", None).await;
+    let sub = subscribe(&alice, "alice", "bob", "presence", 600);
+    let sub = authorized(&mut alice, &sub, "alice", "wonderland").await;
+    let (_, n) = subscribed(&mut alice, &sub).await;
+    assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("before"));
+
+    // Stopped (SIGTERM does this) and started again on the same data.
+    let TestServer { server, config, dir } = s;
+    server.shutdown().await;
+    let server = sipfront::start(&config, dir.path()).await.expect("started again");
+    let s = TestServer { server, config, dir };
+    alice.retarget(s.udp_addr());
+    bob.retarget(s.udp_addr());
+
+    // Bob's binding is back: Carol's message reaches him.
+    let mut carol = Phone::udp(&s).await;
+    let msg = Request::message(&carol, "carol", "bob");
+    let msg = authorized(&mut carol, &msg, "carol", "singer").await;
+    carol.send(&msg.to_bytes()).await;
+    let got = bob.expect_request(Method::Message).await;
+    bob.answer(&got, 200, "b").await;
+    carol.expect_response(200).await;
+
+    // Bob changes his publication by its entity tag: Alice, who did not subscribe again, hears.
+    let change = publish(&bob, "bob", Some(&pidf_doc("bob", "t1", "closed", "after")), Some(&etag), 600);
+    let r = with_credentials(&mut bob, &change, "bob", "builder").await;
+    assert_eq!(r.status(), Some(200), "the entity tag is known after the restart");
+    let n = notified(&mut alice).await;
+    assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("after"), "the subscription lives on");
+}

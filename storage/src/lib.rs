@@ -296,6 +296,13 @@ pub trait Store: Send + Sync + 'static {
     async fn leave(&self, id: &str) -> Result<()>;
     /// Every member announced, by id, with how long each has been silent.
     async fn members(&self) -> Result<Vec<MemberSeen>>;
+
+    // ---- dynamic state across a restart ----
+
+    /// Keeps `data`, the state front end `member` stopped with (replacing any kept before).
+    async fn save_state(&self, member: &str, data: &str) -> Result<()>;
+    /// Takes back (reads and deletes) what `member` saved: when (Unix seconds) and the data.
+    async fn take_state(&self, member: &str) -> Result<Option<(i64, String)>>;
 }
 
 /// A front end of the pool, as it announced itself ([`Store::heartbeat`]).

@@ -591,6 +591,36 @@ where
             })
             .collect())
     }
+
+    async fn save_state(&self, member: &str, data: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO saved_state (member, saved_at, data) VALUES ($1, $2, $3) \
+             ON CONFLICT (member) DO UPDATE SET saved_at = excluded.saved_at, data = excluded.data",
+        )
+        .bind(member)
+        .bind(now())
+        .bind(data)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| map_err(member, e))
+    }
+
+    async fn take_state(&self, member: &str) -> Result<Option<(i64, String)>> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT saved_at, data FROM saved_state WHERE member = $1")
+            .bind(member)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| map_err(member, e))?;
+        sqlx::query("DELETE FROM saved_state WHERE member = $1")
+            .bind(member)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(member, e))?;
+        tx.commit().await.map_err(|e| map_err("commit", e))?;
+        Ok(row)
+    }
 }
 
 impl<DB> SqlStore<DB>

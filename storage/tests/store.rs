@@ -592,3 +592,20 @@ where
     }
     out
 }
+
+/// What a front end saved when it stopped is taken back once, whole.
+#[tokio::test]
+async fn saved_state_is_taken_back_once() {
+    on_both("saved_state", |s| async move {
+        assert_eq!(s.take_state("fe1").await.unwrap(), None);
+        s.save_state("fe1", "first").await.unwrap();
+        s.save_state("fe1", "{\"bindings\":[]}").await.unwrap();
+        s.save_state("fe2", "other").await.unwrap();
+        let (at, data) = s.take_state("fe1").await.unwrap().unwrap();
+        assert!(at > 0);
+        assert_eq!(data, "{\"bindings\":[]}", "the last saved");
+        assert_eq!(s.take_state("fe1").await.unwrap(), None, "taken once");
+        assert_eq!(s.take_state("fe2").await.unwrap().unwrap().1, "other");
+    })
+    .await;
+}

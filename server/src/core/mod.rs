@@ -20,6 +20,7 @@ pub mod presence;
 pub mod proxy;
 pub mod refusal;
 pub mod registrar;
+pub mod saved;
 
 use crate::config::Config;
 use crate::ops::metrics as m;
@@ -193,6 +194,40 @@ impl Core {
         while changes.changed().await.is_ok() {
             self.rehome().await;
         }
+    }
+
+    /// On a graceful stop of a front end that is alone (a single node): its dynamic state to
+    /// the store, for [`Core::restore`] at its next start. A pool member saves nothing: what it
+    /// homes went to the others when it drained.
+    pub async fn save(&self) {
+        let s = &self.0;
+        if !s.pool.alone() {
+            return;
+        }
+        let saved = saved::Saved::take(s.registrar.bindings(), &s.presence);
+        let Ok(data) = serde_json::to_string(&saved) else { return };
+        match s.directory.store().save_state(s.pool.id(), &data).await {
+            Ok(()) => tracing::info!(bytes = data.len(), "dynamic state saved for the restart"),
+            Err(e) => tracing::warn!(error = %e, "dynamic state not saved; clients register again"),
+        }
+    }
+
+    /// At start: what this front end saved when it last stopped, less the time it was down.
+    pub async fn restore(&self) {
+        let s = &self.0;
+        let taken = match s.directory.store().take_state(s.pool.id()).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return,
+            Err(e) => return tracing::warn!(error = %e, "saved dynamic state not read"),
+        };
+        let (saved_at, data) = taken;
+        let Ok(saved) = serde_json::from_str::<saved::Saved>(&data) else {
+            return tracing::warn!("saved dynamic state unreadable; dropped");
+        };
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let down = std::time::Duration::from_secs(now.saturating_sub(u64::try_from(saved_at).unwrap_or(0)));
+        let (b, p, sub) = saved.restore(down, s.registrar.bindings(), &s.presence);
+        tracing::info!(bindings = b, publications = p, subscriptions = sub, "dynamic state restored");
     }
 
     /// Whether an out-of-dialog request renews what exists (kept under overload): a REGISTER

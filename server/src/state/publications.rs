@@ -61,6 +61,21 @@ impl Publications {
     }
 
     /// Takes out every publication of the presentities `gone` names (their home moved).
+    /// Every live publication, with its presentity.
+    pub fn all(&self) -> Vec<(Arc<str>, Publication)> {
+        let now = Instant::now();
+        self.by_aor
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .filter(|p| p.expires_at > now)
+                    .map(|p| (e.key().clone(), p.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     pub fn take_where(&self, gone: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Publication)> {
         let aors: Vec<Arc<str>> = self.by_aor.iter().filter(|e| gone(e.key())).map(|e| e.key().clone()).collect();
         let mut out = Vec::new();

@@ -1175,3 +1175,13 @@ pub fn pool_member(id: &'static str, url: String) -> impl FnOnce(&mut Config) {
         }
     }
 }
+
+impl Phone {
+    /// A UDP phone sends to `server` from now on (the server restarted on another port); its
+    /// own address, where it is registered, stays.
+    pub fn retarget(&mut self, server: SocketAddr) {
+        if let Phone::Udp(c) = self {
+            c.server = server;
+        }
+    }
+}
