@@ -288,7 +288,16 @@ async fn only_the_subscriber_refreshes_a_subscription() {
         let changes = s.server.directory.changes();
         s.server.directory.store().set_enabled(&format!("bob@{DOMAIN}"), false).await.unwrap();
         until_named(changes, &format!("bob@{DOMAIN}")).await;
-        let refresh = resubscribe(&bob, &sub, &ok, None, 6);
+        // The core hears of the change on its own task: its connection is soon challenged.
+        let mut cseq = 6;
+        let challenged = eventually(std::time::Duration::from_secs(5), async || {
+            cseq += 1;
+            let r = bob.request(&resubscribe(&bob, &sub, &ok, None, cseq)).await;
+            r.status() == Some(407)
+        })
+        .await;
+        assert!(challenged, "the connection no longer speaks for Bob, on {backend:?}");
+        let refresh = resubscribe(&bob, &sub, &ok, None, cseq + 1);
         let r = with_credentials(&mut bob, &refresh, "bob", "builder").await;
         assert_ne!(r.status(), Some(200), "a disabled watcher does not refresh, on {backend:?}");
     }
