@@ -8,7 +8,11 @@
 #     bench/harness-compare.sh presence "300" 20 -- --users 20000 --watch 50 --setup-rate 3000
 #   env: SERVERS="sipfront kamailio", USERS=10100 (accounts in Kamailio's subscriber table;
 #        sipfront gets the run's own, by sipfront-load --provision), WORK=/tmp/sipfront-harness,
-#        SCRAPE=N (sipfront only: GET /metrics every N seconds during the run, as Prometheus would)
+#        SCRAPE=N (sipfront only: GET /metrics every N seconds during the run, as Prometheus would),
+#        LOCAL_IPS=127.0.0.2-127.0.0.9 (the generator's source addresses),
+#        FLOOD=RATE (SIPp floods unauthenticated REGISTERs at RATE/s from FLOOD_SRC=127.0.0.99
+#        throughout; sipfront then counts loopback sources too (flood.allow empty) and Kamailio
+#        loads pike with the same limit: FLOOD_LIMIT=500 requests per 2 s per address)
 # Needs release builds (cargo build --release -p sipfront -p sipfront-loadtest), Kamailio with
 # its presence and SQLite modules, sqlite3, python3.
 # Prints one line per server and rate: the rate asked, the rate achieved, failed transactions
@@ -28,6 +32,9 @@ SERVERS=${SERVERS:-sipfront kamailio}
 USERS=${USERS:-10100}
 WORK=${WORK:-/tmp/sipfront-harness}
 BIN="$ROOT/target/release"
+LOCAL_IPS=${LOCAL_IPS:-127.0.0.2-127.0.0.9}
+FLOOD_SRC=${FLOOD_SRC:-127.0.0.99}
+FLOOD_LIMIT=${FLOOD_LIMIT:-500}
 mkdir -p "$WORK"
 TCK=$(getconf CLK_TCK)
 # kamailio.cfg names /tmp/kam-anchor for its database and control socket, whatever RUN is.
@@ -52,12 +59,20 @@ start() { # SERVER -> prints "PID PORT"
     # The run's own users (and, with --resource-lists, their contact lists), as it will use them.
     "$BIN/sipfront-load" "$SCEN" --provision "$WORK/data" --provision-only --sipfront-bin "$BIN/sipfront" \
       "${RUN_ARGS[@]}" >"$WORK/provision.log"
+    if [ -n "${FLOOD:-}" ]; then
+      export SIPFRONT_FLOOD_ALLOW="" SIPFRONT_FLOOD_MAX_REQUESTS=$FLOOD_LIMIT SIPFRONT_FLOOD_WINDOW_MS=2000
+    fi
     SIPFRONT_LOG_LEVEL=warn "$BIN/sipfront" --data-dir "$WORK/data" serve --sip-addr 127.0.0.1:25100 \
       --tls-addr 127.0.0.1:25101 --http-addr 127.0.0.1:29200 >"$WORK/sipfront.log" 2>&1 &
     echo "$! 25100" ;;
   kamailio)
     # A private copy: mkdb.sh writes its SIPp CSV files next to itself.
     rm -rf "$WORK/ref" && cp -r "$REF" "$WORK/ref" && chmod -R u+w "$WORK/ref"
+    if [ -n "${FLOOD:-}" ]; then
+      # pike: the same limit per source address, its requests dropped unanswered.
+      sed -i -e 's/^loadmodule "counters.so"/loadmodule "counters.so"\nloadmodule "pike.so"\nmodparam("pike", "sampling_time_unit", 2)\nmodparam("pike", "reqs_density_per_unit", '"$FLOOD_LIMIT"')\nmodparam("pike", "remove_latency", 60)/' \
+        -e 's/^route\[REQINIT\] {/route[REQINIT] {\n\tif (!pike_check_req()) { exit; }/' "$WORK/ref/kamailio.cfg"
+    fi
     (cd "$WORK/ref" && RUN=$KAM_RUN ./stop_kamailio.sh >/dev/null 2>&1 || true;
      RUN=$KAM_RUN N=$(( USERS > 100 ? USERS - 100 : USERS )) ./mkdb.sh >/dev/null &&
      RUN=$KAM_RUN ./start_kamailio.sh >/dev/null)
@@ -86,8 +101,16 @@ for r in $RATES; do
       scraper=$!
     fi
     rm -f "$json"
+    flooder=
+    if [ -n "${FLOOD:-}" ]; then
+      # Bounded: at most FLOOD/s for the run and its set-up.
+      timeout $(( SECS + 120 )) sipp 127.0.0.1:"$port" -sf "$HERE/scenarios/flood_register.xml" -r "$FLOOD" \
+        -m $(( FLOOD * (SECS + 120) )) -l 100000 -i "$FLOOD_SRC" -nostdin >"$WORK/$name.flood" 2>&1 &
+      flooder=$!
+    fi
     timeout $(( SECS + 600 )) "$BIN/sipfront-load" "$SCEN" --target 127.0.0.1:"$port" --rate "$r" \
-      --duration "$SECS" --local-ips 127.0.0.2-127.0.0.9 --quiet --json "$json" "$@" >"$WORK/$name.txt" 2>&1 || true
+      --duration "$SECS" --local-ips "$LOCAL_IPS" --quiet --json "$json" "$@" >"$WORK/$name.txt" 2>&1 || true
+    [ -z "$flooder" ] || { kill "$flooder" 2>/dev/null; pkill -f "flood_register.xml" 2>/dev/null; wait "$flooder" 2>/dev/null; } || true
     kill "$sampler" 2>/dev/null || true
     [ -z "$scraper" ] || kill "$scraper" 2>/dev/null || true
     stop "$s" "$pid"
