@@ -22,13 +22,7 @@ async fn a_stop_writes_out_the_archive_queue() {
     let mut alice = online(&s, "alice", "wonderland").await;
     let mut bob = online(&s, "bob", "builder").await;
     // Another process holds the database's write lock for three seconds.
-    let db = s.dir.path().join("sipfront.db");
-    let mut locker = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .args(["BEGIN IMMEDIATE;", ".shell sleep 3", "COMMIT;"])
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut locker = hold_sqlite_write_lock(&s, 3).await;
     for i in 0..N {
         let mut msg = Request::message(&alice, "alice", "bob");
         msg.body = format!("message {i}");

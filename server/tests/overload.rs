@@ -27,13 +27,7 @@ async fn new_requests_are_refused_under_overload_and_refreshes_go_on() {
     assert_eq!(r.status(), Some(200));
 
     // Another process holds the store's write lock: messages kept for Carol (offline) wait.
-    let db = s.dir.path().join("sipfront.db");
-    let mut locker = std::process::Command::new("sqlite3")
-        .arg(&db)
-        .args(["BEGIN IMMEDIATE;", ".shell sleep 3", "COMMIT;"])
-        .spawn()
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut locker = hold_sqlite_write_lock(&s, 3).await;
     for _ in 0..3 {
         alice.send(&Request::message(&alice, "alice", "carol").to_bytes()).await;
     }

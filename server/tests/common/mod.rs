@@ -1185,3 +1185,16 @@ impl Phone {
         }
     }
 }
+
+/// Another process (`sqlite3`) holding the write lock of the SQLite database of `s` for
+/// `secs` seconds, as a long transaction elsewhere would: readers go on, writers wait. Returns
+/// once it holds the lock (give or take its start); wait for the child to see it released.
+pub async fn hold_sqlite_write_lock(s: &TestServer, secs: u32) -> std::process::Child {
+    let child = std::process::Command::new("sqlite3")
+        .arg(s.dir.path().join("sipfront.db"))
+        .args(["BEGIN IMMEDIATE;", &format!(".shell sleep {secs}"), "COMMIT;"])
+        .spawn()
+        .expect("start sqlite3");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child
+}
