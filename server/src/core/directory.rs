@@ -26,13 +26,18 @@ pub struct Directory {
     changes: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Every recipient the change log says a message was kept for (offline delivery).
     waiting: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// The change log's end when loaded: every change after it is followed, so that nothing
+    /// done once the server has started (a CLI command a moment later) is missed.
+    head: i64,
 }
 
 impl Directory {
     /// Loads the served domains; fails if the store cannot be read at start.
     pub async fn load(store: Arc<dyn Store>, timeout: Duration) -> Result<Directory, StoreError> {
         let domains = store.domains().await?.into_iter().collect();
+        let head = store.changes_head().await?;
         Ok(Directory {
+            head,
             store,
             timeout,
             users: DashMap::new(),
@@ -93,15 +98,7 @@ impl Directory {
     /// Follows the store's change log until dropped. While the store is unreachable the cache
     /// keeps serving what it has; when it comes back, everything changed meanwhile is dropped.
     pub async fn run_invalidation(&self, every: Duration) {
-        let mut last = loop {
-            match self.store.changes_head().await {
-                Ok(h) => break h,
-                Err(e) => {
-                    tracing::warn!(error = %e, "store unavailable; retrying");
-                    tokio::time::sleep(every).await;
-                }
-            }
-        };
+        let mut last = self.head;
         // When the log was last read to its end: what this member knows of users, rules and
         // contacts is at most this old (`sipfront_store_change_lag_seconds`).
         let mut caught_up = Instant::now();
