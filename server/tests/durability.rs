@@ -194,6 +194,10 @@ async fn a_restart_keeps_udp_bindings_publications_and_subscriptions() {
     let sub = authorized(&mut alice, &sub, "alice", "wonderland").await;
     let (_, n) = subscribed(&mut alice, &sub).await;
     assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("before"));
+    // Carol watches Bob over TCP: her connection will not survive the restart.
+    let mut carol_tcp = online(&s, "carol", "singer").await;
+    let carols = subscribe(&carol_tcp, "carol", "bob", "presence", 600);
+    let (carols_ok, _) = subscribed(&mut carol_tcp, &carols).await;
 
     // Stopped (SIGTERM does this) and started again on the same data.
     let TestServer { server, config, dir } = s;
@@ -218,4 +222,15 @@ async fn a_restart_keeps_udp_bindings_publications_and_subscriptions() {
     assert_eq!(r.status(), Some(200), "the entity tag is known after the restart");
     let n = notified(&mut alice).await;
     assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("after"), "the subscription lives on");
+
+    // Carol connects again and refreshes her subscription on the new connection (a target
+    // refresh): her NOTIFYs come there.
+    drop(carol_tcp);
+    let mut carol_tcp = online(&s, "carol", "singer").await;
+    let mut refresh =
+        carols.clone().set("To", &header(&carols_ok, sipfront_proto::HeaderName::To)).set("CSeq", "2 SUBSCRIBE");
+    refresh.start_line = format!("SUBSCRIBE {} SIP/2.0", contact_of(&carols_ok));
+    let (ok, n) = subscribed(&mut carol_tcp, &refresh.new_branch()).await;
+    assert_eq!(ok.status(), Some(200), "the restored subscription is refreshed");
+    assert_eq!(doc(&n).tuples[0].note.as_deref(), Some("after"));
 }

@@ -116,6 +116,7 @@ impl Saved {
         }
         for sub in presence.subscriptions.all() {
             let d = &sub.dialog;
+            let (remote_target, leg) = d.target();
             saved.subscriptions.push(SavedSubscription {
                 package: format!("{:?}", sub.package),
                 resource: sub.resource.to_string(),
@@ -126,10 +127,10 @@ impl Saved {
                 our_uri: d.our_uri.clone(),
                 resource_uri: d.resource_uri.clone(),
                 their_from: d.their_from.clone(),
-                remote_target: d.remote_target.clone(),
+                remote_target,
                 route_set: d.route_set.clone(),
-                transport: d.leg.transport.label().to_string(),
-                remote: d.leg.remote,
+                transport: leg.transport.label().to_string(),
+                remote: leg.remote,
                 local: d.local,
                 cseq: d.cseq.load(std::sync::atomic::Ordering::Relaxed),
                 left: sub.remaining_secs(),
@@ -144,7 +145,8 @@ impl Saved {
     /// Puts back what is still live after `down` (how long ago it was saved): bindings (those
     /// of a connection unreachable until their client registers again), publications with
     /// their entity tags, subscriptions (over UDP as they were; over a connection, until the
-    /// watcher's next refresh finds them). Returns how many of each.
+    /// watcher's next refresh, a target refresh, moves them to its new connection). Returns how
+    /// many of each.
     pub fn restore(self, down: Duration, bindings: &Bindings, presence: &Presence) -> (usize, usize, usize) {
         let now = Instant::now();
         let until = |left: u64| Duration::from_secs(left).checked_sub(down).map(|d| now + d);
@@ -201,9 +203,8 @@ impl Saved {
                     our_uri: s.our_uri,
                     resource_uri: s.resource_uri,
                     their_from: s.their_from,
-                    remote_target: s.remote_target,
+                    target: Mutex::new((s.remote_target, leg)),
                     route_set: s.route_set,
-                    leg,
                     local: s.local,
                     cseq: AtomicU32::new(s.cseq),
                 },

@@ -42,15 +42,26 @@ pub struct Dialog {
     pub resource_uri: String,
     /// The From of the SUBSCRIBE, tag included: the To of our NOTIFYs.
     pub their_from: String,
-    /// The SUBSCRIBE's Contact URI.
-    pub remote_target: String,
+    /// The watcher's Contact URI, and where NOTIFYs go (its flow, or its UDP address): set by
+    /// the SUBSCRIBE, moved by each refresh (a target refresh request, RFC 6665 4.1.2.1).
+    pub target: Mutex<(String, Target)>,
     /// Record-Route of the SUBSCRIBE, in order.
     pub route_set: Vec<String>,
-    /// Where NOTIFYs go: the watcher's flow, or its UDP address.
-    pub leg: Target,
     /// The address of ours the watcher reached: our Contact, and our Via over UDP.
     pub local: SocketAddr,
     pub cseq: AtomicU32,
+}
+
+impl Dialog {
+    /// The watcher's Contact URI and where to reach it, now.
+    pub fn target(&self) -> (String, Target) {
+        self.target.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A refresh came from `leg` with Contact `remote_target`: NOTIFYs go there from now on.
+    pub fn retarget(&self, remote_target: String, leg: Target) {
+        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = (remote_target, leg);
+    }
 }
 
 pub struct Subscription {
@@ -279,9 +290,11 @@ mod tests {
                 our_uri: String::new(),
                 resource_uri: String::new(),
                 their_from: String::new(),
-                remote_target: String::new(),
+                target: Mutex::new((
+                    String::new(),
+                    Target { transport: Transport::Udp, remote: local, flow: None, local: None },
+                )),
                 route_set: Vec::new(),
-                leg: Target { transport: Transport::Udp, remote: local, flow: None, local: None },
                 local,
                 cseq: AtomicU32::new(1),
             },

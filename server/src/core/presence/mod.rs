@@ -460,7 +460,7 @@ impl Presence {
         };
         // Ending it needs no proof when it comes on the subscription's own leg (its connection,
         // or for UDP its address), as the watcher's NOTIFYs go; what extends it does.
-        let leg = &sub.dialog.leg;
+        let (_, leg) = sub.dialog.target();
         let on_its_leg = req.relayed.is_none()
             && req.source.transport == leg.transport
             && req.source.flow.map_or(req.source.remote == leg.remote, |f| leg.flow == Some(f));
@@ -502,6 +502,14 @@ impl Presence {
             };
             if std::mem::replace(&mut *sub.grant.lock().unwrap_or_else(|p| p.into_inner()), grant) != grant {
                 self.watchers_changed(&sub);
+            }
+        }
+        // A target refresh (RFC 6665 4.1.2.1): the watcher may be somewhere else now (a new
+        // connection after ours restarted, a new NAT binding); relayed by a member, its leg is
+        // that member's and stays.
+        if req.relayed.is_none() {
+            if let Some((remote_target, leg)) = target_of(req) {
+                sub.dialog.retarget(remote_target, leg);
             }
         }
         self.subscriptions.refresh(&sub, Instant::now() + Duration::from_secs(u64::from(expires)));
@@ -710,16 +718,23 @@ fn dedup(aors: impl Iterator<Item = Arc<str>>) -> Vec<Arc<str>> {
     aors.filter(|a| seen.insert(a.to_ascii_lowercase())).collect()
 }
 
-/// The dialog a SUBSCRIBE creates (RFC 3261 12.1.1, as a UAS).
-fn dialog_of(req: &Incoming, our_tag: &str, uri: &Uri<'_>) -> Option<Dialog> {
-    let msg = &req.msg;
-    let sipfront_proto::Contact::Addr(contact) = msg.contacts().next()?.ok()? else { return None };
+/// The watcher's Contact URI in a SUBSCRIBE, and where NOTIFYs reach it: the flow it came on,
+/// or over UDP its Contact's address.
+fn target_of(req: &Incoming) -> Option<(String, crate::transport::Target)> {
+    let sipfront_proto::Contact::Addr(contact) = req.msg.contacts().next()?.ok()? else { return None };
     let remote_target = String::from_utf8_lossy(contact.uri.raw()).into_owned();
     let mut leg = req.source.reply_target();
     if req.source.transport == Transport::Udp {
         leg.remote = super::location::contact_addr(&remote_target).unwrap_or(req.source.remote);
         leg.local = Some(req.source.local);
     }
+    Some((remote_target, leg))
+}
+
+/// The dialog a SUBSCRIBE creates (RFC 3261 12.1.1, as a UAS).
+fn dialog_of(req: &Incoming, our_tag: &str, uri: &Uri<'_>) -> Option<Dialog> {
+    let msg = &req.msg;
+    let target = target_of(req)?;
     let to = msg.to()?;
     Some(Dialog {
         call_id: String::from_utf8_lossy(msg.call_id()?).into_owned(),
@@ -731,9 +746,8 @@ fn dialog_of(req: &Incoming, our_tag: &str, uri: &Uri<'_>) -> Option<Dialog> {
             String::from_utf8_lossy(uri_sans_params(uri))
         ),
         their_from: String::from_utf8_lossy(msg.header(HeaderName::From)?).into_owned(),
-        remote_target,
+        target: Mutex::new(target),
         route_set: msg.header_all(HeaderName::RecordRoute).map(|v| String::from_utf8_lossy(v).into_owned()).collect(),
-        leg,
         local: req.source.local,
         cseq: AtomicU32::new(1),
     })
@@ -749,7 +763,7 @@ fn uri_sans_params<'a>(uri: &Uri<'a>) -> &'a [u8] {
 
 /// The Contact of our side of a subscription dialog: where the watcher reached us.
 fn our_contact(d: &Dialog) -> String {
-    match d.leg.transport {
+    match d.target().1.transport {
         Transport::Udp => format!("<sip:{}>", d.local),
         t => format!("<sip:{};transport={}>", d.local, t.via_name().to_ascii_lowercase()),
     }

@@ -183,7 +183,12 @@ impl Presence {
     /// Sends one NOTIFY in the subscription's dialog; a failure ends the subscription.
     fn send(self: &Arc<Self>, sub: &Arc<Subscription>, state: State<'_>, body: Option<(String, Bytes)>) {
         let Some((ruri, target)) = self.notify_target(sub) else {
-            if self.subscriptions.remove(sub.id).is_some() {
+            // Its connection is gone: the subscription ends, unless it was restored after a
+            // restart (a stream leg without a flow) and waits for its watcher's refresh on a
+            // new connection, which a full NOTIFY answers.
+            let (_, leg) = sub.dialog.target();
+            let restored = leg.transport.is_reliable() && leg.flow.is_none();
+            if !restored && self.subscriptions.remove(sub.id).is_some() {
                 self.watchers_changed(sub);
             }
             metrics::counter!(m::NOTIFIES, "result" => "unreachable").increment(1);
@@ -260,17 +265,17 @@ impl Presence {
     /// otherwise the watcher's flow, or over UDP its Contact's address. `None` once a stream
     /// watcher's connection is gone.
     fn notify_target(&self, sub: &Subscription) -> Option<(String, Target)> {
-        let d = &sub.dialog;
-        if let Ok(uri) = Uri::parse(d.remote_target.as_bytes()) {
+        let (remote_target, leg) = sub.dialog.target();
+        if let Ok(uri) = Uri::parse(remote_target.as_bytes()) {
             if uri.params().get("gr").is_some() {
                 let recipient = self.location.recipient(&uri)?;
                 let b = self.location.targets(&recipient).into_iter().next()?;
                 return Some((b.uri.to_string(), self.location.target_of(&b)));
             }
         }
-        match d.leg.transport {
-            Transport::Udp => Some((d.remote_target.clone(), d.leg)),
-            _ => d.leg.flow.filter(|f| self.transports.flows.is_open(*f)).map(|_| (d.remote_target.clone(), d.leg)),
+        match leg.transport {
+            Transport::Udp => Some((remote_target, leg)),
+            _ => leg.flow.filter(|f| self.transports.flows.is_open(*f)).map(|_| (remote_target, leg)),
         }
     }
 }
