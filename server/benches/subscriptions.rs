@@ -45,9 +45,11 @@ async fn main() {
                 our_uri: format!("<sip:user{presentity}@example.test>"),
                 resource_uri: format!("sip:user{presentity}@example.test"),
                 their_from: format!("<sip:user{watcher}@example.test>;tag={:08x}", i ^ 0x5bd1_e995),
-                remote_target: format!("sip:user{watcher}@192.0.2.{}:{};transport=tcp", i % 250, 40_000 + i % 20_000),
+                target: Mutex::new((
+                    format!("sip:user{watcher}@192.0.2.{}:{};transport=tcp", i % 250, 40_000 + i % 20_000),
+                    Target { transport: Transport::Tcp, remote: local, flow: Some(i), local: None },
+                )),
                 route_set: Vec::new(),
-                leg: Target { transport: Transport::Tcp, remote: local, flow: Some(i), local: None },
                 local,
                 cseq: AtomicU32::new(1),
             },
