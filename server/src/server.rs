@@ -233,7 +233,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         }
     }
     let (http_stop, http_stopped) = shutdown::channel();
-    let (flows, txs) = (transports.clone(), transactions.clone());
+    let (flows, txs, core) = (transports.clone(), transactions.clone(), kept_core.clone());
     let sources = http::Sources {
         metrics,
         ready: readiness.clone(),
@@ -243,6 +243,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
                 write_queue_messages: queued.messages,
                 write_queue_bytes: queued.bytes,
                 server_transactions: txs.server_count(),
+                pending_requests: core.pending_requests(),
             }
         }),
     };

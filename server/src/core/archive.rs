@@ -211,7 +211,6 @@ impl ArchiveWriter {
                     }
                 }
                 write_batch(&*store, &healthy, &mut batch).await;
-                batch.clear();
                 metrics::gauge!(m::ARCHIVE_QUEUE).set(self.entries.len() as f64);
             }
             let left = self.entries.len();
@@ -219,7 +218,6 @@ impl ArchiveWriter {
                 while !self.entries.is_empty() {
                     self.entries.recv_many(&mut batch, BATCH).await;
                     write_batch(&*store, &healthy, &mut batch).await;
-                    batch.clear();
                 }
             };
             if tokio::time::timeout(flush_within, flushed).await.is_err() {
@@ -236,21 +234,20 @@ impl ArchiveWriter {
     }
 }
 
-/// Writes `batch` in one transaction, retrying until it is written (nothing queued is lost).
-async fn write_batch(store: &dyn Store, healthy: &AtomicBool, batch: &mut [Queued]) {
-    let entries: Vec<ArchiveEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+/// Writes `batch` in one transaction, retrying until it is written (nothing queued is lost),
+/// and tells whoever waits for its entries; leaves `batch` empty.
+async fn write_batch(store: &dyn Store, healthy: &AtomicBool, batch: &mut Vec<Queued>) {
+    let (entries, waiting): (Vec<ArchiveEntry>, Vec<_>) = batch.drain(..).unzip();
     let mut backoff = Duration::from_millis(200);
     loop {
         let started = Instant::now();
         match tokio::time::timeout(Duration::from_secs(5), m::store_op("archive", store.archive(&entries))).await {
             Ok(Ok(())) => {
                 metrics::histogram!(m::ARCHIVE_WRITE).record(started.elapsed().as_secs_f64());
-                metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(batch.len() as u64);
+                metrics::counter!(m::ARCHIVE_ENTRIES, "result" => "written").increment(entries.len() as u64);
                 healthy.store(true, Ordering::Release);
-                for (_, committed) in batch.iter_mut() {
-                    if let Some(tell) = committed.take() {
-                        let _ = tell.send(());
-                    }
+                for tell in waiting.into_iter().flatten() {
+                    let _ = tell.send(());
                 }
                 return;
             }
@@ -260,7 +257,7 @@ async fn write_batch(store: &dyn Store, healthy: &AtomicBool, batch: &mut [Queue
                         Ok(Err(e)) => e.to_string(),
                         _ => "timeout".to_string(),
                     };
-                    tracing::error!(%error, pending = batch.len(), "archive writes failing; retrying");
+                    tracing::error!(%error, pending = entries.len(), "archive writes failing; retrying");
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));

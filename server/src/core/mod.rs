@@ -92,12 +92,7 @@ impl Core {
             gate.clone(),
             location.clone(),
             archive.clone(),
-            Offline::new(
-                config.messaging.clone(),
-                store.clone(),
-                agent.clone(),
-                std::time::Duration::from_millis(config.database.timeout_ms),
-            ),
+            Offline::new(config.messaging.clone(), store.clone(), agent.clone(), timeout),
             transactions.clone(),
             agent.clone(),
         ));
@@ -228,6 +223,11 @@ impl Core {
         let down = std::time::Duration::from_secs(now.saturating_sub(u64::try_from(saved_at).unwrap_or(0)));
         let (b, p, sub) = saved.restore(down, s.registrar.bindings(), &s.presence);
         tracing::info!(bindings = b, publications = p, subscriptions = sub, "dynamic state restored");
+    }
+
+    /// Requests waiting on the store or another member now.
+    pub fn pending_requests(&self) -> usize {
+        self.0.overload.pending()
     }
 
     /// Whether an out-of-dialog request renews what exists (kept under overload): a REGISTER

@@ -37,11 +37,15 @@ impl Overload {
             || Duration::from_micros(self.lag_us.load(Ordering::Relaxed)) > self.max_lag
     }
 
+    /// Requests waiting now (`sipfront_pending_requests`, read when scraped).
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
     /// `fut`, counted as pending until it ends.
     pub fn track(&self, fut: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + 'static {
         let pending = self.pending.clone();
         pending.fetch_add(1, Ordering::Relaxed);
-        metrics::gauge!(m::PENDING_REQUESTS).increment(1.0);
         let guard = Pending(pending);
         async move {
             fut.await;
@@ -93,7 +97,6 @@ struct Pending(Arc<AtomicUsize>);
 impl Drop for Pending {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
-        metrics::gauge!(m::PENDING_REQUESTS).decrement(1.0);
     }
 }
 

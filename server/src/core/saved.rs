@@ -37,7 +37,7 @@ struct SavedBinding {
     /// Seconds it had left when saved.
     left: u64,
     path: Vec<String>,
-    transport: String,
+    transport: Transport,
     remote: SocketAddr,
     local: SocketAddr,
     temp_gruu: Option<String>,
@@ -54,7 +54,7 @@ struct SavedPublication {
 
 #[derive(Serialize, Deserialize)]
 struct SavedSubscription {
-    package: String,
+    package: Package,
     resource: String,
     watcher: String,
     event_id: Option<String>,
@@ -65,18 +65,14 @@ struct SavedSubscription {
     their_from: String,
     remote_target: String,
     route_set: Vec<String>,
-    transport: String,
+    transport: Transport,
     remote: SocketAddr,
     local: SocketAddr,
     cseq: u32,
     left: u64,
-    grant: String,
+    grant: Grant,
     version: u32,
     members: Vec<String>,
-}
-
-fn transport(label: &str) -> Option<Transport> {
-    [Transport::Udp, Transport::Tcp, Transport::Tls].into_iter().find(|t| t.label() == label)
 }
 
 impl Saved {
@@ -97,7 +93,7 @@ impl Saved {
                     cseq: b.cseq,
                     left: left(b.expires_at),
                     path: b.path.iter().map(|p| p.to_string()).collect(),
-                    transport: b.source.transport.label().to_string(),
+                    transport: b.source.transport,
                     remote: b.source.remote,
                     local: b.source.local,
                     temp_gruu: b.temp_gruu.as_deref().map(str::to_string),
@@ -118,7 +114,7 @@ impl Saved {
             let d = &sub.dialog;
             let (remote_target, leg) = d.target();
             saved.subscriptions.push(SavedSubscription {
-                package: format!("{:?}", sub.package),
+                package: sub.package,
                 resource: sub.resource.to_string(),
                 watcher: sub.watcher.to_string(),
                 event_id: sub.event_id.clone(),
@@ -129,12 +125,12 @@ impl Saved {
                 their_from: d.their_from.clone(),
                 remote_target,
                 route_set: d.route_set.clone(),
-                transport: leg.transport.label().to_string(),
+                transport: leg.transport,
                 remote: leg.remote,
                 local: d.local,
                 cseq: d.cseq.load(std::sync::atomic::Ordering::Relaxed),
                 left: sub.remaining_secs(),
-                grant: format!("{:?}", *sub.grant.lock().unwrap_or_else(|p| p.into_inner())),
+                grant: *sub.grant.lock().unwrap_or_else(|p| p.into_inner()),
                 version: sub.version.load(std::sync::atomic::Ordering::Relaxed),
                 members: sub.members.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|m| m.to_string()).collect(),
             });
@@ -152,7 +148,7 @@ impl Saved {
         let until = |left: u64| Duration::from_secs(left).checked_sub(down).map(|d| now + d);
         let mut counts = (0, 0, 0);
         for b in self.bindings {
-            let (Some(at), Some(transport)) = (until(b.left), transport(&b.transport)) else { continue };
+            let Some(at) = until(b.left) else { continue };
             let binding = Binding {
                 id: bindings.new_id(),
                 uri: b.uri.into(),
@@ -165,7 +161,7 @@ impl Saved {
                 registered_at: now,
                 path: b.path.into_iter().map(Into::into).collect(),
                 // A connection's flow is gone with the process: no flow, unreachable.
-                source: Source { transport, remote: b.remote, local: b.local, flow: None },
+                source: Source { transport: b.transport, remote: b.remote, local: b.local, flow: None },
                 temp_gruu: b.temp_gruu.map(Into::into),
             };
             bindings.update(&b.aor, |v| v.push(binding));
@@ -178,22 +174,11 @@ impl Saved {
             counts.1 += 1;
         }
         for s in self.subscriptions {
-            let (Some(at), Some(transport)) = (until(s.left), transport(&s.transport)) else { continue };
-            let package = match s.package.as_str() {
-                "Presence" => Package::Presence,
-                "List" => Package::List,
-                "Winfo" => Package::Winfo,
-                _ => continue,
-            };
-            let grant = match s.grant.as_str() {
-                "Active" => Grant::Active,
-                "PoliteBlocked" => Grant::PoliteBlocked,
-                _ => Grant::Pending,
-            };
-            let leg = Target { transport, remote: s.remote, flow: None, local: Some(s.local) };
+            let Some(at) = until(s.left) else { continue };
+            let leg = Target { transport: s.transport, remote: s.remote, flow: None, local: Some(s.local) };
             let sub = Subscription {
                 id: presence.subscriptions.new_id(),
-                package,
+                package: s.package,
                 resource: Arc::from(s.resource.as_str()),
                 watcher: Arc::from(s.watcher.as_str()),
                 event_id: s.event_id,
@@ -209,7 +194,7 @@ impl Saved {
                     cseq: AtomicU32::new(s.cseq),
                 },
                 expires_at: Mutex::new(at),
-                grant: Mutex::new(grant),
+                grant: Mutex::new(s.grant),
                 version: AtomicU32::new(s.version),
                 members: Mutex::new(s.members.iter().map(|m| Arc::from(m.as_str())).collect()),
                 throttle: Mutex::new(Throttle::default()),

@@ -12,7 +12,6 @@ pub const CONNECTIONS_REFUSED: &str = "sipfront_connections_refused_total";
 pub const CONNECTIONS_CLOSED: &str = "sipfront_connections_closed_total";
 pub const SERVER_TRANSACTIONS_MAX: &str = "sipfront_server_transactions_max";
 pub const OVER_CAPACITY: &str = "sipfront_over_capacity_total";
-pub const PENDING_REQUESTS: &str = "sipfront_pending_requests";
 pub const OVERLOADED: &str = "sipfront_overloaded";
 pub const OVERLOAD_REFUSED: &str = "sipfront_overload_refused_total";
 pub const FLOOD_BANS: &str = "sipfront_flood_bans_total";
@@ -161,7 +160,6 @@ fn describe() {
         OVER_CAPACITY,
         "Requests answered 503 because a bounded table was full, by table (server_transactions, ...)"
     );
-    describe_gauge!(PENDING_REQUESTS, "Requests waiting on something (the store, another member)");
     describe_gauge!(OVERLOADED, "1 while new requests are refused for overload");
     describe_counter!(OVERLOAD_REFUSED, "Requests refused 503 for overload, by method");
     describe_counter!(FLOOD_BANS, "Sources banned for sending past flood.max_requests");

@@ -25,6 +25,8 @@ pub struct Live {
     pub write_queue_bytes: (usize, usize),
     /// Server transactions kept.
     pub server_transactions: usize,
+    /// Requests waiting on something (the store, another member): what overload control counts.
+    pub pending_requests: usize,
 }
 
 /// Appends the process metrics, `sipfront_build_info`, `sipfront_ready` and `sipfront_store_up`
@@ -98,6 +100,13 @@ pub fn render(out: &mut String, state: &State) {
         "Server transactions kept (with the core, or completed and kept for retransmissions).",
         state.live.server_transactions as f64,
     );
+    metric(
+        out,
+        "sipfront_pending_requests",
+        "gauge",
+        "Requests waiting on something (the store, another member); past server.max_pending_requests, new ones get 503.",
+        state.live.pending_requests as f64,
+    );
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
@@ -128,7 +137,12 @@ mod tests {
     #[test]
     fn the_process_figures_are_those_of_this_process() {
         let mut out = String::new();
-        let live = Live { write_queue_messages: (7, 5), write_queue_bytes: (700, 500), server_transactions: 3 };
+        let live = Live {
+            write_queue_messages: (7, 5),
+            write_queue_bytes: (700, 500),
+            server_transactions: 3,
+            pending_requests: 2,
+        };
         render(&mut out, &State { ready: true, store_up: false, live });
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
         let started = value(&out, "process_start_time_seconds");
@@ -144,6 +158,7 @@ mod tests {
         assert_eq!(value(&out, "sipfront_connection_write_queue_bytes"), 700.0);
         assert_eq!(value(&out, "sipfront_connection_write_queue_max_bytes"), 500.0);
         assert_eq!(value(&out, "sipfront_server_transactions"), 3.0);
+        assert_eq!(value(&out, "sipfront_pending_requests"), 2.0);
         assert!(out.contains("# TYPE process_cpu_seconds_total counter"));
         assert!(out.contains(&format!("sipfront_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"))));
     }

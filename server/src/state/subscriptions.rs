@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::time::Instant;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Package {
     /// `presence` of one presentity (RFC 3856).
     Presence,
@@ -23,7 +23,7 @@ pub enum Package {
 }
 
 /// What the presentity's rules grant the watcher.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Grant {
     Pending,
     Active,
@@ -56,6 +56,11 @@ impl Dialog {
     /// The watcher's Contact URI and where to reach it, now.
     pub fn target(&self) -> (String, Target) {
         self.target.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Where to reach the watcher, now (without its Contact URI).
+    pub fn leg(&self) -> Target {
+        self.target.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     /// A refresh came from `leg` with Contact `remote_target`: NOTIFYs go there from now on.

@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::net::UdpSocket;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Transport {
     Udp,
     Tcp,
@@ -178,10 +178,8 @@ impl Transports {
             .map_err(|_| SendError::Socket)
     }
 
-    /// Parses what a transport received and hands it up; malformed messages are counted,
-    /// logged and, where they can be, answered (RFC 3261 8.2: a 400-class response).
-    /// Takes one message from `source`: `false` when its source is banned for flooding (the
-    /// message is dropped; a connection should close).
+    /// Takes one message from `source`, counted against its flood limit: `false` when the
+    /// source is banned (the message is dropped; a connection should close).
     pub fn receive(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) -> bool {
         if !self.flood.admit(source.remote.ip()) {
             return false;
@@ -190,6 +188,8 @@ impl Transports {
         true
     }
 
+    /// Parses what a transport received and hands it up; malformed messages are counted,
+    /// logged and, where they can be, answered (RFC 3261 8.2: a 400-class response).
     fn take(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {
         // A second handle on the same bytes (no copy), to answer a message whose body framing
         // is wrong from its header block alone.

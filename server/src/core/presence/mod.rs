@@ -460,17 +460,19 @@ impl Presence {
         };
         // Ending it needs no proof when it comes on the subscription's own leg (its connection,
         // or for UDP its address), as the watcher's NOTIFYs go; what extends it does.
-        let (_, leg) = sub.dialog.target();
-        let on_its_leg = req.relayed.is_none()
-            && req.source.transport == leg.transport
-            && req.source.flow.map_or(req.source.remote == leg.remote, |f| leg.flow == Some(f));
+        let on_its_leg = || {
+            let leg = sub.dialog.leg();
+            req.relayed.is_none()
+                && req.source.transport == leg.transport
+                && req.source.flow.map_or(req.source.remote == leg.remote, |f| leg.flow == Some(f))
+        };
         if sub.watcher.starts_with(FEED_WATCHER) {
             // Another member's feed: refreshed by that member only, under the pool's seal.
             let member = req.relayed.as_ref().filter(|r| r.feed).map(|r| format!("{FEED_WATCHER}{}", r.member));
             if member.as_deref() != Some(&*sub.watcher) {
                 return refuse(403);
             }
-        } else if !(expires == 0 && on_its_leg) {
+        } else if !(expires == 0 && on_its_leg()) {
             match self.gate.sender(req).await {
                 Ok(sender) if sender == *sub.watcher => {}
                 Ok(_) => return refuse(403),
@@ -763,7 +765,7 @@ fn uri_sans_params<'a>(uri: &Uri<'a>) -> &'a [u8] {
 
 /// The Contact of our side of a subscription dialog: where the watcher reached us.
 fn our_contact(d: &Dialog) -> String {
-    match d.target().1.transport {
+    match d.leg().transport {
         Transport::Udp => format!("<sip:{}>", d.local),
         t => format!("<sip:{};transport={}>", d.local, t.via_name().to_ascii_lowercase()),
     }

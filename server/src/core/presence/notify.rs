@@ -186,7 +186,7 @@ impl Presence {
             // Its connection is gone: the subscription ends, unless it was restored after a
             // restart (a stream leg without a flow) and waits for its watcher's refresh on a
             // new connection, which a full NOTIFY answers.
-            let (_, leg) = sub.dialog.target();
+            let leg = sub.dialog.leg();
             let restored = leg.transport.is_reliable() && leg.flow.is_none();
             if !restored && self.subscriptions.remove(sub.id).is_some() {
                 self.watchers_changed(sub);
