@@ -122,7 +122,13 @@ async fn a_kill_in_critical_mode_loses_no_delivered_message_from_the_archive() {
         writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
         assert!(child.wait().unwrap().success());
     }
-    let port = free_udp_port();
+    // A port free for UDP and for TCP alike (the server listens on both).
+    let port = loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut server = sipfront(&[
         "serve",
@@ -137,11 +143,11 @@ async fn a_kill_in_critical_mode_loses_no_delivered_message_from_the_archive() {
     .env("SIPFRONT_LOG_LEVEL", "warn")
     .spawn()
     .unwrap();
-    let up = sipfront_storage::testing::eventually(Duration::from_secs(10), async || {
+    let up = sipfront_storage::testing::eventually(Duration::from_secs(30), async || {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
     .await;
-    assert!(up, "the server listens");
+    assert!(up, "the server listens (exited: {:?})", server.try_wait());
     let mut alice = SipStream::tcp(addr).await;
     let mut bob = SipStream::tcp(addr).await;
     register(&mut alice, "alice", "wonderland", None).await;
