@@ -179,6 +179,15 @@ pub struct Config {
     /// The model scenario's user model and time scale.
     pub model: crate::scenario::model::Model,
     pub allow_remote: bool,
+    /// Honour a 503's Retry-After (RFC 3261 21.5.4): wait as long as it says, then try the
+    /// request again (up to [`crate::scenario::RETRIES_AFTER_503`] times), as a well-behaved
+    /// client does when a server is overloaded. Off: a 503 is a failure.
+    #[serde(default)]
+    pub retry_after: bool,
+    /// Write the Call-ID of every MESSAGE answered 2xx to this file, one a line: what the
+    /// server acknowledged, to compare with its archive after a fault.
+    #[serde(default)]
+    pub acked_messages: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -209,6 +218,8 @@ impl Config {
             list_suffix: "+contacts".into(),
             model: crate::scenario::model::Model::default(),
             allow_remote: false,
+            retry_after: false,
+            acked_messages: None,
         };
         c.set_pattern_users(100, 0, "pw{n}");
         c

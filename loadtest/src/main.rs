@@ -153,6 +153,14 @@ struct RunArgs {
     /// With --provision: create the users, then exit without sending anything.
     #[arg(long, requires = "provision")]
     provision_only: bool,
+    /// Honour a 503's Retry-After: wait as it says and try again (at most 8 times), as a
+    /// well-behaved client does; without it a 503 is a failure.
+    #[arg(long)]
+    retry_after: bool,
+    /// Write the Call-ID of every MESSAGE answered 2xx to FILE, one a line (to compare with
+    /// the server's IM archive after a fault).
+    #[arg(long, value_name = "FILE")]
+    acked_messages: Option<PathBuf>,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -214,6 +222,8 @@ impl RunArgs {
         c.resource_lists = self.resource_lists;
         c.list_suffix = self.list_suffix.clone();
         c.allow_remote = self.allow_remote;
+        c.retry_after = self.retry_after;
+        c.acked_messages = self.acked_messages.clone();
         Ok(c)
     }
 }

@@ -62,6 +62,9 @@ pub struct Report {
     /// CRLFCRLF keep-alives sent on connections, and CRLF pongs received (model).
     pub keepalives: u64,
     pub pongs: u64,
+    /// Requests tried again after a 503's Retry-After (`--retry-after`).
+    #[serde(default)]
+    pub retries_after_503: u64,
     /// Ramp mode: every step and the highest rate that passed. The figures above then cover
     /// every step together.
     pub ramp: Option<crate::ramp::RampReport>,
@@ -218,6 +221,7 @@ impl Report {
             other_requests_received: Counters::get(&c.other_requests),
             keepalives: Counters::get(&c.keepalives),
             pongs: Counters::get(&c.pongs),
+            retries_after_503: Counters::get(&c.retries_after_503),
             ramp: None,
             transactions,
         }
@@ -304,6 +308,9 @@ impl Report {
         }
         if self.keepalives + self.pongs > 0 {
             let _ = writeln!(s, "keep-alives: {} sent, {} answered", self.keepalives, self.pongs);
+        }
+        if self.retries_after_503 > 0 {
+            let _ = writeln!(s, "tried again after a 503's Retry-After: {}", self.retries_after_503);
         }
         if let Some(ramp) = &self.ramp {
             let _ = writeln!(

@@ -82,6 +82,8 @@ pub struct Counters {
     pub pongs: AtomicU64,
     /// Other requests our clients got (answered 200 too: OPTIONS...).
     pub other_requests: AtomicU64,
+    /// Requests tried again after a 503's Retry-After (with `--retry-after`).
+    pub retries_after_503: AtomicU64,
 }
 
 impl Counters {

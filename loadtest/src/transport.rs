@@ -38,6 +38,8 @@ pub enum TxResult {
 pub struct Timers {
     pub t1: Duration,
     pub timeout: Duration,
+    /// A 503 with Retry-After is tried again after it (see `Config::retry_after`).
+    pub retry_after: bool,
 }
 
 /// One UDP socket or one TCP or TLS connection to the target, with its receive task.
@@ -71,6 +73,9 @@ enum Link {
     Stream(tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>),
 }
 
+/// Each UDP socket's receive buffer.
+const UDP_BUFFER: usize = 4 << 20;
+
 /// Branches remembered per generation of `delivered`.
 const DELIVERED_GENERATION: usize = 50_000;
 
@@ -82,7 +87,15 @@ impl Endpoint {
         stats: Arc<Stats>,
         timers: Timers,
     ) -> std::io::Result<Endpoint> {
-        let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+        let addr = SocketAddr::new(local_ip, 0);
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+        // A burst of answers (a registration storm's) must not overflow the default buffer:
+        // what the kernel drops here would be counted as the server's slowness. Best effort:
+        // the kernel caps it at net.core.rmem_max.
+        let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+        socket.bind(&addr.into())?;
+        socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(socket.into())?;
         let local = socket.local_addr()?;
         let e = Endpoint::new(Link::Udp(socket), local, remote, stats, timers);
         let reader = e.clone();
@@ -154,6 +167,10 @@ impl Endpoint {
 
     pub fn local(&self) -> SocketAddr {
         self.shared.local
+    }
+
+    pub fn timers(&self) -> Timers {
+        self.shared.timers
     }
 
     pub fn is_reliable(&self) -> bool {

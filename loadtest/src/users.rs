@@ -34,11 +34,17 @@ pub struct Users {
     config: Arc<Config>,
     stats: Arc<Stats>,
     timers: Timers,
+    /// Where the Call-IDs of MESSAGEs answered 2xx go (`--acked-messages`).
+    acked: Option<std::sync::Mutex<std::io::LineWriter<std::fs::File>>>,
 }
 
 impl Users {
     pub async fn new(config: Arc<Config>, stats: Arc<Stats>) -> anyhow::Result<Users> {
-        let timers = Timers { t1: std::time::Duration::from_millis(config.t1_ms), timeout: config.timeout() };
+        let timers = Timers {
+            t1: std::time::Duration::from_millis(config.t1_ms),
+            timeout: config.timeout(),
+            retry_after: config.retry_after,
+        };
         let mut udp = Vec::new();
         if config.transport == TransportKind::Udp {
             for &ip in &config.local_ips {
@@ -64,7 +70,15 @@ impl Users {
                 connection: OnceCell::new(),
             })
             .collect();
-        Ok(Users { users, udp, tls, config, stats, timers })
+        let acked = match &config.acked_messages {
+            Some(path) => {
+                let file = std::fs::File::create(path)
+                    .map_err(|e| anyhow::anyhow!("--acked-messages {}: {e}", path.display()))?;
+                Some(std::sync::Mutex::new(std::io::LineWriter::new(file)))
+            }
+            None => None,
+        };
+        Ok(Users { users, udp, tls, config, stats, timers, acked })
     }
 
     pub fn len(&self) -> usize {
@@ -85,6 +99,19 @@ impl Users {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Notes a MESSAGE the server answered 2xx (with `--acked-messages`), a line at once, so
+    /// that the file is whole whenever the run stops.
+    pub fn acked(&self, call_id: &str) {
+        if let Some(w) = &self.acked {
+            use std::io::Write;
+            let mut w = w.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = writeln!(w, "{call_id}") {
+                // The file is then short of what was acknowledged: say so where it is read.
+                eprintln!("--acked-messages: {e}");
+            }
+        }
     }
 
     /// The socket or connection user `i` sends on; `None` (counted) if a connection cannot be

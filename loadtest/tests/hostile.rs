@@ -79,3 +79,45 @@ async fn ramp_stops_at_the_first_failing_step() {
     assert_eq!(ramp.highest_passing_rate, Some(100.0));
     assert_eq!((r.succeeded, r.timeouts), (50, 100));
 }
+
+/// With `--retry-after`, a 503 that says when to come back is waited out and the request tried
+/// again; without it, the 503 is the transaction's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_is_tried_again_when_asked() {
+    for honour in [true, false] {
+        // Refuses each user's first request with 503 and Retry-After: 1, then answers 200.
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let target = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            let mut refused = std::collections::HashSet::new();
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let Ok(req) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()) else { continue };
+                let user = req.from().and_then(|f| f.uri.user().map(|u| u.to_vec())).unwrap_or_default();
+                let mut r = if refused.insert(user) {
+                    let mut r = req.response_to(503);
+                    r.push_header(HeaderName::RetryAfter, "1 (overloaded)");
+                    r
+                } else {
+                    req.response_to(200)
+                };
+                r.push_header(HeaderName::ContentLength, "0");
+                let _ = socket.send_to(&r.to_vec(), from).await;
+            }
+        });
+        let mut c = common::config(Scenario::Register, target, 3, 100.0, 3);
+        c.retry_after = honour;
+        let started = std::time::Instant::now();
+        let r = common::run(c).await;
+        if honour {
+            assert_eq!((r.succeeded, r.failed, r.retries_after_503), (3, 0, 3));
+            assert_eq!(r.unexpected_responses, 0, "a 503 tried again is expected");
+            assert!(started.elapsed() >= std::time::Duration::from_secs(1), "waited as the 503 said");
+            let latency = &r.transactions["register"].latency_ms;
+            assert!(latency.min >= 1000.0, "the wait is the user's: {latency:?}");
+        } else {
+            assert_eq!((r.succeeded, r.failed, r.retries_after_503), (0, 3, 0));
+            assert_eq!(r.transactions["register"].statuses.get("503"), Some(&3));
+        }
+    }
+}

@@ -37,11 +37,12 @@ async fn new_requests_are_refused_under_overload_and_refreshes_go_on() {
     .await;
     assert!(overloaded, "three requests wait on the store");
 
-    // Something new: refused at once, with a Retry-After between 5 and 15 s.
+    // Something new: refused at once, with a Retry-After of at most 15 s (the backlog's drain
+    // time, spread; the store answering nothing, it is long).
     let r = alice.request(&Request::message(&alice, "alice", "bob")).await;
     assert_eq!(r.status(), Some(503), "refused under overload");
     let after: u64 = header(&r, sipfront_proto::HeaderName::RetryAfter).parse().unwrap();
-    assert!((5..=15).contains(&after), "Retry-After {after}");
+    assert!((1..=15).contains(&after), "Retry-After {after}");
     // A refresh of Alice's registration (its Call-ID) goes on.
     let refresh = registration.clone().set("CSeq", "5 REGISTER").new_branch();
     let r = with_credentials(&mut alice, &refresh, "alice", "wonderland").await;

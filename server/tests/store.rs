@@ -67,15 +67,17 @@ async fn register_patiently(s: &TestServer, user: &str, password: &str) -> Messa
 async fn store_outage_is_503_and_heals_by_itself() {
     let Some(url) = sipfront_storage::testing::fresh_postgres("store_outage").await else { return };
     let db = url.rsplit('/').next().expect("a database name").to_string();
-    let s =
-        TestServer::with_users(&Backend::Postgres(url), &[("alice", "wonderland"), ("bob", "builder")], |_| {}).await;
-    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are now cached");
+    let s = TestServer::with_users(&Backend::Postgres(url), &[("alice", "wonderland"), ("carol", "singer")], |_| {})
+        .await;
+    // Bob arrives after the start, when every user was read: he is not in the cache.
+    cli(&s, &["user", "add", "bob@example.test", "--password-stdin"], "builder\n").await;
+    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are cached");
     assert_eq!(s.http_get("/readyz").await.0, 200);
 
     admin(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false")).await;
     admin(&format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'")).await;
 
-    // Bob is not in the credential cache: his REGISTER needs the store.
+    // Bob's REGISTER needs the store.
     let r = register_patiently(&s, "bob", "builder").await;
     assert_eq!(r.status(), Some(503), "store down");
     let retry: u32 = header(&r, HeaderName::RetryAfter).parse().expect("a numeric Retry-After");
@@ -83,6 +85,9 @@ async fn store_outage_is_503_and_heals_by_itself() {
     assert!(s.metric("sipfront_store_errors_total").await >= 1.0);
     // Alice is: the cache keeps serving what it has.
     assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "a cached user registers meanwhile");
+    // So does Carol, who had not registered yet: every user was read at start (a storm of
+    // first registrations after a restart waits on no store).
+    assert_eq!(register_status(&s, "carol", "singer").await, Some(200), "a user read at start registers meanwhile");
     let unready = eventually(Duration::from_secs(10), async || s.http_get("/readyz").await.0 == 503).await;
     assert!(unready, "/readyz reports the store down");
 
@@ -105,11 +110,10 @@ async fn store_outage_is_503_and_heals_by_itself() {
 /// is answered 503 after `database.timeout_ms`, and readiness (a real read) fails too.
 #[tokio::test(flavor = "multi_thread")]
 async fn locked_sqlite_is_503_and_heals_by_itself() {
-    let s = TestServer::with_users(&Backend::Sqlite, &[("alice", "wonderland"), ("bob", "builder")], |c| {
-        c.database.timeout_ms = 500
-    })
-    .await;
-    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are now cached");
+    let s = TestServer::with_users(&Backend::Sqlite, &[("alice", "wonderland")], |c| c.database.timeout_ms = 500).await;
+    // Bob arrives after the start, when every user was read: he is not in the cache.
+    cli(&s, &["user", "add", "bob@example.test", "--password-stdin"], "builder\n").await;
+    assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are cached");
     assert_eq!(s.http_get("/readyz").await.0, 200);
     let errors = s.metric("sipfront_store_errors_total").await;
 

@@ -75,7 +75,11 @@ pub async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, b
         m.set_body(body.as_bytes().to_vec());
         (m, branch)
     };
-    exchange(stats, &endpoint, &from.account, "MESSAGE", &uri, due, kinds, make).await
+    let ok = exchange(stats, &endpoint, &from.account, "MESSAGE", &uri, due, kinds, make).await;
+    if ok {
+        users.acked(&call_id);
+    }
+    ok
 }
 
 /// A text of exactly `len` bytes.

@@ -129,7 +129,12 @@ pub async fn exchange(
     exchange_for(stats, endpoint, account, method, uri, due, kinds, make).await.is_some()
 }
 
-/// [`exchange`], returning the 2xx that ended it (`None` for any other end).
+/// How many times one request is tried again after a 503's Retry-After (`--retry-after`).
+pub const RETRIES_AFTER_503: u32 = 8;
+
+/// [`exchange`], returning the 2xx that ended it (`None` for any other end). With
+/// `--retry-after`, a 503 that says when to come back is waited out and the exchange begun
+/// again, its latency still counted from `due`: the time the user waited for service.
 #[allow(clippy::too_many_arguments)] // one exchange is described by all of them
 pub async fn exchange_for(
     stats: &Stats,
@@ -141,16 +146,53 @@ pub async fn exchange_for(
     kinds: Kinds,
     make: impl Fn(Option<&Credentials>) -> (Message, String),
 ) -> Option<Message> {
+    let mut retries = 0;
+    loop {
+        // The first step of a try counts from when it was due: the first try's is `due`.
+        let first = if retries == 0 { due } else { Instant::now() };
+        let (outcome, resp) = attempt(stats, endpoint, account, method, uri, first, kinds, &make).await;
+        let wait = match (&outcome, &resp) {
+            (Outcome::Status { code: 503, .. }, Some(r)) if endpoint.timers().retry_after => retry_after(r),
+            _ => None,
+        };
+        match wait {
+            Some(wait) if retries < RETRIES_AFTER_503 => {
+                retries += 1;
+                Counters::add(&stats.counters.retries_after_503);
+                tokio::time::sleep(wait).await;
+            }
+            _ => {
+                stats.record(kinds.whole, due.elapsed(), outcome);
+                return resp.filter(|_| matches!(outcome, Outcome::Status { ok: true, .. }));
+            }
+        }
+    }
+}
+
+/// A response's Retry-After (RFC 3261 20.33: seconds, then an optional comment or parameters).
+fn retry_after(r: &Message) -> Option<std::time::Duration> {
+    let value = std::str::from_utf8(r.header(HeaderName::RetryAfter)?).ok()?.trim();
+    let secs: u64 = value.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    Some(std::time::Duration::from_secs(secs))
+}
+
+/// One try of an exchange: its outcome and its final response, the steps recorded.
+#[allow(clippy::too_many_arguments)] // one exchange is described by all of them
+async fn attempt(
+    stats: &Stats,
+    endpoint: &Endpoint,
+    account: &Account,
+    method: &str,
+    uri: &str,
+    first: Instant,
+    kinds: Kinds,
+    make: &impl Fn(Option<&Credentials>) -> (Message, String),
+) -> (Outcome, Option<Message>) {
     let record_step = |i: usize, since: Instant, outcome: Outcome| {
         if let Some(steps) = kinds.steps {
             stats.record(if i == 0 { steps.0 } else { steps.1 }, since.elapsed(), outcome);
         }
     };
-    let end = |outcome: Outcome, resp: Option<Message>| {
-        stats.record(kinds.whole, due.elapsed(), outcome);
-        resp.filter(|_| matches!(outcome, Outcome::Status { ok: true, .. }))
-    };
-
     let (req, branch) = make(None);
     let challenge = match endpoint.transact(&req, &branch).await {
         TxResult::Final(r) => {
@@ -158,33 +200,36 @@ pub async fn exchange_for(
             match code {
                 200..=299 => {
                     // Not challenged (a request over a connection the server already trusts).
-                    record_step(0, due, Outcome::Status { code, ok: true });
-                    return end(Outcome::Status { code, ok: true }, Some(r));
+                    record_step(0, first, Outcome::Status { code, ok: true });
+                    return (Outcome::Status { code, ok: true }, Some(r));
                 }
                 401 | 407 => {
-                    record_step(0, due, Outcome::Status { code, ok: true });
+                    record_step(0, first, Outcome::Status { code, ok: true });
                     r
                 }
                 _ => {
-                    Counters::add(&stats.counters.unexpected);
-                    record_step(0, due, Outcome::Status { code, ok: false });
-                    return end(Outcome::Status { code, ok: false }, None);
+                    // A 503 to be tried again is not unexpected; one given up on is.
+                    if code != 503 || !endpoint.timers().retry_after {
+                        Counters::add(&stats.counters.unexpected);
+                    }
+                    record_step(0, first, Outcome::Status { code, ok: false });
+                    return (Outcome::Status { code, ok: false }, Some(r));
                 }
             }
         }
         TxResult::Timeout => {
-            record_step(0, due, Outcome::Timeout);
-            return end(Outcome::Timeout, None);
+            record_step(0, first, Outcome::Timeout);
+            return (Outcome::Timeout, None);
         }
         TxResult::Failed => {
-            record_step(0, due, Outcome::Error);
-            return end(Outcome::Error, None);
+            record_step(0, first, Outcome::Error);
+            return (Outcome::Error, None);
         }
     };
     let Some(creds) = sip::credentials(&challenge, method, uri, account) else {
         // A challenge we cannot answer (no Digest, unknown algorithm, malformed).
         Counters::add(&stats.counters.unexpected);
-        return end(Outcome::Status { code: challenge.status().unwrap_or_default(), ok: false }, None);
+        return (Outcome::Status { code: challenge.status().unwrap_or_default(), ok: false }, None);
     };
     let sent = Instant::now();
     let (req, branch) = make(Some(&creds));
@@ -192,7 +237,7 @@ pub async fn exchange_for(
         TxResult::Final(r) => {
             let code = r.status().unwrap_or_default();
             let ok = (200..300).contains(&code);
-            if !ok {
+            if !ok && (code != 503 || !endpoint.timers().retry_after) {
                 Counters::add(&stats.counters.unexpected);
             }
             (Outcome::Status { code, ok }, Some(r))
@@ -201,5 +246,5 @@ pub async fn exchange_for(
         TxResult::Failed => (Outcome::Error, None),
     };
     record_step(1, sent, outcome);
-    end(outcome, resp)
+    (outcome, resp)
 }

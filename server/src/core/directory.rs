@@ -32,15 +32,24 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// Loads the served domains; fails if the store cannot be read at start.
+    /// Loads the served domains and every user; fails if the store cannot be read at start.
+    ///
+    /// Every user is read at once, so that the registration storm that follows a restart (all
+    /// clients coming back within seconds) is served from memory instead of queueing one store
+    /// lookup per user: the cache would hold them all once they are back anyway. The change
+    /// log's head is read first, so a change made during the read is followed after it.
     pub async fn load(store: Arc<dyn Store>, timeout: Duration) -> Result<Directory, StoreError> {
         let domains = store.domains().await?.into_iter().collect();
         let head = store.changes_head().await?;
+        let started = Instant::now();
+        let users: DashMap<Box<str>, Option<Arc<User>>> =
+            store.users(None).await?.into_iter().map(|u| (folded(&u.aor).into(), Some(Arc::new(u)))).collect();
+        tracing::info!(users = users.len(), ms = started.elapsed().as_millis() as u64, "users loaded");
         Ok(Directory {
             head,
             store,
             timeout,
-            users: DashMap::new(),
+            users,
             negative: Default::default(),
             domains: RwLock::new(domains),
             changes: tokio::sync::broadcast::channel(1024).0,

@@ -4,6 +4,12 @@
 //! responses, and refreshes of registrations and publications. Two signs of overload: requests
 //! waiting on something (the store, another member) beyond `server.max_pending_requests`, or
 //! the runtime running late by more than `server.max_lag_ms` (its workers are all busy).
+//!
+//! Retry-After follows the backlog: the time the waiting work should take to finish, at the
+//! rate work has been finishing, or the runtime's lateness if longer. Refused clients are
+//! spread over twice that (between 1 and 15 s), so that they come back once the backlog is
+//! gone rather than all at once, or long after: a registration storm then converges at the
+//! pace the server can serve it.
 
 use crate::ops::metrics as m;
 use std::future::Future;
@@ -16,11 +22,17 @@ use tokio::time::Instant;
 const TICK: Duration = Duration::from_millis(50);
 /// Ticks in a row that must run late for the lateness to count.
 const SUSTAINED: usize = 3;
+/// The longest Retry-After given, in seconds (a store that does not answer at all).
+const MAX_RETRY_AFTER: u64 = 15;
 
 pub struct Overload {
     max_pending: usize,
     max_lag: Duration,
     pending: Arc<AtomicUsize>,
+    /// Pending work finished so far, for the rate at which the backlog drains.
+    finished: Arc<AtomicU64>,
+    /// How long the backlog should take to drain, in milliseconds (see the module's comment).
+    drain_ms: AtomicU64,
     /// The runtime's lateness, in microseconds: the least of the last [`SUSTAINED`] ticks, so
     /// that one stall (a page fault, a neighbour's burst) is not overload.
     lag_us: AtomicU64,
@@ -28,7 +40,14 @@ pub struct Overload {
 
 impl Overload {
     pub fn new(max_pending: usize, max_lag: Duration) -> Overload {
-        Overload { max_pending, max_lag, pending: Arc::default(), lag_us: AtomicU64::new(0) }
+        Overload {
+            max_pending,
+            max_lag,
+            pending: Arc::default(),
+            finished: Arc::default(),
+            drain_ms: AtomicU64::new(0),
+            lag_us: AtomicU64::new(0),
+        }
     }
 
     /// Whether new work should be refused now.
@@ -44,22 +63,23 @@ impl Overload {
 
     /// `fut`, counted as pending until it ends.
     pub fn track(&self, fut: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + 'static {
-        let pending = self.pending.clone();
-        pending.fetch_add(1, Ordering::Relaxed);
-        let guard = Pending(pending);
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let guard = Pending { pending: self.pending.clone(), finished: self.finished.clone() };
         async move {
             fut.await;
             drop(guard);
         }
     }
 
-    /// The answer to a request refused for overload: 503, Retry-After between 5 and 15 s.
+    /// The answer to a request refused for overload: 503, with a Retry-After spread over
+    /// twice the time the backlog should take to drain (see the module's comment).
     pub fn refuse(&self, msg: &sipfront_proto::Message, agent: &str) -> sipfront_proto::Message {
         let method = msg.method().map_or("other", crate::transaction::method_label);
         metrics::counter!(m::OVERLOAD_REFUSED, "method" => method).increment(1);
         let mut r = sipfront_proto::reply::response(msg, 503, agent);
         r.set_reason("Service Unavailable (overloaded)");
-        let after = 5 + sipfront_proto::random::u64() % 11;
+        let (low, high) = retry_window(Duration::from_millis(self.drain_ms.load(Ordering::Relaxed)));
+        let after = low + sipfront_proto::random::u64() % (high - low + 1);
         r.push_header(sipfront_proto::HeaderName::RetryAfter, after.to_string());
         r
     }
@@ -68,12 +88,24 @@ impl Overload {
     pub async fn run(&self) {
         let mut was = false;
         let mut recent = [0u64; SUSTAINED];
+        // Work finished per second, smoothed over about a second of ticks.
+        let (mut rate, mut finished) = (0.0f64, self.finished.load(Ordering::Relaxed));
+        let mut last = Instant::now();
         for tick in 0usize.. {
             let asked = Instant::now() + TICK;
             tokio::time::sleep_until(asked).await;
-            let late = Instant::now().saturating_duration_since(asked);
+            let now = Instant::now();
+            let late = now.saturating_duration_since(asked);
             recent[tick % SUSTAINED] = late.as_micros() as u64;
-            self.lag_us.store(recent.iter().copied().min().unwrap_or(0), Ordering::Relaxed);
+            let lag_us = recent.iter().copied().min().unwrap_or(0);
+            self.lag_us.store(lag_us, Ordering::Relaxed);
+            let done = self.finished.load(Ordering::Relaxed);
+            let this_tick = (done - finished) as f64 / now.duration_since(last).as_secs_f64().max(1e-3);
+            (finished, last) = (done, now);
+            rate = 0.8 * rate + 0.2 * this_tick;
+            let pending = self.pending.load(Ordering::Relaxed) as f64;
+            let drain_ms = if pending == 0.0 { 0.0 } else if rate < 1.0 { f64::MAX } else { pending / rate * 1000.0 };
+            self.drain_ms.store(drain_ms.max(lag_us as f64 / 1000.0) as u64, Ordering::Relaxed);
             let now = self.overloaded();
             if now != was {
                 metrics::gauge!(m::OVERLOADED).set(if now { 1.0 } else { 0.0 });
@@ -92,11 +124,22 @@ impl Overload {
     }
 }
 
-struct Pending(Arc<AtomicUsize>);
+/// The Retry-After range, in whole seconds, for a backlog that should drain in `drain`: up to
+/// twice that, from a third of it (at least 1, at most [`MAX_RETRY_AFTER`]).
+fn retry_window(drain: Duration) -> (u64, u64) {
+    let high = (2 * drain.as_millis()).div_ceil(1000).clamp(1, u128::from(MAX_RETRY_AFTER)) as u64;
+    ((high / 3).max(1), high)
+}
+
+struct Pending {
+    pending: Arc<AtomicUsize>,
+    finished: Arc<AtomicU64>,
+}
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+        self.finished.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -121,5 +164,14 @@ mod tests {
             t.await.expect("the task ends");
         }
         assert!(!o.overloaded());
+    }
+
+    #[test]
+    fn retry_after_follows_the_backlog() {
+        assert_eq!(retry_window(Duration::ZERO), (1, 1));
+        assert_eq!(retry_window(Duration::from_millis(2500)), (1, 5));
+        assert_eq!(retry_window(Duration::from_secs(6)), (4, 12));
+        // A store that answers nothing: the longest wait, spread as widely.
+        assert_eq!(retry_window(Duration::from_millis(u64::MAX)), (5, 15));
     }
 }
