@@ -1,7 +1,9 @@
 //! Per-source flood protection (as Kamailio's `pike`, measured in BENCHMARKS.md): every message
 //! a source sends counts against a sliding window; a source past `flood.max_requests` within
 //! `flood.window_ms` is banned for `flood.ban_secs`: its datagrams are dropped unanswered, its
-//! connections closed and new ones refused. A source is an IPv4 address or an IPv6 /64 (one
+//! connections closed and new ones refused. A banned source is still counted, and while it stays
+//! past the limit its ban runs on: it ends `flood.ban_secs` after the flood does, so a source
+//! that never stops never gets another window's worth through. A source is an IPv4 address or an IPv6 /64 (one
 //! host's share of a network), as the PROXY protocol names it behind a load balancer. Load
 //! balancers (`transport.proxy_protocol_from`), pool members and `flood.allow` are never
 //! counted.
@@ -82,12 +84,8 @@ impl FloodGuard {
             previous: 0,
             banned_until: None,
         });
-        if let Some(until) = w.banned_until {
-            if until > now {
-                metrics::counter!(m::FLOOD_DROPPED).increment(1);
-                return false;
-            }
-            w.banned_until = None;
+        let banned = w.banned_until.is_some_and(|until| until > now);
+        if !banned && w.banned_until.take().is_some() {
             metrics::gauge!(m::FLOOD_BANNED).decrement(1.0);
         }
         let elapsed = now.duration_since(w.start);
@@ -101,7 +99,15 @@ impl FloodGuard {
         // still within one window of now.
         let into = now.duration_since(w.start).as_secs_f64() / self.window.as_secs_f64();
         let rate = f64::from(w.previous) * (1.0 - into).max(0.0) + f64::from(w.count);
-        if rate <= f64::from(self.max) {
+        let over = rate > f64::from(self.max);
+        if banned {
+            if over {
+                w.banned_until = Some(now + self.ban);
+            }
+            metrics::counter!(m::FLOOD_DROPPED).increment(1);
+            return false;
+        }
+        if !over {
             return true;
         }
         w.banned_until = Some(now + self.ban);
@@ -210,6 +216,23 @@ mod tests {
         assert!(g.admit(b), "another source");
         tokio::time::advance(Duration::from_secs(59)).await;
         assert!(!g.admit(a), "still banned");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(g.admit(a), "the ban is over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ban_runs_on_while_the_source_keeps_flooding() {
+        let g = guard(10, &[]);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(!(0..11).all(|_| g.admit(a)), "banned");
+        // Twenty a second for two minutes: past the limit all along, never let through.
+        for _ in 0..2400 {
+            tokio::time::advance(Duration::from_millis(50)).await;
+            assert!(!g.admit(a), "still flooding, still banned");
+        }
+        // Quiet: the ban ends a ban's length after the flood did.
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(g.banned(a));
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(g.admit(a), "the ban is over");
     }
