@@ -79,6 +79,10 @@ impl RunningServer {
 /// Binds everything in `config` and starts serving.
 pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningServer> {
     let metrics = m::install();
+    // Connections past what the descriptor limit holds are refused as over the cap (counted),
+    // not left to fail in accept().
+    let files = crate::ops::process::raise_file_limit(config.transport.max_connections);
+    let max_connections = config.transport.max_connections.min(files.connections());
     let limits = config.limits.proto();
     let workers = config.workers();
 
@@ -213,7 +217,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             .context("starting UDP receivers")?,
         );
     }
-    let admission = Arc::new(Admission::new(config.transport.max_connections, config.transport.max_connections_per_ip));
+    let admission = Arc::new(Admission::new(max_connections, config.transport.max_connections_per_ip));
     let acceptor = Acceptor {
         transports: transports.clone(),
         inbound: inbound.clone(),
