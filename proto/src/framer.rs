@@ -101,18 +101,43 @@ pub struct StreamFramer {
     limits: Limits,
 }
 
+/// Room made for each read: a whole message of the usual size.
+const READ_ROOM: usize = 4096;
+/// Less spare room than this is topped up to [`READ_ROOM`] before a read.
+const LOW_ROOM: usize = 512;
+
 impl StreamFramer {
     pub fn new(limits: Limits) -> StreamFramer {
-        StreamFramer { buf: BytesMut::with_capacity(4096), scanned: 0, pending: None, limits }
+        StreamFramer { buf: BytesMut::new(), scanned: 0, pending: None, limits }
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(READ_ROOM.max(data.len()));
+        }
         self.buf.extend_from_slice(data);
     }
 
-    /// The buffer to read into (for `AsyncReadExt::read_buf`).
+    /// The buffer to read into (for `AsyncReadExt::read_buf`), with room for a message.
     pub fn buffer_mut(&mut self) -> &mut BytesMut {
+        if self.buf.capacity() - self.buf.len() < LOW_ROOM {
+            self.buf.reserve(READ_ROOM);
+        }
         &mut self.buf
+    }
+
+    /// Gives the buffer's memory back while nothing is buffered (an idle connection holds
+    /// none); the next [`StreamFramer::push`] or [`StreamFramer::buffer_mut`] makes room again.
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+            self.scanned = 0;
+        }
+    }
+
+    /// The memory the buffer holds now.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Bytes received but not yet handed out as frames.

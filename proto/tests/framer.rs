@@ -365,3 +365,22 @@ fn frames_cover_every_byte_but_the_keepalives() {
     let sizes: usize = frames.iter().map(|f| if let Frame::Message(b) = f { b.len() } else { 0 }).sum();
     assert_eq!(sizes + 4 + 2, buf.len());
 }
+
+/// An idle connection holds no read buffer: once every frame is out the framer can give its
+/// memory back, and it makes room again for what comes next (issue 19).
+#[test]
+fn the_buffer_is_given_back_when_empty_and_made_again_for_the_next_message() {
+    let mut f = StreamFramer::new(Limits::default());
+    assert_eq!(f.capacity(), 0, "nothing held before the first byte");
+    assert!(f.buffer_mut().capacity() >= 4096, "room for a message to be read into");
+    let msg = b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+    f.push(&msg[..1]);
+    f.release();
+    assert!(f.capacity() > 0, "a message under way keeps its buffer");
+    f.push(&msg[1..]);
+    assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+    f.release();
+    assert_eq!(f.capacity(), 0, "every frame out: the memory is given back");
+    f.push(msg);
+    assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))), "and the next message is framed as ever");
+}

@@ -64,8 +64,12 @@ async fn the_soft_file_limit_is_raised_and_a_low_hard_limit_caps_connections() {
 
         // The soft limit is now the hard one.
         let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("the server's limits");
-        let files: Vec<&str> =
-            limits.lines().find(|l| l.starts_with("Max open files")).expect("a line for files").split_whitespace().collect();
+        let files: Vec<&str> = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .expect("a line for files")
+            .split_whitespace()
+            .collect();
         assert_eq!((files[3], files[4]), ("300", "300"), "{limits}");
 
         // 300 descriptors hold 44 connections beside everything else: that is the cap now.

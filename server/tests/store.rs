@@ -67,8 +67,8 @@ async fn register_patiently(s: &TestServer, user: &str, password: &str) -> Messa
 async fn store_outage_is_503_and_heals_by_itself() {
     let Some(url) = sipfront_storage::testing::fresh_postgres("store_outage").await else { return };
     let db = url.rsplit('/').next().expect("a database name").to_string();
-    let s = TestServer::with_users(&Backend::Postgres(url), &[("alice", "wonderland"), ("carol", "singer")], |_| {})
-        .await;
+    let s =
+        TestServer::with_users(&Backend::Postgres(url), &[("alice", "wonderland"), ("carol", "singer")], |_| {}).await;
     // Bob arrives after the start, when every user was read: he is not in the cache.
     cli(&s, &["user", "add", "bob@example.test", "--password-stdin"], "builder\n").await;
     assert_eq!(register_status(&s, "alice", "wonderland").await, Some(200), "Alice's credentials are cached");

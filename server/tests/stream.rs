@@ -56,6 +56,31 @@ async fn a_request_dribbled_a_few_bytes_at_a_time_is_answered() {
     assert_matches_request(&resp, &req);
 }
 
+/// A connection quiet for a while has given its read buffer back (issue 19); what it sends
+/// next, whole or cut in two, is read and answered as ever, over TCP and over TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_quiet_for_a_while_is_served_as_ever() {
+    let s = TestServer::start().await;
+    let mut tcp = s.tcp_client().await;
+    let mut tls = s.tls_client().await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let req = Request::options(Transport::Tcp, tcp.local);
+    let bytes = req.to_bytes();
+    // The first byte alone; a while later the rest (a message under way keeps its buffer).
+    tcp.write(&bytes[..1]).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tcp.write(&bytes[1..]).await;
+    let resp = tcp.recv_response().await;
+    assert_eq!(resp.status(), Some(200));
+    assert_matches_request(&resp, &req);
+    let req = Request::options(Transport::Tls, tls.local);
+    let resp = tls.transact(&req).await;
+    assert_eq!(resp.status(), Some(200), "TLS after a quiet while");
+    assert_matches_request(&resp, &req);
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    ping_then_options(&mut tcp, Transport::Tcp).await;
+}
+
 async fn ping_then_options<S: AsyncRead + AsyncWrite + Unpin>(conn: &mut SipStream<S>, transport: Transport) {
     conn.write(b"\r\n\r\n").await;
     assert!(conn.recv_pong(common::WAIT).await, "CRLFCRLF ping gets a CRLF pong");

@@ -104,7 +104,13 @@ impl Overload {
             (finished, last) = (done, now);
             rate = 0.8 * rate + 0.2 * this_tick;
             let pending = self.pending.load(Ordering::Relaxed) as f64;
-            let drain_ms = if pending == 0.0 { 0.0 } else if rate < 1.0 { f64::MAX } else { pending / rate * 1000.0 };
+            let drain_ms = if pending == 0.0 {
+                0.0
+            } else if rate < 1.0 {
+                f64::MAX
+            } else {
+                pending / rate * 1000.0
+            };
             self.drain_ms.store(drain_ms.max(lag_us as f64 / 1000.0) as u64, Ordering::Relaxed);
             let now = self.overloaded();
             if now != was {

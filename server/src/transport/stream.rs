@@ -13,6 +13,36 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// A connection that sends nothing for this long gives its read buffer back until its next
+/// byte: most connections are idle most of the time (a keep-alive every few minutes), and
+/// their buffers would be most of their memory.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// Reads what comes next into `framer`: `None` if nothing came within `idle`. While the
+/// connection is busy it reads into the framer's buffer; once it has been quiet for [`QUIET`]
+/// with nothing buffered, the buffer is given back and the wait goes on for one byte, after
+/// which the framer makes room again for the rest. Both reads are cancel-safe: nothing is
+/// lost when the caller's other branch wins.
+async fn read_some<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    framer: &mut StreamFramer,
+    idle: Duration,
+) -> Option<std::io::Result<usize>> {
+    if framer.buffered() > 0 || idle <= QUIET {
+        return tokio::time::timeout(idle, rd.read_buf(framer.buffer_mut())).await.ok();
+    }
+    if let Ok(r) = tokio::time::timeout(QUIET, rd.read_buf(framer.buffer_mut())).await {
+        return Some(r);
+    }
+    framer.release();
+    let mut first = [0u8; 1];
+    let r = tokio::time::timeout(idle - QUIET, rd.read(&mut first)).await.ok()?;
+    if let Ok(1) = r {
+        framer.push(&first);
+    }
+    Some(r)
+}
+
 pub struct StreamSettings {
     pub idle_timeout: Duration,
     /// A connection whose peer has not authenticated by then is closed (zero: never).
@@ -70,7 +100,7 @@ pub async fn serve<S>(
     'conn: loop {
         let deadline = unproven.unwrap_or_else(|| tokio::time::Instant::now() + settings.idle_timeout * 2);
         let read = tokio::select! {
-            r = tokio::time::timeout(settings.idle_timeout, rd.read_buf(framer.buffer_mut())) => r,
+            r = read_some(&mut rd, &mut framer, settings.idle_timeout) => r,
             _ = tokio::time::sleep_until(deadline), if unproven.is_some() => {
                 if transports.flows.is_authenticated(flow) {
                     unproven = None;
@@ -83,12 +113,12 @@ pub async fn serve<S>(
             _ = shutdown.wait() => break,
         };
         match read {
-            Err(_) => {
+            None => {
                 tracing::debug!(flow, %remote, "idle connection closed");
                 break;
             }
-            Ok(Err(_)) | Ok(Ok(0)) => break,
-            Ok(Ok(_)) => {}
+            Some(Err(_)) | Some(Ok(0)) => break,
+            Some(Ok(_)) => {}
         }
         loop {
             match framer.next_frame() {

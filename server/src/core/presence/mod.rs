@@ -398,7 +398,7 @@ impl Presence {
         };
         let members = match package {
             Package::List => match self.rules.contacts(&resource).await {
-                Ok(c) => dedup(c.iter().map(|c| Arc::from(c.contact.as_str()))),
+                Ok(c) => c.iter().map(|l| l.contact.clone()).collect(),
                 Err(_) => return refuse(503, ""),
             },
             _ => Vec::new(),
@@ -658,7 +658,7 @@ impl Presence {
                 }
                 Package::List if &*sub.watcher == owner => {
                     if let Ok(c) = self.rules.contacts(owner).await {
-                        self.subscriptions.set_members(&sub, dedup(c.iter().map(|c| Arc::from(c.contact.as_str()))));
+                        self.subscriptions.set_members(&sub, c.iter().map(|l| l.contact.clone()).collect());
                         self.send_full(&sub);
                     }
                 }

@@ -159,9 +159,8 @@ impl Presence {
             let cid = matches!(state, rlmi::InstanceState::Active).then(|| parts.last().map(|p| p.0.clone())).flatten();
             let name = names
                 .as_ref()
-                .and_then(|c| c.iter().find(|c| c.contact.eq_ignore_ascii_case(aor)))
-                .map(|c| c.display_name.clone())
-                .filter(|n| !n.is_empty());
+                .and_then(|c| c.iter().find(|l| l.contact.eq_ignore_ascii_case(aor)))
+                .and_then(|l| l.name.as_deref().map(str::to_string));
             resources.push(rlmi::Resource {
                 uri: format!("sip:{aor}"),
                 name,

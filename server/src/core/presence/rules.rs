@@ -61,12 +61,23 @@ pub struct Rules {
     timeout: Duration,
     policy: Policy,
     rules: DashMap<Arc<str>, Arc<Vec<Rule>>>,
-    contacts: DashMap<Arc<str>, Arc<Vec<Contact>>>,
+    contacts: DashMap<Arc<str>, Arc<[Listed]>>,
+    /// One copy of each contact's AOR, however many lists name it.
+    aors: Interner,
+}
+
+/// An entry of a contact list as presence uses it: the contact, once whatever its groups, and
+/// the name the owner gave it (the first group's). The owner and the groups, which no NOTIFY
+/// carries, are not kept: with every user's list cached, this is most of a user's memory.
+pub struct Listed {
+    /// Shared with the list subscriptions' members.
+    pub contact: Arc<str>,
+    pub name: Option<Box<str>>,
 }
 
 impl Rules {
     pub fn new(store: Arc<dyn Store>, timeout: Duration, policy: Policy) -> Rules {
-        Rules { store, timeout, policy, rules: DashMap::new(), contacts: DashMap::new() }
+        Rules { store, timeout, policy, rules: DashMap::new(), contacts: DashMap::new(), aors: Interner::default() }
     }
 
     /// Drops what is cached of `owner` (its rules or contact list changed in the store).
@@ -118,17 +129,92 @@ impl Rules {
         Ok(r)
     }
 
-    /// `owner`'s contact list (every group).
-    pub async fn contacts(&self, owner: &str) -> Result<Arc<Vec<Contact>>, StoreError> {
+    /// `owner`'s contact list: every contact once (in any ASCII case), in the store's order.
+    pub async fn contacts(&self, owner: &str) -> Result<Arc<[Listed]>, StoreError> {
         if let Some(c) = self.contacts.get(owner) {
             return Ok(c.clone());
         }
-        let c = Arc::new(self.bounded(m::store_op("contacts", self.store.contacts(owner))).await?);
+        let rows = self.bounded(m::store_op("contacts", self.store.contacts(owner))).await?;
+        let c = listed(rows, &self.aors);
         self.contacts.insert(Arc::from(owner), c.clone());
         Ok(c)
     }
 
     async fn bounded<T>(&self, f: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
         tokio::time::timeout(self.timeout, f).await.map_err(|_| StoreError::Timeout(self.timeout))?
+    }
+}
+
+/// A list's rows as [`Listed`] entries, each contact once.
+fn listed(rows: Vec<Contact>, aors: &Interner) -> Arc<[Listed]> {
+    let mut seen = std::collections::HashSet::new();
+    rows.into_iter()
+        .filter(|c| seen.insert(c.contact.to_ascii_lowercase()))
+        .map(|c| Listed {
+            contact: aors.intern(&c.contact),
+            name: (!c.display_name.is_empty()).then(|| c.display_name.into_boxed_str()),
+        })
+        .collect()
+}
+
+/// Shared copies of strings. A copy no one else holds any more is dropped when the set has
+/// doubled since it was last swept, so the set stays within twice what is in use.
+#[derive(Default)]
+struct Interner {
+    set: dashmap::DashSet<Arc<str>>,
+    swept_at: std::sync::atomic::AtomicUsize,
+}
+
+impl Interner {
+    fn intern(&self, s: &str) -> Arc<str> {
+        if let Some(shared) = self.set.get(s) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        self.set.insert(shared.clone());
+        let swept_at = self.swept_at.load(std::sync::atomic::Ordering::Relaxed);
+        if self.set.len() >= (2 * swept_at).max(1024) {
+            self.set.retain(|k| Arc::strong_count(k) > 1);
+            self.swept_at.store(self.set.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(owner: &str, contact: &str, name: &str, group: &str) -> Contact {
+        Contact { owner: owner.into(), contact: contact.into(), display_name: name.into(), group: group.into() }
+    }
+
+    #[test]
+    fn a_list_keeps_each_contact_once_with_its_first_name_and_shares_its_aor_with_other_lists() {
+        let aors = Interner::default();
+        let alice = listed(
+            vec![
+                row("alice@x", "bob@x", "Bob", "Work"),
+                row("alice@x", "BOB@x", "Bobby", "Friends"),
+                row("alice@x", "carol@x", "", "Work"),
+            ],
+            &aors,
+        );
+        assert_eq!(alice.len(), 2, "Bob once, whatever the group or case");
+        assert_eq!((&*alice[0].contact, alice[0].name.as_deref()), ("bob@x", Some("Bob")));
+        assert_eq!((&*alice[1].contact, alice[1].name.as_deref()), ("carol@x", None));
+        let dave = listed(vec![row("dave@x", "bob@x", "", "")], &aors);
+        assert!(Arc::ptr_eq(&alice[0].contact, &dave[0].contact), "one copy of Bob's AOR");
+    }
+
+    #[test]
+    fn copies_no_one_holds_are_swept() {
+        let aors = Interner::default();
+        let kept = aors.intern("kept@x");
+        for i in 0..5000 {
+            drop(aors.intern(&format!("gone{i}@x")));
+        }
+        assert!(aors.set.len() < 2048, "swept as it doubled: {}", aors.set.len());
+        assert!(Arc::ptr_eq(&kept, &aors.intern("kept@x")), "what is held stays shared");
     }
 }
