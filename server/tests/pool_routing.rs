@@ -457,11 +457,13 @@ async fn a_store_outage_leaves_the_pool_serving_what_it_holds_and_it_recovers() 
     let Some(url) = sipfront_storage::testing::fresh_postgres("pool_store_outage").await else { return };
     let db = url.rsplit('/').next().unwrap().to_string();
     let m = pool(&Backend::Postgres(url)).await;
-    // Bob's home is C, connected to B; Alice's home is B, connected to A; Carol (homed on A)
-    // has not signed in, so no member has her credentials.
+    // Bob's home is C, connected to B; Alice's home is B, connected to A. Carol (homed on A)
+    // signs up after the members started, when each read every user: no member has her
+    // credentials.
     let bob = user_homed_on(2, &[]);
     let alice = user_homed_on(1, &[&bob]);
-    let carol = user_homed_on(0, &[&bob, &alice]);
+    let carol = (0..).map(|i| format!("late{i}")).find(|u| home(u) == 0).unwrap();
+    cli(&m[0], &["user", "add", &format!("{carol}@{DOMAIN}"), "--password-stdin"], &format!("{PASSWORD}\n")).await;
     let mut bob_phone = online(&m[1], &bob, PASSWORD).await;
     let mut alice_phone = online(&m[0], &alice, PASSWORD).await;
 

@@ -21,6 +21,7 @@ use crate::core::proxy::route_uri;
 use crate::core::proxy::token::{Leg, Tokens};
 use crate::ops::metrics as m;
 use crate::transaction::method_label;
+use crate::transport::flows::FlowId;
 use crate::transport::{Source, Target, Transport, Transports};
 use dashmap::DashMap;
 use sipfront_proto::reply;
@@ -59,10 +60,20 @@ pub struct Edge {
     /// The subscriptions of our clients that another member serves, by dialog: if that
     /// member stops being the resource's home, we end them with `deactivated` in its place.
     watching: DashMap<String, Watched>,
+    /// What of `registered` and `watching` came over each connection, so that its close
+    /// forgets them without walking every client's entries.
+    by_flow: DashMap<FlowId, FlowKeys>,
     /// Requests relayed for our clients, by the branch we gave them: when, and their method,
     /// so that the final response on its way back measures what the client waited
     /// (`sipfront_relay_duration_seconds`).
     timed: DashMap<String, (Instant, &'static str)>,
+}
+
+/// The keys in `registered` (AORs) and `watching` (dialogs) of one connection's entries.
+#[derive(Default)]
+struct FlowKeys {
+    registered: Vec<(Leg, String)>,
+    watching: Vec<String>,
 }
 
 /// A REGISTER kept for replay.
@@ -110,6 +121,7 @@ impl Edge {
             agent,
             registered: DashMap::new(),
             watching: DashMap::new(),
+            by_flow: DashMap::new(),
             timed: DashMap::new(),
         }
     }
@@ -253,14 +265,40 @@ impl Edge {
         let Some(aor) = msg.to().and_then(|t| Aor::from_uri(&t.uri)) else { return };
         let key = (Leg::of_source(source), aor.as_str().to_ascii_lowercase());
         let Some(expires) = registration_expires(msg) else { return };
+        let flow = match key.0 {
+            Leg::Stream { flow, .. } => Some(flow),
+            Leg::Udp(_) => None,
+        };
         if expires == 0 {
-            self.registered.remove(&key);
+            if self.registered.remove(&key).is_some() {
+                if let Some(flow) = flow {
+                    self.unindex(flow, |k| k.registered.retain(|r| *r != key));
+                }
+            }
             return;
         }
         let home = self.membership.home_of(aor.as_str()).map(|p| p.id);
         let until = Instant::now() + Duration::from_secs(expires.into());
         let kept = Kept { msg: msg.clone(), source: *source, aor: aor.as_str().to_string(), home, until };
-        self.registered.insert(key, kept);
+        if self.registered.insert(key.clone(), kept).is_none() {
+            if let Some(flow) = flow {
+                let mut keys = self.by_flow.entry(flow).or_default();
+                // One note per entry, however often it was forgotten (expired) and made again.
+                if !keys.registered.contains(&key) {
+                    keys.registered.push(key);
+                }
+            }
+        }
+    }
+
+    /// Changes what is noted of `flow`'s entries, and forgets the flow once it has none.
+    fn unindex(&self, flow: FlowId, change: impl FnOnce(&mut FlowKeys)) {
+        if let dashmap::Entry::Occupied(mut e) = self.by_flow.entry(flow) {
+            change(e.get_mut());
+            if e.get().registered.is_empty() && e.get().watching.is_empty() {
+                e.remove();
+            }
+        }
     }
 
     /// The pool changed: every kept registration whose AOR now has another home, to be
@@ -312,9 +350,16 @@ impl Edge {
     }
 
     /// A client's connection closed: nothing of it is replayed any more.
-    pub fn flow_closed(&self, flow: crate::transport::flows::FlowId) {
-        self.registered.retain(|(leg, _), _| !matches!(leg, Leg::Stream { flow: f, .. } if *f == flow));
-        self.watching.retain(|_, w| !matches!(w.leg, Leg::Stream { flow: f, .. } if f == flow));
+    pub fn flow_closed(&self, flow: FlowId) {
+        let Some((_, keys)) = self.by_flow.remove(&flow) else { return };
+        for key in keys.registered {
+            self.registered.remove(&key);
+        }
+        // A dialog's entry may have moved to another connection since (a refresh on a new
+        // one): only this connection's go.
+        for dialog in keys.watching {
+            self.watching.remove_if(&dialog, |_, w| matches!(w.leg, Leg::Stream { flow: f, .. } if f == flow));
+        }
     }
 
     /// The pool changed: our clients' subscriptions served by a member that is no longer
@@ -329,6 +374,9 @@ impl Edge {
             .collect();
         for key in moved {
             let Some((_, w)) = self.watching.remove(&key) else { continue };
+            if let Leg::Stream { flow, .. } = w.leg {
+                self.unindex(flow, |k| k.watching.retain(|d| *d != key));
+            }
             let mut n = Message::request(Method::Notify, w.ruri.clone());
             n.push_header(
                 HeaderName::Via,
@@ -361,7 +409,11 @@ impl Edge {
             .header(HeaderName::SubscriptionState)
             .is_some_and(|s| s.len() >= 10 && s[..10].eq_ignore_ascii_case(b"terminated"));
         if terminated {
-            self.watching.remove(&key);
+            if let Some((_, w)) = self.watching.remove(&key) {
+                if let Leg::Stream { flow, .. } = w.leg {
+                    self.unindex(flow, |k| k.watching.retain(|d| *d != key));
+                }
+            }
             return;
         }
         let text = |h: HeaderName| msg.header(h).map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
@@ -378,7 +430,17 @@ impl Edge {
             event: text(HeaderName::Event),
             cseq: msg.cseq().map_or(1, |c| c.seq),
         };
-        self.watching.insert(key, w);
+        let was = self.watching.insert(key.clone(), w);
+        let moved = was.as_ref().map(|w| w.leg) != Some(leg);
+        if let (true, Some(Leg::Stream { flow, .. })) = (moved, was.map(|w| w.leg)) {
+            self.unindex(flow, |k| k.watching.retain(|d| *d != key));
+        }
+        if let (true, Leg::Stream { flow, .. }) = (moved, leg) {
+            let mut keys = self.by_flow.entry(flow).or_default();
+            if !keys.watching.contains(&key) {
+                keys.watching.push(key);
+            }
+        }
     }
 
     /// Relays a client's request to the member at `to`, sealed.
