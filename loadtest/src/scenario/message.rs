@@ -56,6 +56,7 @@ pub async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, b
     let uri = format!("sip:{}@{}", to.account.user, c.domain);
     // Pager mode (RFC 3428 4): every MESSAGE is a request of its own, outside any dialog.
     let (call_id, from_tag) = (sip::token(), sip::token());
+    let sent = std::sync::atomic::AtomicU32::new(0);
     let make = |creds: Option<&super::Credentials>| {
         let branch = sip::branch();
         let x = Exchange {
@@ -65,7 +66,8 @@ pub async fn send(users: &Users, sender: usize, receiver: usize, due: Instant, b
             from_tag: &from_tag,
             call_id: &call_id,
         };
-        let cseq = if creds.is_some() { 2 } else { 1 };
+        // 1, then 2 with credentials; higher on each try after a 503 (RFC 3261 8.1.3.5).
+        let cseq = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut m = sip::request(Method::Message, &uri, &x, cseq, endpoint.local(), c.transport, &branch);
         if let Some((name, value)) = creds {
             m.push_header(*name, value.clone());

@@ -162,6 +162,10 @@ pub async fn exchange_for(
                 tokio::time::sleep(wait).await;
             }
             _ => {
+                if matches!(outcome, Outcome::Status { code: 503, .. }) && endpoint.timers().retry_after {
+                    // Not tried again (no usable Retry-After, or tried enough): unexpected.
+                    Counters::add(&stats.counters.unexpected);
+                }
                 stats.record(kinds.whole, due.elapsed(), outcome);
                 return resp.filter(|_| matches!(outcome, Outcome::Status { ok: true, .. }));
             }
@@ -173,7 +177,8 @@ pub async fn exchange_for(
 fn retry_after(r: &Message) -> Option<std::time::Duration> {
     let value = std::str::from_utf8(r.header(HeaderName::RetryAfter)?).ok()?.trim();
     let secs: u64 = value.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
-    Some(std::time::Duration::from_secs(secs))
+    // A run is bounded in time: no wait longer than five minutes.
+    Some(std::time::Duration::from_secs(secs.min(300)))
 }
 
 /// One try of an exchange: its outcome and its final response, the steps recorded.

@@ -197,11 +197,13 @@ pub async fn subscribe(
     let uri = format!("sip:{to_user}@{}", c.domain);
     let contact = format!("<sip:{}@{};transport={}>", w.account.user, endpoint.local(), c.transport.param());
     let (call_id, from_tag) = (sip::token(), sip::token());
+    let sent = std::sync::atomic::AtomicU32::new(0);
     let make = |creds: Option<&super::Credentials>| {
         let branch = sip::branch();
         let x =
             Exchange { from: &w.account.user, to: &to_user, domain: &c.domain, from_tag: &from_tag, call_id: &call_id };
-        let cseq = if creds.is_some() { 2 } else { 1 };
+        // 1, then 2 with credentials; higher on each try after a 503 (RFC 3261 8.1.3.5).
+        let cseq = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut m = sip::request(Method::Subscribe, &uri, &x, cseq, endpoint.local(), c.transport, &branch);
         m.push_header(HeaderName::Event, "presence");
         match target {
@@ -321,6 +323,7 @@ pub async fn publish(
          <tuple id=\"load\"><status><basic>{basic}</basic></status><note>change {nth}</note></tuple></presence>\n"
     );
     let (call_id, from_tag) = (sip::token(), sip::token());
+    let sent = std::sync::atomic::AtomicU32::new(0);
     let make = |creds: Option<&super::Credentials>| {
         let branch = sip::branch();
         let x = Exchange {
@@ -330,7 +333,8 @@ pub async fn publish(
             from_tag: &from_tag,
             call_id: &call_id,
         };
-        let cseq = if creds.is_some() { 2 } else { 1 };
+        // 1, then 2 with credentials; higher on each try after a 503 (RFC 3261 8.1.3.5).
+        let cseq = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let mut m = sip::request(Method::Publish, &uri, &x, cseq, endpoint.local(), c.transport, &branch);
         m.push_header(HeaderName::Event, "presence");
         m.push_header(HeaderName::Expires, c.expires.to_string());

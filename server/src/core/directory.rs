@@ -42,8 +42,12 @@ impl Directory {
         let domains = store.domains().await?.into_iter().collect();
         let head = store.changes_head().await?;
         let started = Instant::now();
-        let users: DashMap<Box<str>, Option<Arc<User>>> =
-            store.users(None).await?.into_iter().map(|u| (folded(&u.aor).into(), Some(Arc::new(u)))).collect();
+        let users: DashMap<Box<str>, Option<Arc<User>>> = DashMap::new();
+        for u in store.users(None).await? {
+            // Accounts from before AORs were folded may differ only in case: the first in
+            // the store's order is the one a lookup finds, so it is the one kept.
+            users.entry(folded(&u.aor).into()).or_insert_with(|| Some(Arc::new(u)));
+        }
         tracing::info!(users = users.len(), ms = started.elapsed().as_millis() as u64, "users loaded");
         Ok(Directory {
             head,

@@ -6,10 +6,12 @@
 //! the runtime running late by more than `server.max_lag_ms` (its workers are all busy).
 //!
 //! Retry-After follows the backlog: the time the waiting work should take to finish, at the
-//! rate work has been finishing, or the runtime's lateness if longer. Refused clients are
-//! spread over twice that (between 1 and 15 s), so that they come back once the backlog is
-//! gone rather than all at once, or long after: a registration storm then converges at the
-//! pace the server can serve it.
+//! rate work has been finishing, or the runtime's lateness if longer. Work that took as long as
+//! the store's timeout gave up rather than finished, and does not count as draining (a store
+//! that answers nothing drains nothing). Refused clients are spread over twice that time
+//! (between 1 and 15 s, and over at least 3 s), so that they come back once the backlog is gone
+//! rather than all at once, or long after: a registration storm then converges at the pace the
+//! server can serve it.
 
 use crate::ops::metrics as m;
 use std::future::Future;
@@ -24,10 +26,14 @@ const TICK: Duration = Duration::from_millis(50);
 const SUSTAINED: usize = 3;
 /// The longest Retry-After given, in seconds (a store that does not answer at all).
 const MAX_RETRY_AFTER: u64 = 15;
+/// Refused clients are spread over this many seconds at least, however short the backlog.
+const MIN_SPREAD: u64 = 3;
 
 pub struct Overload {
     max_pending: usize,
     max_lag: Duration,
+    /// Work that took this long (the store's timeout) gave up: it is not counted as drained.
+    gave_up_after: Duration,
     pending: Arc<AtomicUsize>,
     /// Pending work finished so far, for the rate at which the backlog drains.
     finished: Arc<AtomicU64>,
@@ -39,10 +45,11 @@ pub struct Overload {
 }
 
 impl Overload {
-    pub fn new(max_pending: usize, max_lag: Duration) -> Overload {
+    pub fn new(max_pending: usize, max_lag: Duration, gave_up_after: Duration) -> Overload {
         Overload {
             max_pending,
             max_lag,
+            gave_up_after,
             pending: Arc::default(),
             finished: Arc::default(),
             drain_ms: AtomicU64::new(0),
@@ -64,7 +71,12 @@ impl Overload {
     /// `fut`, counted as pending until it ends.
     pub fn track(&self, fut: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send + 'static {
         self.pending.fetch_add(1, Ordering::Relaxed);
-        let guard = Pending { pending: self.pending.clone(), finished: self.finished.clone() };
+        let guard = Pending {
+            pending: self.pending.clone(),
+            finished: self.finished.clone(),
+            since: Instant::now(),
+            gave_up_after: self.gave_up_after,
+        };
         async move {
             fut.await;
             drop(guard);
@@ -131,21 +143,25 @@ impl Overload {
 }
 
 /// The Retry-After range, in whole seconds, for a backlog that should drain in `drain`: up to
-/// twice that, from a third of it (at least 1, at most [`MAX_RETRY_AFTER`]).
+/// twice that (at least [`MIN_SPREAD`], at most [`MAX_RETRY_AFTER`]), from a third of it.
 fn retry_window(drain: Duration) -> (u64, u64) {
-    let high = (2 * drain.as_millis()).div_ceil(1000).clamp(1, u128::from(MAX_RETRY_AFTER)) as u64;
+    let high = (2 * drain.as_millis()).div_ceil(1000).clamp(u128::from(MIN_SPREAD), u128::from(MAX_RETRY_AFTER)) as u64;
     ((high / 3).max(1), high)
 }
 
 struct Pending {
     pending: Arc<AtomicUsize>,
     finished: Arc<AtomicU64>,
+    since: Instant,
+    gave_up_after: Duration,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
         self.pending.fetch_sub(1, Ordering::Relaxed);
-        self.finished.fetch_add(1, Ordering::Relaxed);
+        if self.since.elapsed() < self.gave_up_after {
+            self.finished.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -155,7 +171,7 @@ mod tests {
 
     #[tokio::test]
     async fn pending_work_past_the_bound_is_overload_until_it_ends() {
-        let o = Overload::new(2, Duration::from_secs(1));
+        let o = Overload::new(2, Duration::from_secs(1), Duration::from_secs(2));
         let (release, wait) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for _ in 0..2 {
@@ -174,7 +190,7 @@ mod tests {
 
     #[test]
     fn retry_after_follows_the_backlog() {
-        assert_eq!(retry_window(Duration::ZERO), (1, 1));
+        assert_eq!(retry_window(Duration::ZERO), (1, 3), "spread even when the backlog is short");
         assert_eq!(retry_window(Duration::from_millis(2500)), (1, 5));
         assert_eq!(retry_window(Duration::from_secs(6)), (4, 12));
         // A store that answers nothing: the longest wait, spread as widely.

@@ -72,8 +72,8 @@ pub struct Edge {
 /// The keys in `registered` (AORs) and `watching` (dialogs) of one connection's entries.
 #[derive(Default)]
 struct FlowKeys {
-    registered: Vec<(Leg, String)>,
-    watching: Vec<String>,
+    registered: std::collections::HashSet<(Leg, String)>,
+    watching: std::collections::HashSet<String>,
 }
 
 /// A REGISTER kept for replay.
@@ -272,7 +272,9 @@ impl Edge {
         if expires == 0 {
             if self.registered.remove(&key).is_some() {
                 if let Some(flow) = flow {
-                    self.unindex(flow, |k| k.registered.retain(|r| *r != key));
+                    self.unindex(flow, |k| {
+                        k.registered.remove(&key);
+                    });
                 }
             }
             return;
@@ -282,12 +284,17 @@ impl Edge {
         let kept = Kept { msg: msg.clone(), source: *source, aor: aor.as_str().to_string(), home, until };
         if self.registered.insert(key.clone(), kept).is_none() {
             if let Some(flow) = flow {
-                let mut keys = self.by_flow.entry(flow).or_default();
-                // One note per entry, however often it was forgotten (expired) and made again.
-                if !keys.registered.contains(&key) {
-                    keys.registered.push(key);
-                }
+                self.by_flow.entry(flow).or_default().registered.insert(key);
+                self.closed_meanwhile(flow);
             }
+        }
+    }
+
+    /// A connection that closed while its entry was being noted has been forgotten already:
+    /// forget the entry too (forgetting twice is harmless).
+    fn closed_meanwhile(&self, flow: FlowId) {
+        if !self.transports.flows.is_open(flow) {
+            self.flow_closed(flow);
         }
     }
 
@@ -375,7 +382,9 @@ impl Edge {
         for key in moved {
             let Some((_, w)) = self.watching.remove(&key) else { continue };
             if let Leg::Stream { flow, .. } = w.leg {
-                self.unindex(flow, |k| k.watching.retain(|d| *d != key));
+                self.unindex(flow, |k| {
+                    k.watching.remove(&key);
+                });
             }
             let mut n = Message::request(Method::Notify, w.ruri.clone());
             n.push_header(
@@ -411,7 +420,9 @@ impl Edge {
         if terminated {
             if let Some((_, w)) = self.watching.remove(&key) {
                 if let Leg::Stream { flow, .. } = w.leg {
-                    self.unindex(flow, |k| k.watching.retain(|d| *d != key));
+                    self.unindex(flow, |k| {
+                        k.watching.remove(&key);
+                    });
                 }
             }
             return;
@@ -433,13 +444,13 @@ impl Edge {
         let was = self.watching.insert(key.clone(), w);
         let moved = was.as_ref().map(|w| w.leg) != Some(leg);
         if let (true, Some(Leg::Stream { flow, .. })) = (moved, was.map(|w| w.leg)) {
-            self.unindex(flow, |k| k.watching.retain(|d| *d != key));
+            self.unindex(flow, |k| {
+                k.watching.remove(&key);
+            });
         }
         if let (true, Leg::Stream { flow, .. }) = (moved, leg) {
-            let mut keys = self.by_flow.entry(flow).or_default();
-            if !keys.watching.contains(&key) {
-                keys.watching.push(key);
-            }
+            self.by_flow.entry(flow).or_default().watching.insert(key);
+            self.closed_meanwhile(flow);
         }
     }
 

@@ -161,20 +161,20 @@ fn listed(rows: Vec<Contact>, aors: &Interner) -> Arc<[Listed]> {
 /// doubled since it was last swept, so the set stays within twice what is in use.
 #[derive(Default)]
 struct Interner {
-    set: dashmap::DashSet<Arc<str>>,
+    set: DashMap<Arc<str>, ()>,
     swept_at: std::sync::atomic::AtomicUsize,
 }
 
 impl Interner {
     fn intern(&self, s: &str) -> Arc<str> {
         if let Some(shared) = self.set.get(s) {
-            return shared.clone();
+            return shared.key().clone();
         }
-        let shared: Arc<str> = Arc::from(s);
-        self.set.insert(shared.clone());
+        // Two at once: the one that goes in first is the copy both get.
+        let shared = self.set.entry(Arc::from(s)).or_insert(()).key().clone();
         let swept_at = self.swept_at.load(std::sync::atomic::Ordering::Relaxed);
         if self.set.len() >= (2 * swept_at).max(1024) {
-            self.set.retain(|k| Arc::strong_count(k) > 1);
+            self.set.retain(|k, _| Arc::strong_count(k) > 1);
             self.swept_at.store(self.set.len(), std::sync::atomic::Ordering::Relaxed);
         }
         shared
