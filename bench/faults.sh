@@ -52,6 +52,22 @@ serve() { # DATA_DIR LOG [ENV=VALUE...] -> prints the PID; waits until it answer
   echo $pid
 }
 
+# Starts a server on DATA with overload control MODE (on: the defaults; off: neither bound can
+# be reached), runs COMMAND against it (output in NAME.txt, the server's log in NAME.log), stops
+# the server and prints its CPU over the command (1 core = 100).
+overload_run() { # MODE DATA NAME COMMAND...
+  local mode=$1 data=$2 name=$3; shift 3
+  local extra=()
+  [ "$mode" = off ] && extra=(SIPFRONT_SERVER_MAX_PENDING_REQUESTS=100000000 SIPFRONT_SERVER_MAX_LAG_MS=3600000)
+  : >"$name.log"
+  local pid; pid=$(serve "$data" "$name.log" "${extra[@]}")
+  local t0 c0; t0=$(date +%s.%N); c0=$(ticks "$pid")
+  "$@" >"$name.txt" 2>&1 || true
+  local t1 c1; t1=$(date +%s.%N); c1=$(ticks "$pid")
+  halt "$pid"
+  python3 -c "print(f'{($c1 - $c0) / $TCK / ($t1 - $t0) * 100:.0f}')"
+}
+
 # What a run's JSON says, as one line (storm).
 storm_line() { # JSON CPU_PERCENT LABEL
   python3 - "$@" <<'PY'
@@ -71,19 +87,11 @@ storm() {
   rm -rf "$WORK/storm-data"
   "$BIN/sipfront-load" register --users "$users" --provision "$WORK/storm-data" --provision-only \
     --sipfront-bin "$BIN/sipfront" >"$WORK/storm-provision.log"
-  printf 'overload control\tall registered after s\tregistered\tfailed\t503/tried again\tretransmissions\tp50/p99/max ms\tcpu%%\n'
+  printf 'overload control\tall registered after s\tregistered\tfailed\t503 given up/tried again\tretransmissions\tp50/p99/max ms\tcpu%%\n'
   for mode in on off; do
-    local extra=()
-    # Off: neither bound can be reached.
-    [ $mode = off ] && extra=(SIPFRONT_SERVER_MAX_PENDING_REQUESTS=100000000 SIPFRONT_SERVER_MAX_LAG_MS=3600000)
-    local log="$WORK/storm-$mode.log"; : >"$log"
-    local pid; pid=$(serve "$WORK/storm-data" "$log" "${extra[@]}")
-    local t0 c0; t0=$(date +%s.%N); c0=$(ticks $pid)
-    timeout 300 "$BIN/sipfront-load" register --target $SIP --users "$users" --count "$users" --rate "$rate" \
-      --local-ips "$LOCAL_IPS" --retry-after --quiet --json "$WORK/storm-$mode.json" >"$WORK/storm-$mode.txt" 2>&1 || true
-    local t1 c1; t1=$(date +%s.%N); c1=$(ticks $pid)
-    halt $pid
-    local cpu; cpu=$(python3 -c "print(f'{($c1 - $c0) / $TCK / ($t1 - $t0) * 100:.0f}')")
+    local cpu; cpu=$(overload_run $mode "$WORK/storm-data" "$WORK/storm-$mode" \
+      timeout 300 "$BIN/sipfront-load" register --target $SIP --users "$users" --count "$users" --rate "$rate" \
+      --local-ips "$LOCAL_IPS" --retry-after --quiet --json "$WORK/storm-$mode.json")
     storm_line "$WORK/storm-$mode.json" "$cpu" "$mode"
   done
 }
@@ -94,20 +102,13 @@ login() {
   rm -rf "$WORK/login-data"
   "$BIN/sipfront-load" model --users "$users" --watch "$watch" --resource-lists --provision "$WORK/login-data" \
     --provision-only --sipfront-bin "$BIN/sipfront" >"$WORK/login-provision.log"
-  printf 'overload control\tlogged in after s\tregistered\tsubscribed\tfailed\t503/tried again\tretransmissions\tp99 REGISTER/SUBSCRIBE ms\tcpu%%\n'
+  printf 'overload control\tlogged in after s\tregistered\tsubscribed\tfailed\t503 given up/tried again\tretransmissions\tp99 REGISTER/SUBSCRIBE ms\tcpu%%\n'
   for mode in on off; do
-    local extra=()
-    [ $mode = off ] && extra=(SIPFRONT_SERVER_MAX_PENDING_REQUESTS=100000000 SIPFRONT_SERVER_MAX_LAG_MS=3600000)
-    local log="$WORK/login-$mode.log"; : >"$log"
-    local pid; pid=$(serve "$WORK/login-data" "$log" "${extra[@]}")
-    local t0 c0; t0=$(date +%s.%N); c0=$(ticks $pid)
-    # The model itself for one second: the figures are the set-up's.
-    timeout 600 "$BIN/sipfront-load" model --target $SIP --users "$users" --watch "$watch" --resource-lists \
-      --setup-rate "$rate" --duration 1 --local-ips "$LOCAL_IPS" --retry-after --quiet \
-      --json "$WORK/login-$mode.json" >"$WORK/login-$mode.txt" 2>&1 || true
-    local t1 c1; t1=$(date +%s.%N); c1=$(ticks $pid)
-    halt $pid
-    local cpu; cpu=$(python3 -c "print(f'{($c1 - $c0) / $TCK / ($t1 - $t0) * 100:.0f}')")
+    # Then a minute of the model in one second (a run must send something): the figures are
+    # the set-up's.
+    local cpu; cpu=$(overload_run $mode "$WORK/login-data" "$WORK/login-$mode" \
+      timeout 600 "$BIN/sipfront-load" model --target $SIP --users "$users" --watch "$watch" --resource-lists \
+      --setup-rate "$rate" --duration 1 --time-scale 60 --local-ips "$LOCAL_IPS" --retry-after --quiet --json "$WORK/login-$mode.json")
     python3 - "$WORK/login-$mode.json" "$cpu" "$mode" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1])); cpu, mode = sys.argv[2:4]; t = j["transactions"]
