@@ -220,8 +220,10 @@ async fn unknown_disabled_and_wrong_password_answers_look_the_same() {
             c.auth.max_users_per_ip = 100;
         })
         .await;
-        // Disabled before the server has looked Carol up, so that it reads it from the store.
+        // Disabled after the server read every user: it acts on it once it has followed it.
+        let log = s.server.directory.changes();
         store_of(&s, &backend).await.set_enabled(&format!("carol@{DOMAIN}"), false).await.unwrap();
+        until_named(log, &format!("carol@{DOMAIN}")).await;
         let reasons = ["unknown_user", "bad_response", "disabled"];
         let mut before = Vec::new();
         for reason in reasons {
@@ -263,7 +265,10 @@ async fn unknown_disabled_and_wrong_password_answers_look_the_same() {
 async fn a_disabled_account_locks_out_as_a_wrong_password_does() {
     for backend in backends("digest_disabled_lockout").await {
         let s = TestServer::with_users(&backend, USERS, |c| c.auth.max_failures = 3).await;
+        // The server read Carol at start: it acts on her change once it has followed it.
+        let log = s.server.directory.changes();
         store_of(&s, &backend).await.set_enabled(&format!("carol@{DOMAIN}"), false).await.unwrap();
+        until_named(log, &format!("carol@{DOMAIN}")).await;
         let mut c = s.udp_client().await;
         for (user, password) in [("alice", "guess"), ("carol", "sea-shells")] {
             assert_eq!(
