@@ -151,10 +151,19 @@ impl Acceptor {
                 let flow = open(&transports);
                 stream::serve(tcp, flow, transport, remote, local, transports, inbound, settings, shutdown).await
             }
-            Some(tls) => match tokio::time::timeout(handshake, tls.accept(tcp)).await {
+            // Boxed: the handshake's state (a few kilobytes) is freed once it is done, instead
+            // of sizing every connection's task, TCP ones too, for the rest of its life.
+            Some(tls) => match Box::pin(async move {
+                tokio::time::timeout(handshake, tls.accept(tcp)).await.map(|done| done.map(Box::new))
+            })
+            .await
+            {
                 Ok(Ok(s)) => {
                     let flow = open(&transports);
-                    stream::serve(s, flow, transport, remote, local, transports, inbound, settings, shutdown).await
+                    // Boxed too, the TLS session (above) and this branch's serving: a task is
+                    // sized for its largest branch, and a TCP connection's should not carry TLS's.
+                    Box::pin(stream::serve(s, flow, transport, remote, local, transports, inbound, settings, shutdown))
+                        .await
                 }
                 Ok(Err(e)) => {
                     metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
