@@ -81,8 +81,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let metrics = m::install();
     // Connections past what the descriptor limit holds are refused as over the cap (counted),
     // not left to fail in accept().
-    let files = crate::ops::process::raise_file_limit(config.transport.max_connections);
-    let max_connections = config.transport.max_connections.min(files.connections());
+    let max_connections =
+        config.transport.max_connections.min(crate::ops::process::raise_file_limit(config.transport.max_connections));
     let limits = config.limits.proto();
     let workers = config.workers();
 

@@ -162,8 +162,8 @@ pub async fn exchange_for(
                 tokio::time::sleep(wait).await;
             }
             _ => {
-                if matches!(outcome, Outcome::Status { code: 503, .. }) && endpoint.timers().retry_after {
-                    // Not tried again (no usable Retry-After, or tried enough): unexpected.
+                if matches!(outcome, Outcome::Status { code: 503, .. }) {
+                    // Not tried again (not asked to, no usable Retry-After, or tried enough).
                     Counters::add(&stats.counters.unexpected);
                 }
                 stats.record(kinds.whole, due.elapsed(), outcome);
@@ -213,8 +213,8 @@ async fn attempt(
                     r
                 }
                 _ => {
-                    // A 503 to be tried again is not unexpected; one given up on is.
-                    if code != 503 || !endpoint.timers().retry_after {
+                    // A 503 is judged by the caller, which may try again.
+                    if code != 503 {
                         Counters::add(&stats.counters.unexpected);
                     }
                     record_step(0, first, Outcome::Status { code, ok: false });
@@ -242,7 +242,7 @@ async fn attempt(
         TxResult::Final(r) => {
             let code = r.status().unwrap_or_default();
             let ok = (200..300).contains(&code);
-            if !ok && (code != 503 || !endpoint.timers().retry_after) {
+            if !ok && code != 503 {
                 Counters::add(&stats.counters.unexpected);
             }
             (Outcome::Status { code, ok }, Some(r))

@@ -140,7 +140,7 @@ impl Core {
             overload: overload::Overload::new(
                 config.server.max_pending_requests,
                 std::time::Duration::from_millis(config.server.max_lag_ms),
-                std::time::Duration::from_millis(config.database.timeout_ms),
+                timeout,
             ),
         };
         (Core(Arc::new(services)), writer)

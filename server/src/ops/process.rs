@@ -11,30 +11,13 @@ const TICKS_PER_SECOND: f64 = 100.0;
 
 /// Descriptors the server needs besides its connections: listeners, the store's files and
 /// connections, the HTTP endpoint, the runtime's own.
-pub const FILES_BESIDES_CONNECTIONS: u64 = 256;
-
-/// What [`raise_file_limit`] found and did.
-#[derive(Debug, PartialEq)]
-pub struct FileLimit {
-    /// The soft limit before, and now.
-    pub was: u64,
-    pub now: u64,
-    /// The hard limit, beyond which nothing but root's `ulimit -Hn` (or systemd's
-    /// `LimitNOFILE`) can raise it.
-    pub hard: u64,
-}
-
-impl FileLimit {
-    /// The connections the limit holds beside everything else.
-    pub fn connections(&self) -> usize {
-        usize::try_from(self.now.saturating_sub(FILES_BESIDES_CONNECTIONS)).unwrap_or(usize::MAX)
-    }
-}
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
 
 /// Raises the soft limit on open files to the hard limit (each TCP or TLS connection is one
 /// descriptor; a stock soft limit of 1,024 would refuse the thousandth client), and warns when
-/// even the hard limit cannot hold `max_connections` connections and the rest.
-pub fn raise_file_limit(max_connections: usize) -> FileLimit {
+/// even the hard limit cannot hold `max_connections` connections and the rest. Returns how
+/// many connections the limit holds beside everything else.
+pub fn raise_file_limit(max_connections: usize) -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let limit = getrlimit(Resource::Nofile);
     // No limit at all is as good as any number.
@@ -46,19 +29,18 @@ pub fn raise_file_limit(max_connections: usize) -> FileLimit {
             Err(e) => tracing::warn!(error = %e, soft = was, hard, "could not raise the open-file limit"),
         }
     }
-    let needed = (max_connections as u64).saturating_add(FILES_BESIDES_CONNECTIONS);
-    if now < needed {
+    let holds = usize::try_from(now.saturating_sub(FILES_BESIDES_CONNECTIONS)).unwrap_or(usize::MAX);
+    if holds < max_connections {
         tracing::warn!(
             limit = now,
             max_connections,
-            "the open-file limit is below transport.max_connections: connections past {} are refused; \
-             raise LimitNOFILE (systemd) or ulimit -Hn, or lower transport.max_connections",
-            now.saturating_sub(FILES_BESIDES_CONNECTIONS)
+            "the open-file limit is below transport.max_connections: connections past {holds} are refused; \
+             raise LimitNOFILE (systemd) or ulimit -Hn, or lower transport.max_connections"
         );
     } else if now > was {
         tracing::info!(from = was, to = now, "open-file limit raised");
     }
-    FileLimit { was, now, hard }
+    holds
 }
 
 /// What the server says of itself beside the process figures.

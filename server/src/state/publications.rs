@@ -60,7 +60,6 @@ impl Publications {
         self.owners.len()
     }
 
-    /// Takes out every publication of the presentities `gone` names (their home moved).
     /// Every live publication, with its presentity.
     pub fn all(&self) -> Vec<(Arc<str>, Publication)> {
         let now = Instant::now();
@@ -76,6 +75,7 @@ impl Publications {
             .collect()
     }
 
+    /// Takes out every publication of the presentities `gone` names (their home moved).
     pub fn take_where(&self, gone: impl Fn(&str) -> bool) -> Vec<(Arc<str>, Publication)> {
         let aors: Vec<Arc<str>> = self.by_aor.iter().filter(|e| gone(e.key())).map(|e| e.key().clone()).collect();
         let mut out = Vec::new();

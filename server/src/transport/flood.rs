@@ -3,10 +3,10 @@
 //! `flood.window_ms` is banned for `flood.ban_secs`: its datagrams are dropped unanswered, its
 //! connections closed and new ones refused. A banned source is still counted, and while it stays
 //! past the limit its ban runs on: it ends `flood.ban_secs` after the flood does, so a source
-//! that never stops never gets another window's worth through. A source is an IPv4 address or an IPv6 /64 (one
-//! host's share of a network), as the PROXY protocol names it behind a load balancer. Load
-//! balancers (`transport.proxy_protocol_from`), pool members and `flood.allow` are never
-//! counted.
+//! that never stops never gets another window's worth through. A source is an IPv4 address or
+//! an IPv6 /64 (one host's share of a network), as the PROXY protocol names it behind a load
+//! balancer. Load balancers (`transport.proxy_protocol_from`), pool members and `flood.allow`
+//! are never counted.
 
 use crate::config;
 use crate::ops::metrics as m;
