@@ -1188,13 +1188,19 @@ impl Phone {
 
 /// Another process (`sqlite3`) holding the write lock of the SQLite database of `s` for
 /// `secs` seconds, as a long transaction elsewhere would: readers go on, writers wait. Returns
-/// once it holds the lock (give or take its start); wait for the child to see it released.
+/// once it holds the lock (it waits for the server's own writes to end first); wait for the
+/// child to see it released.
 pub async fn hold_sqlite_write_lock(s: &TestServer, secs: u32) -> std::process::Child {
+    let held = s.dir.path().join("sqlite3-holds-the-lock");
     let child = std::process::Command::new("sqlite3")
+        .arg("-bail")
         .arg(s.dir.path().join("sipfront.db"))
-        .args(["BEGIN IMMEDIATE;", &format!(".shell sleep {secs}"), "COMMIT;"])
+        .args([".timeout 10000", "BEGIN IMMEDIATE;"])
+        .arg(format!(".shell touch '{}'", held.display()))
+        .args([&format!(".shell sleep {secs}"), "COMMIT;"])
         .spawn()
         .expect("start sqlite3");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let holds = sipfront_storage::testing::eventually(Duration::from_secs(10), async || held.exists()).await;
+    assert!(holds, "sqlite3 took the write lock");
     child
 }
