@@ -6,32 +6,8 @@
 mod common;
 
 use common::*;
-use std::process::{Command, Stdio};
 
 const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "builder")];
-
-/// Runs the `sipfront` binary on `s`'s store expecting it to fail; its standard error.
-async fn cli_fails(s: &TestServer, args: &[&str]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
-    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
-    cmd.env_remove("SIPFRONT_DATABASE_URL");
-    if !s.config.database.url.is_empty() {
-        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
-    }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let shown = format!("sipfront {}", args.join(" "));
-    let out =
-        tokio::time::timeout(std::time::Duration::from_secs(30), tokio::task::spawn_blocking(move || cmd.output()))
-            .await
-            .unwrap_or_else(|_| panic!("{shown} took too long"))
-            .expect("the CLI task")
-            .expect("run the sipfront binary");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success(), "{shown} should fail, printed:\n{stdout}");
-    assert!(stdout.is_empty(), "{shown}: nothing on standard output on failure: {stdout}");
-    assert_eq!(stderr.lines().count(), 1, "{shown}: one line: {stderr}");
-    stderr.into_owned()
-}
 
 /// The non-empty lines of a table, minus the last ("(N entries)"), each split on whitespace.
 fn table_rows(out: &str) -> Vec<Vec<&str>> {

@@ -1,7 +1,7 @@
 //! sipfront's persistent data: domains, users and their digest credentials (and, as later
-//! features arrive, contact lists, presence rules and the IM archive), behind one async
-//! [`Store`] trait with two implementations: SQLite, the embedded default for a single node,
-//! and PostgreSQL, shared by the front ends of a pool.
+//! features arrive, contact lists, presence rules, the IM archive and the federation policy),
+//! behind one async [`Store`] trait with two implementations: SQLite, the embedded default for
+//! a single node, and PostgreSQL, shared by the front ends of a pool.
 //!
 //! This crate never sees a SIP message: it stores strings and numbers. Digest hashes are
 //! computed by the caller (`sipfront-proto` owns the digest math) and stored as given; no
@@ -33,6 +33,9 @@ pub struct User {
     /// Hex SHA-256 HA1 (`SHA-256(username:domain:password)`).
     pub ha1_sha256: String,
     pub enabled: bool,
+    /// May talk with partner domains (OCS's per-user "federation enabled"): off until the
+    /// operator turns it on.
+    pub federation: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -102,6 +105,101 @@ pub struct Contact {
     pub group: String,
 }
 
+/// What the operator's federation policy says of one partner domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FederationAction {
+    /// Federate with it, in either mode.
+    Allow,
+    /// Never federate with it, in either mode (in `closed` mode no entry does the same; the
+    /// entry keeps the domain out should the mode become `open`).
+    Block,
+}
+
+impl FederationAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FederationAction::Allow => "allow",
+            FederationAction::Block => "block",
+        }
+    }
+}
+
+impl std::str::FromStr for FederationAction {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<FederationAction> {
+        match s {
+            "allow" => Ok(FederationAction::Allow),
+            "block" => Ok(FederationAction::Block),
+            other => Err(StoreError::Invalid(format!("federation action {other:?}"))),
+        }
+    }
+}
+
+/// Which partner domains federation reaches, beyond what [`FederationDomain`] entries say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FederationMode {
+    /// Only the allowed domains: the default, so that nothing is federated before the
+    /// operator decides.
+    #[default]
+    Closed,
+    /// Any domain whose edge DNS SRV finds, except the blocked ones.
+    Open,
+}
+
+impl FederationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FederationMode::Closed => "closed",
+            FederationMode::Open => "open",
+        }
+    }
+}
+
+impl std::str::FromStr for FederationMode {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<FederationMode> {
+        match s {
+            "closed" => Ok(FederationMode::Closed),
+            "open" => Ok(FederationMode::Open),
+            other => Err(StoreError::Invalid(format!("federation mode {other:?}"))),
+        }
+    }
+}
+
+/// A partner domain the operator named in the federation policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FederationDomain {
+    /// The partner's SIP domain, in lower case.
+    pub domain: String,
+    pub action: FederationAction,
+    /// The partner's edge, `host:port`, when the operator names it instead of letting DNS SRV
+    /// find it; only for an allowed domain.
+    pub via: Option<String>,
+}
+
+impl FederationDomain {
+    /// The entry as the store keeps it, the domain in lower case; `Invalid` unless the domain
+    /// is a plausible name in public DNS (two labels or more of letters, digits and hyphens;
+    /// no IP address, scheme, port or trailing dot) and `via`, if any, is `host:port` (a DNS
+    /// name, an IPv4 address or a bracketed IPv6 address, and a port 1-65535) on an allowed
+    /// domain. The CLI checks with it before it opens the store.
+    pub fn checked(&self) -> Result<FederationDomain> {
+        let domain = self.domain.to_ascii_lowercase();
+        check_partner_domain(&domain)?;
+        let via = match (&self.via, self.action) {
+            (None, _) => None,
+            (Some(via), FederationAction::Allow) => {
+                check_via(via)?;
+                Some(via.clone())
+            }
+            (Some(_), FederationAction::Block) => {
+                return Err(StoreError::Invalid(format!("{domain}: a blocked domain has no edge to name (via)")))
+            }
+        };
+        Ok(FederationDomain { domain, action: self.action, via })
+    }
+}
+
 /// Why the store refused or failed. Each kind is one answer upstream: a CLI error naming the
 /// key, or (unavailable, timeout) a 503 with Retry-After while the store heals.
 #[derive(Debug, thiserror::Error)]
@@ -161,22 +259,29 @@ pub enum Change {
     /// An offline message was kept for this user (by AOR). Nothing of the user changed: caches
     /// of users, rules and lists need not hear of it; offline delivery does.
     Waiting(String),
+    /// The federation policy changed: a partner domain's entry (the domain) was set or
+    /// removed, or the mode ([`Change::FEDERATION_MODE`]) was set. Front ends reload the policy.
+    Federation(String),
 }
 
 impl Change {
+    /// The subject of a [`Change::Federation`] entry for the mode (no domain is `*`).
+    pub const FEDERATION_MODE: &'static str = "*";
+
     /// The kind as the `kind` column keeps it.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
             Change::Domain(_) => "domain",
             Change::User(_) => "user",
             Change::Waiting(_) => "waiting",
+            Change::Federation(_) => "federation",
         }
     }
 
-    /// The domain or AOR it names.
+    /// The domain or AOR it names (`*` for the federation mode).
     pub(crate) fn subject(&self) -> &str {
         match self {
-            Change::Domain(s) | Change::User(s) | Change::Waiting(s) => s,
+            Change::Domain(s) | Change::User(s) | Change::Waiting(s) | Change::Federation(s) => s,
         }
     }
 
@@ -187,6 +292,7 @@ impl Change {
             "domain" => Some(Change::Domain(subject)),
             "user" => Some(Change::User(subject)),
             "waiting" => Some(Change::Waiting(subject)),
+            "federation" => Some(Change::Federation(subject)),
             _ => None,
         }
     }
@@ -224,6 +330,9 @@ pub trait Store: Send + Sync + 'static {
     async fn users(&self, domain: Option<&str>) -> Result<Vec<User>>;
     async fn set_credentials(&self, aor: &str, ha1_md5: &str, ha1_sha256: &str) -> Result<()>;
     async fn set_enabled(&self, aor: &str, enabled: bool) -> Result<()>;
+    /// Turns federation on or off for a user ([`User::federation`]); `NotFound` for an unknown
+    /// AOR. Noted as a change of the user ([`Change::User`]).
+    async fn set_user_federation(&self, aor: &str, on: bool) -> Result<()>;
 
     /// The change log after position `since` (0: from the start).
     async fn changes_since(&self, since: i64) -> Result<Changes>;
@@ -284,6 +393,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<ArchiveEntry>>;
     /// Deletes entries before `before` (Unix seconds); how many.
     async fn purge_archive(&self, before: i64) -> Result<u64>;
+
+    // ---- the federation policy (each change is noted as a [`Change::Federation`]) ----
+
+    /// Sets a partner domain's entry, replacing any; `Invalid` unless it passes
+    /// [`FederationDomain::checked`]. The domain is kept in lower case.
+    async fn set_federation_domain(&self, entry: &FederationDomain) -> Result<()>;
+    /// Removes a partner domain's entry (the domain in any case); whether there was one.
+    async fn remove_federation_domain(&self, domain: &str) -> Result<bool>;
+    /// Every partner domain's entry, by domain (byte order, on either backend).
+    async fn federation_domains(&self) -> Result<Vec<FederationDomain>>;
+    /// Sets the mode (noted under [`Change::FEDERATION_MODE`]).
+    async fn set_federation_mode(&self, mode: FederationMode) -> Result<()>;
+    /// The mode: [`FederationMode::Closed`] until set.
+    async fn federation_mode(&self) -> Result<FederationMode>;
 
     // ---- the pool's members ----
 
@@ -447,6 +570,56 @@ pub(crate) fn normal_aor(aor: &str, wildcard: bool) -> Result<String> {
     Ok(format!("{user}@{domain}"))
 }
 
+/// Checks a partner's domain (in lower case) is a name its edge can be looked up by in public
+/// DNS (RFC 1035 2.3.1, RFC 1123 2.1): at least two labels of letters, digits and inner
+/// hyphens, 1-63 characters each, 253 in all, the last not all digits (RFC 3696 2: so that an
+/// IPv4 address is refused). No trailing dot, no scheme or port: the domain of a SIP URI.
+fn check_partner_domain(d: &str) -> Result<()> {
+    if !is_dns_name(d) || !d.contains('.') {
+        return Err(StoreError::Invalid(format!(
+            "domain {d:?} is not a DNS name (labels of letters, digits and hyphens, such as partner.example)"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a partner's edge as the operator names it: `host:port`, the host a DNS name, an
+/// IPv4 address or an IPv6 address in brackets (RFC 3986 3.2.2), the port 1-65535 in digits.
+fn check_via(via: &str) -> Result<()> {
+    let invalid = || {
+        StoreError::Invalid(format!(
+            "via {via:?} is not host:port (a DNS name, IPv4 address or [IPv6] address, and a port 1-65535)"
+        ))
+    };
+    let (host, port) = via.rsplit_once(':').ok_or_else(invalid)?;
+    // `u16::from_str` takes a leading `+`, which is no port.
+    if !port.bytes().all(|b| b.is_ascii_digit()) || !matches!(port.parse::<u16>(), Ok(1..)) {
+        return Err(invalid());
+    }
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(&host.to_ascii_lowercase()),
+    };
+    if !host_ok {
+        return Err(invalid());
+    }
+    Ok(())
+}
+
+/// Whether `name` (lower case) is a host name in DNS's preferred syntax, with a last label
+/// that is not all digits (see [`check_partner_domain`]); one label is enough.
+fn is_dns_name(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    name.len() <= 253
+        && name.split('.').all(label_ok)
+        && name.rsplit('.').next().is_some_and(|last| !last.bytes().all(|c| c.is_ascii_digit()))
+}
+
 pub(crate) fn check_domain(d: &str) -> Result<()> {
     if d.is_empty()
         || d != d.to_ascii_lowercase()
@@ -465,5 +638,83 @@ pub(crate) fn map_err(what: &str, e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db) if db.is_foreign_key_violation() => StoreError::Invalid(format!("{what}: {db}")),
         sqlx::Error::RowNotFound => StoreError::NotFound(what.to_string()),
         _ => StoreError::unavailable(what, e),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::*;
+
+    fn entry(domain: &str, action: FederationAction, via: Option<&str>) -> FederationDomain {
+        FederationDomain { domain: domain.into(), action, via: via.map(Into::into) }
+    }
+
+    #[test]
+    fn a_partner_domain_is_a_dns_name_kept_in_lower_case() {
+        let allow = |d: &str| entry(d, FederationAction::Allow, None).checked();
+        assert_eq!(allow("Partner.EXAMPLE").unwrap().domain, "partner.example");
+        for good in
+            ["a.b", "xn--bcher-kva.example", "sip-1.partner.example", format!("{}.example", "a".repeat(63)).as_str()]
+        {
+            assert!(allow(good).is_ok(), "{good:?}");
+        }
+        let too_long = format!("{}.example", vec!["a".repeat(60); 5].join("."));
+        for bad in [
+            "",
+            "localhost",
+            "partner example",
+            "-partner.example",
+            "partner-.example",
+            "partner..example",
+            "partner.example.",
+            ".partner.example",
+            "under_score.example",
+            "192.0.2.1",
+            "sip:partner.example",
+            "partner.example:5061",
+            "alice@partner.example",
+            "*.partner.example",
+            "p\u{e4}rtner.example",
+            format!("{}.example", "a".repeat(64)).as_str(),
+            too_long.as_str(),
+        ] {
+            assert!(matches!(allow(bad), Err(StoreError::Invalid(_))), "{bad:?} is no partner domain");
+        }
+    }
+
+    #[test]
+    fn an_edge_is_host_and_port_on_an_allowed_domain() {
+        let via = |v: &str| entry("partner.example", FederationAction::Allow, Some(v)).checked();
+        for good in [
+            "edge.partner.example:5061",
+            "Edge.Partner.Example:5061",
+            "edge:1",
+            "192.0.2.7:65535",
+            "[2001:db8::7]:5061",
+        ] {
+            assert_eq!(via(good).unwrap().via.as_deref(), Some(good), "kept as given");
+        }
+        for bad in [
+            "",
+            "edge.partner.example",
+            "edge.partner.example:",
+            ":5061",
+            "edge.partner.example:0",
+            "edge.partner.example:65536",
+            "edge.partner.example:+5061",
+            "edge.partner.example:sips",
+            "edge.partner.example:5061;transport=tls",
+            "sip:edge.partner.example:5061",
+            "2001:db8::7:5061",
+            "[2001:db8::7]",
+            "[edge.partner.example]:5061",
+            "edge partner.example:5061",
+            "192.0.2:5061",
+        ] {
+            assert!(matches!(via(bad), Err(StoreError::Invalid(_))), "{bad:?} is no host:port");
+        }
+        let blocked = entry("partner.example", FederationAction::Block, Some("edge.partner.example:5061"));
+        assert!(matches!(blocked.checked(), Err(StoreError::Invalid(_))), "a blocked domain has no edge");
     }
 }

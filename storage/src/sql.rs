@@ -18,8 +18,8 @@
 //! bounds on `DB`'s own associated types fit in [`Backend`].
 
 use crate::{
-    check_domain, check_new_user, map_err, normal_aor, now, ArchiveEntry, Change, Changes, Contact, Member, MemberSeen,
-    NewUser, OfflineMessage, Result, Rule, RuleAction, Store, StoreError, User,
+    check_domain, check_new_user, map_err, normal_aor, now, ArchiveEntry, Change, Changes, Contact, FederationDomain,
+    FederationMode, Member, MemberSeen, NewUser, OfflineMessage, Result, Rule, RuleAction, Store, StoreError, User,
 };
 use sqlx::database::Database;
 use sqlx::decode::Decode;
@@ -63,6 +63,8 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    // NULL for none; sqlx implements it per backend rather than for every `Option`.
+    for<'q> Option<String>: Encode<'q, DB>,
     for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> bool: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
@@ -171,7 +173,7 @@ where
         // Whatever the case of the user part; the AOR as written first, should accounts made
         // before case variants were refused differ only in case.
         let sql = format!(
-            "SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at \
+            "SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, federation, created_at, updated_at \
              FROM users WHERE {} ORDER BY aor = $1 DESC, aor LIMIT 1",
             DB::AOR_FOLDED_IS_1
         );
@@ -185,11 +187,11 @@ where
 
     async fn users(&self, domain: Option<&str>) -> Result<Vec<User>> {
         let rows = match domain {
-            Some(d) => sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at FROM users WHERE domain = $1 ORDER BY aor")
+            Some(d) => sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, federation, created_at, updated_at FROM users WHERE domain = $1 ORDER BY aor")
                 .bind(d)
                 .fetch_all(&self.pool)
                 .await,
-            None => sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, created_at, updated_at FROM users ORDER BY aor")
+            None => sqlx::query_as::<_, UserRow>("SELECT aor, username, domain, display_name, ha1_md5, ha1_sha256, enabled, federation, created_at, updated_at FROM users ORDER BY aor")
                 .fetch_all(&self.pool)
                 .await,
         }
@@ -208,6 +210,14 @@ where
     async fn set_enabled(&self, aor: &str, enabled: bool) -> Result<()> {
         self.change_user(aor, "UPDATE users SET enabled = $2, updated_at = $3 WHERE aor = $1", |q| {
             q.bind(enabled).bind(now())
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn set_user_federation(&self, aor: &str, on: bool) -> Result<()> {
+        self.change_user(aor, "UPDATE users SET federation = $2, updated_at = $3 WHERE aor = $1", |q| {
+            q.bind(on).bind(now())
         })
         .await
         .map(|_| ())
@@ -536,6 +546,82 @@ where
             .collect())
     }
 
+    async fn set_federation_domain(&self, entry: &FederationDomain) -> Result<()> {
+        let entry = entry.checked()?;
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        sqlx::query(
+            "INSERT INTO federation_domains (domain, action, via, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (domain) DO UPDATE SET action = excluded.action, via = excluded.via, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(entry.domain.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.via)
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(&entry.domain, e))?;
+        self.note_change(&mut tx, &Change::Federation(entry.domain)).await?;
+        tx.commit().await.map_err(|e| map_err("commit", e))
+    }
+
+    async fn remove_federation_domain(&self, domain: &str) -> Result<bool> {
+        // Not checked: whatever is there can be removed.
+        let domain = domain.to_ascii_lowercase();
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        let r = sqlx::query("DELETE FROM federation_domains WHERE domain = $1")
+            .bind(domain.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(&domain, e))?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        self.note_change(&mut tx, &Change::Federation(domain)).await?;
+        tx.commit().await.map_err(|e| map_err("commit", e))?;
+        Ok(true)
+    }
+
+    async fn federation_domains(&self) -> Result<Vec<FederationDomain>> {
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT domain, action, via FROM federation_domains")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| map_err("federation domains", e))?;
+        let mut entries = rows
+            .into_iter()
+            .map(|(domain, action, via)| Ok(FederationDomain { domain, action: action.parse()?, via }))
+            .collect::<Result<Vec<_>>>()?;
+        // Sorted here, not by ORDER BY: PostgreSQL's collation may order `-` and `.` unlike
+        // SQLite's bytes, and the list reads the same on either backend.
+        entries.sort_unstable_by(|a, b| a.domain.cmp(&b.domain));
+        Ok(entries)
+    }
+
+    async fn set_federation_mode(&self, mode: FederationMode) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        sqlx::query(
+            "INSERT INTO federation_settings (id, mode, updated_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET mode = excluded.mode, updated_at = excluded.updated_at",
+        )
+        .bind(mode.as_str())
+        .bind(now())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err("federation mode", e))?;
+        self.note_change(&mut tx, &Change::Federation(Change::FEDERATION_MODE.to_string())).await?;
+        tx.commit().await.map_err(|e| map_err("commit", e))
+    }
+
+    async fn federation_mode(&self) -> Result<FederationMode> {
+        let mode: Option<String> = sqlx::query_scalar("SELECT mode FROM federation_settings WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err("federation mode", e))?;
+        // No row until the operator sets a mode: the default.
+        mode.map_or(Ok(FederationMode::default()), |m| m.parse())
+    }
+
     async fn heartbeat(&self, member: &Member, forget_after_ms: i64) -> Result<()> {
         let now = DB::NOW_MS;
         let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
@@ -687,6 +773,7 @@ struct UserRow {
     ha1_md5: String,
     ha1_sha256: String,
     enabled: bool,
+    federation: bool,
     created_at: i64,
     updated_at: i64,
 }
@@ -701,6 +788,7 @@ impl From<UserRow> for User {
             ha1_md5: r.ha1_md5,
             ha1_sha256: r.ha1_sha256,
             enabled: r.enabled,
+            federation: r.federation,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }

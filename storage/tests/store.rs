@@ -2,7 +2,10 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
-use sipfront_storage::{testing, Change, NewUser, PgStore, SqliteStore, Store, StoreError};
+use sipfront_storage::{
+    testing, Change, FederationAction, FederationDomain, FederationMode, NewUser, PgStore, SqliteStore, Store,
+    StoreError,
+};
 use std::sync::Arc;
 
 fn user(name: &str, domain: &str) -> NewUser {
@@ -468,15 +471,17 @@ async fn concurrent_presence_changes_all_succeed() {
     .await;
 }
 
+/// The migrations up to `version` (the schema as an older release left it).
+fn up_to(migrator: sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+    let mut m = migrator;
+    m.migrations = std::borrow::Cow::Owned(m.migrations.iter().filter(|m| m.version <= version).cloned().collect());
+    m
+}
+
 /// Change-log entries written before the log had a `kind` column carried the kind in the
 /// string (`@domain`, `offline:AOR`); migration 5 converts them.
 #[tokio::test]
 async fn change_log_entries_from_before_the_kind_column_are_converted() {
-    fn at_version_4(migrator: sqlx::migrate::Migrator) -> sqlx::migrate::Migrator {
-        let mut m = migrator;
-        m.migrations = std::borrow::Cow::Owned(m.migrations.iter().filter(|m| m.version <= 4).cloned().collect());
-        m
-    }
     let legacy = "INSERT INTO user_changes (aor, at) VALUES ('@example.test', 1), ('alice@example.test', 2), \
                   ('offline:bob@example.test', 3)";
     let expected = vec![
@@ -490,7 +495,7 @@ async fn change_log_entries_from_before_the_kind_column_are_converted() {
     {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
         let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        at_version_4(sqlx::migrate!("./migrations/sqlite")).run(&pool).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/sqlite"), 4).run(&pool).await.unwrap();
         sqlx::query(legacy).execute(&pool).await.unwrap();
         pool.close().await;
     }
@@ -500,7 +505,7 @@ async fn change_log_entries_from_before_the_kind_column_are_converted() {
 
     if let Some(url) = testing::fresh_postgres("legacy_changes").await {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        at_version_4(sqlx::migrate!("./migrations/postgres")).run(&pool).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/postgres"), 4).run(&pool).await.unwrap();
         sqlx::query(legacy).execute(&pool).await.unwrap();
         pool.close().await;
         let pg = PgStore::connect(&url).await.unwrap();
@@ -608,4 +613,189 @@ async fn saved_state_is_taken_back_once() {
         assert_eq!(s.take_state("fe2").await.unwrap().unwrap().1, "other");
     })
     .await;
+}
+
+// ---- the federation policy ----
+
+fn partner(domain: &str, action: FederationAction, via: Option<&str>) -> FederationDomain {
+    FederationDomain { domain: domain.into(), action, via: via.map(Into::into) }
+}
+
+#[tokio::test]
+async fn federation_domains_are_set_replaced_listed_and_removed() {
+    use FederationAction::{Allow, Block};
+    on_both("federation_domains", |s| async move {
+        assert!(s.federation_domains().await.unwrap().is_empty());
+        let head = s.changes_head().await.unwrap();
+        s.set_federation_domain(&partner("Partner.EXAMPLE", Allow, None)).await.unwrap();
+        s.set_federation_domain(&partner("other.example", Allow, Some("edge.other.example:5061"))).await.unwrap();
+        s.set_federation_domain(&partner("spam.example", Block, None)).await.unwrap();
+        // The same domain again (in another case): its entry is replaced, not added.
+        s.set_federation_domain(&partner("PARTNER.example", Allow, Some("[2001:db8::7]:5061"))).await.unwrap();
+        s.set_federation_domain(&partner("other.example", Block, None)).await.unwrap();
+        assert_eq!(
+            s.federation_domains().await.unwrap(),
+            vec![
+                partner("other.example", Block, None),
+                partner("partner.example", Allow, Some("[2001:db8::7]:5061")),
+                partner("spam.example", Block, None),
+            ],
+            "by domain, in lower case"
+        );
+
+        assert!(s.remove_federation_domain("SPAM.example").await.unwrap());
+        assert!(!s.remove_federation_domain("spam.example").await.unwrap(), "already gone");
+        assert!(!s.remove_federation_domain("never.example").await.unwrap());
+        assert_eq!(s.federation_domains().await.unwrap().len(), 2);
+
+        let c = s.changes_since(head).await.unwrap();
+        let named = |d: &str| Change::Federation(d.into());
+        assert_eq!(
+            c.entries,
+            vec![
+                named("partner.example"),
+                named("other.example"),
+                named("spam.example"),
+                named("partner.example"),
+                named("other.example"),
+                named("spam.example"),
+            ],
+            "one entry per change, naming the domain in lower case; removing nothing notes nothing"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_federation_policy_refuses_a_bad_domain_or_edge() {
+    use FederationAction::{Allow, Block};
+    on_both("federation_refused", |s| async move {
+        let head = s.changes_head().await.unwrap();
+        for bad in ["", "localhost", "bad domain", "192.0.2.1", "partner.example.", "sip:partner.example"] {
+            assert!(
+                matches!(s.set_federation_domain(&partner(bad, Allow, None)).await, Err(StoreError::Invalid(_))),
+                "{bad:?} is no partner domain"
+            );
+        }
+        for bad in ["edge.partner.example", "edge.partner.example:0", "edge.partner.example:65536", "bad host:5061"] {
+            assert!(
+                matches!(
+                    s.set_federation_domain(&partner("partner.example", Allow, Some(bad))).await,
+                    Err(StoreError::Invalid(_))
+                ),
+                "{bad:?} is no host:port"
+            );
+        }
+        let edge = Some("edge.partner.example:5061");
+        assert!(
+            matches!(
+                s.set_federation_domain(&partner("partner.example", Block, edge)).await,
+                Err(StoreError::Invalid(_))
+            ),
+            "a blocked domain has no edge"
+        );
+        assert!(s.federation_domains().await.unwrap().is_empty());
+        assert!(s.changes_since(head).await.unwrap().entries.is_empty(), "nothing changed, nothing noted");
+        assert_eq!("block".parse::<FederationAction>().unwrap(), Block);
+        assert_eq!(Allow.as_str(), "allow");
+        assert!(matches!("deny".parse::<FederationAction>(), Err(StoreError::Invalid(_))));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_federation_mode_is_closed_until_opened() {
+    on_both("federation_mode", |s| async move {
+        assert_eq!(s.federation_mode().await.unwrap(), FederationMode::Closed);
+        let head = s.changes_head().await.unwrap();
+        s.set_federation_mode(FederationMode::Open).await.unwrap();
+        assert_eq!(s.federation_mode().await.unwrap(), FederationMode::Open);
+        s.set_federation_mode(FederationMode::Closed).await.unwrap();
+        assert_eq!(s.federation_mode().await.unwrap(), FederationMode::Closed);
+        assert_eq!(
+            s.changes_since(head).await.unwrap().entries,
+            vec![Change::Federation(Change::FEDERATION_MODE.into()); 2]
+        );
+        assert_eq!(Change::FEDERATION_MODE, "*");
+        assert_eq!("open".parse::<FederationMode>().unwrap(), FederationMode::Open);
+        assert_eq!(FederationMode::Closed.as_str(), "closed");
+        assert!(matches!("ajar".parse::<FederationMode>(), Err(StoreError::Invalid(_))));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn federation_is_off_for_a_user_until_turned_on() {
+    on_both("user_federation", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        s.add_user(&user("bob", "example.test")).await.unwrap();
+        assert!(!s.user(ALICE).await.unwrap().unwrap().federation, "off for a new user");
+        let head = s.changes_head().await.unwrap();
+        s.set_user_federation(ALICE, true).await.unwrap();
+        assert!(s.user(ALICE).await.unwrap().unwrap().federation);
+        let flags: Vec<(String, bool)> =
+            s.users(Some("example.test")).await.unwrap().into_iter().map(|u| (u.aor, u.federation)).collect();
+        assert_eq!(flags, vec![(ALICE.to_string(), true), ("bob@example.test".to_string(), false)]);
+        assert!(s.users(None).await.unwrap()[0].federation, "every read of users has it");
+        s.set_user_federation(ALICE, false).await.unwrap();
+        assert!(!s.user(ALICE).await.unwrap().unwrap().federation);
+
+        assert!(matches!(s.set_user_federation("nobody@example.test", true).await, Err(StoreError::NotFound(_))));
+        assert_eq!(s.changes_since(head).await.unwrap().entries, vec![Change::User(ALICE.into()); 2]);
+    })
+    .await;
+}
+
+/// Migration 9 gives the change log a new kind (on SQLite by copying it into a new table):
+/// what was in it is kept, and positions go on past the highest ever handed out, even when
+/// the last entry was deleted, so that a front end that had read up to it misses nothing
+/// after. Existing users start with federation off.
+#[tokio::test]
+async fn the_change_log_goes_on_from_its_position_across_migration_9() {
+    const BEFORE: [&str; 5] = [
+        "INSERT INTO domains (name, created_at) VALUES ('example.test', 1)",
+        "INSERT INTO users (aor, username, domain, ha1_md5, ha1_sha256, enabled, created_at, updated_at) \
+         VALUES ('alice@example.test', 'alice', 'example.test', 'x', 'y', TRUE, 1, 1)",
+        "INSERT INTO user_changes (kind, subject, at) VALUES ('domain', 'example.test', 1)",
+        "INSERT INTO user_changes (kind, subject, at) VALUES ('user', 'alice@example.test', 1), \
+         ('waiting', 'alice@example.test', 2)",
+        "DELETE FROM user_changes WHERE kind = 'waiting'",
+    ];
+    async fn check(s: &dyn Store) {
+        let old = s.changes_since(0).await.unwrap();
+        assert_eq!(old.entries, vec![Change::Domain("example.test".into()), Change::User(ALICE.into())]);
+        assert!(!s.user(ALICE).await.unwrap().unwrap().federation);
+        s.set_federation_mode(FederationMode::Open).await.unwrap();
+        // Position 3 (the deleted entry) was handed out before: the next is past it.
+        let c = s.changes_since(3).await.unwrap();
+        assert_eq!(c.entries, vec![Change::Federation("*".into())], "{c:?}");
+        assert!(c.last > 3);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/sqlite"), 8).run(&pool).await.unwrap();
+        for sql in BEFORE {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    s.migrate().await.unwrap();
+    check(&s).await;
+
+    if let Some(url) = testing::fresh_postgres("change_log_migration_9").await {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/postgres"), 8).run(&pool).await.unwrap();
+        for sql in BEFORE {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let pg = PgStore::connect(&url).await.unwrap();
+        pg.migrate().await.unwrap();
+        check(&pg).await;
+    }
 }

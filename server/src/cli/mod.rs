@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 mod archive;
+mod federation;
 mod pool;
 mod presence;
 mod time;
@@ -67,6 +68,11 @@ pub enum Command {
         #[command(subcommand)]
         command: archive::ArchiveCommand,
     },
+    /// The federation policy: which partner domains users may talk with.
+    Federation {
+        #[command(subcommand)]
+        command: federation::FederationCommand,
+    },
     /// The front ends of the pool sharing this store.
     Pool {
         #[command(subcommand)]
@@ -99,6 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive { command } => archive::run(&config, &cli.data_dir, command),
         Command::Rules { command } => presence::run_rules(&config, &cli.data_dir, command),
         Command::Contacts { command } => presence::run_contacts(&config, &cli.data_dir, command),
+        Command::Federation { command } => federation::run(&config, &cli.data_dir, command),
         Command::Pool { command } => pool::run(&config, &cli.data_dir, command),
         Command::Db { command: DbCommand::Migrate } => users::with_store(&config, &cli.data_dir, async |store| {
             store.migrate().await?;

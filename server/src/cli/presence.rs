@@ -74,7 +74,8 @@ fn parse_watcher(s: &str) -> anyhow::Result<String> {
     aor(s).map_err(|_| anyhow!("{s:?} is not a watcher: user@domain, or *@domain for a whole domain"))
 }
 
-fn explain(e: StoreError, owner: &str) -> anyhow::Error {
+/// A store error as the operator should read it: `NotFound` for the user named.
+pub(super) fn explain(e: StoreError, owner: &str) -> anyhow::Error {
     match e {
         StoreError::NotFound(_) => anyhow!("{owner}: no such user"),
         other => anyhow::Error::new(other),

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use anyhow::{bail, Context};
-use clap::Subcommand;
+use clap::{Subcommand, ValueEnum};
 use sipfront_proto::digest::{ha1, Algorithm};
 use sipfront_storage::{NewUser, Store};
 use std::io::BufRead;
@@ -49,6 +49,12 @@ pub enum UserCommand {
     Enable {
         aor: String,
     },
+    /// Let the user talk with partner domains (on), or not (off, as for a new user).
+    Federation {
+        aor: String,
+        #[arg(value_enum)]
+        state: Switch,
+    },
     /// Add users from a CSV file (RFC 4180): `aor,password[,display name]` per record, an
     /// `aor,...` header, blank lines and `#` comment lines skipped, in batches of one
     /// transaction each. Fields are taken as written, spaces included; quote a field to hold
@@ -58,6 +64,13 @@ pub enum UserCommand {
         #[arg(long, default_value_t = 1000)]
         batch: usize,
     },
+}
+
+/// A per-user setting's new state (`user federation AOR on|off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 pub(super) fn with_store<T>(
@@ -154,7 +167,15 @@ pub fn run_user(config: &Config, data_dir: &Path, command: UserCommand) -> anyho
         }
         UserCommand::List { domain } => {
             for u in store.users(domain.as_deref()).await? {
-                println!("{}\t{}\t{}", u.aor, if u.enabled { "enabled" } else { "disabled" }, u.display_name);
+                // The federation flag last, so that scripts reading the first three fields
+                // (`aor`, state, display name) read them as before.
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    u.aor,
+                    if u.enabled { "enabled" } else { "disabled" },
+                    u.display_name,
+                    if u.federation { "federation on" } else { "federation off" }
+                );
             }
             Ok(())
         }
@@ -166,6 +187,14 @@ pub fn run_user(config: &Config, data_dir: &Path, command: UserCommand) -> anyho
         }
         UserCommand::Disable { aor } => set_enabled(&*store, &aor, false).await,
         UserCommand::Enable { aor } => set_enabled(&*store, &aor, true).await,
+        UserCommand::Federation { aor, state } => {
+            let (u, d) = parse_aor(&aor)?;
+            let aor = format!("{u}@{d}");
+            let on = state == Switch::On;
+            store.set_user_federation(&aor, on).await.map_err(|e| super::presence::explain(e, &aor))?;
+            println!("{aor}: federation {}", if on { "on" } else { "off" });
+            Ok(())
+        }
         UserCommand::Import { batch, .. } => import(&*store, &text.unwrap_or_default(), batch.max(1)).await,
     })
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod dns;
 pub mod prometheus;
 
 use bytes::Bytes;
@@ -387,6 +388,11 @@ pub fn tls_connector(cert: &Path) -> tokio_rustls::TlsConnector {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SipStream<S> {
+    /// A connection set up elsewhere (a TLS client with a certificate of its own), framed.
+    pub fn over(stream: S, local: SocketAddr) -> SipStream<S> {
+        SipStream { stream, framer: StreamFramer::new(Limits::default()), local }
+    }
+
     pub async fn write(&mut self, data: &[u8]) {
         self.stream.write_all(data).await.expect("write to the stream");
         self.stream.flush().await.expect("flush the stream");
@@ -853,6 +859,30 @@ pub async fn cli(s: &TestServer, args: &[&str], stdin: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs the `sipfront` binary on `s`'s store expecting it to fail; its standard error.
+pub async fn cli_fails(s: &TestServer, args: &[&str]) -> String {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sipfront"));
+    cmd.arg("--data-dir").arg(s.dir.path()).args(args);
+    cmd.env_remove("SIPFRONT_DATABASE_URL");
+    if !s.config.database.url.is_empty() {
+        cmd.env("SIPFRONT_DATABASE_URL", &s.config.database.url);
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let shown = format!("sipfront {}", args.join(" "));
+    let out =
+        tokio::time::timeout(std::time::Duration::from_secs(30), tokio::task::spawn_blocking(move || cmd.output()))
+            .await
+            .unwrap_or_else(|_| panic!("{shown} took too long"))
+            .expect("the CLI task")
+            .expect("run the sipfront binary");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{shown} should fail, printed:\n{stdout}");
+    assert!(stdout.is_empty(), "{shown}: nothing on standard output on failure: {stdout}");
+    assert_eq!(stderr.lines().count(), 1, "{shown}: one line: {stderr}");
+    stderr.into_owned()
 }
 
 // ---- Instant messages (issue 5) ----
