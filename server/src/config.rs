@@ -25,6 +25,7 @@ pub struct Config {
     pub flood: Flood,
     pub server: Server,
     pub pool: Pool,
+    pub federation: Federation,
     pub log: Log,
 }
 
@@ -284,6 +285,48 @@ pub struct Pool {
     pub secret: String,
 }
 
+/// Federation with partner organisations' domains (IM and presence over mutual TLS). Which
+/// domains, the mode and who may federate are policy in the store (`sipfront federation`,
+/// `sipfront user federation`); these keys say how.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Federation {
+    /// Off: requests for domains we do not serve are refused, as without federation.
+    pub enabled: bool,
+    /// PEM file of the certificate authorities partners' certificates must chain to (their
+    /// edges' server certificates, and the client certificates they present to us). Required
+    /// when enabled: a partner is only ever who a trusted certificate says it is.
+    pub trust_roots: String,
+    /// DNS servers (`ip:port`) asked for partners' `_sipfederationtls._tcp` SRV records and
+    /// their targets' addresses; empty: the system's resolver configuration.
+    pub dns_servers: Vec<SocketAddr>,
+    /// A DNS query not answered within this is retried once, then the lookup fails (408 to
+    /// the sender).
+    pub dns_timeout_ms: u64,
+    /// Connecting to a partner's edge, TLS handshake included, within this; past it the next
+    /// edge is tried.
+    pub connect_timeout_ms: u64,
+    /// Requests one partner domain may send us per second (over all its connections); past
+    /// it they are answered 503 with Retry-After, and local traffic is not slowed.
+    pub max_requests_per_partner: u32,
+    /// Connections one partner domain may hold open to us at once.
+    pub max_connections_per_partner: usize,
+}
+
+impl Default for Federation {
+    fn default() -> Self {
+        Federation {
+            enabled: false,
+            trust_roots: String::new(),
+            dns_servers: Vec::new(),
+            dns_timeout_ms: 2000,
+            connect_timeout_ms: 5000,
+            max_requests_per_partner: 200,
+            max_connections_per_partner: 16,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Log {
@@ -534,6 +577,9 @@ impl Config {
         }
         if self.pool.heartbeat_ms == 0 || self.pool.member_timeout_ms <= self.pool.heartbeat_ms {
             bail!("pool needs 0 < heartbeat_ms < member_timeout_ms");
+        }
+        if self.federation.enabled && self.federation.trust_roots.is_empty() {
+            bail!("federation.enabled needs federation.trust_roots (the partners' certificate authorities)");
         }
         if self.limits.max_message_size > u32::MAX as usize / 2 {
             bail!("limits.max_message_size is too large");

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::core::directory::Directory;
+use crate::core::federation::Federation;
 use crate::core::pool::Membership;
 use crate::core::Core;
 use crate::ops::shutdown::{self, InFlight, Readiness, ShutdownTrigger};
@@ -111,10 +112,18 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             Err(e) => return Err(e),
         }
     }
+    let federation_roots = if config.federation.enabled {
+        if tls_listeners.is_empty() {
+            anyhow::bail!("federation.enabled needs a TLS listener (listen.tls): partners connect over TLS");
+        }
+        Some(tls::trust_roots(&config.federation.trust_roots)?)
+    } else {
+        None
+    };
     let tls_config = if tls_listeners.is_empty() {
         None
     } else {
-        Some(tls::server_config(&config.tls.cert, &config.tls.key, data_dir)?)
+        Some(tls::server_config(&config.tls.cert, &config.tls.key, data_dir, federation_roots.clone())?)
     };
     let http_listener = std::net::TcpListener::bind(config.listen.http)
         .with_context(|| format!("binding HTTP {}", config.listen.http))?;
@@ -171,11 +180,29 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         store.clone(),
         bindings.clone(),
         transports.clone(),
-        connector,
+        connector.clone(),
         &secret,
     ));
+    let federation = match federation_roots {
+        None => None,
+        Some(roots) => {
+            let client_tls = tls::client_config(&config.tls.cert, &config.tls.key, data_dir, roots)?;
+            let f = Federation::new(
+                &config.federation,
+                store.clone(),
+                client_tls,
+                connector.clone(),
+                tls_addrs.clone(),
+                transactions.clone(),
+                config.server.agent.clone(),
+            )
+            .await
+            .context("starting federation")?;
+            Some(Arc::new(f))
+        }
+    };
     let (core, archive_writer) =
-        Core::new(config, directory.clone(), bindings.clone(), transactions.clone(), membership.clone());
+        Core::new(config, directory.clone(), bindings.clone(), transactions.clone(), membership.clone(), federation);
     let user: Arc<dyn TransactionUser> = Arc::new(core.clone());
     let kept_core = core.clone();
     transactions.set_user(&user);

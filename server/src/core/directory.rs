@@ -26,6 +26,8 @@ pub struct Directory {
     changes: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Every recipient the change log says a message was kept for (offline delivery).
     waiting: tokio::sync::broadcast::Sender<Arc<str>>,
+    /// Bumped whenever the change log says the federation policy changed.
+    federation: tokio::sync::watch::Sender<u64>,
     /// The change log's end when loaded: every change after it is followed, so that nothing
     /// done once the server has started (a CLI command a moment later) is missed.
     head: i64,
@@ -58,6 +60,7 @@ impl Directory {
             domains: RwLock::new(domains),
             changes: tokio::sync::broadcast::channel(1024).0,
             waiting: tokio::sync::broadcast::channel(1024).0,
+            federation: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -71,6 +74,11 @@ impl Directory {
     /// receiver misses some, as with [`Directory::changes`]).
     pub fn waiting(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
         self.waiting.subscribe()
+    }
+
+    /// Changes whenever the federation policy (domains, mode) changed in the store.
+    pub fn federation_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.federation.subscribe()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -134,6 +142,7 @@ impl Directory {
                                 let _ = self.waiting.send(Arc::from(recipient.as_str()));
                             }
                             Change::Domain(_) => reload_domains = true,
+                            Change::Federation(_) => self.federation.send_modify(|n| *n += 1),
                             Change::User(aor) => {
                                 reload_domains = true;
                                 self.users.remove(&*folded(aor));

@@ -11,6 +11,7 @@ use super::auth::{Auth, Verdict};
 use super::directory::Directory;
 use super::location::{Location, Recipient};
 use super::refusal::Refusal;
+use crate::core::federation::Federation;
 use crate::ops::metrics as m;
 use crate::transaction::Incoming;
 use crate::transport::Transports;
@@ -26,6 +27,8 @@ pub struct Gate {
     agent: String,
     /// The answer to a request for a disabled user (403 or 404, `messaging.disabled_user_status`).
     disabled_user_status: u16,
+    /// Partner domains' requests come in, and ours go out to them, only with federation on.
+    federation: Option<Arc<Federation>>,
 }
 
 impl Gate {
@@ -36,8 +39,9 @@ impl Gate {
         transports: Arc<Transports>,
         agent: String,
         disabled_user_status: u16,
+        federation: Option<Arc<Federation>>,
     ) -> Gate {
-        Gate { auth, directory, location, transports, agent, disabled_user_status }
+        Gate { auth, directory, location, transports, agent, disabled_user_status, federation }
     }
 
     /// Nonce and lockout timers; runs until dropped.
@@ -99,12 +103,14 @@ impl Gate {
             return Err(reply::response(msg, 400, agent));
         };
         let from_domain = from.domain();
-        if !to_us {
+        let ours = self.directory.serves(from_domain);
+        // Our users may send to partner domains (whether they may is asked by the service,
+        // per user and domain); nobody else may send anywhere but here.
+        if !(to_us || ours && self.federation.is_some()) {
             return Err(Refusal::DomainNotServed.response(msg, agent));
         }
-        if !self.directory.serves(from_domain) {
-            // Not one of our users, and there is no federation: nothing to relay for them.
-            return Err(Refusal::UnknownFromDomain.response(msg, agent));
+        if !ours {
+            return self.partner(req, from);
         }
         // The user the client's connection authenticated as: here, or at the member that
         // relayed the request (never the identity of a member's own connection).
@@ -130,6 +136,61 @@ impl Gate {
         }
     }
 
+    /// A request From a domain we do not serve: a partner's, if federation is on, its
+    /// connection's verified certificate names that domain (RFC 5922 7.3), and the policy
+    /// admits it within its request rate.
+    fn partner(&self, req: &Incoming, from: Aor) -> Result<Aor, Message> {
+        let msg = &req.msg;
+        let agent = &self.agent;
+        let Some(federation) = &self.federation else {
+            // Not one of our users, and there is no federation: nothing to relay for them.
+            return Err(Refusal::UnknownFromDomain.response(msg, agent));
+        };
+        let certificate = match &req.relayed {
+            Some(_) => None,
+            None => req.source.flow.and_then(|f| self.transports.flows.certificate(f)),
+        };
+        let Some(certificate) = certificate else {
+            return Err(Refusal::UnknownFromDomain.response(msg, agent));
+        };
+        if !crate::transport::connect::certificate_names(&certificate, from.domain()) {
+            metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "in", "result" => "certificate_not_of_domain")
+                .increment(1);
+            tracing::info!(from = from.as_str(), remote = %req.source.remote, "partner's From domain is not its certificate's");
+            return Err(Refusal::CertificateNotOfDomain.response(msg, agent));
+        }
+        federation.admit(from.domain(), req.source.flow, msg)?;
+        Ok(from)
+    }
+
+    /// The partner domain a request of one of our users is for: its Request-URI names a
+    /// domain we do not serve, and federation is on. `None` for a request to us.
+    pub fn foreign_domain(&self, msg: &Message) -> Option<String> {
+        self.federation.as_ref()?;
+        let uri = msg.request_uri().and_then(|u| Uri::parse(u).ok())?;
+        let Host::Name(n) = uri.host() else { return None };
+        let n = String::from_utf8_lossy(n).to_ascii_lowercase();
+        let n = n.trim_end_matches('.');
+        (n != "localhost" && !self.directory.serves(n)).then(|| n.to_string())
+    }
+
+    /// Federation, for a request of our user `sender` going out: they must be enabled for it.
+    pub async fn federating(&self, sender: &Aor, msg: &Message) -> Result<&Arc<Federation>, Message> {
+        let Some(federation) = &self.federation else {
+            return Err(Refusal::DomainNotServed.response(msg, &self.agent));
+        };
+        match self.directory.user(sender.as_str()).await {
+            Ok(Some(u)) if u.federation => Ok(federation),
+            Ok(_) => {
+                let refusal = Refusal::SenderNotFederated;
+                metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "out", "result" => refusal.label())
+                    .increment(1);
+                Err(refusal.response(msg, &self.agent))
+            }
+            Err(_) => Err(self.refusal(msg, Verdict::Unavailable, 407, "")),
+        }
+    }
+
     /// A request passed digest authentication: its connection's peer has proven who it is,
     /// and may stay connected past `transport.unauthenticated_timeout_secs`.
     fn proven(&self, req: &Incoming) {
@@ -147,11 +208,25 @@ impl Gate {
         Ok(())
     }
 
-    /// The user a request is addressed to: one of ours, enabled.
+    /// The user a request is addressed to: one of ours, enabled, and enabled for federation
+    /// when the request is a partner's (the sender passed [`Gate::sender`]).
     pub async fn callee(&self, msg: &Message) -> Result<Recipient, Message> {
+        let from_partner =
+            msg.from().and_then(|f| Aor::from_uri(&f.uri)).is_some_and(|f| !self.directory.serves(f.domain()));
         let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| self.location.recipient(&u));
-        let Some(to) = recipient else { return Err(reply::response(msg, 404, &self.agent)) };
+        let not_federated = || {
+            let refusal = Refusal::RecipientNotFederated;
+            metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "in", "result" => refusal.label()).increment(1);
+            refusal.response(msg, &self.agent)
+        };
+        let Some(to) = recipient else {
+            return Err(if from_partner { not_federated() } else { reply::response(msg, 404, &self.agent) });
+        };
         match self.directory.user(to.aor.as_str()).await {
+            // A partner hears the same of a user who does not federate, is disabled or does
+            // not exist: nothing to enumerate our users by.
+            Ok(Some(u)) if from_partner && !(u.enabled && u.federation) => Err(not_federated()),
+            Ok(None) if from_partner => Err(not_federated()),
             Ok(Some(u)) if u.enabled => {
                 let mut to = to;
                 to.aor = account(&u.aor, to.aor.clone());

@@ -14,7 +14,7 @@ use crate::ops::metrics as m;
 use crate::state::bindings::Binding;
 use crate::transaction::{ClientTx, Incoming, Transactions};
 use sipfront_proto::reply;
-use sipfront_proto::{HeaderName, Message};
+use sipfront_proto::{Aor, HeaderName, Message, Uri};
 use std::sync::Arc;
 
 pub struct Messaging {
@@ -25,9 +25,11 @@ pub struct Messaging {
     offline: Offline,
     txs: Transactions,
     agent: String,
+    loops: loops::Loops,
 }
 
 impl Messaging {
+    #[allow(clippy::too_many_arguments)] // each is one service or setting messaging works with
     pub fn new(
         cfg: config::Messaging,
         gate: Arc<Gate>,
@@ -36,8 +38,9 @@ impl Messaging {
         offline: Offline,
         txs: Transactions,
         agent: String,
+        loops: loops::Loops,
     ) -> Messaging {
-        Messaging { cfg, gate, location, archive, offline, txs, agent }
+        Messaging { cfg, gate, location, archive, offline, txs, agent, loops }
     }
 
     /// Offline messages: their purge, and following which users have some; runs until dropped.
@@ -56,8 +59,11 @@ impl Messaging {
         if let Some(refusal) = self.refusal(msg) {
             return refusal;
         }
-        if loops::looped(msg) {
+        if self.loops.looped(msg) {
             return reply::response(msg, 482, &self.agent);
+        }
+        if let Some(domain) = self.gate.foreign_domain(msg) {
+            return self.federate(msg, &sender, &domain).await;
         }
         let to = match self.gate.callee(msg).await {
             Ok(to) => to,
@@ -74,6 +80,23 @@ impl Messaging {
             return self.offline.keep(msg, to.aor.as_str(), sender.as_str()).await;
         }
         self.relay(msg, targets).await
+    }
+
+    /// A MESSAGE of our user `sender` for a user of partner domain `domain`: archived like
+    /// any other (with the remote party's address), then sent to the domain's edge.
+    async fn federate(&self, msg: &Message, sender: &Aor, domain: &str) -> Message {
+        let federation = match self.gate.federating(sender, msg).await {
+            Ok(f) => f,
+            Err(refusal) => return refusal,
+        };
+        let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| Aor::from_uri(&u));
+        let Some(recipient) = recipient else { return reply::response(msg, 404, &self.agent) };
+        if !self.archive.keep(msg, sender.as_str(), recipient.as_str()).await {
+            return Archive::unavailable(msg, &self.agent);
+        }
+        let resp = federation.forward(msg, domain, &self.loops.branch(msg)).await;
+        metrics::counter!(m::MESSAGES, "result" => m::code_label(resp.status().unwrap_or(0))).increment(1);
+        resp
     }
 
     /// `aor` has just registered: what was kept for it while it was away goes out now.
@@ -133,7 +156,7 @@ impl Messaging {
         metrics::histogram!(m::MESSAGE_FORKS).record(targets.len() as f64);
         if let [only] = targets.as_slice() {
             // One branch (the common case): its transaction runs right here, no task spawned.
-            let (fork, target) = self.location.fork(req, only, &loops::branch(req));
+            let (fork, target) = self.location.fork(req, only, &self.loops.branch(req));
             let mut resp = txs.final_response(fork, target).await;
             resp.pop_first_element(HeaderName::Via);
             metrics::counter!(m::MESSAGES, "result" => m::code_label(resp.status().unwrap_or(0))).increment(1);
@@ -141,7 +164,7 @@ impl Messaging {
         }
         let mut branches: Vec<ClientTx> = Vec::with_capacity(targets.len());
         for b in &targets {
-            let (fork, target) = self.location.fork(req, b, &loops::branch(req));
+            let (fork, target) = self.location.fork(req, b, &self.loops.branch(req));
             branches.push(txs.request(fork, target));
         }
         // RFC 3261 16.7: a 2xx goes upstream at once; otherwise wait for every branch and pick.

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod auth;
 pub mod date;
 pub mod directory;
+pub mod federation;
 pub mod gate;
 pub mod location;
 pub mod lockout;
@@ -23,6 +24,7 @@ pub mod registrar;
 pub mod saved;
 
 use crate::config::Config;
+use crate::core::federation::Federation;
 use crate::ops::metrics as m;
 use crate::state::bindings::Bindings;
 use crate::transaction::key::TxKey;
@@ -61,6 +63,7 @@ struct Services {
     edge: pool::edge::Edge,
     transports: Arc<Transports>,
     overload: overload::Overload,
+    federation: Option<Arc<Federation>>,
 }
 
 impl Core {
@@ -71,6 +74,7 @@ impl Core {
         bindings: Arc<Bindings>,
         transactions: Transactions,
         pool: Arc<pool::Membership>,
+        federation: Option<Arc<Federation>>,
     ) -> (Core, ArchiveWriter) {
         let agent = config.server.agent.clone();
         let transports = transactions.transports().clone();
@@ -78,6 +82,7 @@ impl Core {
         let timeout = std::time::Duration::from_millis(config.database.timeout_ms);
         let (archive, writer) = Archive::new(config.archive.clone(), store.clone(), timeout);
         let archive = Arc::new(archive);
+        let loops = proxy::loops::Loops::default();
         let location = Arc::new(Location::new(bindings.clone(), transports.clone(), pool.clone()));
         let gate = Arc::new(Gate::new(
             Auth::new(&config.auth),
@@ -86,6 +91,7 @@ impl Core {
             transports.clone(),
             agent.clone(),
             config.messaging.disabled_user_status,
+            federation.clone(),
         ));
         let messaging = Arc::new(Messaging::new(
             config.messaging.clone(),
@@ -95,6 +101,7 @@ impl Core {
             Offline::new(config.messaging.clone(), store.clone(), agent.clone(), timeout),
             transactions.clone(),
             agent.clone(),
+            loops,
         ));
         let presence = Arc::new(Presence::new(
             config.presence.clone(),
@@ -128,6 +135,7 @@ impl Core {
                 archive.clone(),
                 agent.clone(),
                 std::time::Duration::from_secs(u64::from(config.proxy.dialog_max_hours) * 3600),
+                loops,
             ),
             pool,
             messaging,
@@ -137,6 +145,7 @@ impl Core {
             directory,
             transports,
             agent,
+            federation,
             overload: overload::Overload::new(
                 config.server.max_pending_requests,
                 std::time::Duration::from_millis(config.server.max_lag_ms),
@@ -158,6 +167,11 @@ impl Core {
             self.follow_the_pool(),
             self.forget_changed_users(s.directory.changes()),
             s.overload.run(),
+            async {
+                if let Some(f) = &s.federation {
+                    f.follow(s.directory.federation_changes()).await
+                }
+            },
         );
     }
 
@@ -383,6 +397,9 @@ impl TransactionUser for Core {
     fn on_flow_closed(&self, flow: FlowId, identity: Option<Arc<str>>) {
         self.0.edge.flow_closed(flow);
         self.0.pool.flow_closed(flow);
+        if let Some(f) = &self.0.federation {
+            f.flow_closed(flow);
+        }
         if let Some(aor) = identity {
             self.0.registrar.flow_closed(flow, &aor);
         }

@@ -52,6 +52,30 @@ pub enum Refusal {
     NotOfTheDialog,
     /// The other party's connection is gone.
     FlowFailed,
+
+    // Federation with partner domains (issue 20). Each is answered with a Warning too.
+    /// The operator's policy does not federate with that domain (closed mode and not on the
+    /// allow list, or blocked).
+    PartnerNotAllowed,
+    /// Our user sending out is not enabled for federation.
+    SenderNotFederated,
+    /// A partner's request for a user who does not federate, is disabled, or does not exist:
+    /// one answer for all three, so that partners cannot enumerate our users.
+    RecipientNotFederated,
+    /// A partner's From names a domain its connection's certificate does not.
+    CertificateNotOfDomain,
+    /// The domain publishes no federation edge (no `_sipfederationtls._tcp` SRV record).
+    NoFederationEdge,
+    /// The domain's edge is this server.
+    FederationLoop,
+    /// No edge of the domain could be connected to.
+    EdgeUnreachable,
+    /// The edge's certificate does not chain to our trust roots or does not name the domain.
+    EdgeCertificate,
+    /// DNS did not answer, or no edge did, in time.
+    EdgeTimeout,
+    /// DNS answered with a failure.
+    DnsFailed,
 }
 
 impl Refusal {
@@ -68,6 +92,11 @@ impl Refusal {
             NotAParty | NotOfTheDialog => 403,
             DialogExpired => 481,
             FlowFailed => 430,
+            PartnerNotAllowed | SenderNotFederated | RecipientNotFederated | CertificateNotOfDomain => 403,
+            NoFederationEdge => 404,
+            FederationLoop => 482,
+            EdgeUnreachable | EdgeCertificate | DnsFailed => 502,
+            EdgeTimeout => 504,
         }
     }
 
@@ -96,6 +125,16 @@ impl Refusal {
             DialogExpired => "dialog_expired",
             NotOfTheDialog => "not_of_the_dialog",
             FlowFailed => "flow_failed",
+            PartnerNotAllowed => "partner_not_allowed",
+            SenderNotFederated => "sender_not_federated",
+            RecipientNotFederated => "recipient_not_federated",
+            CertificateNotOfDomain => "certificate_not_of_domain",
+            NoFederationEdge => "no_federation_edge",
+            FederationLoop => "federation_loop",
+            EdgeUnreachable => "edge_unreachable",
+            EdgeCertificate => "edge_certificate",
+            EdgeTimeout => "edge_timeout",
+            DnsFailed => "dns_failed",
         }
     }
 
@@ -123,13 +162,45 @@ impl Refusal {
             DialogExpired => "Call/Transaction Does Not Exist (the dialog's route expired)",
             NotOfTheDialog => "Forbidden (not this dialog, or not its party)",
             FlowFailed => "Flow Failed",
+            PartnerNotAllowed => "Forbidden (no federation with this domain)",
+            SenderNotFederated => "Forbidden (federation is not enabled for the sender)",
+            RecipientNotFederated => "Forbidden (the user does not federate)",
+            CertificateNotOfDomain => "Forbidden (the certificate does not name the From domain)",
+            NoFederationEdge => "Not Found (the domain has no federation edge)",
+            FederationLoop => "Loop Detected (the domain's federation edge is this server)",
+            EdgeUnreachable => "Bad Gateway (the partner's edge is unreachable)",
+            EdgeCertificate => "Bad Gateway (the partner edge's certificate is refused)",
+            EdgeTimeout => "Server Time-out (the partner's edge or DNS did not answer)",
+            DnsFailed => "Bad Gateway (DNS lookup failed)",
         }
+    }
+
+    /// Federation's refusals also carry a Warning (RFC 3261 20.43, code 399), which clients
+    /// show where they hide reason phrases: what the operator's policy or the partner did.
+    fn warning(self) -> Option<&'static str> {
+        use Refusal::*;
+        Some(match self {
+            PartnerNotAllowed => "federation with this domain is not allowed",
+            SenderNotFederated => "federation is not enabled for the sender",
+            RecipientNotFederated => "the user does not federate",
+            CertificateNotOfDomain => "the TLS certificate does not name the From domain",
+            NoFederationEdge => "the domain publishes no federation edge",
+            FederationLoop => "the domain's federation edge is this server",
+            EdgeUnreachable => "the partner's federation edge is unreachable",
+            EdgeCertificate => "the partner edge's certificate is not trusted for the domain",
+            EdgeTimeout => "the partner's federation edge or DNS timed out",
+            DnsFailed => "the DNS lookup of the partner's edge failed",
+            _ => return None,
+        })
     }
 
     /// The response refusing `req`.
     pub fn response(self, req: &Message, agent: &str) -> Message {
         let mut r = reply::response(req, self.status(), agent);
         r.set_reason(self.phrase());
+        if let Some(text) = self.warning() {
+            r.push_header(sipfront_proto::HeaderName::Warning, format!("399 sipfront \"{text}\""));
+        }
         r
     }
 }

@@ -19,6 +19,9 @@ pub const FLOOD_DROPPED: &str = "sipfront_flood_dropped_total";
 pub const FLOOD_BANNED: &str = "sipfront_flood_banned_sources";
 pub const CONNECTIONS_MAX: &str = "sipfront_connections_max";
 pub const TLS_HANDSHAKE_FAILURES: &str = "sipfront_tls_handshake_failures_total";
+pub const FEDERATION_REQUESTS: &str = "sipfront_federation_requests_total";
+pub const FEDERATION_DNS_FAILURES: &str = "sipfront_federation_dns_failures_total";
+pub const FEDERATION_CONNECT_FAILURES: &str = "sipfront_federation_connect_failures_total";
 pub const TRANSACTION_DURATION: &str = "sipfront_transaction_duration_seconds";
 pub const RELAY_DURATION: &str = "sipfront_relay_duration_seconds";
 pub const RETRANSMISSIONS_ABSORBED: &str = "sipfront_retransmissions_absorbed_total";
@@ -145,7 +148,16 @@ fn describe() {
         CONNECTIONS_CLOSED,
         "Connections this server closed on its own, by reason (unauthenticated: no authentication in time)"
     );
-    describe_counter!(TLS_HANDSHAKE_FAILURES, "TLS handshakes that failed or timed out");
+    describe_counter!(
+        TLS_HANDSHAKE_FAILURES,
+        "TLS handshakes that failed or timed out, by reason (certificate: a client certificate not trusted)"
+    );
+    describe_counter!(
+        FEDERATION_REQUESTS,
+        "Requests to (direction out) and from (in) partner domains, by result: the final status, or why refused"
+    );
+    describe_counter!(FEDERATION_DNS_FAILURES, "Partner edge lookups that found no edge, by reason");
+    describe_counter!(FEDERATION_CONNECT_FAILURES, "Connections to partner edges that failed, by reason");
     describe_histogram!(TRANSACTION_DURATION, Unit::Seconds, "Time from a request to its final response, by method");
     describe_histogram!(
         RELAY_DURATION,

@@ -160,14 +160,28 @@ impl Acceptor {
             {
                 Ok(Ok(s)) => {
                     let flow = open(&transports);
+                    // A client certificate was verified against federation's trust roots in
+                    // the handshake: the partner it names is known by it from now on.
+                    if let Some(cert) = s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                        transports.flows.set_certificate(flow.0, cert.clone().into_owned());
+                    }
                     // Boxed too, the TLS session (above) and this branch's serving: a task is
                     // sized for its largest branch, and a TCP connection's should not carry TLS's.
                     Box::pin(stream::serve(s, flow, transport, remote, local, transports, inbound, settings, shutdown))
                         .await
                 }
                 Ok(Err(e)) => {
-                    metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    // A certificate that does not chain to federation's trust roots (expired,
+                    // self-signed, another authority's) is a partner refused: the operator
+                    // hears of it. Anything else is a client's or a scanner's noise.
+                    let refused = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+                    if let Some(why @ rustls::Error::InvalidCertificate(_)) = refused {
+                        metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "certificate").increment(1);
+                        tracing::info!(%remote, error = %why, "TLS client certificate refused");
+                    } else {
+                        metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "error").increment(1);
+                        tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    }
                 }
                 Err(_) => {
                     metrics::counter!(m::TLS_HANDSHAKE_FAILURES, "reason" => "timeout").increment(1);

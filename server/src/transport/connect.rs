@@ -1,5 +1,5 @@
-//! Connections this server opens itself: to the other members of its pool, never to a client
-//! (RFC 5626: clients open every flow). Each is served like an accepted connection, so what a
+//! Connections this server opens itself: to the other members of its pool, and over TLS to
+//! partners' federation edges; never to a client (RFC 5626: clients open every flow). Each is served like an accepted connection, so what a
 //! peer sends on it (responses, and its own requests) is received like anything else, and it
 //! is found by the peer's address when something is sent there.
 
@@ -92,4 +92,96 @@ impl Connector {
         tracing::debug!(%remote, flow, "connected to pool member");
         Some((flow, true))
     }
+
+    /// The open TLS connection to a partner's edge at `remote` whose certificate names
+    /// `domain`, connecting first (handshake included, within `within`) if there is none. The
+    /// edge's certificate must chain to `tls`'s roots and name `domain` itself, not the host
+    /// the SRV record pointed to (RFC 5922 7.2); it is kept on the flow, so that what the
+    /// partner sends back on this connection is known to come from `domain`. Requests we send
+    /// on it name `local` (our TLS listener) in their Via.
+    pub async fn tls_flow_to(
+        &self,
+        remote: SocketAddr,
+        domain: &str,
+        tls: &tokio_rustls::TlsConnector,
+        local: SocketAddr,
+        within: Duration,
+    ) -> Result<FlowId, ConnectError> {
+        let names_domain =
+            |flow| self.transports.flows.certificate(flow).is_some_and(|c| certificate_names(&c, domain));
+        if let Some(flow) = self.transports.flows.find(Transport::Tls, remote).filter(|&f| names_domain(f)) {
+            return Ok(flow);
+        }
+        let lock = self.connecting.entry(remote).or_default().clone();
+        let _one = lock.lock().await;
+        if let Some(flow) = self.transports.flows.find(Transport::Tls, remote).filter(|&f| names_domain(f)) {
+            return Ok(flow);
+        }
+        let name =
+            rustls::pki_types::ServerName::try_from(domain.to_string()).map_err(|_| ConnectError::Certificate)?;
+        let connecting = async {
+            let tcp = TcpStream::connect(remote).await.map_err(|_| ConnectError::Unreachable)?;
+            let _ = tcp.set_nodelay(true);
+            tls.connect(name, tcp).await.map_err(|e| {
+                match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                    Some(why @ rustls::Error::InvalidCertificate(_)) => {
+                        tracing::info!(%remote, domain, error = %why, "partner edge's certificate refused");
+                        ConnectError::Certificate
+                    }
+                    _ => ConnectError::Unreachable,
+                }
+            })
+        };
+        let tls = match tokio::time::timeout(within, connecting).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ConnectError::Timeout),
+        };
+        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.clone().into_owned());
+        let (flow, queue) = self.transports.flows.open(Transport::Tls, remote, local, self.settings.queue);
+        if let Some(cert) = cert {
+            self.transports.flows.set_certificate(flow, cert);
+        }
+        tokio::spawn(stream::serve(
+            Box::new(tls),
+            (flow, queue),
+            Transport::Tls,
+            remote,
+            local,
+            self.transports.clone(),
+            self.inbound.clone(),
+            self.settings.clone(),
+            self.shutdown.clone(),
+        ));
+        tracing::debug!(%remote, domain, flow, "connected to partner edge");
+        Ok(flow)
+    }
+}
+
+/// Why a partner's edge could not be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Refused, reset, or no route.
+    Unreachable,
+    /// No connection within the time allowed.
+    Timeout,
+    /// Its certificate is not one of the trusted authorities', or does not name the domain.
+    Certificate,
+}
+
+impl ConnectError {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnectError::Unreachable => "unreachable",
+            ConnectError::Timeout => "timeout",
+            ConnectError::Certificate => "certificate",
+        }
+    }
+}
+
+/// Whether certificate `cert` names `domain` as a subject (a DNS name of its subject
+/// alternative names, RFC 5922 7.1; the handshake has checked that it chains to trusted roots).
+pub fn certificate_names(cert: &rustls::pki_types::CertificateDer<'_>, domain: &str) -> bool {
+    let Ok(name) = rustls::pki_types::ServerName::try_from(domain) else { return false };
+    webpki::EndEntityCert::try_from(cert).is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
 }

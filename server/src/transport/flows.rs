@@ -5,6 +5,7 @@
 use super::{SendError, Transport};
 use bytes::Bytes;
 use dashmap::DashMap;
+use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,11 @@ pub struct Flows {
     /// Connections also known by another address (a pool member's inbound connection, by
     /// the address it listens on).
     aliases: DashMap<FlowId, SocketAddr>,
+    /// The end-entity certificate a connection's peer presented and the handshake verified
+    /// against federation's trust roots: a partner edge's client certificate, or the server
+    /// certificate of a partner edge we connected to. Which domains it may speak for is
+    /// read from it.
+    certificates: DashMap<FlowId, Arc<CertificateDer<'static>>>,
     next: AtomicU64,
 }
 
@@ -74,6 +80,21 @@ impl Flows {
         if let Some((_, alias)) = self.aliases.remove(&id) {
             self.by_remote.remove_if(&(transport, alias), |_, v| *v == id);
         }
+        self.certificates.remove(&id);
+    }
+
+    /// Records the verified certificate of connection `id`'s peer (see
+    /// [`Flows::certificate`]); such a peer has proven who it is.
+    pub fn set_certificate(&self, id: FlowId, cert: CertificateDer<'static>) {
+        if self.by_id.contains_key(&id) {
+            self.certificates.insert(id, Arc::new(cert));
+            self.mark_authenticated(id);
+        }
+    }
+
+    /// The certificate connection `id`'s peer was verified to hold, if it presented one.
+    pub fn certificate(&self, id: FlowId) -> Option<Arc<CertificateDer<'static>>> {
+        self.certificates.get(&id).map(|c| c.value().clone())
     }
 
     /// Lets connection `id` also be found as a connection to `remote` (where the peer that

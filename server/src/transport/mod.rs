@@ -188,6 +188,13 @@ impl Transports {
         true
     }
 
+    /// Takes one message from a partner's federation edge (its certificate verified): not
+    /// counted against its address's flood limit, since one edge carries a whole organisation's
+    /// traffic; federation limits it per partner domain instead.
+    pub fn receive_from_partner(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {
+        self.take(bytes, source, inbound);
+    }
+
     /// Parses what a transport received and hands it up; malformed messages are counted,
     /// logged and, where they can be, answered (RFC 3261 8.2: a 400-class response).
     fn take(&self, bytes: Bytes, source: Source, inbound: &dyn Inbound) {

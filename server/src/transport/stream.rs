@@ -92,6 +92,8 @@ pub async fn serve<S>(
     });
 
     let source = Source { transport, remote, local, flow: Some(flow) };
+    // A partner's federation edge, known by its certificate from the handshake on.
+    let partner = transports.flows.certificate(flow).is_some();
     let mut framer = StreamFramer::new(transports.limits.clone());
     // Until its peer authenticates, a connection is held for a fixed time from its opening:
     // what it sends meanwhile (keep-alives included) does not extend it.
@@ -123,6 +125,9 @@ pub async fn serve<S>(
         loop {
             match framer.next_frame() {
                 Ok(None) => break,
+                Ok(Some(Frame::Message(bytes))) if partner => {
+                    transports.receive_from_partner(bytes, source, inbound.as_ref())
+                }
                 Ok(Some(Frame::Message(bytes))) => {
                     if !transports.receive(bytes, source, inbound.as_ref()) {
                         metrics::counter!(m::CONNECTIONS_CLOSED, "reason" => "flood").increment(1);

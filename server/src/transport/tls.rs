@@ -1,14 +1,86 @@
-//! TLS server configuration: the operator's certificate, or a self-signed one made at first
-//! start in the data directory (its SHA-256 fingerprint is logged so clients can pin it).
+//! TLS configuration: the operator's certificate, or a self-signed one made at first start in
+//! the data directory (its SHA-256 fingerprint is logged so clients can pin it); and for
+//! federation, the partners' trust roots, asked of inbound connections and of the partner
+//! edges we connect to.
 
 use anyhow::Context;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::RootCertStore;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 
-pub fn server_config(cert: &str, key: &str, data_dir: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+/// The server's TLS configuration. With `partners` (federation's trust roots), a client is
+/// asked for a certificate: a partner's edge presents one chaining to those roots (one that
+/// does not is refused in the handshake), and a user's client, which has none, goes on as
+/// before.
+pub fn server_config(
+    cert: &str,
+    key: &str,
+    data_dir: &Path,
+    partners: Option<Arc<RootCertStore>>,
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = identity(cert, key, data_dir)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?;
+    let builder = match partners {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                .allow_unauthenticated()
+                .build()
+                .context("federation.trust_roots")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(chain, key).context("certificate and key do not match")?;
+    Ok(Arc::new(config))
+}
+
+/// The TLS configuration of connections we open to partners' edges: their certificates must
+/// chain to `roots`, and we present our own certificate, as they ask of us.
+pub fn client_config(
+    cert: &str,
+    key: &str,
+    data_dir: &Path,
+    roots: Arc<RootCertStore>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let (chain, key) = identity(cert, key, data_dir)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .context("certificate and key do not match")?;
+    Ok(Arc::new(config))
+}
+
+/// The certificate authorities in a PEM file (at least one).
+pub fn trust_roots(path: &str) -> anyhow::Result<Arc<RootCertStore>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("reading trust roots {path}"))? {
+        let cert = cert.with_context(|| format!("parsing trust roots {path}"))?;
+        roots.add(cert).with_context(|| format!("a certificate of {path} is no usable authority"))?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!("no certificate in trust roots {path}");
+    }
+    Ok(Arc::new(roots))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificate chain and key this server presents: the operator's, or a self-signed one
+/// made in the data directory at first start.
+fn identity(
+    cert: &str,
+    key: &str,
+    data_dir: &Path,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let (cert_path, key_path) = if cert.is_empty() {
         let dir = data_dir.join("tls");
         let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -30,14 +102,7 @@ pub fn server_config(cert: &str, key: &str, data_dir: &Path) -> anyhow::Result<A
         None => tracing::warn!(cert = %cert_path.display(), "cannot read the certificate's expiry"),
     }
     let key = PrivateKeyDer::from_pem_file(&key_path).with_context(|| format!("reading key {}", key_path.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS versions")?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("certificate and key do not match")?;
-    Ok(Arc::new(config))
+    Ok((chain, key))
 }
 
 fn self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {

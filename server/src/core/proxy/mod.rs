@@ -48,6 +48,8 @@ pub struct Proxy {
     dialog_max: Duration,
     /// INVITEs being forwarded, by server transaction: where the caller's CANCEL goes.
     pending: DashMap<TxKey, mpsc::Sender<()>>,
+    /// Our loop detection, shared with messaging (one key per server).
+    loops: loops::Loops,
 }
 
 /// Where a request inside a dialog goes.
@@ -87,10 +89,11 @@ impl Proxy {
         archive: Arc<Archive>,
         agent: String,
         dialog_max: Duration,
+        loops: loops::Loops,
     ) -> Proxy {
         let transports = txs.transports().clone();
         let tokens = Tokens::default();
-        Proxy { txs, transports, gate, location, archive, agent, tokens, dialog_max, pending: DashMap::new() }
+        Proxy { txs, transports, gate, location, archive, agent, tokens, dialog_max, pending: DashMap::new(), loops }
     }
 
     /// An initial INVITE (RFC 3261 16.3 to 16.6): checked, its sender authenticated, forked
@@ -101,7 +104,7 @@ impl Proxy {
         if msg.max_forwards() == Some(0) {
             return tx.respond(reply::response(msg, 483, agent));
         }
-        if loops::looped(msg) {
+        if self.loops.looped(msg) {
             return tx.respond(reply::response(msg, 482, agent));
         }
         let caller = match self.gate.sender(&req).await {
@@ -133,7 +136,7 @@ impl Proxy {
         let forks = targets
             .iter()
             .map(|b| {
-                let (mut fork, target) = self.location.fork(msg, b, &loops::branch(msg));
+                let (mut fork, target) = self.location.fork(msg, b, &self.loops.branch(msg));
                 self.record_route(&mut fork, &req.source, &target, b.source.local, &dialog);
                 (fork, target)
             })
@@ -258,7 +261,7 @@ impl Proxy {
                     if code == 415 && !branches[i].retried {
                         if let Some(part) = fallback::part(&branches[i].req) {
                             let mut retry = fallback::retry(&branches[i].req, part);
-                            renew_branch(&mut retry, original);
+                            renew_branch(&mut retry, original, &self.loops);
                             let target = branches[i].target;
                             self.start(&mut branches, retry, target, true, &events_in);
                             continue;
@@ -445,7 +448,7 @@ impl Proxy {
         let sent_by = target.local.unwrap_or(local);
         msg.prepend_header(
             HeaderName::Via,
-            format!("SIP/2.0/{} {sent_by};branch={}", target.transport.via_name(), loops::branch(received)),
+            format!("SIP/2.0/{} {sent_by};branch={}", target.transport.via_name(), self.loops.branch(received)),
         );
         let Some(tx) = tx else {
             // ACK for a 2xx: end to end, no transaction (RFC 3261 16.6, 17).
@@ -514,11 +517,11 @@ fn upstream_copy(mut resp: Message) -> Message {
 }
 
 /// A new top Via branch on a copy we send again as a new transaction.
-fn renew_branch(fork: &mut Message, original: &Message) {
+fn renew_branch(fork: &mut Message, original: &Message, loops: &loops::Loops) {
     let Some(text) = fork.list(HeaderName::Via).next().map(|v| String::from_utf8_lossy(v).into_owned()) else {
         return;
     };
-    let fresh = loops::branch(original);
+    let fresh = loops.branch(original);
     let renewed = match text.find(";branch=") {
         Some(at) => {
             let rest = &text[at + 8..];

@@ -1,0 +1,465 @@
+//! Federation (issue 20) end to end: two organisations, `a.test` and `b.test`, each a sipfront
+//! server with its own certificate authority, find each other's edge by DNS SRV (a test DNS
+//! server on loopback) and exchange instant messages over mutual TLS, under each operator's
+//! policy; and every refusal a partner, a certificate or DNS can cause.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+
+mod common;
+
+use common::dns::TestDns;
+use common::*;
+use sipfront_proto::{HeaderName, Method};
+use sipfront_storage::{FederationAction, FederationDomain, FederationMode, Store};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A certificate authority of one organisation.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} root CA"));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// A certificate for a federation edge naming `names`, for TLS servers and clients alike,
+    /// written to `dir` as `cert.pem` and `key.pem`; `expired` makes one whose time is over.
+    fn issue(&self, names: &[&str], dir: &Path, expired: bool) -> (PathBuf, PathBuf) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        std::fs::create_dir_all(dir).unwrap();
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (c, k)
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+}
+
+/// One organisation: its domain, its server and the store the operator manages it through.
+struct Org {
+    domain: &'static str,
+    server: TestServer,
+    store: Arc<dyn Store>,
+}
+
+const PASSWORD: &str = "secret";
+
+impl Org {
+    /// A server for `domain` whose certificate `ca` issued (naming the domain and its edge
+    /// host), trusting `partners`' authorities, asking `dns` for SRV records, with `users`
+    /// enabled for federation.
+    async fn start(domain: &'static str, ca: &Ca, partners: &[&Ca], dns: SocketAddr, users: &[&str]) -> Org {
+        Org::start_with(domain, ca, partners, dns, users, |_| {}).await
+    }
+
+    /// [`Org::start`], its configuration changed by `adjust`.
+    async fn start_with(
+        domain: &'static str,
+        ca: &Ca,
+        partners: &[&Ca],
+        dns: SocketAddr,
+        users: &[&str],
+        adjust: impl FnOnce(&mut sipfront::config::Config),
+    ) -> Org {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = format!("sip.{domain}");
+        let (cert, key) = ca.issue(&[domain, &edge, "localhost", "127.0.0.1"], &dir.path().join("edge"), false);
+        let roots = dir.path().join("partners.pem");
+        std::fs::write(&roots, partners.iter().map(|c| c.pem()).collect::<String>()).unwrap();
+        let mut config = test_config();
+        config.database.poll_ms = 100;
+        config.tls.cert = cert.display().to_string();
+        config.tls.key = key.display().to_string();
+        config.federation.enabled = true;
+        config.federation.trust_roots = roots.display().to_string();
+        config.federation.dns_servers = vec![dns];
+        config.federation.dns_timeout_ms = 300;
+        config.federation.connect_timeout_ms = 2000;
+        adjust(&mut config);
+        let store = sipfront_storage::open("", dir.path()).await.unwrap();
+        store.add_domain(domain).await.unwrap();
+        for user in users {
+            store.add_user(&user_of(user, domain)).await.unwrap();
+            store.set_user_federation(&format!("{user}@{domain}"), true).await.unwrap();
+        }
+        let server = sipfront::start(&config, dir.path()).await.expect("server starts");
+        Org { domain, server: TestServer { server, config, dir }, store }
+    }
+
+    /// Where partners find this organisation's edge: its SRV record and the edge's address.
+    fn dns_records(&self) -> Vec<common::dns::Entry> {
+        let edge = format!("sip.{}", self.domain);
+        vec![
+            TestDns::srv(self.domain, 10, 10, self.server.tls_addr().port(), &edge),
+            TestDns::a(&edge, Ipv4Addr::LOCALHOST),
+        ]
+    }
+
+    /// Federates with `partner` (an allow-list entry), and waits until the server follows.
+    async fn allow(&self, partner: &str) {
+        let entry = FederationDomain { domain: partner.into(), action: FederationAction::Allow, via: None };
+        self.store.set_federation_domain(&entry).await.unwrap();
+        self.settle().await;
+    }
+
+    /// The server has read the store's change log past what was just written.
+    async fn settle(&self) {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+
+    /// A phone of `user` registered here over TCP.
+    async fn online(&self, user: &str) -> Phone {
+        let mut phone = Phone::tcp(&self.server).await;
+        let req = in_domain(Request::register(&phone, user).set("Expires", "300"), self.domain);
+        let r = with_credentials(&mut phone, &req, user, PASSWORD).await;
+        assert_eq!(r.status(), Some(200), "{user}@{} registers", self.domain);
+        phone
+    }
+}
+
+fn user_of(user: &str, domain: &str) -> sipfront_storage::NewUser {
+    use sipfront_proto::digest::{ha1, Algorithm};
+    sipfront_storage::NewUser {
+        username: user.into(),
+        domain: domain.into(),
+        display_name: String::new(),
+        ha1_md5: ha1(Algorithm::Md5, user, domain, PASSWORD),
+        ha1_sha256: ha1(Algorithm::Sha256, user, domain, PASSWORD),
+    }
+}
+
+/// `req` (built for [`DOMAIN`]) for `domain` instead.
+fn in_domain(mut req: Request, domain: &str) -> Request {
+    req.start_line = req.start_line.replace(DOMAIN, domain);
+    for v in req.headers.iter_mut().filter_map(|(_, v)| v.as_mut()) {
+        *v = v.replace(DOMAIN, domain);
+    }
+    req
+}
+
+/// A MESSAGE from `from` (`user@domain`) to `to`, sent by `phone`.
+fn message(phone: &Phone, from: &str, to: &str, text: &str) -> Request {
+    let mut r = Request::new("MESSAGE", phone.transport(), phone.local_addr())
+        .set("From", &format!("<sip:{from}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{to}>"))
+        .set("Content-Type", "text/plain");
+    r.start_line = format!("MESSAGE sip:{to} SIP/2.0");
+    r.body = text.into();
+    r
+}
+
+/// `phone` sends a MESSAGE from `from` to `to`: the final response. Registered over its
+/// connection, it is not challenged, unless its account changed since: then it answers.
+async fn send(phone: &mut Phone, from: &str, to: &str) -> sipfront_proto::Message {
+    let req = message(phone, from, to, "hi");
+    let r = phone.request(&req).await;
+    if r.status() != Some(407) {
+        return r;
+    }
+    let user = from.split('@').next().unwrap();
+    let answered = req.new_branch().with_cseq(2);
+    with_credentials(phone, &answered, user, PASSWORD).await
+}
+
+/// Two organisations that federate with each other, found through one DNS server.
+async fn two_orgs() -> (Org, Org, TestDns, Ca, Ca) {
+    let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
+    let dns = TestDns::start(Vec::new()).await;
+    let a = Org::start("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy"]).await;
+    let b = Org::start("b.test", &ca_b, &[&ca_a], dns.addr, &["bob", "bill"]).await;
+    for r in a.dns_records().into_iter().chain(b.dns_records()) {
+        dns.add(r);
+    }
+    a.allow("b.test").await;
+    b.allow("a.test").await;
+    (a, b, dns, ca_a, ca_b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_organisations_exchange_messages_both_ways() {
+    let (a, b, dns, _, _) = two_orgs().await;
+    let mut alice = a.online("alice").await;
+    let mut bob = b.online("bob").await;
+
+    // a.test -> b.test: found by SRV, over mutual TLS, delivered, answered.
+    let hello = message(&alice, "alice@a.test", "bob@b.test", "hello from a");
+    alice.send(&hello.to_bytes()).await;
+    let got = bob.expect_request(Method::Message).await;
+    assert_eq!(got.body(), b"hello from a");
+    assert!(header(&got, HeaderName::From).contains("alice@a.test"), "the sender as she is");
+    bob.answer(&got, 200, "bob1").await;
+    alice.expect_response(200).await;
+    assert!(dns.queries("_sipfederationtls._tcp.b.test") >= 1, "b.test's edge found by SRV");
+
+    // b.test -> a.test, over b's own connection to a's edge.
+    let reply = message(&bob, "bob@b.test", "alice@a.test", "hello from b");
+    bob.send(&reply.to_bytes()).await;
+    let got = alice.expect_request(Method::Message).await;
+    assert_eq!(got.body(), b"hello from b");
+    alice.answer(&got, 200, "alice1").await;
+    bob.expect_response(200).await;
+
+    // Both archived, with the remote party's address.
+    let mine = a.store.search_archive("alice@a.test", Some("bob@b.test"), 0, i64::MAX, 10).await.unwrap();
+    let ours = sipfront_storage::testing::eventually(Duration::from_secs(3), async || {
+        a.store.search_archive("alice@a.test", Some("bob@b.test"), 0, i64::MAX, 10).await.unwrap().len() == 2
+    })
+    .await;
+    assert!(ours, "both messages archived at a.test: {mine:?}");
+    assert!(a.server.metric("sipfront_federation_requests_total").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn policy_and_the_per_user_flag_are_enforced_both_ways() {
+    let (a, b, _dns, _, _) = two_orgs().await;
+    let mut alice = a.online("alice").await;
+    let mut bob = b.online("bob").await;
+    let mut amy = a.online("amy").await;
+
+    // A sender without federation: refused at home, nothing sent.
+    a.store.set_user_federation("amy@a.test", false).await.unwrap();
+    a.settle().await;
+    let r = send(&mut amy, "amy@a.test", "bob@b.test").await;
+    assert_eq!(r.status(), Some(403), "amy may not federate");
+    assert!(header(&r, HeaderName::Warning).contains("not enabled for the sender"));
+
+    // A recipient without federation, and one who does not exist: the same answer.
+    b.store.set_user_federation("bill@b.test", false).await.unwrap();
+    b.settle().await;
+    let off = send(&mut alice, "alice@a.test", "bill@b.test").await;
+    let nobody = send(&mut alice, "alice@a.test", "nobody@b.test").await;
+    assert_eq!((off.status(), nobody.status()), (Some(403), Some(403)));
+    assert_eq!(header(&off, HeaderName::Warning), header(&nobody, HeaderName::Warning), "nothing to enumerate by");
+    assert_eq!(off.reason(), nobody.reason());
+
+    // b.test blocks a.test: a.test's messages are refused there; b.test's own go nowhere.
+    let block = FederationDomain { domain: "a.test".into(), action: FederationAction::Block, via: None };
+    b.store.set_federation_domain(&block).await.unwrap();
+    b.settle().await;
+    let r = send(&mut alice, "alice@a.test", "bob@b.test").await;
+    assert_eq!(r.status(), Some(403), "blocked at b.test");
+    assert!(header(&r, HeaderName::Warning).contains("not allowed"));
+    let r = send(&mut bob, "bob@b.test", "alice@a.test").await;
+    assert_eq!(r.status(), Some(403), "b.test does not send to a domain it blocks");
+
+    // Closed mode: a domain not on the allow list is refused before any lookup.
+    let r = send(&mut alice, "alice@a.test", "carol@c.test").await;
+    assert_eq!(r.status(), Some(403), "c.test is not allowed");
+    // Open mode: anyone found by SRV, except the blocked; c.test publishes no edge.
+    a.store.set_federation_mode(FederationMode::Open).await.unwrap();
+    a.settle().await;
+    let r = send(&mut alice, "alice@a.test", "carol@c.test").await;
+    assert_eq!(r.status(), Some(404), "c.test has no federation edge");
+    assert!(header(&r, HeaderName::Warning).contains("no federation edge"));
+    let _ = &mut bob;
+}
+
+type PartnerStream = SipStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A partner's edge connecting to `server` by hand: it trusts `server_ca` for `domain` and
+/// presents the certificate `cert` (with `key`). `None` if the handshake fails on our side.
+async fn partner_edge(
+    server: SocketAddr,
+    domain: &str,
+    server_ca: &Ca,
+    cert: &Path,
+    key: &Path,
+) -> Option<PartnerStream> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(server_ca.cert.der().clone()).unwrap();
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = connector.connect(ServerName::try_from(domain.to_string()).unwrap(), tcp).await.ok()?;
+    Some(SipStream::over(stream, local))
+}
+
+/// A MESSAGE as a partner's edge relays it: its own Via on top of the sender's.
+fn relayed(edge: &PartnerStream, from: &str, to: &str) -> Request {
+    let mut r = Request::new("MESSAGE", Transport::Tls, edge.local)
+        .set("From", &format!("<sip:{from}>;tag={}", token(8)))
+        .set("To", &format!("<sip:{to}>"))
+        .set("Content-Type", "text/plain");
+    r.start_line = format!("MESSAGE sip:{to} SIP/2.0");
+    r.body = "from a partner".into();
+    r
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn partners_are_who_their_certificates_say() {
+    let (a, _b, _dns, ca_a, ca_b) = two_orgs().await;
+    let mut alice = a.online("alice").await;
+    a.allow("c.test").await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // b.test's certificate: as b.test, delivered; as c.test (allowed too), refused.
+    let (cert, key) = ca_b.issue(&["b.test"], &dir.path().join("b"), false);
+    let mut edge = partner_edge(a.server.tls_addr(), "a.test", &ca_a, &cert, &key).await.expect("handshake");
+    let req = relayed(&edge, "bob@b.test", "alice@a.test");
+    edge.write(&req.to_bytes()).await;
+    let got = alice.expect_request(Method::Message).await;
+    alice.answer(&got, 200, "alice1").await;
+    assert_eq!(edge.recv_response().await.status(), Some(200), "b.test's own user, delivered");
+    let r = edge.transact(&relayed(&edge, "mallory@c.test", "alice@a.test")).await;
+    assert_eq!(r.status(), Some(403), "c.test is not the certificate's");
+    assert!(header(&r, HeaderName::Warning).contains("does not name the From domain"));
+    // A partner's request for a domain that is not ours: no relaying between partners.
+    let r = edge.transact(&relayed(&edge, "bob@b.test", "carol@c.test")).await;
+    assert_eq!(r.status(), Some(404), "not a relay");
+
+    // An expired certificate and a self-signed one: refused in the handshake, counted.
+    let (cert, key) = ca_b.issue(&["b.test"], &dir.path().join("expired"), true);
+    let self_signed = Ca::new("b.test");
+    let (own_cert, own_key) = self_signed.issue(&["b.test"], &dir.path().join("self"), false);
+    for (cert, key) in [(cert, key), (own_cert, own_key)] {
+        // TLS 1.3: the client's handshake ends before the server has checked its certificate;
+        // the refusal is the server's alert, and nothing it answers.
+        if let Some(mut edge) = partner_edge(a.server.tls_addr(), "a.test", &ca_a, &cert, &key).await {
+            let _ = edge.try_write(&relayed(&edge, "bob@b.test", "alice@a.test").to_bytes()).await;
+            assert!(edge.closed_within(WAIT).await, "the connection is closed unanswered");
+        }
+    }
+    let refused = sipfront_storage::testing::eventually(WAIT, async || {
+        a.server.metric("sipfront_tls_handshake_failures_total").await >= 2.0
+    })
+    .await;
+    assert!(refused, "both handshakes counted");
+    assert!(tokio::time::timeout(QUIET, alice.recv()).await.is_err(), "nothing reached alice");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn edges_that_cannot_be_used_and_dns_failures_are_answered() {
+    let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
+    let dns = TestDns::start(Vec::new()).await;
+    let a = Org::start("a.test", &ca_a, &[&ca_b], dns.addr, &["alice"]).await;
+    let b = Org::start("b.test", &ca_b, &[&ca_a], dns.addr, &["bob"]).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    for r in [
+        // d.test's SRV names b.test's edge, whose certificate does not name d.test.
+        TestDns::srv("d.test", 10, 0, b.server.tls_addr().port(), "sip.b.test"),
+        TestDns::a("sip.b.test", Ipv4Addr::LOCALHOST),
+        // e.test's names a.test's own edge: a loop.
+        TestDns::srv("e.test", 10, 0, a.server.tls_addr().port(), "sip.a.test"),
+        TestDns::a("sip.a.test", Ipv4Addr::LOCALHOST),
+        // f.test's names a port nobody listens on.
+        TestDns::srv("f.test", 10, 0, closed, "sip.f.test"),
+        TestDns::a("sip.f.test", Ipv4Addr::LOCALHOST),
+        // g.test's DNS never answers; h.test's fails; i.test's says "no service".
+        TestDns::silent("_sipfederationtls._tcp.g.test"),
+        TestDns::servfail("_sipfederationtls._tcp.h.test"),
+        TestDns::no_service("i.test"),
+    ] {
+        dns.add(r);
+    }
+    a.store.set_federation_mode(FederationMode::Open).await.unwrap();
+    a.settle().await;
+    let mut alice = a.online("alice").await;
+    for (domain, code, warning) in [
+        ("d.test", 502, "not trusted for the domain"),
+        ("e.test", 482, "is this server"),
+        ("f.test", 502, "unreachable"),
+        ("g.test", 504, "timed out"),
+        ("h.test", 502, "DNS lookup"),
+        ("i.test", 404, "no federation edge"),
+    ] {
+        let r = send(&mut alice, "alice@a.test", &format!("someone@{domain}")).await;
+        assert_eq!(r.status(), Some(code), "{domain}");
+        assert!(header(&r, HeaderName::Warning).contains(warning), "{domain}: {}", header(&r, HeaderName::Warning));
+    }
+    assert!(a.server.metric("sipfront_federation_connect_failures_total").await >= 2.0);
+    assert!(a.server.metric("sipfront_federation_dns_failures_total").await >= 3.0);
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_over_its_share_waits_and_nobody_else_does() {
+    let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
+    let dns = TestDns::start(Vec::new()).await;
+    let a = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy"], |c| {
+        c.federation.max_requests_per_partner = 3;
+        c.federation.max_connections_per_partner = 1;
+    })
+    .await;
+    a.allow("b.test").await;
+    let mut alice = a.online("alice").await;
+    let mut amy = a.online("amy").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca_b.issue(&["b.test"], &dir.path().join("b"), false);
+    let mut edge = partner_edge(a.server.tls_addr(), "a.test", &ca_a, &cert, &key).await.expect("handshake");
+
+    // Five requests at once: three within the second's share, two told to wait.
+    for _ in 0..5 {
+        edge.write(&relayed(&edge, "bob@b.test", "alice@a.test").to_bytes()).await;
+    }
+    let mut delivered = 0;
+    while let Ok(got) = tokio::time::timeout(QUIET, alice.expect_request(Method::Message)).await {
+        alice.answer(&got, 200, &token(6)).await;
+        delivered += 1;
+    }
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        let r = edge.recv_response().await;
+        if r.status() == Some(503) {
+            assert_eq!(header(&r, HeaderName::RetryAfter), "1", "wait a second");
+        }
+        codes.push(r.status().unwrap());
+    }
+    codes.sort();
+    assert_eq!((delivered, codes), (3, vec![200, 200, 200, 503, 503]), "three delivered, two refused");
+    // Our own users are not slowed meanwhile.
+    let r = send(&mut amy, "amy@a.test", "nobody@a.test").await;
+    assert_eq!(r.status(), Some(404), "local traffic goes on, answered as ever");
+
+    // A second connection of b.test's beyond its cap of one: refused; the first goes on.
+    let mut second = partner_edge(a.server.tls_addr(), "a.test", &ca_a, &cert, &key).await.expect("handshake");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = second.transact(&relayed(&second, "bob@b.test", "alice@a.test")).await;
+    assert_eq!(r.status(), Some(503), "over b.test's connection cap");
+    edge.write(&relayed(&edge, "bob@b.test", "alice@a.test").to_bytes()).await;
+    let got = alice.expect_request(Method::Message).await;
+    alice.answer(&got, 200, "again").await;
+    assert_eq!(edge.recv_response().await.status(), Some(200), "the first connection goes on");
+    drop(edge);
+    // Once it closes, another may take its place.
+    let fresh = sipfront_storage::testing::eventually(WAIT, async || {
+        let mut third = partner_edge(a.server.tls_addr(), "a.test", &ca_a, &cert, &key).await.expect("handshake");
+        let req = relayed(&third, "bob@b.test", "nobody@a.test");
+        third.transact(&req).await.status() == Some(403)
+    })
+    .await;
+    assert!(fresh, "a connection in place of the closed one is served");
+}
