@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod dns;
+pub mod federation;
 pub mod prometheus;
 
 use bytes::Bytes;
