@@ -2,6 +2,7 @@
 //! server for each domain with a certificate of its authority, and the phones of its users.
 
 #![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
 use super::dns::TestDns;
 use super::*;
