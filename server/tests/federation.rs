@@ -296,3 +296,50 @@ async fn a_partner_over_its_share_waits_and_nobody_else_does() {
     .await;
     assert!(fresh, "a connection in place of the closed one is served");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_pool_a_partners_request_reaches_the_recipients_home_whichever_member_it_reaches() {
+    let Some(url) = sipfront_storage::testing::fresh_postgres("federation_pool").await else { return };
+    let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
+    let dns = TestDns::start(Vec::new()).await;
+    let member = |id: &'static str| pool_member(id, url.clone());
+    let m1 = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy", "ann"], member("fe1")).await;
+    let m2 = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy", "ann"], member("fe2")).await;
+    m1.allow("b.test").await;
+    let both = sipfront_storage::testing::eventually(WAIT, async || {
+        m1.server.metric("sipfront_pool_members").await >= 2.0 && m2.server.metric("sipfront_pool_members").await >= 2.0
+    })
+    .await;
+    assert!(both, "the two members see each other");
+    let mut phones = Vec::new();
+    for user in ["alice", "amy", "ann"] {
+        phones.push((user, m1.online(user).await));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca_b.issue(&["b.test"], &dir.path().join("b"), false);
+    // b.test's edge reaches either member: every user gets its message, whichever member is
+    // their home (three users: some are homed on the member the partner did not reach).
+    for m in [&m1, &m2] {
+        let mut edge = partner_edge(m.server.tls_addr(), "a.test", &ca_a, &cert, &key).await.expect("handshake");
+        for (user, phone) in phones.iter_mut() {
+            edge.write(&relayed(&edge, "bob@b.test", &format!("{user}@a.test")).to_bytes()).await;
+            let got = phone.expect_request(Method::Message).await;
+            assert!(header(&got, HeaderName::From).contains("bob@b.test"));
+            phone.answer(&got, 200, "ok").await;
+            assert_eq!(
+                edge.recv_response().await.status(),
+                Some(200),
+                "{user}, reached through {}",
+                m.server.tls_addr()
+            );
+        }
+        // As c.test, which the certificate does not name: refused, at the home member too.
+        for (user, _) in phones.iter() {
+            let r = edge.transact(&relayed(&edge, "mallory@c.test", &format!("{user}@a.test"))).await;
+            assert_eq!(r.status(), Some(403), "{user}: c.test is not the certificate's");
+        }
+    }
+    let relayed =
+        m1.server.metric("sipfront_pool_relayed_total").await + m2.server.metric("sipfront_pool_relayed_total").await;
+    assert!(relayed >= 1.0, "some went from the member reached to the recipient's home");
+}

@@ -146,14 +146,20 @@ impl Gate {
             // Not one of our users, and there is no federation: nothing to relay for them.
             return Err(Refusal::UnknownFromDomain.response(msg, agent));
         };
-        let certificate = match &req.relayed {
-            Some(_) => None,
-            None => req.source.flow.and_then(|f| self.transports.flows.certificate(f)),
+        // The partner's certificate names the From domain: checked here on its connection, or
+        // by the member it connected to, which says so under the pool's seal.
+        let named = match &req.relayed {
+            Some(r) => r.partner.as_deref().map(|p| p == from.domain()),
+            None => req
+                .source
+                .flow
+                .and_then(|f| self.transports.flows.certificate(f))
+                .map(|c| crate::transport::connect::certificate_names(&c, from.domain())),
         };
-        let Some(certificate) = certificate else {
+        let Some(named) = named else {
             return Err(Refusal::UnknownFromDomain.response(msg, agent));
         };
-        if !crate::transport::connect::certificate_names(&certificate, from.domain()) {
+        if !named {
             metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "in", "result" => "certificate_not_of_domain")
                 .increment(1);
             tracing::info!(from = from.as_str(), remote = %req.source.remote, "partner's From domain is not its certificate's");

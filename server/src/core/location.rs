@@ -125,6 +125,7 @@ impl Location {
                     identity: None,
                     replay: false,
                     feed: false,
+                    partner: None,
                 };
                 self.pool.seal().sign(&mut f, &vouch);
             }

@@ -49,6 +49,9 @@ pub struct Relayed {
     /// A subscription the member makes for itself: to a presentity homed elsewhere that its
     /// own watchers' resource lists show (it applies their rules itself).
     pub feed: bool,
+    /// The client is a partner's federation edge whose verified certificate names this domain,
+    /// the request's From domain (checked by the member it connected to).
+    pub partner: Option<String>,
 }
 
 impl Incoming {

@@ -95,10 +95,15 @@ impl Org {
         config.federation.dns_timeout_ms = 300;
         config.federation.connect_timeout_ms = 2000;
         adjust(&mut config);
-        let store = sipfront_storage::open("", dir.path()).await.unwrap();
+        // The configured store: SQLite in the directory, or a pool's shared PostgreSQL, which
+        // the pool's first member fills (its users are there already for the others).
+        let store = sipfront_storage::open(&config.database.url, dir.path()).await.unwrap();
         store.add_domain(domain).await.unwrap();
         for user in users {
-            store.add_user(&user_of(user, domain)).await.unwrap();
+            match store.add_user(&user_of(user, domain)).await {
+                Ok(()) | Err(sipfront_storage::StoreError::Conflict(_)) => {}
+                Err(e) => panic!("adding {user}@{domain}: {e}"),
+            }
             store.set_user_federation(&format!("{user}@{domain}"), true).await.unwrap();
         }
         let server = sipfront::start(&config, dir.path()).await.expect("server starts");

@@ -331,6 +331,7 @@ impl Edge {
                 identity: Some(identity.to_string()),
                 replay: true,
                 feed: false,
+                partner: None,
             };
             let mut msg = e.msg.clone();
             let left = e.until.saturating_duration_since(now).as_secs().max(1);
@@ -457,12 +458,22 @@ impl Edge {
     /// Relays a client's request to the member at `to`, sealed.
     fn to_member(&self, mut msg: Message, source: &Source, to: SocketAddr, count: bool) {
         let identity = source.flow.and_then(|f| self.transports.flows.identity(f)).map(|i| i.to_string());
+        // A partner's edge (federation) is known here by its certificate, which the member
+        // serving the request cannot see: what it names of the From domain goes under seal.
+        let from_domain = msg.from().and_then(|f| Aor::from_uri(&f.uri)).map(|a| a.domain().to_string());
+        let partner = source
+            .flow
+            .and_then(|f| self.transports.flows.certificate(f))
+            .zip(from_domain)
+            .filter(|(cert, domain)| crate::transport::connect::certificate_names(cert, domain))
+            .map(|(_, domain)| domain);
         let vouch = Vouch {
             member: self.membership.id().to_string(),
             client: Some(source.remote),
             identity,
             replay: false,
             feed: false,
+            partner,
         };
         let Some(branch) = self.push_via(&mut msg, source, Transport::Tcp, &self.address()) else { return };
         if let Some(method) = msg.method().filter(|m| **m != Method::Ack) {

@@ -77,6 +77,10 @@ impl Seal {
         if vouch.feed {
             value.push_str(";f=1");
         }
+        if let Some(p) = &vouch.partner {
+            value.push_str(";p=");
+            value.push_str(&hex(p.as_bytes()));
+        }
         let mac = self.mac(msg, &value);
         value.push_str(";mac=");
         value.push_str(&hex(&mac[..MAC_LEN]));
@@ -98,7 +102,7 @@ impl Seal {
         feed(&mut check, msg, signed);
         check.verify_truncated_left(&mac).map_err(|_| Forged::Bad)?;
         let (mut t, mut member, mut client, mut identity, mut replay) = (None, None, None, None, false);
-        let mut feed = false;
+        let (mut feed, mut partner) = (false, None);
         for part in signed.split(';') {
             let (k, v) = part.split_once('=').ok_or(Forged::Bad)?;
             match k {
@@ -108,6 +112,7 @@ impl Seal {
                 "i" => identity = unhex_text(v),
                 "r" => replay = v == "1",
                 "f" => feed = v == "1",
+                "p" => partner = unhex_text(v),
                 _ => {}
             }
         }
@@ -115,7 +120,7 @@ impl Seal {
         if t.abs_diff(now) > SKEW_SECS {
             return Err(Forged::Stale);
         }
-        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay, feed })
+        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay, feed, partner })
     }
 
     fn mac(&self, msg: &Message, signed: &str) -> Vec<u8> {
@@ -191,6 +196,7 @@ mod tests {
             identity: Some("alice;x@example.test".into()),
             replay: true,
             feed: false,
+            partner: Some("partner.example".into()),
         }
     }
 

@@ -284,7 +284,14 @@ impl Membership {
         msg.push_header(HeaderName::To, format!("<sip:pool@{to}>"));
         msg.push_header(HeaderName::CallId, format!("hello-{tag}"));
         msg.push_header(HeaderName::CSeq, "1 OPTIONS");
-        let vouch = hop::Vouch { member: self.me.id.clone(), client: None, identity: None, replay: false, feed: false };
+        let vouch = hop::Vouch {
+            member: self.me.id.clone(),
+            client: None,
+            identity: None,
+            replay: false,
+            feed: false,
+            partner: None,
+        };
         self.seal.sign(&mut msg, &vouch);
         msg.ensure_content_length();
         msg.to_bytes()

@@ -115,8 +115,14 @@ impl Feeds {
         m.push_header(HeaderName::Accept, sipfront_proto::presence::pidf::CONTENT_TYPE);
         m.push_header(HeaderName::Expires, expires.to_string());
         m.push_header(HeaderName::ContentLength, "0");
-        let vouch =
-            Vouch { member: self.pool.id().to_string(), client: None, identity: None, replay: false, feed: true };
+        let vouch = Vouch {
+            member: self.pool.id().to_string(),
+            client: None,
+            identity: None,
+            replay: false,
+            feed: true,
+            partner: None,
+        };
         self.pool.seal().sign(&mut m, &vouch);
         let flow = self.pool.connection_to(home.addr, Duration::from_secs(2)).await;
         let target = Target { transport: Transport::Tcp, remote: home.addr, flow, local: None };

@@ -585,6 +585,7 @@ impl Presence {
             identity: Some(aor.to_string()),
             replay: true,
             feed: false,
+            partner: None,
         };
         pool.seal().sign(&mut m, &vouch);
         let (pool, txs, aor) = (pool.clone(), self.txs.clone(), aor.to_string());
