@@ -343,3 +343,103 @@ async fn in_a_pool_a_partners_request_reaches_the_recipients_home_whichever_memb
         m1.server.metric("sipfront_pool_relayed_total").await + m2.server.metric("sipfront_pool_relayed_total").await;
     assert!(relayed >= 1.0, "some went from the member reached to the recipient's home");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn presence_across_domains_once_the_rules_allow_it() {
+    let (a, b, _dns, _, _) = two_orgs().await;
+    let mut alice = a.online("alice").await;
+    let mut bob = b.online("bob").await;
+    let doc_of_bob = pidf_doc("bob", "t1", "open", "at b");
+    let r = bob.request(&in_domain(publish(&bob, "bob", Some(&doc_of_bob), None, 600), "b.test")).await;
+    assert_eq!(r.status(), Some(200), "bob publishes at home");
+
+    // Alice watches Bob: through a.test's edge to b.test's, where Bob's rules have nothing
+    // for her yet: pending (the default for a watcher of another domain).
+    let users = [("alice", "a.test"), ("bob", "b.test")];
+    let watch = across(subscribe(&alice, "alice", "bob", "presence", 600), &users);
+    let (ok, first) = subscribed(&mut alice, &watch).await;
+    assert!(!header(&ok, HeaderName::RecordRoute).is_empty(), "a.test stays on the dialog's path");
+    assert!(state(&first).starts_with("pending"), "pending: {}", state(&first));
+
+    // The other way: Bob watches Alice; her default policy makes him pending too.
+    let his = across(subscribe(&bob, "bob", "alice", "presence", 600), &users);
+    let (_, first) = subscribed(&mut bob, &his).await;
+    assert!(state(&first).starts_with("pending"), "pending at a.test too: {}", state(&first));
+
+    // Bob's operator allows her: b.test tells her, through both edges.
+    b.store.set_rule("bob@b.test", "alice@a.test", sipfront_storage::RuleAction::Allow).await.unwrap();
+    let n = notified(&mut alice).await;
+    assert!(state(&n).starts_with("active"), "active: {}", state(&n));
+    assert_eq!(doc(&n).tuples.first().and_then(|t| t.note.clone()).as_deref(), Some("at b"));
+
+    // A refresh inside the dialog takes the route set back to b.test.
+    let mut dialog = Dialog::caller(&watch, &ok);
+    let refresh = dialog.request("SUBSCRIBE", &alice).set("Event", "presence").set("Expires", "600");
+    let r = alice.request(&refresh).await;
+    assert_eq!(r.status(), Some(200), "refreshed at b.test");
+
+    // Alice's PUBLISH for a partner's user is never sent out.
+    let foreign = across(publish(&alice, "bob", Some(&doc_of_bob), None, 600), &users)
+        .set("From", &format!("<sip:alice@a.test>;tag={}", token(8)));
+    let r = alice.request(&foreign).await;
+    assert_eq!(r.status(), Some(403), "publications stay home");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_im_session_across_domains_is_routed_both_ways_and_archived() {
+    let (a, b, _dns, _, _) = two_orgs().await;
+    let mut alice = a.online("alice").await;
+    let mut bob = b.online("bob").await;
+    let users = [("alice", "a.test"), ("bob", "b.test")];
+    let call = across(invite(&alice, "alice", "bob"), &users);
+    alice.send(&call.to_bytes()).await;
+    let offered = bob.expect_request(Method::Invite).await;
+    assert!(headers(&offered, HeaderName::RecordRoute).len() >= 2, "both edges record-route");
+    let mut answer = offered.response_to(200);
+    answer.set_to_tag("bobtag");
+    answer.push_header(HeaderName::Contact, bob.contact("bob"));
+    // RFC 3261 12.1.1: the UAS copies the Record-Route into its 2xx.
+    for rr in headers(&offered, HeaderName::RecordRoute) {
+        answer.push_header(HeaderName::RecordRoute, rr);
+    }
+    answer.ensure_content_length();
+    bob.send(&answer.to_bytes()).await;
+    let ok = loop {
+        let m = alice.recv().await;
+        if m.status().is_some_and(|c| c >= 200) {
+            break m;
+        }
+    };
+    assert_eq!(ok.status(), Some(200), "bob answers");
+    let mut caller = Dialog::caller(&call, &ok);
+    alice.send(&caller.request("ACK", &alice).to_bytes()).await;
+    bob.expect_request(Method::Ack).await;
+
+    // IM inside the session, both ways, each side's route set through both edges.
+    let mut im = caller.request("MESSAGE", &alice).set("Content-Type", "text/plain");
+    im.body = "in the session".into();
+    alice.send(&im.to_bytes()).await;
+    let got = bob.expect_request(Method::Message).await;
+    assert_eq!(got.body(), b"in the session");
+    bob.answer(&got, 200, "bobtag").await;
+    alice.expect_response(200).await;
+    let mut callee = Dialog::callee(&offered, "bobtag");
+    let mut back = callee.request("MESSAGE", &bob).set("Content-Type", "text/plain");
+    back.body = "and back".into();
+    bob.send(&back.to_bytes()).await;
+    let got = alice.expect_request(Method::Message).await;
+    assert_eq!(got.body(), b"and back");
+    alice.answer(&got, 200, "x").await;
+    bob.expect_response(200).await;
+
+    // Bob hangs up.
+    bob.send(&callee.request("BYE", &bob).to_bytes()).await;
+    let bye = alice.expect_request(Method::Bye).await;
+    alice.answer(&bye, 200, "x").await;
+    bob.expect_response(200).await;
+    let archived = sipfront_storage::testing::eventually(Duration::from_secs(3), async || {
+        a.store.search_archive("alice@a.test", Some("bob@b.test"), 0, i64::MAX, 10).await.unwrap().len() == 2
+    })
+    .await;
+    assert!(archived, "the session's messages archived at a.test");
+}

@@ -359,9 +359,12 @@ impl TransactionUser for Core {
             _ if in_dialog => run(&s.overload, async move { core.0.proxy.in_dialog(req, Some(tx)).await }),
             Some(Method::Message) => run(&s.overload, async move { tx.respond(core.0.messaging.handle(&req).await) }),
             Some(Method::Invite) => run(&s.overload, async move { core.0.proxy.invite(req, tx).await }),
-            Some(Method::Publish | Method::Subscribe) => {
-                run(&s.overload, async move { core.0.presence.handle(req, tx).await })
-            }
+            // Presence of a partner's user: the subscription goes to its domain's edge.
+            Some(Method::Subscribe) => match s.gate.foreign_domain(&req.msg) {
+                Some(domain) => run(&s.overload, async move { core.0.proxy.federate(req, tx, domain).await }),
+                None => run(&s.overload, async move { core.0.presence.handle(req, tx).await }),
+            },
+            Some(Method::Publish) => run(&s.overload, async move { core.0.presence.handle(req, tx).await }),
             _ => run(&s.overload, async move {
                 // Methods we do not implement are refused only once the sender has proved who it
                 // is, so that an unauthenticated probe learns nothing.

@@ -158,6 +158,23 @@ pub fn in_domain(mut req: Request, domain: &str) -> Request {
     for v in req.headers.iter_mut().filter_map(|(_, v)| v.as_mut()) {
         *v = v.replace(DOMAIN, domain);
     }
+    req.body = req.body.replace(DOMAIN, domain);
+    req
+}
+
+/// `req` (built for users of [`DOMAIN`]) with each `(user, domain)`'s address in its domain:
+/// a request between organisations.
+pub fn across(mut req: Request, users: &[(&str, &str)]) -> Request {
+    let moved = |text: &str| {
+        users.iter().fold(text.to_string(), |t, (user, domain)| {
+            t.replace(&format!("{user}@{DOMAIN}"), &format!("{user}@{domain}"))
+        })
+    };
+    req.start_line = moved(&req.start_line);
+    for v in req.headers.iter_mut().filter_map(|(_, v)| v.as_mut()) {
+        *v = moved(v);
+    }
+    req.body = moved(&req.body);
     req
 }
 

@@ -197,6 +197,14 @@ impl Federation {
     /// for the domain, else its SRV records in order (RFC 3263 4.2, RFC 2782), each address of
     /// each target tried until one connects with a certificate naming the domain.
     pub async fn route(&self, domain: &str) -> Outbound {
+        let outbound = self.find_edge(domain).await;
+        if let Outbound::Refused(refusal) = &outbound {
+            metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "out", "result" => refusal.label()).increment(1);
+        }
+        outbound
+    }
+
+    async fn find_edge(&self, domain: &str) -> Outbound {
         let via = match self.policy().outbound(domain) {
             Ok(via) => via.map(str::to_string),
             Err(refusal) => return Outbound::Refused(refusal),
@@ -225,7 +233,7 @@ impl Federation {
                 Refusal::FederationLoop
             });
         }
-        let local = self.listeners.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let local = self.local();
         let mut worst = ConnectError::Unreachable;
         for addr in theirs {
             match self.connector.tls_flow_to(addr, domain, &self.tls, local, self.connect_timeout).await {
@@ -254,6 +262,11 @@ impl Federation {
         })
     }
 
+    /// The address our Via and Record-Route name toward partners: our first TLS listener.
+    pub fn local(&self) -> SocketAddr {
+        self.listeners.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
     /// Whether `addr` is one of our own TLS listeners (an SRV record naming us: a loop).
     fn is_ours(&self, addr: SocketAddr) -> bool {
         self.listeners
@@ -277,7 +290,7 @@ impl Federation {
         // Credentials for our realm were consumed here (RFC 3261 22.3); our Route entries too.
         out.remove_headers(HeaderName::ProxyAuthorization);
         out.remove_headers(HeaderName::Route);
-        let local = self.listeners.first().copied().unwrap_or(target.remote);
+        let local = self.local();
         out.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {local};branch={branch}"));
         let mut resp = self.txs.final_response(out, target).await;
         // Our Via goes; the response continues on the request's Vias (RFC 3261 16.7 step 3).

@@ -173,6 +173,13 @@ impl Presence {
             Err(refusal) => return tx.respond(refusal),
         };
         if req.msg.method() == Some(&Method::Publish) {
+            if self.gate.foreign_domain(&req.msg).is_some() {
+                // Our users' presence is served here, to partners' watchers too: a PUBLISH is
+                // never sent out (issue 20).
+                let mut r = reply::response(&req.msg, 403, &self.agent);
+                r.set_reason("Forbidden (a publication is never sent to a partner domain)");
+                return tx.respond(r);
+            }
             // A publication handed over by its presentity's former home keeps its entity tag,
             // so that its publisher's next refresh finds it here.
             let keep_etag = req
@@ -427,6 +434,11 @@ impl Presence {
         );
         r.push_header(HeaderName::Expires, expires.to_string());
         r.push_header(HeaderName::Contact, our_contact(&sub.dialog));
+        // RFC 3261 12.1.1: the response that establishes the dialog carries the request's
+        // Record-Route, so that the watcher's route set (a partner's edges, say) matches ours.
+        for rr in msg.header_all(HeaderName::RecordRoute) {
+            r.push_header(HeaderName::RecordRoute, rr.to_vec());
+        }
         if package == Package::List {
             r.push_header(HeaderName::Require, "eventlist");
         }

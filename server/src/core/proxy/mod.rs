@@ -21,7 +21,7 @@ use crate::transaction::{Incoming, ServerTx, Transactions};
 use crate::transport::{Source, Target, Transport, Transports};
 use dashmap::DashMap;
 use sipfront_proto::reply;
-use sipfront_proto::{Aor, HeaderName, Message, Method, NameAddr};
+use sipfront_proto::{Aor, HeaderName, Message, Method, NameAddr, Uri};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -107,6 +107,9 @@ impl Proxy {
         if self.loops.looped(msg) {
             return tx.respond(reply::response(msg, 482, agent));
         }
+        if let Some(domain) = self.gate.foreign_domain(msg) {
+            return self.federate(req, tx, domain).await;
+        }
         let caller = match self.gate.sender(&req).await {
             Ok(caller) => caller,
             Err(refusal) => return tx.respond(refusal),
@@ -142,6 +145,76 @@ impl Proxy {
             })
             .collect();
         self.forward_invite(tx, msg, forks).await;
+    }
+
+    /// A request that starts a dialog (INVITE, SUBSCRIBE) from one of our users for a user of
+    /// partner domain `domain` (federation): sent to the domain's edge, record-routed like a
+    /// call to one of ours, so that the dialog's later requests in both directions (the
+    /// partner's NOTIFYs, a BYE, IM inside the session) come through us and find the other
+    /// side by the route token.
+    pub async fn federate(&self, req: Incoming, tx: ServerTx, domain: String) {
+        let msg = &req.msg;
+        let agent = &self.agent;
+        if msg.max_forwards() == Some(0) {
+            return tx.respond(reply::response(msg, 483, agent));
+        }
+        if self.loops.looped(msg) {
+            return tx.respond(reply::response(msg, 482, agent));
+        }
+        let caller = match self.gate.sender(&req).await {
+            Ok(caller) => caller,
+            Err(refusal) => return tx.respond(refusal),
+        };
+        let federation = match self.gate.federating(&caller, msg).await {
+            Ok(f) => f.clone(),
+            Err(refusal) => return tx.respond(refusal),
+        };
+        let callee = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| Aor::from_uri(&u));
+        let Some(callee) = callee else { return tx.respond(reply::response(msg, 404, agent)) };
+        let invite = msg.method() == Some(&Method::Invite);
+        if invite {
+            // Finding and connecting to the edge may take a while: the caller stops resending.
+            tx.provisional(reply::response(msg, 100, agent));
+        }
+        let target = match federation.route(&domain).await {
+            super::federation::Outbound::Via(t) => t,
+            super::federation::Outbound::Refused(refusal) => return tx.respond(refusal.response(msg, agent)),
+        };
+        let until = SystemTime::now() + self.dialog_max;
+        let dialog = TokenDialog {
+            id: TokenDialog::id_of(
+                msg.call_id().unwrap_or_default(),
+                msg.from().and_then(|f| f.tag()).unwrap_or_default(),
+            ),
+            caller: TokenDialog::party(caller.as_str()),
+            callee: TokenDialog::party(callee.as_str()),
+            until: until
+                .duration_since(UNIX_EPOCH)
+                .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        };
+        let mut fork = msg.clone();
+        fork.set_header(HeaderName::MaxForwards, msg.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
+        // Credentials for our realm were consumed here (RFC 3261 22.3); our Route entries too.
+        fork.remove_headers(HeaderName::ProxyAuthorization);
+        fork.remove_headers(HeaderName::Route);
+        let local = federation.local();
+        fork.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {local};branch={}", self.loops.branch(msg)));
+        self.record_route(&mut fork, &req.source, &target, local, &dialog);
+        if invite {
+            return self.forward_invite(tx, msg, vec![(fork, target)]).await;
+        }
+        let mut client = self.txs.request(fork, target);
+        while let Some(resp) = client.response().await {
+            let code = resp.status().unwrap_or(500);
+            if code < 200 {
+                continue;
+            }
+            metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "out", "result" => m::code_label(code))
+                .increment(1);
+            // RFC 3261 16.7 step 6: a 503 from the partner is not ours to pass on as our own.
+            return tx.respond(if code == 503 { reply::response(msg, 500, agent) } else { upstream_copy(resp) });
+        }
+        tx.respond(reply::response(msg, 408, agent));
     }
 
     /// A request inside a dialog (its To has a tag; `tx` is `None` for the ACK of a 2xx):
