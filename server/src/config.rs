@@ -300,12 +300,16 @@ pub struct Federation {
     /// DNS servers (`ip:port`) asked for partners' `_sipfederationtls._tcp` SRV records and
     /// their targets' addresses; empty: the system's resolver configuration.
     pub dns_servers: Vec<SocketAddr>,
-    /// A DNS query not answered within this is retried once, then the lookup fails (408 to
+    /// A DNS query not answered within this is retried once, then the lookup fails (504 to
     /// the sender).
     pub dns_timeout_ms: u64,
     /// Connecting to a partner's edge, TLS handshake included, within this; past it the next
     /// edge is tried.
     pub connect_timeout_ms: u64,
+    /// Off: edges that DNS names at loopback, private, link-local or other non-Internet
+    /// addresses are skipped (a partner's DNS must not have us probe our own network). An
+    /// edge named with `--via` is always used. On for a private federation network.
+    pub private_edges: bool,
     /// Requests one partner domain may send us per second (over all its connections); past
     /// it they are answered 503 with Retry-After, and local traffic is not slowed.
     pub max_requests_per_partner: u32,
@@ -321,6 +325,7 @@ impl Default for Federation {
             dns_servers: Vec::new(),
             dns_timeout_ms: 2000,
             connect_timeout_ms: 5000,
+            private_edges: false,
             max_requests_per_partner: 200,
             max_connections_per_partner: 16,
         }

@@ -195,6 +195,10 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
                 tls_addrs.clone(),
                 transactions.clone(),
                 config.server.agent.clone(),
+                {
+                    let directory = directory.clone();
+                    move |domain: &str| directory.serves(domain)
+                },
             )
             .await
             .context("starting federation")?;

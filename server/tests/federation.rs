@@ -38,10 +38,23 @@ async fn two_organisations_exchange_messages_both_ways() {
     let mut bob = b.online("bob").await;
 
     // a.test -> b.test: found by SRV, over mutual TLS, delivered, answered.
-    let hello = message(&alice, "alice@a.test", "bob@b.test", "hello from a");
+    // Credentials for our own realm never leave (a partner could attack the password with
+    // them); the partner's own go on (RFC 3261 22.3).
+    let hello = message(&alice, "alice@a.test", "bob@b.test", "hello from a")
+        .set(
+            "Authorization",
+            r#"Digest username="alice", realm="a.test", nonce="n", uri="sip:bob@b.test", response="0""#,
+        )
+        .set_another(
+            "Authorization",
+            r#"Digest username="alice", realm="b.test", nonce="n", uri="sip:bob@b.test", response="0""#,
+        );
     alice.send(&hello.to_bytes()).await;
     let got = bob.expect_request(Method::Message).await;
     assert_eq!(got.body(), b"hello from a");
+    let credentials = headers(&got, HeaderName::Authorization);
+    assert_eq!(credentials.len(), 1, "a.test's credentials stayed home: {credentials:?}");
+    assert!(credentials[0].contains(r#"realm="b.test""#), "b.test's went on");
     assert!(header(&got, HeaderName::From).contains("alice@a.test"), "the sender as she is");
     bob.answer(&got, 200, "bob1").await;
     alice.expect_response(200).await;
@@ -169,6 +182,9 @@ async fn partners_are_who_their_certificates_say() {
     assert_eq!(edge.recv_response().await.status(), Some(200), "b.test's own user, delivered");
     let r = edge.transact(&relayed(&edge, "mallory@c.test", "alice@a.test")).await;
     assert_eq!(r.status(), Some(403), "c.test is not the certificate's");
+    // Nor is b.test's absolute form, which would escape the policy's spelling of b.test.
+    let r = edge.transact(&relayed(&edge, "bob@b.test.", "alice@a.test")).await;
+    assert_eq!(r.status(), Some(403), "b.test. is refused");
     assert!(header(&r, HeaderName::Warning).contains("does not name the From domain"));
     // A partner's request for a domain that is not ours: no relaying between partners.
     let r = edge.transact(&relayed(&edge, "bob@b.test", "carol@c.test")).await;

@@ -165,7 +165,13 @@ impl Gate {
             tracing::info!(from = from.as_str(), remote = %req.source.remote, "partner's From domain is not its certificate's");
             return Err(Refusal::CertificateNotOfDomain.response(msg, agent));
         }
-        federation.admit(from.domain(), req.source.flow, msg)?;
+        // Counted against the partner's connection cap on the connection it holds here; a
+        // member relaying it says so under seal, and its link is no partner's connection.
+        let flow = req.source.flow.filter(|_| req.relayed.is_none());
+        federation.admit(from.domain(), flow, msg)?;
+        if let Some(flow) = flow {
+            self.transports.flows.mark_partner(flow);
+        }
         Ok(from)
     }
 

@@ -4,6 +4,7 @@
 //! never a new one), and the sender gets the best final response (RFC 3261 16.7).
 
 use super::archive::Archive;
+use super::federation::Outbound;
 use super::gate::Gate;
 use super::location::Location;
 use super::offline::Offline;
@@ -91,10 +92,16 @@ impl Messaging {
         };
         let recipient = msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| Aor::from_uri(&u));
         let Some(recipient) = recipient else { return reply::response(msg, 404, &self.agent) };
+        // The edge first: a message the policy, DNS or the partner refuses was never sent, and
+        // is not archived as if it had been.
+        let target = match federation.route(domain).await {
+            Outbound::Via(target) => target,
+            Outbound::Refused(refusal) => return refusal.response(msg, &self.agent),
+        };
         if !self.archive.keep(msg, sender.as_str(), recipient.as_str()).await {
             return Archive::unavailable(msg, &self.agent);
         }
-        let resp = federation.forward(msg, domain, &self.loops.branch(msg)).await;
+        let resp = federation.send(msg, target, &self.loops.branch(msg)).await;
         metrics::counter!(m::MESSAGES, "result" => m::code_label(resp.status().unwrap_or(0))).increment(1);
         resp
     }

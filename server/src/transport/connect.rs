@@ -112,11 +112,30 @@ impl Connector {
         if let Some(flow) = self.transports.flows.find(Transport::Tls, remote).filter(|&f| names_domain(f)) {
             return Ok(flow);
         }
+        // One attempt at a time per edge: the others wait for its outcome and share it.
         let lock = self.connecting.entry(remote).or_default().clone();
-        let _one = lock.lock().await;
-        if let Some(flow) = self.transports.flows.find(Transport::Tls, remote).filter(|&f| names_domain(f)) {
-            return Ok(flow);
-        }
+        let result = {
+            let _one = lock.lock().await;
+            match self.transports.flows.find(Transport::Tls, remote).filter(|&f| names_domain(f)) {
+                Some(flow) => Ok(flow),
+                None => self.open_tls(remote, domain, tls, local, within).await,
+            }
+        };
+        // The edge's entry goes once nobody waits on it: DNS may name any number of edges.
+        drop(lock);
+        self.connecting.remove_if(&remote, |_, l| Arc::strong_count(l) == 1);
+        result
+    }
+
+    /// Opens the TLS connection of [`Connector::tls_flow_to`].
+    async fn open_tls(
+        &self,
+        remote: SocketAddr,
+        domain: &str,
+        tls: &tokio_rustls::TlsConnector,
+        local: SocketAddr,
+        within: Duration,
+    ) -> Result<FlowId, ConnectError> {
         let name =
             rustls::pki_types::ServerName::try_from(domain.to_string()).map_err(|_| ConnectError::Certificate)?;
         let connecting = async {
@@ -142,6 +161,8 @@ impl Connector {
         if let Some(cert) = cert {
             self.transports.flows.set_certificate(flow, cert);
         }
+        // We chose to open it, to the edge of a domain the policy federates with.
+        self.transports.flows.mark_partner(flow);
         tokio::spawn(stream::serve(
             Box::new(tls),
             (flow, queue),
@@ -181,7 +202,40 @@ impl ConnectError {
 
 /// Whether certificate `cert` names `domain` as a subject (a DNS name of its subject
 /// alternative names, RFC 5922 7.1; the handshake has checked that it chains to trusted roots).
+/// Names are matched exactly: RFC 5922 7.2 forbids wildcards, which the certificate library
+/// would match, so a certificate that would also name an invented sibling of `domain` (it
+/// holds `*.parent`) names no domain there. An absolute name (a trailing dot) is refused: it
+/// would match too, and then escape the policy's spelling of the domain.
 pub fn certificate_names(cert: &rustls::pki_types::CertificateDer<'_>, domain: &str) -> bool {
-    let Ok(name) = rustls::pki_types::ServerName::try_from(domain) else { return false };
-    webpki::EndEntityCert::try_from(cert).is_ok_and(|c| c.verify_is_valid_for_subject_name(&name).is_ok())
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else { return false };
+    let names = |d: &str| {
+        rustls::pki_types::ServerName::try_from(d).is_ok_and(|n| cert.verify_is_valid_for_subject_name(&n).is_ok())
+    };
+    let Some((_, parent)) = domain.split_once('.') else { return false };
+    !domain.ends_with('.') && names(domain) && !names(&format!("no-such-name-sipfront-probe.{parent}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::certificate_names;
+
+    fn cert(names: &[&str]) -> rustls::pki_types::CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn a_certificate_names_its_domains_exactly() {
+        let c = cert(&["b.test", "sip.b.test"]);
+        assert!(certificate_names(&c, "b.test") && certificate_names(&c, "sip.b.test"));
+        assert!(certificate_names(&c, "B.Test"), "DNS names in any case");
+        assert!(!certificate_names(&c, "b.test."), "no absolute names");
+        assert!(!certificate_names(&c, "c.test") && !certificate_names(&c, "x.b.test"));
+        let wild = cert(&["*.b.test"]);
+        assert!(!certificate_names(&wild, "x.b.test"), "no wildcards (RFC 5922 7.2)");
+        let both = cert(&["*.b.test", "x.b.test"]);
+        assert!(!certificate_names(&both, "x.b.test"), "a wildcard certificate names nothing");
+    }
 }

@@ -23,6 +23,9 @@ struct Flow {
     local: SocketAddr,
     /// Its peer has proven who it is: a user's digest, a member's seal, or we opened it.
     authenticated: bool,
+    /// Its peer is a partner's federation edge, admitted by the policy: limited per partner
+    /// domain rather than per address.
+    partner: bool,
 }
 
 #[derive(Default)]
@@ -65,8 +68,14 @@ impl Flows {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, rx) = mpsc::channel(cap.0.max(1));
         let queued_bytes = Arc::new(AtomicUsize::new(0));
-        let flow =
-            Flow { queue: tx, queued_bytes: queued_bytes.clone(), max_bytes: cap.1, local, authenticated: false };
+        let flow = Flow {
+            queue: tx,
+            queued_bytes: queued_bytes.clone(),
+            max_bytes: cap.1,
+            local,
+            authenticated: false,
+            partner: false,
+        };
         self.by_id.insert(id, flow);
         self.by_remote.insert((transport, remote), id);
         (id, Queue { rx, bytes: queued_bytes })
@@ -84,12 +93,26 @@ impl Flows {
     }
 
     /// Records the verified certificate of connection `id`'s peer (see
-    /// [`Flows::certificate`]); such a peer has proven who it is.
+    /// [`Flows::certificate`]). It proves nothing yet: federation's policy decides whether the
+    /// domains it names are partners ([`Flows::mark_partner`]).
     pub fn set_certificate(&self, id: FlowId, cert: CertificateDer<'static>) {
         if self.by_id.contains_key(&id) {
             self.certificates.insert(id, Arc::new(cert));
-            self.mark_authenticated(id);
         }
+    }
+
+    /// Connection `id` is an admitted partner's federation edge: its peer has proven who it
+    /// is, and it is limited per partner domain, not per address.
+    pub fn mark_partner(&self, id: FlowId) {
+        if let Some(mut f) = self.by_id.get_mut(&id) {
+            f.authenticated = true;
+            f.partner = true;
+        }
+    }
+
+    /// Whether connection `id` is an admitted partner's edge (see [`Flows::mark_partner`]).
+    pub fn is_partner(&self, id: FlowId) -> bool {
+        self.by_id.get(&id).is_some_and(|f| f.partner)
     }
 
     /// The certificate connection `id`'s peer was verified to hold, if it presented one.

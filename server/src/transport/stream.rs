@@ -92,8 +92,9 @@ pub async fn serve<S>(
     });
 
     let source = Source { transport, remote, local, flow: Some(flow) };
-    // A partner's federation edge, known by its certificate from the handshake on.
-    let partner = transports.flows.certificate(flow).is_some();
+    // A partner's federation edge presented a certificate in the handshake; once the policy
+    // has admitted it, its messages are limited per partner domain, not per address.
+    let may_be_partner = transports.flows.certificate(flow).is_some();
     let mut framer = StreamFramer::new(transports.limits.clone());
     // Until its peer authenticates, a connection is held for a fixed time from its opening:
     // what it sends meanwhile (keep-alives included) does not extend it.
@@ -125,7 +126,7 @@ pub async fn serve<S>(
         loop {
             match framer.next_frame() {
                 Ok(None) => break,
-                Ok(Some(Frame::Message(bytes))) if partner => {
+                Ok(Some(Frame::Message(bytes))) if may_be_partner && transports.flows.is_partner(flow) => {
                     transports.receive_from_partner(bytes, source, inbound.as_ref())
                 }
                 Ok(Some(Frame::Message(bytes))) => {

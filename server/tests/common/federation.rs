@@ -94,6 +94,8 @@ impl Org {
         config.federation.dns_servers = vec![dns];
         config.federation.dns_timeout_ms = 300;
         config.federation.connect_timeout_ms = 2000;
+        // Every edge here is on loopback.
+        config.federation.private_edges = true;
         adjust(&mut config);
         // The configured store: SQLite in the directory, or a pool's shared PostgreSQL, which
         // the pool's first member fills (its users are there already for the others).

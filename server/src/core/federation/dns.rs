@@ -51,7 +51,7 @@ pub struct Edge {
 }
 
 /// Why a domain's edges could not be found. The caller answers `NoService` as a permanent
-/// failure (404/502: the domain does not federate) and the others as temporary (408/503).
+/// failure (404: the domain does not federate), a timeout 504 and a failure 502.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DnsError {
     /// The domain does not federate: no `_sipfederationtls._tcp` SRV record (NXDOMAIN or no

@@ -32,6 +32,45 @@ use std::time::{Duration, Instant};
 /// names and the policy admits are tracked, so this is a guard, not a working limit).
 const MAX_TRACKED_PARTNERS: usize = 10_000;
 
+/// Edge addresses tried for one request at most, in the order DNS gives them.
+const MAX_EDGE_ADDRESSES: usize = 8;
+
+/// Finding and connecting to a partner's edge takes this long at most.
+const ROUTE_WITHIN: Duration = Duration::from_secs(20);
+
+/// Whether `ip` is an address of the Internet at large: not loopback, private, link-local,
+/// shared (CGN), documentation, multicast or unspecified.
+fn is_global(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            match v6.to_ipv4_mapped() {
+                Some(v4) => is_global(v4.into()),
+                None => {
+                    !(v6.is_loopback()
+                        || v6.is_unspecified()
+                        || v6.is_multicast()
+                        || (s[0] & 0xfe00) == 0xfc00
+                        || (s[0] & 0xffc0) == 0xfe80
+                        || (s[0] == 0x2001 && s[1] == 0x0db8))
+                }
+            }
+        }
+    }
+}
+
 pub struct Federation {
     policy: RwLock<Policy>,
     store: Arc<dyn Store>,
@@ -41,6 +80,8 @@ pub struct Federation {
     /// Our TLS listeners: what our Via names, and what a partner's edge must not be (a loop).
     listeners: Vec<SocketAddr>,
     connect_timeout: Duration,
+    /// DNS may name edges at private addresses (a test, a private federation network).
+    private_edges: bool,
     max_requests_per_partner: u32,
     /// Requests each partner domain sent in the current second.
     rates: DashMap<Box<str>, (Instant, u32)>,
@@ -50,6 +91,20 @@ pub struct Federation {
     flow_partner: DashMap<FlowId, Box<str>>,
     txs: Transactions,
     agent: String,
+    /// Whether a domain is one we serve (a realm of ours).
+    serves: Box<dyn Fn(&str) -> bool + Send + Sync>,
+}
+
+/// The `realm` parameter of a digest credentials value, lower case; `None` without one.
+fn realm_of(credentials: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(credentials).to_ascii_lowercase();
+    let at = text.find("realm=")? + "realm=".len();
+    let rest = text[at..].trim_start();
+    let realm = match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next()?,
+        None => rest.split([',', ' ']).next()?,
+    };
+    Some(realm.to_string())
 }
 
 /// What to do with a request whose Request-URI names a domain we do not serve.
@@ -71,6 +126,7 @@ impl Federation {
         listeners: Vec<SocketAddr>,
         txs: Transactions,
         agent: String,
+        serves: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> anyhow::Result<Federation> {
         let resolver = Resolver::new(&cfg.dns_servers, Duration::from_millis(cfg.dns_timeout_ms))?;
         let policy = Policy::load(store.as_ref()).await?;
@@ -82,6 +138,7 @@ impl Federation {
             connector,
             listeners,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+            private_edges: cfg.private_edges,
             max_requests_per_partner: cfg.max_requests_per_partner,
             rates: DashMap::new(),
             max_connections_per_partner: cfg.max_connections_per_partner,
@@ -89,6 +146,7 @@ impl Federation {
             flow_partner: DashMap::new(),
             txs,
             agent,
+            serves: Box::new(serves),
         })
     }
 
@@ -197,7 +255,10 @@ impl Federation {
     /// for the domain, else its SRV records in order (RFC 3263 4.2, RFC 2782), each address of
     /// each target tried until one connects with a certificate naming the domain.
     pub async fn route(&self, domain: &str) -> Outbound {
-        let outbound = self.find_edge(domain).await;
+        // Within the sender's own patience (its Timer F is 32 s), whatever DNS and the edges do.
+        let outbound = tokio::time::timeout(ROUTE_WITHIN, self.find_edge(domain))
+            .await
+            .unwrap_or(Outbound::Refused(Refusal::EdgeTimeout));
         if let Outbound::Refused(refusal) = &outbound {
             metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "out", "result" => refusal.label()).increment(1);
         }
@@ -209,6 +270,7 @@ impl Federation {
             Ok(via) => via.map(str::to_string),
             Err(refusal) => return Outbound::Refused(refusal),
         };
+        let named = via.is_some();
         let candidates = match via {
             Some(hostport) => self.resolver.addresses_of(&hostport).await,
             None => self.resolver.edges(domain).await.map(|edges| edges.into_iter().flat_map(|e| e.addrs).collect()),
@@ -225,7 +287,14 @@ impl Federation {
                 });
             }
         };
-        let (ours, theirs): (Vec<SocketAddr>, Vec<SocketAddr>) = candidates.into_iter().partition(|a| self.is_ours(*a));
+        let (ours, mut theirs): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            candidates.into_iter().partition(|a| self.is_ours(*a));
+        if !named && !self.private_edges {
+            // A partner's DNS names edges on the Internet: one that names our own network's
+            // addresses would have us probe it for whoever asked.
+            theirs.retain(|a| is_global(a.ip()));
+        }
+        theirs.truncate(MAX_EDGE_ADDRESSES);
         if theirs.is_empty() {
             return Outbound::Refused(if ours.is_empty() {
                 Refusal::NoFederationEdge
@@ -262,6 +331,26 @@ impl Federation {
         })
     }
 
+    /// Takes from a request going to a partner the credentials for our own realms (RFC 3261
+    /// 22.3: a proxy consumes the credentials of its realm, and only those). A partner that
+    /// challenged our user in one of our realms gets nothing to attack the password with;
+    /// credentials for the partner's realms go on.
+    pub fn strip_our_credentials(&self, msg: &mut Message) {
+        for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
+            let all: Vec<Vec<u8>> = msg.header_all(name).map(<[u8]>::to_vec).collect();
+            if all.is_empty() {
+                continue;
+            }
+            msg.remove_headers(name);
+            for value in all {
+                let ours = realm_of(&value).is_none_or(|realm| (self.serves)(&realm));
+                if !ours {
+                    msg.push_header(name, value);
+                }
+            }
+        }
+    }
+
     /// The address our Via and Record-Route name toward partners: our first TLS listener.
     pub fn local(&self) -> SocketAddr {
         self.listeners.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
@@ -274,21 +363,13 @@ impl Federation {
             .any(|l| *l == addr || l.port() == addr.port() && l.ip().is_unspecified() && addr.ip().is_loopback())
     }
 
-    /// Sends `req` (a request of one of our users, for `domain`) to that domain's edge and
-    /// returns its final response, or the refusal; `branch` is our Via's.
-    pub async fn forward(&self, req: &Message, domain: &str, branch: &str) -> Message {
-        let target = match self.route(domain).await {
-            Outbound::Via(t) => t,
-            Outbound::Refused(refusal) => {
-                metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "out", "result" => refusal.label())
-                    .increment(1);
-                return refusal.response(req, &self.agent);
-            }
-        };
+    /// Sends `req` (a request of one of our users) to a partner's edge, `target` as
+    /// [`Federation::route`] found it, and returns its final response; `branch` is our Via's.
+    pub async fn send(&self, req: &Message, target: Target, branch: &str) -> Message {
         let mut out = req.clone();
         out.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
-        // Credentials for our realm were consumed here (RFC 3261 22.3); our Route entries too.
-        out.remove_headers(HeaderName::ProxyAuthorization);
+        // Credentials for our realms were consumed here; our Route entries too.
+        self.strip_our_credentials(&mut out);
         out.remove_headers(HeaderName::Route);
         let local = self.local();
         out.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {local};branch={branch}"));
@@ -302,5 +383,40 @@ impl Federation {
             return reply::response(req, 500, &self.agent);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
+mod tests {
+    use super::realm_of;
+
+    #[test]
+    fn only_internet_addresses_are_global() {
+        for a in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.1.1",
+            "172.16.0.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!super::is_global(a.parse().unwrap()), "{a}");
+        }
+        for a in ["192.0.1.1", "8.8.8.8", "2a00:1450::1", "::ffff:8.8.8.8"] {
+            assert!(super::is_global(a.parse().unwrap()), "{a}");
+        }
+    }
+
+    #[test]
+    fn the_realm_of_credentials_is_read() {
+        assert_eq!(realm_of(br#"Digest username="alice", realm="A.test", nonce="n""#).as_deref(), Some("a.test"));
+        assert_eq!(realm_of(b"Digest realm=b.test, nonce=n").as_deref(), Some("b.test"));
+        assert_eq!(realm_of(b"Digest username=alice"), None);
     }
 }

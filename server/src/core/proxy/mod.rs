@@ -194,8 +194,8 @@ impl Proxy {
         };
         let mut fork = msg.clone();
         fork.set_header(HeaderName::MaxForwards, msg.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
-        // Credentials for our realm were consumed here (RFC 3261 22.3); our Route entries too.
-        fork.remove_headers(HeaderName::ProxyAuthorization);
+        // Credentials for our realms were consumed here; our Route entries too.
+        federation.strip_our_credentials(&mut fork);
         fork.remove_headers(HeaderName::Route);
         let local = federation.local();
         fork.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {local};branch={}", self.loops.branch(msg)));
