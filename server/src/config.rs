@@ -293,6 +293,9 @@ pub struct Pool {
 pub struct Federation {
     /// Off: requests for domains we do not serve are refused, as without federation.
     pub enabled: bool,
+    /// `host:port` our Via and Record-Route name toward partners: the edge's host name (its
+    /// SRV target), where partners reach us; empty: the first TLS listener's address.
+    pub address: String,
     /// PEM file of the certificate authorities partners' certificates must chain to (their
     /// edges' server certificates, and the client certificates they present to us). Required
     /// when enabled: a partner is only ever who a trusted certificate says it is.
@@ -321,6 +324,7 @@ impl Default for Federation {
     fn default() -> Self {
         Federation {
             enabled: false,
+            address: String::new(),
             trust_roots: String::new(),
             dns_servers: Vec::new(),
             dns_timeout_ms: 2000,

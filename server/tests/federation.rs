@@ -21,7 +21,11 @@ use std::time::Duration;
 async fn two_orgs() -> (Org, Org, TestDns, Ca, Ca) {
     let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
     let dns = TestDns::start(Vec::new()).await;
-    let a = Org::start("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy"]).await;
+    // a.test lets its own users see each other without rules: partners still wait for one.
+    let a = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy"], |c| {
+        c.presence.default_policy = "allow".into()
+    })
+    .await;
     let b = Org::start("b.test", &ca_b, &[&ca_a], dns.addr, &["bob", "bill"]).await;
     for r in a.dns_records().into_iter().chain(b.dns_records()) {
         dns.add(r);
@@ -377,7 +381,8 @@ async fn presence_across_domains_once_the_rules_allow_it() {
     assert!(!header(&ok, HeaderName::RecordRoute).is_empty(), "a.test stays on the dialog's path");
     assert!(state(&first).starts_with("pending"), "pending: {}", state(&first));
 
-    // The other way: Bob watches Alice; her default policy makes him pending too.
+    // The other way: Bob watches Alice; a partner's watcher is pending, though a.test's
+    // policy allows its own users by default.
     let his = across(subscribe(&bob, "bob", "alice", "presence", 600), &users);
     let (_, first) = subscribed(&mut bob, &his).await;
     assert!(state(&first).starts_with("pending"), "pending at a.test too: {}", state(&first));

@@ -175,6 +175,11 @@ impl Gate {
         Ok(from)
     }
 
+    /// Whether `domain` (lower case) is one we serve.
+    pub fn serves(&self, domain: &str) -> bool {
+        self.directory.serves(domain)
+    }
+
     /// The partner domain a request of one of our users is for: its Request-URI names a
     /// domain we do not serve, and federation is on. `None` for a request to us.
     pub fn foreign_domain(&self, msg: &Message) -> Option<String> {

@@ -77,8 +77,10 @@ pub struct Federation {
     resolver: Resolver,
     tls: tokio_rustls::TlsConnector,
     connector: Arc<Connector>,
-    /// Our TLS listeners: what our Via names, and what a partner's edge must not be (a loop).
+    /// Our TLS listeners: what a partner's edge must not be (a loop).
     listeners: Vec<SocketAddr>,
+    /// `host:port` our Via and Record-Route name toward partners.
+    address: String,
     connect_timeout: Duration,
     /// DNS may name edges at private addresses (a test, a private federation network).
     private_edges: bool,
@@ -129,6 +131,20 @@ impl Federation {
         serves: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> anyhow::Result<Federation> {
         let resolver = Resolver::new(&cfg.dns_servers, Duration::from_millis(cfg.dns_timeout_ms))?;
+        let first = listeners.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 5061)));
+        let address = match cfg.address.as_str() {
+            "" => {
+                if first.ip().is_unspecified() {
+                    tracing::warn!(
+                        listener = %first,
+                        "federation.address is empty and the TLS listener is on every address: partners are told {first}, \
+                         which they cannot reach; set federation.address to the edge's host name"
+                    );
+                }
+                first.to_string()
+            }
+            a => a.to_string(),
+        };
         let policy = Policy::load(store.as_ref()).await?;
         Ok(Federation {
             policy: RwLock::new(policy),
@@ -137,6 +153,7 @@ impl Federation {
             tls: tokio_rustls::TlsConnector::from(client_tls),
             connector,
             listeners,
+            address,
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             private_edges: cfg.private_edges,
             max_requests_per_partner: cfg.max_requests_per_partner,
@@ -351,9 +368,16 @@ impl Federation {
         }
     }
 
-    /// The address our Via and Record-Route name toward partners: our first TLS listener.
+    /// Our first TLS listener: the local address of the connections we open to partners.
     pub fn local(&self) -> SocketAddr {
         self.listeners.first().copied().unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// What our Via and Record-Route name toward partners (`federation.address`, else our
+    /// first TLS listener): where a partner reaches us again for the dialog's next requests
+    /// and the responses of a connection that broke (RFC 3261 18.1.1, 18.2.2).
+    pub fn address(&self) -> &str {
+        &self.address
     }
 
     /// Whether `addr` is one of our own TLS listeners (an SRV record naming us: a loop).
@@ -371,8 +395,7 @@ impl Federation {
         // Credentials for our realms were consumed here; our Route entries too.
         self.strip_our_credentials(&mut out);
         out.remove_headers(HeaderName::Route);
-        let local = self.local();
-        out.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {local};branch={branch}"));
+        out.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {};branch={branch}", self.address));
         let mut resp = self.txs.final_response(out, target).await;
         // Our Via goes; the response continues on the request's Vias (RFC 3261 16.7 step 3).
         resp.pop_first_element(HeaderName::Via);

@@ -87,7 +87,10 @@ impl Presence {
         let feeds = Arc::new(feeds::Feeds::new(location.pool().clone(), txs.clone()));
         Presence {
             feeds,
-            rules: Rules::new(store, store_timeout, policy),
+            rules: Rules::new(store, store_timeout, policy, {
+                let gate = gate.clone();
+                move |domain: &str| gate.serves(domain)
+            }),
             cfg,
             agent,
             publications: Publications::default(),

@@ -64,6 +64,8 @@ pub struct Rules {
     contacts: DashMap<Arc<str>, Arc<[Listed]>>,
     /// One copy of each contact's AOR, however many lists name it.
     aors: Interner,
+    /// Whether a domain is one of ours: a watcher of any other is a partner's user.
+    served: Box<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 /// An entry of a contact list as presence uses it: the contact, once whatever its groups, and
@@ -76,8 +78,21 @@ pub struct Listed {
 }
 
 impl Rules {
-    pub fn new(store: Arc<dyn Store>, timeout: Duration, policy: Policy) -> Rules {
-        Rules { store, timeout, policy, rules: DashMap::new(), contacts: DashMap::new(), aors: Interner::default() }
+    pub fn new(
+        store: Arc<dyn Store>,
+        timeout: Duration,
+        policy: Policy,
+        served: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Rules {
+        Rules {
+            store,
+            timeout,
+            policy,
+            rules: DashMap::new(),
+            contacts: DashMap::new(),
+            aors: Interner::default(),
+            served: Box::new(served),
+        }
     }
 
     /// Drops what is cached of `owner` (its rules or contact list changed in the store).
@@ -94,7 +109,8 @@ impl Rules {
     }
 
     /// What `watcher` may see of `owner`: a rule for the watcher's AOR, else one for its
-    /// domain, else the default policy. One always sees oneself.
+    /// domain, else pending for a partner domain's watcher and the default policy for ours.
+    /// One always sees oneself.
     pub async fn decide(&self, owner: &str, watcher: &str) -> Result<Decision, StoreError> {
         if owner.eq_ignore_ascii_case(watcher) {
             return Ok(Decision::Allow);
@@ -109,6 +125,9 @@ impl Rules {
             Some(RuleAction::Allow) => Decision::Allow,
             Some(RuleAction::Block) => Decision::Block,
             Some(RuleAction::PoliteBlock) => Decision::PoliteBlock,
+            // A partner's user with no rule waits for the owner's (issue 20, as in OCS),
+            // whatever the policy for our own users.
+            None if !(self.served)(Aor::domain_of(watcher)) => Decision::Pending,
             None => match self.policy {
                 Policy::Allow => Decision::Allow,
                 Policy::Pending => Decision::Pending,

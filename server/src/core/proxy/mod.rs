@@ -140,7 +140,7 @@ impl Proxy {
             .iter()
             .map(|b| {
                 let (mut fork, target) = self.location.fork(msg, b, &self.loops.branch(msg));
-                self.record_route(&mut fork, &req.source, &target, b.source.local, &dialog);
+                self.record_route(&mut fork, &req.source, &target, &b.source.local.to_string(), &dialog);
                 (fork, target)
             })
             .collect();
@@ -197,9 +197,9 @@ impl Proxy {
         // Credentials for our realms were consumed here; our Route entries too.
         federation.strip_our_credentials(&mut fork);
         fork.remove_headers(HeaderName::Route);
-        let local = federation.local();
-        fork.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {local};branch={}", self.loops.branch(msg)));
-        self.record_route(&mut fork, &req.source, &target, local, &dialog);
+        let ours = federation.address();
+        fork.prepend_header(HeaderName::Via, format!("SIP/2.0/TLS {ours};branch={}", self.loops.branch(msg)));
+        self.record_route(&mut fork, &req.source, &target, ours, &dialog);
         if invite {
             return self.forward_invite(tx, msg, vec![(fork, target)]).await;
         }
@@ -249,7 +249,8 @@ impl Proxy {
     }
 
     /// Completes the copy `fork` of an initial INVITE that came from `source` and goes to
-    /// `target` (a binding whose REGISTER arrived on `callee_local`): Record-Route with the
+    /// `target` (a binding whose REGISTER arrived on `callee_local`, or a partner's edge, to
+    /// which we are `callee_local`, our federation address): Record-Route with the
     /// token of both legs for `dialog`, twice when the two sides use different transports or
     /// addresses (RFC 5658), and the caller's leg in our Via.
     fn record_route(
@@ -257,7 +258,7 @@ impl Proxy {
         fork: &mut Message,
         source: &Source,
         target: &Target,
-        callee_local: SocketAddr,
+        callee_local: &str,
         dialog: &TokenDialog,
     ) {
         let caller = Leg::of_source(source);
@@ -609,7 +610,7 @@ fn renew_branch(fork: &mut Message, original: &Message, loops: &loops::Loops) {
 
 /// A Record-Route URI naming this server at `local` over `transport`, with the token.
 /// A Record-Route URI with `token` for a leg over `transport`, at our address `local`.
-pub fn route_uri(token: &str, transport: Transport, local: SocketAddr) -> String {
+pub fn route_uri(token: &str, transport: Transport, local: impl std::fmt::Display) -> String {
     match transport {
         Transport::Udp => format!("<sip:{token}@{local};lr>"),
         t => format!("<sip:{token}@{local};transport={};lr>", t.via_name().to_ascii_lowercase()),
