@@ -296,6 +296,9 @@ pub struct Federation {
     /// `host:port` our Via and Record-Route name toward partners: the edge's host name (its
     /// SRV target), where partners reach us; empty: the first TLS listener's address.
     pub address: String,
+    /// In a pool, the member (`pool.member_id`) that sends every request to partner domains;
+    /// empty (or that member not live): any member does, as the partner user's home.
+    pub edge_member: String,
     /// PEM file of the certificate authorities partners' certificates must chain to (their
     /// edges' server certificates, and the client certificates they present to us). Required
     /// when enabled: a partner is only ever who a trusted certificate says it is.
@@ -325,6 +328,7 @@ impl Default for Federation {
         Federation {
             enabled: false,
             address: String::new(),
+            edge_member: String::new(),
             trust_roots: String::new(),
             dns_servers: Vec::new(),
             dns_timeout_ms: 2000,

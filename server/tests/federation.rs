@@ -322,7 +322,15 @@ async fn in_a_pool_a_partners_request_reaches_the_recipients_home_whichever_memb
     let Some(url) = sipfront_storage::testing::fresh_postgres("federation_pool").await else { return };
     let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
     let dns = TestDns::start(Vec::new()).await;
-    let member = |id: &'static str| pool_member(id, url.clone());
+    // fe2 is the pool's federation edge: whatever member a user is on, requests to partners
+    // go out from it.
+    let member = |id: &'static str| {
+        let pool = pool_member(id, url.clone());
+        move |c: &mut sipfront::config::Config| {
+            pool(c);
+            c.federation.edge_member = "fe2".into();
+        }
+    };
     let m1 = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy", "ann"], member("fe1")).await;
     let m2 = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice", "amy", "ann"], member("fe2")).await;
     m1.allow("b.test").await;
@@ -362,6 +370,24 @@ async fn in_a_pool_a_partners_request_reaches_the_recipients_home_whichever_memb
     let relayed =
         m1.server.metric("sipfront_pool_relayed_total").await + m2.server.metric("sipfront_pool_relayed_total").await;
     assert!(relayed >= 1.0, "some went from the member reached to the recipient's home");
+
+    // Out: every user's message to b.test leaves through fe2, the named edge.
+    let b = Org::start("b.test", &ca_b, &[&ca_a], dns.addr, &["bob"]).await;
+    for r in m2.dns_records().into_iter().chain(b.dns_records()) {
+        dns.add(r);
+    }
+    b.allow("a.test").await;
+    let mut bob = b.online("bob").await;
+    for (user, phone) in phones.iter_mut() {
+        phone.send(&message(phone, &format!("{user}@a.test"), "bob@b.test", "from the pool").to_bytes()).await;
+        let got = bob.expect_request(Method::Message).await;
+        // The Via a.test's edge put on it names the member that sent it out.
+        let vias = headers(&got, HeaderName::Via).join(",");
+        assert!(vias.contains(&format!("TLS {}", m2.server.tls_addr())), "{user}'s left through fe2: {vias}");
+        assert!(!vias.contains(&format!("TLS {}", m1.server.tls_addr())), "not through fe1: {vias}");
+        bob.answer(&got, 200, "ok").await;
+        phone.expect_response(200).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,7 +119,18 @@ impl Core {
             }
         });
         let services = Services {
-            edge: pool::edge::Edge::new(pool.clone(), transports.clone(), agent.clone()),
+            edge: pool::edge::Edge::new(
+                pool.clone(),
+                transports.clone(),
+                agent.clone(),
+                (config.federation.enabled && !config.federation.edge_member.is_empty()).then(|| {
+                    let directory = directory.clone();
+                    pool::edge::FederationEdge {
+                        member: config.federation.edge_member.clone(),
+                        serves: Box::new(move |domain: &str| directory.serves(domain)),
+                    }
+                }),
+            ),
             registrar: Registrar::new(
                 config.registrar.clone(),
                 bindings,

@@ -67,6 +67,15 @@ pub struct Edge {
     /// so that the final response on its way back measures what the client waited
     /// (`sipfront_relay_duration_seconds`).
     timed: DashMap<String, (Instant, &'static str)>,
+    /// Where requests for partner domains' users go in the pool: the member the operator
+    /// named (`federation.edge_member`), else, like any AOR, the partner user's home.
+    federation_edge: Option<FederationEdge>,
+}
+
+/// The pool's federation edge as the operator named it, and how to tell a partner's AOR.
+pub struct FederationEdge {
+    pub member: String,
+    pub serves: Box<dyn Fn(&str) -> bool + Send + Sync>,
 }
 
 /// The keys in `registered` (AORs) and `watching` (dialogs) of one connection's entries.
@@ -113,8 +122,14 @@ pub struct Replay {
 }
 
 impl Edge {
-    pub fn new(membership: Arc<Membership>, transports: Arc<Transports>, agent: String) -> Edge {
+    pub fn new(
+        membership: Arc<Membership>,
+        transports: Arc<Transports>,
+        agent: String,
+        federation_edge: Option<FederationEdge>,
+    ) -> Edge {
         Edge {
+            federation_edge,
             membership,
             transports,
             tokens: Tokens::default(),
@@ -229,7 +244,7 @@ impl Edge {
         } else {
             msg.request_uri().and_then(|u| Uri::parse(u).ok()).and_then(|u| Aor::from_uri(&u))
         };
-        let Some(home) = key.and_then(|aor| self.membership.home_of(aor.as_str())) else { return Some(msg) };
+        let Some(home) = key.and_then(|aor| self.home_of(&aor)) else { return Some(msg) };
         // A client may not name a member in a Path or Route: only an edge does, under seal.
         let names_member = [HeaderName::Path, HeaderName::Route].into_iter().any(|h| {
             msg.name_addrs(h)
@@ -258,6 +273,21 @@ impl Edge {
         }
         self.to_member(msg, &source, home.addr, true);
         None
+    }
+
+    /// The member a request for `aor` is served by: `None` for this one. A partner domain's
+    /// user is reached through the federation edge the operator named, while it is live (and
+    /// through its AOR's home, as any member federates, while it is not).
+    fn home_of(&self, aor: &Aor) -> Option<Peer> {
+        if let Some(edge) = self.federation_edge.as_ref().filter(|e| !(e.serves)(aor.domain())) {
+            if edge.member == self.membership.id() {
+                return None;
+            }
+            if let Some(peer) = self.membership.peer_named(&edge.member) {
+                return Some(peer);
+            }
+        }
+        self.membership.home_of(aor.as_str())
     }
 
     /// Keeps a client's REGISTER for replay (or forgets the AOR's, when it unregisters).
