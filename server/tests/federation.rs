@@ -490,3 +490,39 @@ async fn an_im_session_across_domains_is_routed_both_ways_and_archived() {
     .await;
     assert!(archived, "the session's messages archived at a.test");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partner_edge_answering_503_hands_the_message_to_the_next_one() {
+    let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
+    let dns = TestDns::start(Vec::new()).await;
+    let a = Org::start("a.test", &ca_a, &[&ca_b], dns.addr, &["alice"]).await;
+    let b = Org::start("b.test", &ca_b, &[&ca_a], dns.addr, &["bob"]).await;
+    // b.test's first edge is busy: it admits no partner request (503 with Retry-After).
+    let busy = Org::start_with("b.test", &ca_b, &[&ca_a], dns.addr, &["bob"], |c| {
+        c.federation.max_requests_per_partner = 0;
+    })
+    .await;
+    for r in [
+        TestDns::srv("b.test", 10, 0, busy.server.tls_addr().port(), "edge1.b.test"),
+        TestDns::srv("b.test", 20, 0, b.server.tls_addr().port(), "edge2.b.test"),
+        TestDns::a("edge1.b.test", Ipv4Addr::LOCALHOST),
+        TestDns::a("edge2.b.test", Ipv4Addr::LOCALHOST),
+    ] {
+        dns.add(r);
+    }
+    a.allow("b.test").await;
+    b.allow("a.test").await;
+    busy.allow("a.test").await;
+    let mut alice = a.online("alice").await;
+    let mut bob = b.online("bob").await;
+    alice.send(&message(&alice, "alice@a.test", "bob@b.test", "second edge").to_bytes()).await;
+    let got = bob.expect_request(Method::Message).await;
+    assert_eq!(got.body(), b"second edge");
+    bob.answer(&got, 200, "ok").await;
+    alice.expect_response(200).await;
+
+    // With the second edge gone too, the sender hears 500, not the partner's 503 as ours.
+    drop(b);
+    let r = send(&mut alice, "alice@a.test", "bob@b.test").await;
+    assert_eq!(r.status(), Some(500), "the partner's 503 is not passed on");
+}

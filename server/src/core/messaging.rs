@@ -94,14 +94,14 @@ impl Messaging {
         let Some(recipient) = recipient else { return reply::response(msg, 404, &self.agent) };
         // The edge first: a message the policy, DNS or the partner refuses was never sent, and
         // is not archived as if it had been.
-        let target = match federation.route(domain).await {
-            Outbound::Via(target) => target,
+        let (target, others) = match federation.route(domain).await {
+            Outbound::Via(target, others) => (target, others),
             Outbound::Refused(refusal) => return refusal.response(msg, &self.agent),
         };
         if !self.archive.keep(msg, sender.as_str(), recipient.as_str()).await {
             return Archive::unavailable(msg, &self.agent);
         }
-        let resp = federation.send(msg, target, &self.loops.branch(msg)).await;
+        let resp = federation.send(msg, domain, target, others, || self.loops.branch(msg)).await;
         metrics::counter!(m::MESSAGES, "result" => m::code_label(resp.status().unwrap_or(0))).increment(1);
         resp
     }

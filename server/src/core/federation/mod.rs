@@ -111,8 +111,9 @@ fn realm_of(credentials: &[u8]) -> Option<String> {
 
 /// What to do with a request whose Request-URI names a domain we do not serve.
 pub enum Outbound {
-    /// Send it to this edge over this connection; the caller's client transaction does.
-    Via(Target),
+    /// Send it to this edge over this connection; the caller's client transaction does. The
+    /// domain's other edge addresses follow, untried, for failover (RFC 3263 4.3).
+    Via(Target, Vec<SocketAddr>),
     /// Refused before anything was sent.
     Refused(Refusal),
 }
@@ -319,17 +320,20 @@ impl Federation {
                 Refusal::FederationLoop
             });
         }
+        self.connect_any(domain, theirs).await
+    }
+
+    /// The first of `addrs` (a domain's edge addresses, in order) that connects with a
+    /// certificate naming `domain`, and the ones after it, kept for failover.
+    async fn connect_any(&self, domain: &str, addrs: Vec<SocketAddr>) -> Outbound {
         let local = self.local();
         let mut worst = ConnectError::Unreachable;
-        for addr in theirs {
+        let mut addrs = addrs.into_iter();
+        while let Some(addr) = addrs.next() {
             match self.connector.tls_flow_to(addr, domain, &self.tls, local, self.connect_timeout).await {
                 Ok(flow) => {
-                    return Outbound::Via(Target {
-                        transport: Transport::Tls,
-                        remote: addr,
-                        flow: Some(flow),
-                        local: None,
-                    })
+                    let target = Target { transport: Transport::Tls, remote: addr, flow: Some(flow), local: None };
+                    return Outbound::Via(target, addrs.collect());
                 }
                 Err(e) => {
                     metrics::counter!(m::FEDERATION_CONNECT_FAILURES, "reason" => e.label()).increment(1);
@@ -387,9 +391,33 @@ impl Federation {
             .any(|l| *l == addr || l.port() == addr.port() && l.ip().is_unspecified() && addr.ip().is_loopback())
     }
 
-    /// Sends `req` (a request of one of our users) to a partner's edge, `target` as
-    /// [`Federation::route`] found it, and returns its final response; `branch` is our Via's.
-    pub async fn send(&self, req: &Message, target: Target, branch: &str) -> Message {
+    /// Sends `req` (a request of one of our users for `domain`) to a partner's edge, `target`
+    /// as [`Federation::route`] found it, and returns its final response. A 503, the edge's or
+    /// ours for a connection that broke, moves on to the domain's next edge (RFC 3263 4.3),
+    /// as a new transaction (`branch` gives each its Via branch).
+    pub async fn send(
+        &self,
+        req: &Message,
+        domain: &str,
+        mut target: Target,
+        mut rest: Vec<SocketAddr>,
+        branch: impl Fn() -> String,
+    ) -> Message {
+        loop {
+            let resp = self.send_once(req, target, &branch()).await;
+            if resp.status() != Some(503) {
+                return resp;
+            }
+            tracing::info!(domain, edge = %target.remote, "partner edge answered 503 or broke; trying the next");
+            match self.connect_any(domain, std::mem::take(&mut rest)).await {
+                Outbound::Via(next, after) => (target, rest) = (next, after),
+                // RFC 3261 16.7 step 6: the partner's 503 is not ours to pass on as our own.
+                Outbound::Refused(_) => return reply::response(req, 500, &self.agent),
+            }
+        }
+    }
+
+    async fn send_once(&self, req: &Message, target: Target, branch: &str) -> Message {
         let mut out = req.clone();
         out.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
         // Credentials for our realms were consumed here; our Route entries too.
@@ -401,10 +429,6 @@ impl Federation {
         resp.pop_first_element(HeaderName::Via);
         let code = resp.status().unwrap_or(0);
         metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "out", "result" => m::code_label(code)).increment(1);
-        if code == 503 {
-            // RFC 3261 16.7 step 6: a 503 from the partner is not ours to pass on as our own.
-            return reply::response(req, 500, &self.agent);
-        }
         resp
     }
 }

@@ -177,7 +177,8 @@ impl Proxy {
             tx.provisional(reply::response(msg, 100, agent));
         }
         let target = match federation.route(&domain).await {
-            super::federation::Outbound::Via(t) => t,
+            // No failover once sent: a dialog's route set names the edge it went through.
+            super::federation::Outbound::Via(t, _) => t,
             super::federation::Outbound::Refused(refusal) => return tx.respond(refusal.response(msg, agent)),
         };
         let until = SystemTime::now() + self.dialog_max;
