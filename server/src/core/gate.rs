@@ -150,11 +150,9 @@ impl Gate {
         // by the member it connected to, which says so under the pool's seal.
         let named = match &req.relayed {
             Some(r) => r.partner.as_deref().map(|p| p == from.domain()),
-            None => req
-                .source
-                .flow
-                .and_then(|f| self.transports.flows.certificate(f))
-                .map(|c| crate::transport::connect::certificate_names(&c, from.domain())),
+            None => {
+                req.source.flow.and_then(|f| self.transports.flows.certificate(f)).map(|ids| ids.names(from.domain()))
+            }
         };
         let Some(named) = named else {
             return Err(Refusal::UnknownFromDomain.response(msg, agent));

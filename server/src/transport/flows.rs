@@ -2,6 +2,7 @@
 //! queue its writer task drains. A response goes back on the flow its request came on (RFC
 //! 3261 18.2.2); a registered client is reached over its flow (RFC 5626).
 
+use super::tls::Identities;
 use super::{SendError, Transport};
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -42,11 +43,10 @@ pub struct Flows {
     /// Connections also known by another address (a pool member's inbound connection, by
     /// the address it listens on).
     aliases: DashMap<FlowId, SocketAddr>,
-    /// The end-entity certificate a connection's peer presented and the handshake verified
-    /// against federation's trust roots: a partner edge's client certificate, or the server
-    /// certificate of a partner edge we connected to. Which domains it may speak for is
-    /// read from it.
-    certificates: DashMap<FlowId, Arc<CertificateDer<'static>>>,
+    /// The SIP domain identities of the certificate a connection's peer presented and the
+    /// handshake verified against federation's trust roots: a partner edge's client
+    /// certificate, or the server certificate of a partner edge we connected to.
+    certificates: DashMap<FlowId, Arc<Identities>>,
     next: AtomicU64,
 }
 
@@ -92,12 +92,12 @@ impl Flows {
         self.certificates.remove(&id);
     }
 
-    /// Records the verified certificate of connection `id`'s peer (see
-    /// [`Flows::certificate`]). It proves nothing yet: federation's policy decides whether the
-    /// domains it names are partners ([`Flows::mark_partner`]).
-    pub fn set_certificate(&self, id: FlowId, cert: CertificateDer<'static>) {
+    /// Records the identities of the verified certificate of connection `id`'s peer (see
+    /// [`Flows::certificate`]). They prove nothing yet: federation's policy decides whether
+    /// the domains they name are partners ([`Flows::mark_partner`]).
+    pub fn set_certificate(&self, id: FlowId, cert: &CertificateDer<'_>) {
         if self.by_id.contains_key(&id) {
-            self.certificates.insert(id, Arc::new(cert));
+            self.certificates.insert(id, Arc::new(Identities::of(cert.as_ref())));
         }
     }
 
@@ -115,8 +115,9 @@ impl Flows {
         self.by_id.get(&id).is_some_and(|f| f.partner)
     }
 
-    /// The certificate connection `id`'s peer was verified to hold, if it presented one.
-    pub fn certificate(&self, id: FlowId) -> Option<Arc<CertificateDer<'static>>> {
+    /// The identities of the certificate connection `id`'s peer was verified to hold, if it
+    /// presented one.
+    pub fn certificate(&self, id: FlowId) -> Option<Arc<Identities>> {
         self.certificates.get(&id).map(|c| c.value().clone())
     }
 

@@ -176,6 +176,101 @@ pub fn not_after(der: &[u8]) -> Option<i64> {
     Some(time::PrimitiveDateTime::new(date, clock).assume_utc().unix_timestamp())
 }
 
+/// The SIP domain identities a certificate presents (RFC 5922 7.1): the hosts of its `sip:`
+/// URI subject alternative names without a user part, or, when it has none, its DNS names.
+/// Wildcard names identify nobody (7.2). Read once, when the handshake has verified the chain.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Identities(Box<[Box<str>]>);
+
+impl Identities {
+    /// The identities of a DER certificate; none if it cannot be read.
+    pub fn of(der: &[u8]) -> Identities {
+        let names = subject_alt_names(der).unwrap_or_default();
+        let sip: Vec<Box<str>> = names
+            .iter()
+            .filter(|(tag, _)| *tag == SAN_URI)
+            .filter_map(|(_, uri)| std::str::from_utf8(uri).ok())
+            .filter_map(|uri| {
+                let (scheme, rest) = uri.split_once(':')?;
+                let host = rest.split([';', '?']).next()?;
+                (scheme.eq_ignore_ascii_case("sip") && !host.contains('@')).then(|| domain_of(host))
+            })
+            .collect();
+        if !sip.is_empty() {
+            return Identities(sip.into());
+        }
+        let dns = names
+            .iter()
+            .filter(|(tag, _)| *tag == SAN_DNS)
+            .filter_map(|(_, name)| std::str::from_utf8(name).ok())
+            .filter(|name| !name.contains('*'))
+            .map(domain_of)
+            .collect::<Vec<_>>();
+        Identities(dns.into())
+    }
+
+    /// Whether `domain` is one of them: compared as DNS names (ASCII case-insensitively); an
+    /// absolute name (a trailing dot) is none of them, as it would escape the policy's spelling.
+    pub fn names(&self, domain: &str) -> bool {
+        !domain.ends_with('.') && self.0.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// A URI's or DNS name's domain as an identity: lower case, no port, no trailing dot.
+fn domain_of(host: &str) -> Box<str> {
+    let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+    host.trim_end_matches('.').to_ascii_lowercase().into()
+}
+
+/// GeneralName tags (RFC 5280 4.2.1.6): `[2] dNSName` and `[6] uniformResourceIdentifier`.
+const SAN_DNS: u8 = 0x82;
+const SAN_URI: u8 = 0x86;
+
+/// The subject alternative names of a DER certificate (tag, value): Certificate ::= SEQUENCE
+/// { tbsCertificate SEQUENCE { ..., [3] EXPLICIT Extensions }, ... }, the extension whose
+/// extnID is 2.5.29.17 holding GeneralNames in its OCTET STRING (RFC 5280 4.1, 4.2.1.6).
+fn subject_alt_names(der: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
+    let (cert, _) = der_element(der, 0x30)?;
+    let (mut tbs, _) = der_element(cert, 0x30)?;
+    while !tbs.is_empty() {
+        let (tag, content, rest) = any_element(tbs)?;
+        tbs = rest;
+        if tag != 0xa3 {
+            continue;
+        }
+        let (mut extensions, _) = der_element(content, 0x30)?;
+        while !extensions.is_empty() {
+            let (extension, rest) = der_element(extensions, 0x30)?;
+            extensions = rest;
+            let (oid, mut value) = der_element(extension, 0x06)?;
+            if oid != SUBJECT_ALT_NAME {
+                continue;
+            }
+            if value.first() == Some(&0x01) {
+                value = der_element(value, 0x01)?.1; // critical
+            }
+            let (octets, _) = der_element(value, 0x04)?;
+            let (mut names, _) = der_element(octets, 0x30)?;
+            let mut out = Vec::new();
+            while !names.is_empty() {
+                let (tag, name, rest) = any_element(names)?;
+                names = rest;
+                out.push((tag, name));
+            }
+            return Some(out);
+        }
+    }
+    Some(Vec::new())
+}
+
+/// The DER element at the start of `b`, whatever its tag: tag, contents, what follows.
+fn any_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let tag = *b.first()?;
+    let (content, rest) = der_element(b, tag)?;
+    Some((tag, content, rest))
+}
+
 /// The contents of the DER element with `tag` at the start of `b`, and what follows it.
 fn der_element(b: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     if *b.first()? != tag {
@@ -205,6 +300,41 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 #[allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 mod tests {
     use super::*;
+
+    fn cert_with(names: Vec<rcgen::SanType>) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = names;
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn dns(n: &str) -> rcgen::SanType {
+        rcgen::SanType::DnsName(n.try_into().unwrap())
+    }
+
+    fn uri(u: &str) -> rcgen::SanType {
+        rcgen::SanType::URI(u.try_into().unwrap())
+    }
+
+    #[test]
+    fn a_certificate_identifies_its_domains_exactly() {
+        let ids = Identities::of(&cert_with(vec![dns("b.test"), dns("SIP.b.test")]));
+        assert!(ids.names("b.test") && ids.names("sip.b.test") && ids.names("B.Test"), "DNS names in any case");
+        assert!(!ids.names("b.test."), "no absolute names");
+        assert!(!ids.names("c.test") && !ids.names("x.b.test"));
+        let wild = Identities::of(&cert_with(vec![dns("*.b.test"), dns("c.test")]));
+        assert!(!wild.names("x.b.test") && wild.names("c.test"), "no wildcards (RFC 5922 7.2)");
+    }
+
+    #[test]
+    fn sip_uris_come_before_dns_names() {
+        // RFC 5922 7.1: the DNS names count only when no sip: URI is there.
+        let ids = Identities::of(&cert_with(vec![uri("sip:b.test"), dns("edge.b.test"), uri("sip:bob@c.test")]));
+        assert!(ids.names("b.test"), "its sip: URI");
+        assert!(!ids.names("edge.b.test"), "DNS names are not read beside a sip: URI");
+        assert!(!ids.names("c.test"), "a URI with a user part is a user's, not a domain's");
+        assert_eq!(Identities::of(b"not a certificate"), Identities::default());
+    }
 
     #[test]
     fn the_expiry_of_a_made_certificate_is_read() {

@@ -495,7 +495,7 @@ impl Edge {
             .flow
             .and_then(|f| self.transports.flows.certificate(f))
             .zip(from_domain)
-            .filter(|(cert, domain)| crate::transport::connect::certificate_names(cert, domain))
+            .filter(|(ids, domain)| ids.names(domain))
             .map(|(_, domain)| domain);
         let vouch = Vouch {
             member: self.membership.id().to_string(),
