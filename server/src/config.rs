@@ -97,6 +97,9 @@ pub struct Presence {
     pub notify_interval_ms: u64,
     /// Subscriptions one watcher may hold; beyond it, 403.
     pub max_subscriptions_per_watcher: usize,
+    /// Subscriptions the watchers of one partner domain (federation) may hold together;
+    /// beyond it 403.
+    pub max_subscriptions_per_partner: usize,
     /// Publications one presentity may hold (one per device, RFC 3903); a new one beyond it
     /// gets 403.
     pub max_publications_per_presentity: usize,
@@ -444,6 +447,7 @@ impl Default for Presence {
             max_expires: 86_400,
             notify_interval_ms: 1000,
             max_subscriptions_per_watcher: 500,
+            max_subscriptions_per_partner: 100_000,
             max_publications_per_presentity: 16,
             default_policy: "same-domain".into(),
             list_suffix: "+contacts".into(),

@@ -526,3 +526,48 @@ async fn a_partner_edge_answering_503_hands_the_message_to_the_next_one() {
     let r = send(&mut alice, "alice@a.test", "bob@b.test").await;
     assert_eq!(r.status(), Some(500), "the partner's 503 is not passed on");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partners_watchers_together_hold_at_most_their_share_of_subscriptions() {
+    let (ca_a, ca_b) = (Ca::new("a.test"), Ca::new("b.test"));
+    let dns = TestDns::start(Vec::new()).await;
+    let a = Org::start_with("a.test", &ca_a, &[&ca_b], dns.addr, &["alice"], |c| {
+        c.presence.max_subscriptions_per_partner = 2;
+    })
+    .await;
+    a.allow("b.test").await;
+    let _alice = a.online("alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca_b.issue(&["b.test"], &dir.path().join("b"), false);
+    let mut edge = partner_edge(a.server.tls_addr(), "a.test", &ca_a, &cert, &key).await.expect("handshake");
+    let watch = |edge: &PartnerStream, watcher: &str| {
+        let mut r = Request::new("SUBSCRIBE", Transport::Tls, edge.local)
+            .set("From", &format!("<sip:{watcher}@b.test>;tag={}", token(8)))
+            .set("To", "<sip:alice@a.test>")
+            .set("Event", "presence")
+            .set("Expires", "600")
+            .set("Contact", &format!("<sip:{watcher}@{};transport=tls>", edge.local));
+        r.start_line = "SUBSCRIBE sip:alice@a.test SIP/2.0".into();
+        r
+    };
+    let mut codes = Vec::new();
+    for watcher in ["bob", "bill", "ben"] {
+        edge.write(&watch(&edge, watcher).to_bytes()).await;
+        // The NOTIFY that follows a granted subscription is answered; the final response kept.
+        loop {
+            // Any message, request or response: recv_response only reads and parses.
+            let m = edge.recv_response().await;
+            if m.method() == Some(&Method::Notify) {
+                let mut ok = m.response_to(200);
+                ok.ensure_content_length();
+                edge.write(&ok.to_bytes()).await;
+                continue;
+            }
+            if m.status().is_some_and(|c| c >= 200) {
+                codes.push(m.status().unwrap());
+                break;
+            }
+        }
+    }
+    assert_eq!(codes, vec![200, 200, 403], "b.test's third watcher is over its share");
+}

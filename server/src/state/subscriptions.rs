@@ -121,6 +121,8 @@ pub struct Subscriptions {
     winfo: DashMap<Arc<str>, Vec<u64>>,
     /// Watcher -> its subscriptions (for the per-watcher cap, and the changes of a user).
     by_watcher: DashMap<Arc<str>, Vec<u64>>,
+    /// Subscriptions held by the watchers of each domain (a partner's cap).
+    by_domain: DashMap<Box<str>, usize>,
     deadlines: DeadlineHeap<u64>,
     next: AtomicU64,
     /// Live subscriptions per package, for the gauge.
@@ -140,6 +142,11 @@ impl Subscriptions {
         self.by_watcher.get(watcher).map_or(0, |ids| ids.len())
     }
 
+    /// Subscriptions held by all the watchers of `domain` (lower case).
+    pub fn held_by_domain(&self, domain: &str) -> usize {
+        self.by_domain.get(&*domain.to_ascii_lowercase()).map_or(0, |n| *n)
+    }
+
     pub fn insert(&self, sub: Subscription) -> Arc<Subscription> {
         let sub = Arc::new(sub);
         let at = *sub.expires_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -154,6 +161,7 @@ impl Subscriptions {
             }
         }
         self.by_watcher.entry(sub.watcher.clone()).or_default().push(sub.id);
+        *self.by_domain.entry(watcher_domain(&sub.watcher)).or_default() += 1;
         self.by_id.insert(sub.id, sub.clone());
         self.deadlines.push(at, sub.id);
         self.gauge(sub.package, 1);
@@ -235,6 +243,12 @@ impl Subscriptions {
             }
         }
         unindex(&self.by_watcher, &sub.watcher, id);
+        if let dashmap::mapref::entry::Entry::Occupied(mut e) = self.by_domain.entry(watcher_domain(&sub.watcher)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
         self.gauge(sub.package, -1);
         Some(sub)
     }
@@ -272,6 +286,11 @@ fn unindex(index: &DashMap<Arc<str>, Vec<u64>>, key: &str, id: u64) {
         v.retain(|x| *x != id);
     }
     index.remove_if(key, |_, v| v.is_empty());
+}
+
+/// The domain of a watcher (`user@domain`, or a member's feed name), lower case.
+fn watcher_domain(watcher: &str) -> Box<str> {
+    watcher.rsplit_once('@').map_or(watcher, |(_, d)| d).to_ascii_lowercase().into()
 }
 
 #[cfg(test)]

@@ -393,6 +393,18 @@ impl Presence {
         if !feed && expires > 0 && self.subscriptions.held_by(watcher) >= self.cfg.max_subscriptions_per_watcher {
             return refuse(403, "Forbidden (too many subscriptions)");
         }
+        // A partner's users together: one partner cannot fill the table, whatever number of
+        // watchers it claims.
+        let domain = sipfront_proto::Aor::domain_of(watcher);
+        if !feed
+            && expires > 0
+            && !self.gate.serves(domain)
+            && self.subscriptions.held_by_domain(domain) >= self.cfg.max_subscriptions_per_partner
+        {
+            metrics::counter!(m::FEDERATION_REQUESTS, "direction" => "in", "result" => "over_subscriptions")
+                .increment(1);
+            return refuse(403, "Forbidden (too many subscriptions from that domain)");
+        }
         let grant = match package {
             Package::Presence if feed => Grant::Active,
             Package::Presence => match self.rules.decide(&resource, watcher).await.map(Decision::grant) {
