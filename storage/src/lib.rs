@@ -1,17 +1,19 @@
 //! sipfront's persistent data: domains, users and their digest credentials (and, as later
-//! features arrive, contact lists, presence rules, the IM archive and the federation policy),
-//! behind one async [`Store`] trait with two implementations: SQLite, the embedded default for
-//! a single node, and PostgreSQL, shared by the front ends of a pool.
+//! features arrive, contact lists, presence rules, the IM archive, the federation policy and
+//! distribution groups), behind one async [`Store`] trait with two implementations: SQLite,
+//! the embedded default for a single node, and PostgreSQL, shared by the front ends of a pool.
 //!
 //! This crate never sees a SIP message: it stores strings and numbers. Digest hashes are
 //! computed by the caller (`sipfront-proto` owns the digest math) and stored as given; no
 //! plaintext password ever reaches it.
 
+mod groups;
 mod postgres;
 mod sql;
 mod sqlite;
 pub mod testing;
 
+pub use groups::{expand_group, Expansion};
 pub use postgres::PgStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
@@ -200,6 +202,31 @@ impl FederationDomain {
     }
 }
 
+/// A distribution group: an address of a served domain that stands for its members (users,
+/// other groups, remote addresses), as OCS's distribution groups do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// `name@domain`, in lower case; never a user's AOR.
+    pub aor: String,
+    pub display_name: String,
+    /// How many members it lists itself (a nested group counts as one).
+    pub direct_members: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// When the group or its list of members last changed, Unix seconds.
+    pub updated_at: i64,
+}
+
+/// A direct member of a group as [`Store::group_members_after`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The member's AOR, in lower case.
+    pub aor: String,
+    /// A group has this AOR now (a nested group, expanded in turn); otherwise the member is a
+    /// user or a remote address.
+    pub is_group: bool,
+}
+
 /// Why the store refused or failed. Each kind is one answer upstream: a CLI error naming the
 /// key, or (unavailable, timeout) a 503 with Retry-After while the store heals.
 #[derive(Debug, thiserror::Error)]
@@ -262,6 +289,11 @@ pub enum Change {
     /// The federation policy changed: a partner domain's entry (the domain) was set or
     /// removed, or the mode ([`Change::FEDERATION_MODE`]) was set. Front ends reload the policy.
     Federation(String),
+    /// A distribution group (by AOR) was added or removed, or its list of direct members
+    /// changed (removing a group takes it off the lists of the groups that listed it: each of
+    /// those is noted too). Groups that reach it only through nesting are not noted: whoever
+    /// keeps an expansion follows the nested groups it read.
+    Group(String),
 }
 
 impl Change {
@@ -275,13 +307,14 @@ impl Change {
             Change::User(_) => "user",
             Change::Waiting(_) => "waiting",
             Change::Federation(_) => "federation",
+            Change::Group(_) => "group",
         }
     }
 
     /// The domain or AOR it names (`*` for the federation mode).
     pub(crate) fn subject(&self) -> &str {
         match self {
-            Change::Domain(s) | Change::User(s) | Change::Waiting(s) | Change::Federation(s) => s,
+            Change::Domain(s) | Change::User(s) | Change::Waiting(s) | Change::Federation(s) | Change::Group(s) => s,
         }
     }
 
@@ -293,6 +326,7 @@ impl Change {
             "user" => Some(Change::User(subject)),
             "waiting" => Some(Change::Waiting(subject)),
             "federation" => Some(Change::Federation(subject)),
+            "group" => Some(Change::Group(subject)),
             _ => None,
         }
     }
@@ -320,7 +354,8 @@ pub trait Store: Send + Sync + 'static {
     async fn domains(&self) -> Result<Vec<String>>;
     async fn has_domain(&self, domain: &str) -> Result<bool>;
 
-    /// Adds a user, and its domain if new. `Conflict` if the AOR exists.
+    /// Adds a user, and its domain if new. `Conflict` if the AOR exists, whatever the case of
+    /// its user part, or is a distribution group's.
     async fn add_user(&self, user: &NewUser) -> Result<()>;
     /// Adds many users in one transaction (an import batch); all or none. Returns how many.
     async fn add_users(&self, users: &[NewUser]) -> Result<usize>;
@@ -407,6 +442,44 @@ pub trait Store: Send + Sync + 'static {
     async fn set_federation_mode(&self, mode: FederationMode) -> Result<()>;
     /// The mode: [`FederationMode::Closed`] until set.
     async fn federation_mode(&self) -> Result<FederationMode>;
+
+    // ---- distribution groups (each change is noted as a [`Change::Group`]) ----
+    //
+    // Addresses (groups' and members') are `user@domain` and kept in lower case, user part
+    // included, as the server compares AORs; `sip:` is the caller's to strip. A member is a
+    // user, another group or a remote address: which, is decided when the group is read
+    // ([`GroupMember::is_group`]), so a member may name a group added later.
+
+    /// Adds a group, and its domain if new (as [`Store::add_user`] does: a group is an address
+    /// of a domain served here). `Invalid` for an AOR that is not `user@domain`; `Conflict` if
+    /// a group or a user (whatever the case of its user part) has that AOR.
+    async fn add_group(&self, aor: &str, display_name: &str) -> Result<()>;
+    /// Removes a group with its list of members; the groups that listed it as a member lose
+    /// that membership (each noted as changed too). `NotFound` for an unknown group.
+    async fn remove_group(&self, aor: &str) -> Result<()>;
+    /// The groups of one domain (in any case), or all, by AOR (byte order, on either backend).
+    async fn groups(&self, domain: Option<&str>) -> Result<Vec<Group>>;
+    /// A group by AOR (in any case).
+    async fn group(&self, aor: &str) -> Result<Option<Group>>;
+    /// Adds `member` to `group`'s direct members; `false` if it was there already (nothing is
+    /// noted then). `NotFound` for an unknown group; `Invalid` for a group or member that is
+    /// not `user@domain`, or a member that is the group itself (a longer loop is allowed, and
+    /// found by [`expand_group`]).
+    async fn add_group_member(&self, group: &str, member: &str) -> Result<bool>;
+    /// Adds many `(group, member)` memberships, of any groups, in one transaction (an import
+    /// batch): all of them, or none if one is refused as [`Store::add_group_member`] would
+    /// (`NotFound` naming an unknown group). How many were new; those already there are
+    /// left as they were.
+    async fn add_group_members(&self, memberships: &[(String, String)]) -> Result<usize>;
+    /// Removes `member` from `group`'s direct members; whether it was one. `NotFound` for an
+    /// unknown group, `Invalid` for a member that is not `user@domain`.
+    async fn remove_group_member(&self, group: &str, member: &str) -> Result<bool>;
+    /// `group`'s direct members, by AOR (byte order). `NotFound` for an unknown group.
+    async fn group_members(&self, group: &str) -> Result<Vec<String>>;
+    /// Up to `limit` of `group`'s direct members whose AOR comes after `after` (`""`: from the
+    /// first), by AOR, each saying whether it is a group: one page of a large group, so that
+    /// [`expand_group`] reads no more than it keeps. Empty for an unknown group.
+    async fn group_members_after(&self, group: &str, after: &str, limit: u32) -> Result<Vec<GroupMember>>;
 
     // ---- the pool's members ----
 
@@ -568,6 +641,12 @@ pub(crate) fn normal_aor(aor: &str, wildcard: bool) -> Result<String> {
         return Err(invalid());
     }
     Ok(format!("{user}@{domain}"))
+}
+
+/// A group's or a member's address as the store keeps it: `user@domain` (see [`normal_aor`]),
+/// all in lower case, so that one address is one row whatever case it was written in.
+pub(crate) fn folded_aor(aor: &str) -> Result<String> {
+    Ok(normal_aor(aor, false)?.to_ascii_lowercase())
 }
 
 /// Checks a partner's domain (in lower case) is a name its edge can be looked up by in public

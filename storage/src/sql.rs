@@ -18,8 +18,9 @@
 //! bounds on `DB`'s own associated types fit in [`Backend`].
 
 use crate::{
-    check_domain, check_new_user, map_err, normal_aor, now, ArchiveEntry, Change, Changes, Contact, FederationDomain,
-    FederationMode, Member, MemberSeen, NewUser, OfflineMessage, Result, Rule, RuleAction, Store, StoreError, User,
+    check_domain, check_new_user, folded_aor, map_err, normal_aor, now, ArchiveEntry, Change, Changes, Contact,
+    FederationDomain, FederationMode, Group, GroupMember, Member, MemberSeen, NewUser, OfflineMessage, Result, Rule,
+    RuleAction, Store, StoreError, User,
 };
 use sqlx::database::Database;
 use sqlx::decode::Decode;
@@ -27,6 +28,7 @@ use sqlx::encode::Encode;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::Arguments;
 use sqlx::{ColumnIndex, Executor, IntoArguments, Pool, Type};
+use std::collections::BTreeMap;
 
 /// A database the store runs on, beyond what sqlx's `Database` says: its migrations (the
 /// schema is written per backend) and how many rows a statement touched.
@@ -124,13 +126,23 @@ where
         domains.dedup();
         for d in domains {
             self.insert_domain(&mut tx, d, now).await?;
+            self.hold_domain(&mut tx, d).await?;
         }
-        let taken = format!("SELECT COUNT(*) FROM users WHERE {}", DB::AOR_FOLDED_IS_1);
+        // Groups keep their AOR in lower case.
+        let taken = format!(
+            "SELECT (SELECT COUNT(*) FROM users WHERE {}) + (SELECT COUNT(*) FROM distribution_groups WHERE aor = $2)",
+            DB::AOR_FOLDED_IS_1
+        );
         for u in users {
             let aor = u.aor();
-            // `Alice@x` next to `alice@x` would be the same user to the server.
-            let n: i64 =
-                sqlx::query_scalar(&taken).bind(&aor).fetch_one(&mut *tx).await.map_err(|e| map_err(&aor, e))?;
+            // `Alice@x` next to `alice@x` would be the same user to the server; a group's
+            // address would be two things at once.
+            let n: i64 = sqlx::query_scalar(&taken)
+                .bind(&aor)
+                .bind(aor.to_ascii_lowercase())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| map_err(&aor, e))?;
             if n > 0 {
                 return Err(StoreError::Conflict(aor));
             }
@@ -622,6 +634,213 @@ where
         mode.map_or(Ok(FederationMode::default()), |m| m.parse())
     }
 
+    async fn add_group(&self, aor: &str, display_name: &str) -> Result<()> {
+        let aor = folded_aor(aor)?;
+        // `folded_aor` checked there is one `@`, before the domain.
+        let domain = aor.rsplit_once('@').map_or("", |(_, d)| d);
+        let now = now();
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        self.insert_domain(&mut tx, domain, now).await?;
+        self.hold_domain(&mut tx, domain).await?;
+        let user = format!("SELECT COUNT(*) FROM users WHERE {}", DB::AOR_FOLDED_IS_1);
+        let n: i64 = sqlx::query_scalar(&user).bind(&aor).fetch_one(&mut *tx).await.map_err(|e| map_err(&aor, e))?;
+        if n > 0 {
+            return Err(StoreError::Conflict(aor));
+        }
+        // A group there already is a unique violation: `Conflict`.
+        sqlx::query(
+            "INSERT INTO distribution_groups (aor, domain, display_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4)",
+        )
+        .bind(&aor)
+        .bind(domain)
+        .bind(display_name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(&aor, e))?;
+        self.note_change(&mut tx, &Change::Group(aor)).await?;
+        tx.commit().await.map_err(|e| map_err("commit", e))
+    }
+
+    async fn remove_group(&self, aor: &str) -> Result<()> {
+        let aor = aor.to_ascii_lowercase();
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        // Its own members go with it (ON DELETE CASCADE).
+        let r = sqlx::query("DELETE FROM distribution_groups WHERE aor = $1")
+            .bind(&aor)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(&aor, e))?;
+        if r.rows_affected() == 0 {
+            return Err(StoreError::NotFound(aor));
+        }
+        let mut listing: Vec<String> =
+            sqlx::query_scalar("DELETE FROM group_members WHERE member = $1 RETURNING group_aor")
+                .bind(&aor)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| map_err(&aor, e))?;
+        self.note_change(&mut tx, &Change::Group(aor)).await?;
+        // RETURNING's order is no order.
+        listing.sort_unstable();
+        for group in listing {
+            self.touch_group(&mut tx, &group).await?;
+        }
+        tx.commit().await.map_err(|e| map_err("commit", e))
+    }
+
+    async fn groups(&self, domain: Option<&str>) -> Result<Vec<Group>> {
+        // Addresses collate as bytes on both backends (migration 10): ORDER BY is byte order.
+        let select = "SELECT g.aor, g.display_name, (SELECT COUNT(*) FROM group_members m WHERE m.group_aor = g.aor), \
+                      g.created_at, g.updated_at FROM distribution_groups g";
+        let rows: Vec<GroupRow> = match domain {
+            Some(d) => {
+                sqlx::query_as(&format!("{select} WHERE g.domain = $1 ORDER BY g.aor"))
+                    .bind(d.to_ascii_lowercase())
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            None => sqlx::query_as(&format!("{select} ORDER BY g.aor")).fetch_all(&self.pool).await,
+        }
+        .map_err(|e| map_err("groups", e))?;
+        Ok(rows.into_iter().map(group_of_row).collect())
+    }
+
+    async fn group(&self, aor: &str) -> Result<Option<Group>> {
+        let aor = aor.to_ascii_lowercase();
+        let row: Option<GroupRow> = sqlx::query_as(
+            "SELECT g.aor, g.display_name, (SELECT COUNT(*) FROM group_members m WHERE m.group_aor = g.aor), \
+             g.created_at, g.updated_at FROM distribution_groups g WHERE g.aor = $1",
+        )
+        .bind(&aor)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| map_err(&aor, e))?;
+        Ok(row.map(group_of_row))
+    }
+
+    async fn add_group_member(&self, group: &str, member: &str) -> Result<bool> {
+        self.add_group_members(&[(group.to_string(), member.to_string())]).await.map(|added| added == 1)
+    }
+
+    async fn add_group_members(&self, memberships: &[(String, String)]) -> Result<usize> {
+        // Every membership is checked before the transaction begins, and each group's members
+        // go in together, many rows per statement (a 50,000-member group is one import).
+        let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (group, member) in memberships {
+            let group = folded_aor(group)?;
+            let member = folded_aor(member)?;
+            if member == group {
+                return Err(StoreError::Invalid(format!("{group} cannot be a member of itself")));
+            }
+            by_group.entry(group).or_default().push(member);
+        }
+        for members in by_group.values_mut() {
+            // A member twice in one statement would be a conflict within it.
+            members.sort_unstable();
+            members.dedup();
+        }
+        let now = now();
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        let mut added = 0;
+        for (group, members) in &by_group {
+            // A write first, changing nothing: it finds the group and holds it until commit (a
+            // row lock on PostgreSQL, the write lock on SQLite), so that a group removed at the
+            // same time is `NotFound` here rather than a foreign key's failure.
+            let r = sqlx::query("UPDATE distribution_groups SET updated_at = updated_at WHERE aor = $1")
+                .bind(group.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(group, e))?;
+            if r.rows_affected() == 0 {
+                return Err(StoreError::NotFound(group.clone()));
+            }
+            let mut new = 0;
+            // 3 parameters a row: far below either backend's limit at 500 rows.
+            for chunk in members.chunks(500) {
+                let mut sql = String::from("INSERT INTO group_members (group_aor, member, added_at) VALUES ");
+                let mut args = DB::Arguments::default();
+                for (i, member) in chunk.iter().enumerate() {
+                    sql.push_str(if i == 0 { "(" } else { ", (" });
+                    push_bind(&mut sql, &mut args, group.as_str(), false)?;
+                    push_bind(&mut sql, &mut args, member.as_str(), true)?;
+                    push_bind(&mut sql, &mut args, now, true)?;
+                    sql.push(')');
+                }
+                sql.push_str(" ON CONFLICT (group_aor, member) DO NOTHING");
+                let r = sqlx::query_with(&sql, args).execute(&mut *tx).await.map_err(|e| map_err(group, e))?;
+                new += r.rows_affected();
+            }
+            if new > 0 {
+                self.touch_group(&mut tx, group).await?;
+                added += new;
+            }
+        }
+        if added == 0 {
+            // Every membership was there: the transaction is dropped (rolled back), so that
+            // nothing is noted.
+            return Ok(0);
+        }
+        tx.commit().await.map_err(|e| map_err("commit", e))?;
+        Ok(usize::try_from(added).unwrap_or(usize::MAX))
+    }
+
+    async fn remove_group_member(&self, group: &str, member: &str) -> Result<bool> {
+        let group = group.to_ascii_lowercase();
+        let member = folded_aor(member)?;
+        let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
+        let r = sqlx::query("DELETE FROM group_members WHERE group_aor = $1 AND member = $2")
+            .bind(&group)
+            .bind(&member)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(&group, e))?;
+        if r.rows_affected() == 0 {
+            drop(tx);
+            if self.group(&group).await?.is_none() {
+                return Err(StoreError::NotFound(group));
+            }
+            return Ok(false);
+        }
+        self.touch_group(&mut tx, &group).await?;
+        tx.commit().await.map_err(|e| map_err("commit", e))?;
+        Ok(true)
+    }
+
+    async fn group_members(&self, group: &str) -> Result<Vec<String>> {
+        let group = group.to_ascii_lowercase();
+        // One row with no member for a group without members, none for an unknown group.
+        let rows: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT m.member FROM distribution_groups g LEFT JOIN group_members m ON m.group_aor = g.aor \
+             WHERE g.aor = $1 ORDER BY m.member",
+        )
+        .bind(&group)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err(&group, e))?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound(group));
+        }
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    async fn group_members_after(&self, group: &str, after: &str, limit: u32) -> Result<Vec<GroupMember>> {
+        let group = group.to_ascii_lowercase();
+        // The primary key's order (group, member), so that each page is a range of its index.
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT m.member, g.aor FROM group_members m LEFT JOIN distribution_groups g ON g.aor = m.member \
+             WHERE m.group_aor = $1 AND m.member > $2 ORDER BY m.member LIMIT $3",
+        )
+        .bind(&group)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| map_err(&group, e))?;
+        Ok(rows.into_iter().map(|(aor, g)| GroupMember { aor, is_group: g.is_some() }).collect())
+    }
+
     async fn heartbeat(&self, member: &Member, forget_after_ms: i64) -> Result<()> {
         let now = DB::NOW_MS;
         let mut tx = self.pool.begin().await.map_err(|e| map_err("begin", e))?;
@@ -752,6 +971,30 @@ where
         Ok(created)
     }
 
+    /// Holds `domain`'s row until the transaction ends, by a write that changes nothing (a row
+    /// lock on PostgreSQL; on SQLite any write holds the database's one write lock), so that
+    /// a user and a group added with one AOR at the same time cannot both pass the check that
+    /// the other has not taken it.
+    async fn hold_domain(&self, tx: &mut sqlx::Transaction<'_, DB>, domain: &str) -> Result<()> {
+        sqlx::query("UPDATE domains SET created_at = created_at WHERE name = $1")
+            .bind(domain)
+            .execute(&mut **tx)
+            .await
+            .map(|_| ())
+            .map_err(|e| map_err(domain, e))
+    }
+
+    /// Notes that `group`'s list of members changed: when, in its row, and in the change log.
+    async fn touch_group(&self, tx: &mut sqlx::Transaction<'_, DB>, group: &str) -> Result<()> {
+        sqlx::query("UPDATE distribution_groups SET updated_at = $2 WHERE aor = $1")
+            .bind(group)
+            .bind(now())
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| map_err(group, e))?;
+        self.note_change(tx, &Change::Group(group.to_string())).await
+    }
+
     async fn note_change(&self, tx: &mut sqlx::Transaction<'_, DB>, change: &Change) -> Result<()> {
         sqlx::query("INSERT INTO user_changes (kind, subject, at) VALUES ($1, $2, $3)")
             .bind(change.kind())
@@ -762,6 +1005,14 @@ where
             .map(|_| ())
             .map_err(|e| map_err(change.subject(), e))
     }
+}
+
+/// A group's row with its count of direct members: AOR, display name, members, created,
+/// updated.
+type GroupRow = (String, String, i64, i64, i64);
+
+fn group_of_row((aor, display_name, members, created_at, updated_at): GroupRow) -> Group {
+    Group { aor, display_name, direct_members: members.max(0) as u64, created_at, updated_at }
 }
 
 #[derive(sqlx::FromRow)]
@@ -805,6 +1056,6 @@ where
     if comma {
         sql.push_str(", ");
     }
-    args.add(value).map_err(|e| StoreError::Invalid(format!("archive entry: {e}")))?;
-    args.format_placeholder(sql).map_err(|e| StoreError::Invalid(format!("archive entry: {e}")))
+    args.add(value).map_err(|e| StoreError::Invalid(format!("a value of a many-row insert: {e}")))?;
+    args.format_placeholder(sql).map_err(|e| StoreError::Invalid(format!("a value of a many-row insert: {e}")))
 }

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)] // a test fails loudly where a value is missing
 
 use sipfront_storage::{
-    testing, Change, FederationAction, FederationDomain, FederationMode, NewUser, PgStore, SqliteStore, Store,
-    StoreError,
+    expand_group, testing, Change, Expansion, FederationAction, FederationDomain, FederationMode, GroupMember, NewUser,
+    PgStore, SqliteStore, Store, StoreError,
 };
 use std::sync::Arc;
 
@@ -790,6 +790,388 @@ async fn the_change_log_goes_on_from_its_position_across_migration_9() {
     if let Some(url) = testing::fresh_postgres("change_log_migration_9").await {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         up_to(sqlx::migrate!("./migrations/postgres"), 8).run(&pool).await.unwrap();
+        for sql in BEFORE {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let pg = PgStore::connect(&url).await.unwrap();
+        pg.migrate().await.unwrap();
+        check(&pg).await;
+    }
+}
+
+// ---- distribution groups ----
+
+const SALES: &str = "sales@example.test";
+
+fn group_changes(aors: &[&str]) -> Vec<Change> {
+    aors.iter().map(|a| Change::Group(a.to_string())).collect()
+}
+
+#[tokio::test]
+async fn groups_are_added_listed_and_removed() {
+    on_both("groups", |s| async move {
+        s.add_user(&user("alice", "example.test")).await.unwrap();
+        let head = s.changes_head().await.unwrap();
+        s.add_group("Sales@Example.TEST", "Sales").await.unwrap();
+        s.add_group("all@example.test", "").await.unwrap();
+        // A group of a domain not served yet brings the domain, as a user does.
+        s.add_group("team@other.test", "Team").await.unwrap();
+        assert!(s.has_domain("other.test").await.unwrap());
+
+        let sales = s.group("SALES@example.test").await.unwrap().unwrap();
+        assert_eq!((sales.aor.as_str(), sales.display_name.as_str(), sales.direct_members), (SALES, "Sales", 0));
+        assert!(sales.created_at > 0 && sales.updated_at == sales.created_at);
+        assert!(s.group("nobody@example.test").await.unwrap().is_none());
+        let aors = |groups: Vec<sipfront_storage::Group>| groups.into_iter().map(|g| g.aor).collect::<Vec<_>>();
+        assert_eq!(aors(s.groups(None).await.unwrap()), ["all@example.test", SALES, "team@other.test"]);
+        assert_eq!(aors(s.groups(Some("Example.TEST")).await.unwrap()), ["all@example.test", SALES]);
+        assert!(s.groups(Some("none.test")).await.unwrap().is_empty());
+
+        for taken in ["sales@example.test", "SALES@example.test", "alice@example.test", "ALICE@Example.test"] {
+            assert!(
+                matches!(s.add_group(taken, "again").await, Err(StoreError::Conflict(_))),
+                "{taken} is a group's or a user's"
+            );
+        }
+        for bad in ["sales", "@example.test", "sales@", "sip:sales@example.test", "sa les@example.test", "*@example.test"]
+        {
+            assert!(matches!(s.add_group(bad, "").await, Err(StoreError::Invalid(_))), "{bad:?}");
+        }
+        // Both ways: no user may take a group's AOR either, whatever its case.
+        assert!(matches!(s.add_user(&user("Sales", "example.test")).await, Err(StoreError::Conflict(a)) if a == "Sales@example.test"));
+        let batch = [user("bob", "example.test"), user("sales", "example.test")];
+        assert!(matches!(s.add_users(&batch).await, Err(StoreError::Conflict(_))));
+        assert!(s.user("bob@example.test").await.unwrap().is_none(), "nothing of the batch is kept");
+
+        s.remove_group("Team@other.test").await.unwrap();
+        assert!(matches!(s.remove_group("team@other.test").await, Err(StoreError::NotFound(a)) if a == "team@other.test"));
+        assert!(s.group("team@other.test").await.unwrap().is_none());
+        // Its AOR is free again, for a user as for a group.
+        s.add_user(&user("team", "other.test")).await.unwrap();
+
+        let c = s.changes_since(head).await.unwrap();
+        let mut expected = group_changes(&[SALES, "all@example.test"]);
+        expected.extend([Change::Domain("other.test".into()), Change::Group("team@other.test".into())]);
+        expected.extend([Change::Group("team@other.test".into()), Change::User("team@other.test".into())]);
+        assert_eq!(c.entries, expected, "each change once, in lower case; refusals note nothing");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn group_members_are_added_and_removed() {
+    on_both("group_members", |s| async move {
+        s.add_user(&user("Alice", "example.test")).await.unwrap();
+        s.add_group(SALES, "Sales").await.unwrap();
+        let head = s.changes_head().await.unwrap();
+        // Users (whatever case they were written in), groups and remote addresses alike.
+        assert!(s.add_group_member("Sales@example.test", "Alice@Example.TEST").await.unwrap());
+        assert!(s.add_group_member(SALES, "zoe@partner.example").await.unwrap());
+        assert!(s.add_group_member(SALES, "all@example.test").await.unwrap(), "a group may come later");
+        assert!(!s.add_group_member(SALES, "ALICE@example.test").await.unwrap(), "there already");
+        assert_eq!(
+            s.group_members(SALES).await.unwrap(),
+            ["alice@example.test", "all@example.test", "zoe@partner.example"],
+            "direct members by AOR, in lower case"
+        );
+        assert_eq!(s.group(SALES).await.unwrap().unwrap().direct_members, 3);
+
+        assert!(matches!(s.add_group_member("nobody@example.test", ALICE).await, Err(StoreError::NotFound(g)) if g == "nobody@example.test"));
+        assert!(matches!(s.group_members("nobody@example.test").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.remove_group_member("nobody@example.test", ALICE).await, Err(StoreError::NotFound(_))));
+        for bad in ["alice", "sip:alice@example.test", "alice@", "a b@example.test", "*@example.test", ""] {
+            assert!(matches!(s.add_group_member(SALES, bad).await, Err(StoreError::Invalid(_))), "{bad:?}");
+        }
+        for itself in [SALES, "SALES@Example.test"] {
+            assert!(matches!(s.add_group_member(SALES, itself).await, Err(StoreError::Invalid(_))), "{itself}");
+        }
+
+        assert!(s.remove_group_member(SALES, "ZOE@partner.example").await.unwrap());
+        assert!(!s.remove_group_member(SALES, "zoe@partner.example").await.unwrap(), "gone already");
+        assert!(matches!(s.remove_group_member(SALES, "zoe").await, Err(StoreError::Invalid(_))));
+        assert_eq!(s.group_members(SALES).await.unwrap(), ["alice@example.test", "all@example.test"]);
+
+        s.add_group("empty@example.test", "").await.unwrap();
+        assert!(s.group_members("empty@example.test").await.unwrap().is_empty(), "known, with no members");
+
+        let c = s.changes_since(head).await.unwrap();
+        let mut expected = group_changes(&[SALES, SALES, SALES, SALES]);
+        expected.push(Change::Group("empty@example.test".into()));
+        assert_eq!(c.entries, expected, "one per change; what changed nothing is not noted");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_group_goes_with_its_members_and_from_the_groups_that_list_it() {
+    on_both("group_removed", |s| async move {
+        for g in ["all@example.test", SALES, "emea@example.test", "team@example.test"] {
+            s.add_group(g, "").await.unwrap();
+        }
+        s.add_group_member("all@example.test", SALES).await.unwrap();
+        s.add_group_member("emea@example.test", SALES).await.unwrap();
+        s.add_group_member("emea@example.test", "bob@example.test").await.unwrap();
+        s.add_group_member(SALES, ALICE).await.unwrap();
+        s.add_group_member(SALES, "team@example.test").await.unwrap();
+        let head = s.changes_head().await.unwrap();
+
+        s.remove_group(SALES).await.unwrap();
+        assert!(s.group_members("all@example.test").await.unwrap().is_empty());
+        assert_eq!(s.group_members("emea@example.test").await.unwrap(), ["bob@example.test"]);
+        assert!(s.group("team@example.test").await.unwrap().is_some(), "a member group stays");
+        let c = s.changes_since(head).await.unwrap();
+        assert_eq!(
+            c.entries,
+            group_changes(&[SALES, "all@example.test", "emea@example.test"]),
+            "the group, then each group that listed it"
+        );
+
+        // Added again, it starts empty and in no group.
+        s.add_group(SALES, "").await.unwrap();
+        assert!(s.group_members(SALES).await.unwrap().is_empty());
+        assert!(s.group_members("all@example.test").await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn group_memberships_in_bulk_go_in_together_or_not_at_all() {
+    on_both("group_members_bulk", |s| async move {
+        s.add_group(SALES, "").await.unwrap();
+        s.add_group("all@example.test", "").await.unwrap();
+        s.add_group_member(SALES, "bob@example.test").await.unwrap();
+        let head = s.changes_head().await.unwrap();
+        let pair = |g: &str, m: &str| (g.to_string(), m.to_string());
+        let batch = [
+            pair(SALES, ALICE),
+            pair("all@example.test", SALES),
+            pair("SALES@example.test", "Bob@example.test"),
+            pair(SALES, "carol@example.test"),
+            pair(SALES, "carol@example.test"),
+        ];
+        assert_eq!(s.add_group_members(&batch).await.unwrap(), 3, "new memberships only");
+        assert_eq!(s.group_members(SALES).await.unwrap(), [ALICE, "bob@example.test", "carol@example.test"]);
+        let c = s.changes_since(head).await.unwrap();
+        assert_eq!(c.entries, group_changes(&["all@example.test", SALES]), "one change per group");
+
+        // An unknown group, a bad member or a group in itself spoils the whole batch.
+        let spoilt = [pair(SALES, "dave@example.test"), pair("nobody@example.test", ALICE)];
+        assert!(
+            matches!(s.add_group_members(&spoilt).await, Err(StoreError::NotFound(g)) if g == "nobody@example.test")
+        );
+        let spoilt = [pair(SALES, "dave@example.test"), pair(SALES, "dave")];
+        assert!(matches!(s.add_group_members(&spoilt).await, Err(StoreError::Invalid(_))));
+        let spoilt = [pair(SALES, "dave@example.test"), pair("all@example.test", "all@example.test")];
+        assert!(matches!(s.add_group_members(&spoilt).await, Err(StoreError::Invalid(_))));
+        assert_eq!(s.group_members(SALES).await.unwrap().len(), 3, "nothing of those batches is kept");
+        assert_eq!(s.add_group_members(&batch).await.unwrap(), 0, "all there already");
+        assert_eq!(s.add_group_members(&[]).await.unwrap(), 0);
+        assert!(s.changes_since(c.last).await.unwrap().entries.is_empty());
+    })
+    .await;
+}
+
+/// Adding a user and a group under one AOR at the same time: exactly one of them is kept,
+/// never both (each holds the domain while it checks the other).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_and_a_group_racing_for_one_aor_cannot_both_win() {
+    on_both("group_user_race", |s| async move {
+        s.add_domain("example.test").await.unwrap();
+        s.add_group(SALES, "").await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let name = format!("team{i}");
+                    let (new_user, aor, member) =
+                        (user(&name, "example.test"), format!("{name}@example.test"), format!("m{i}@example.test"));
+                    let (u, g, m) =
+                        tokio::join!(s.add_user(&new_user), s.add_group(&aor, ""), s.add_group_member(SALES, &member),);
+                    assert!(m.unwrap());
+                    (u.is_ok(), g.is_ok(), u, g)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (user_won, group_won, u, g) = t.await.unwrap();
+            assert!(user_won != group_won, "one of them: {u:?} {g:?}");
+            let loser = if user_won { g } else { u };
+            assert!(matches!(loser, Err(StoreError::Conflict(_))), "{loser:?}");
+        }
+        assert_eq!(s.group_members(SALES).await.unwrap().len(), 16);
+    })
+    .await;
+}
+
+/// Members as [`expand_group`] reports them.
+fn expansion(members: &[&str], loops: &[&[&str]], too_deep: &[&str], truncated: bool) -> Expansion {
+    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    Expansion {
+        members: strings(members),
+        loops: loops.iter().map(|l| strings(l)).collect(),
+        too_deep: strings(too_deep),
+        truncated,
+    }
+}
+
+/// Sets up groups `g@x.test` from `(group, members)`: a member named without `@` is another
+/// of these groups, one with `@` a user or remote address.
+async fn groups_of(s: &dyn Store, spec: &[(&str, &[&str])]) {
+    for (g, _) in spec {
+        s.add_group(&format!("{g}@x.test"), "").await.unwrap();
+    }
+    let mut memberships = Vec::new();
+    for (g, members) in spec {
+        for m in *members {
+            let m = if m.contains('@') { m.to_string() } else { format!("{m}@x.test") };
+            memberships.push((format!("{g}@x.test"), m));
+        }
+    }
+    s.add_group_members(&memberships).await.unwrap();
+}
+
+#[tokio::test]
+async fn nested_groups_expand_depth_first_each_member_once() {
+    on_both("group_expansion", |s| async move {
+        groups_of(
+            &*s,
+            &[
+                ("a", &["b", "zed@x.test", "c", "amy@partner.example"]),
+                ("b", &["bob@x.test", "x@x.test", "d"]),
+                ("c", &["x@x.test", "carl@x.test", "d"]),
+                ("d", &["dora@x.test", "zed@x.test"]),
+            ],
+        )
+        .await;
+        // Depth first, each group's members by AOR: a's are amy, b, c, zed; b's bob, d, x.
+        let all = ["amy@partner.example", "bob@x.test", "dora@x.test", "zed@x.test", "x@x.test", "carl@x.test"];
+        assert_eq!(expand_group(&*s, "A@x.test", 10, 100).await.unwrap(), expansion(&all, &[], &[], false));
+        // The diamond: x (under b and c) and d (under b and c) come once.
+        assert_eq!(expand_group(&*s, "c@x.test", 10, 100).await.unwrap().members, ["carl@x.test", "dora@x.test", "zed@x.test", "x@x.test"]);
+
+        // Depth 0: direct members only; 1: a's groups' members, d left out.
+        let direct = expansion(&["amy@partner.example", "zed@x.test"], &[], &["b@x.test", "c@x.test"], false);
+        assert_eq!(expand_group(&*s, "a@x.test", 0, 100).await.unwrap(), direct);
+        let one = ["amy@partner.example", "bob@x.test", "x@x.test", "carl@x.test", "zed@x.test"];
+        assert_eq!(expand_group(&*s, "a@x.test", 1, 100).await.unwrap(), expansion(&one, &[], &["d@x.test"], false));
+        assert_eq!(expand_group(&*s, "a@x.test", 2, 100).await.unwrap().members, all);
+
+        assert!(matches!(expand_group(&*s, "nobody@x.test", 10, 100).await, Err(StoreError::NotFound(g)) if g == "nobody@x.test"));
+        // A group with no members, and a page of a group read past its end.
+        s.add_group("empty@x.test", "").await.unwrap();
+        assert_eq!(expand_group(&*s, "empty@x.test", 10, 100).await.unwrap(), Expansion::default());
+        assert_eq!(
+            s.group_members_after("b@x.test", "bob@x.test", 10).await.unwrap(),
+            [
+                GroupMember { aor: "d@x.test".into(), is_group: true },
+                GroupMember { aor: "x@x.test".into(), is_group: false }
+            ]
+        );
+        assert!(s.group_members_after("b@x.test", "x@x.test", 10).await.unwrap().is_empty());
+        assert!(s.group_members_after("nobody@x.test", "", 10).await.unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_loop_of_groups_is_reported_and_not_followed() {
+    on_both("group_loops", |s| async move {
+        groups_of(&*s, &[("a", &["b", "amy@x.test"]), ("b", &["a", "bob@x.test", "c"]), ("c", &["b", "carl@x.test"])])
+            .await;
+        let a = expand_group(&*s, "a@x.test", 10, 100).await.unwrap();
+        assert_eq!(
+            a,
+            expansion(
+                &["amy@x.test", "bob@x.test", "carl@x.test"],
+                &[&["a@x.test", "b@x.test", "a@x.test"], &["b@x.test", "c@x.test", "b@x.test"]],
+                &[],
+                false
+            )
+        );
+        let b = expand_group(&*s, "b@x.test", 10, 100).await.unwrap();
+        assert_eq!(b.members, ["amy@x.test", "bob@x.test", "carl@x.test"]);
+        assert_eq!(b.loops, [["b@x.test", "a@x.test", "b@x.test"], ["b@x.test", "c@x.test", "b@x.test"]]);
+    })
+    .await;
+}
+
+/// A group of 50,000 goes in as one batch, and expanding it stops reading at the limit.
+#[tokio::test]
+async fn a_large_group_is_expanded_no_further_than_its_limit() {
+    on_both("group_large", |s| async move {
+        s.add_group("all@example.test", "All").await.unwrap();
+        s.add_group("vip@example.test", "").await.unwrap();
+        let mut batch: Vec<(String, String)> =
+            (0..50_000).map(|i| ("all@example.test".to_string(), format!("u{i:05}@example.test"))).collect();
+        batch.push(("all@example.test".into(), "vip@example.test".into()));
+        batch.push(("vip@example.test".into(), "u00001@example.test".into()));
+        batch.push(("vip@example.test".into(), "zz@example.test".into()));
+        let started = std::time::Instant::now();
+        assert_eq!(s.add_group_members(&batch).await.unwrap(), 50_003);
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(20), "50,000 memberships in {took:?}");
+        assert_eq!(s.group("all@example.test").await.unwrap().unwrap().direct_members, 50_001);
+
+        let first = expand_group(&*s, "all@example.test", 5, 100).await.unwrap();
+        assert!(first.truncated);
+        assert_eq!(first.members.len(), 100);
+        assert_eq!(
+            (first.members[0].as_str(), first.members[99].as_str()),
+            ("u00000@example.test", "u00099@example.test")
+        );
+
+        let all = expand_group(&*s, "all@example.test", 5, 60_000).await.unwrap();
+        assert!(!all.truncated);
+        assert_eq!(all.members.len(), 50_001, "every user once, then zz through vip (after the u's)");
+        assert_eq!(all.members.last().map(String::as_str), Some("zz@example.test"));
+        // Exactly at the limit is all of them; one under is not.
+        assert!(!expand_group(&*s, "all@example.test", 5, 50_001).await.unwrap().truncated);
+        let short = expand_group(&*s, "all@example.test", 5, 50_000).await.unwrap();
+        assert!(short.truncated && short.members.len() == 50_000);
+        // A limit of none: truncated as soon as there is anyone.
+        assert!(expand_group(&*s, "all@example.test", 5, 0).await.unwrap().truncated);
+    })
+    .await;
+}
+
+/// Migration 10 gives the change log a fifth kind, as migration 9 gave it a fourth (on SQLite
+/// by copying it): what was in it is kept and positions go on past the highest handed out.
+#[tokio::test]
+async fn the_change_log_goes_on_from_its_position_across_migration_10() {
+    const BEFORE: [&str; 4] = [
+        "INSERT INTO domains (name, created_at) VALUES ('example.test', 1)",
+        "INSERT INTO user_changes (kind, subject, at) VALUES ('domain', 'example.test', 1)",
+        "INSERT INTO user_changes (kind, subject, at) VALUES ('federation', '*', 1), ('waiting', 'a@example.test', 2)",
+        "DELETE FROM user_changes WHERE kind = 'waiting'",
+    ];
+    async fn check(s: &dyn Store) {
+        let old = s.changes_since(0).await.unwrap();
+        assert_eq!(old.entries, vec![Change::Domain("example.test".into()), Change::Federation("*".into())]);
+        s.add_group(SALES, "Sales").await.unwrap();
+        let c = s.changes_since(3).await.unwrap();
+        assert_eq!(c.entries, vec![Change::Group(SALES.into())], "{c:?}");
+        assert!(c.last > 3);
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/sqlite"), 9).run(&pool).await.unwrap();
+        for sql in BEFORE {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    s.migrate().await.unwrap();
+    check(&s).await;
+
+    if let Some(url) = testing::fresh_postgres("change_log_migration_10").await {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/postgres"), 9).run(&pool).await.unwrap();
         for sql in BEFORE {
             sqlx::query(sql).execute(&pool).await.unwrap();
         }

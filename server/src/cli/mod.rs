@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 mod archive;
 mod federation;
+mod groups;
 mod pool;
 mod presence;
 mod time;
@@ -63,6 +64,12 @@ pub enum Command {
         #[command(subcommand)]
         command: presence::ContactsCommand,
     },
+    /// Distribution groups: addresses that stand for their members (users, groups, remote
+    /// addresses).
+    Group {
+        #[command(subcommand)]
+        command: groups::GroupCommand,
+    },
     /// The IM archive.
     Archive {
         #[command(subcommand)]
@@ -105,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Archive { command } => archive::run(&config, &cli.data_dir, command),
         Command::Rules { command } => presence::run_rules(&config, &cli.data_dir, command),
         Command::Contacts { command } => presence::run_contacts(&config, &cli.data_dir, command),
+        Command::Group { command } => groups::run(&config, &cli.data_dir, command),
         Command::Federation { command } => federation::run(&config, &cli.data_dir, command),
         Command::Pool { command } => pool::run(&config, &cli.data_dir, command),
         Command::Db { command: DbCommand::Migrate } => users::with_store(&config, &cli.data_dir, async |store| {

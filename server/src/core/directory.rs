@@ -143,6 +143,7 @@ impl Directory {
                             }
                             Change::Domain(_) => reload_domains = true,
                             Change::Federation(_) => self.federation.send_modify(|n| *n += 1),
+                            Change::Group(_) => {} // group caches follow it (issue 21)
                             Change::User(aor) => {
                                 reload_domains = true;
                                 self.users.remove(&*folded(aor));
