@@ -78,17 +78,7 @@ impl Connector {
         let (flow, queue) = self.transports.flows.open(Transport::Tcp, remote, local, self.settings.queue);
         // We chose to open it, to a peer we meant to reach.
         self.transports.flows.mark_authenticated(flow);
-        tokio::spawn(stream::serve(
-            tcp,
-            (flow, queue),
-            Transport::Tcp,
-            remote,
-            local,
-            self.transports.clone(),
-            self.inbound.clone(),
-            self.settings.clone(),
-            self.shutdown.clone(),
-        ));
+        self.serve(tcp, (flow, queue), Transport::Tcp, remote, local);
         tracing::debug!(%remote, flow, "connected to pool member");
         Some((flow, true))
     }
@@ -168,10 +158,29 @@ impl Connector {
         }
         // We chose to open it, to the edge of a domain the policy federates with.
         self.transports.flows.mark_partner(flow);
+        // Boxed: a TLS session is several kilobytes, and the task need not carry it inline.
+        self.serve(Box::new(tls), (flow, queue), Transport::Tls, remote, local);
+        tracing::debug!(%remote, domain, flow, "connected to partner edge");
+        Ok(flow)
+    }
+}
+
+impl Connector {
+    /// Serves a connection this server opened, as an accepted one is served.
+    fn serve<S>(
+        &self,
+        stream: S,
+        flow: (FlowId, super::flows::Queue),
+        transport: Transport,
+        remote: SocketAddr,
+        local: SocketAddr,
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
         tokio::spawn(stream::serve(
-            Box::new(tls),
-            (flow, queue),
-            Transport::Tls,
+            stream,
+            flow,
+            transport,
             remote,
             local,
             self.transports.clone(),
@@ -179,8 +188,6 @@ impl Connector {
             self.settings.clone(),
             self.shutdown.clone(),
         ));
-        tracing::debug!(%remote, domain, flow, "connected to partner edge");
-        Ok(flow)
     }
 }
 

@@ -99,6 +99,9 @@ impl Proxy {
     /// An initial INVITE (RFC 3261 16.3 to 16.6): checked, its sender authenticated, forked
     /// to every binding of the callee with Record-Route, and answered as the branches answer.
     pub async fn invite(&self, req: Incoming, tx: ServerTx) {
+        if let Some(domain) = self.gate.foreign_domain(&req.msg) {
+            return self.federate(req, tx, domain).await;
+        }
         let msg = &req.msg;
         let agent = &self.agent;
         if msg.max_forwards() == Some(0) {
@@ -106,9 +109,6 @@ impl Proxy {
         }
         if self.loops.looped(msg) {
             return tx.respond(reply::response(msg, 482, agent));
-        }
-        if let Some(domain) = self.gate.foreign_domain(msg) {
-            return self.federate(req, tx, domain).await;
         }
         let caller = match self.gate.sender(&req).await {
             Ok(caller) => caller,
@@ -124,18 +124,7 @@ impl Proxy {
             return tx.respond(Messaging::unavailable(msg, agent));
         }
         tx.provisional(reply::response(msg, 100, agent));
-        let until = SystemTime::now() + self.dialog_max;
-        let dialog = TokenDialog {
-            id: TokenDialog::id_of(
-                msg.call_id().unwrap_or_default(),
-                msg.from().and_then(|f| f.tag()).unwrap_or_default(),
-            ),
-            caller: TokenDialog::party(caller.as_str()),
-            callee: TokenDialog::party(to.aor.as_str()),
-            until: until
-                .duration_since(UNIX_EPOCH)
-                .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
-        };
+        let dialog = self.token_dialog(msg, &caller, &to.aor);
         let forks = targets
             .iter()
             .map(|b| {
@@ -181,18 +170,7 @@ impl Proxy {
             super::federation::Outbound::Via(t, _) => t,
             super::federation::Outbound::Refused(refusal) => return tx.respond(refusal.response(msg, agent)),
         };
-        let until = SystemTime::now() + self.dialog_max;
-        let dialog = TokenDialog {
-            id: TokenDialog::id_of(
-                msg.call_id().unwrap_or_default(),
-                msg.from().and_then(|f| f.tag()).unwrap_or_default(),
-            ),
-            caller: TokenDialog::party(caller.as_str()),
-            callee: TokenDialog::party(callee.as_str()),
-            until: until
-                .duration_since(UNIX_EPOCH)
-                .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
-        };
+        let dialog = self.token_dialog(msg, &caller, &callee);
         let mut fork = msg.clone();
         fork.set_header(HeaderName::MaxForwards, msg.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
         // Credentials for our realms were consumed here; our Route entries too.
@@ -216,6 +194,23 @@ impl Proxy {
             return tx.respond(if code == 503 { reply::response(msg, 500, agent) } else { upstream_copy(resp) });
         }
         tx.respond(reply::response(msg, 408, agent));
+    }
+
+    /// What a dialog's route token seals of the request that starts it: the dialog (Call-ID
+    /// and From tag), both parties, and how long it may be routed (`proxy.dialog_max_hours`).
+    fn token_dialog(&self, msg: &Message, caller: &Aor, callee: &Aor) -> TokenDialog {
+        let until = SystemTime::now() + self.dialog_max;
+        TokenDialog {
+            id: TokenDialog::id_of(
+                msg.call_id().unwrap_or_default(),
+                msg.from().and_then(|f| f.tag()).unwrap_or_default(),
+            ),
+            caller: TokenDialog::party(caller.as_str()),
+            callee: TokenDialog::party(callee.as_str()),
+            until: until
+                .duration_since(UNIX_EPOCH)
+                .map_or(u32::MAX, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+        }
     }
 
     /// A request inside a dialog (its To has a tag; `tx` is `None` for the ACK of a 2xx):
