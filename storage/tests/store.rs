@@ -472,6 +472,38 @@ async fn concurrent_presence_changes_all_succeed() {
 }
 
 /// The migrations up to `version` (the schema as an older release left it).
+/// Stores whose schema was at `version` when `before` ran on it, then upgraded to the latest:
+/// SQLite, and PostgreSQL (a fresh database named for `test`) when the tests have one. The
+/// directory holds the SQLite file: keep it while the stores are used.
+async fn upgraded_from(version: i64, before: &[&str], test: &str) -> (tempfile::TempDir, Vec<Box<dyn Store>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/sqlite"), version).run(&pool).await.unwrap();
+        for sql in before {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+    }
+    let sqlite = SqliteStore::open(&path).await.unwrap();
+    sqlite.migrate().await.unwrap();
+    let mut stores: Vec<Box<dyn Store>> = vec![Box::new(sqlite)];
+    if let Some(url) = testing::fresh_postgres(test).await {
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        up_to(sqlx::migrate!("./migrations/postgres"), version).run(&pool).await.unwrap();
+        for sql in before {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let pg = PgStore::connect(&url).await.unwrap();
+        pg.migrate().await.unwrap();
+        stores.push(Box::new(pg));
+    }
+    (dir, stores)
+}
+
 fn up_to(migrator: sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
     let mut m = migrator;
     m.migrations = std::borrow::Cow::Owned(m.migrations.iter().filter(|m| m.version <= version).cloned().collect());
@@ -772,31 +804,9 @@ async fn the_change_log_goes_on_from_its_position_across_migration_9() {
         assert!(c.last > 3);
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        up_to(sqlx::migrate!("./migrations/sqlite"), 8).run(&pool).await.unwrap();
-        for sql in BEFORE {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
-    let s = SqliteStore::open(&path).await.unwrap();
-    s.migrate().await.unwrap();
-    check(&s).await;
-
-    if let Some(url) = testing::fresh_postgres("change_log_migration_9").await {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        up_to(sqlx::migrate!("./migrations/postgres"), 8).run(&pool).await.unwrap();
-        for sql in BEFORE {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-        let pg = PgStore::connect(&url).await.unwrap();
-        pg.migrate().await.unwrap();
-        check(&pg).await;
+    let (_dir, stores) = upgraded_from(8, &BEFORE, "change_log_migration_9").await;
+    for s in stores {
+        check(s.as_ref()).await;
     }
 }
 
@@ -1154,30 +1164,8 @@ async fn the_change_log_goes_on_from_its_position_across_migration_10() {
         assert!(c.last > 3);
     }
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    {
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
-        let pool = sqlx::SqlitePool::connect_with(options).await.unwrap();
-        up_to(sqlx::migrate!("./migrations/sqlite"), 9).run(&pool).await.unwrap();
-        for sql in BEFORE {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-    }
-    let s = SqliteStore::open(&path).await.unwrap();
-    s.migrate().await.unwrap();
-    check(&s).await;
-
-    if let Some(url) = testing::fresh_postgres("change_log_migration_10").await {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        up_to(sqlx::migrate!("./migrations/postgres"), 9).run(&pool).await.unwrap();
-        for sql in BEFORE {
-            sqlx::query(sql).execute(&pool).await.unwrap();
-        }
-        pool.close().await;
-        let pg = PgStore::connect(&url).await.unwrap();
-        pg.migrate().await.unwrap();
-        check(&pg).await;
+    let (_dir, stores) = upgraded_from(9, &BEFORE, "change_log_migration_10").await;
+    for s in stores {
+        check(s.as_ref()).await;
     }
 }
