@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod refusal;
 pub mod registrar;
 pub mod saved;
+pub mod search;
 
 use crate::config::Config;
 use crate::core::federation::Federation;
