@@ -194,6 +194,9 @@ pub struct Listen {
     pub tls: Vec<SocketAddr>,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub http: SocketAddr,
+    /// Directory search over HTTPS (`GET /directory/v1/search`), with the TLS certificate of
+    /// `tls`; empty: not served.
+    pub directory: Vec<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
@@ -359,6 +362,7 @@ impl Default for Listen {
             sip: vec![addr("0.0.0.0:5060"), addr("[::]:5060")],
             tls: vec![addr("0.0.0.0:5061"), addr("[::]:5061")],
             http: addr("127.0.0.1:9090"),
+            directory: vec![addr("0.0.0.0:5443")],
         }
     }
 }
@@ -725,6 +729,13 @@ mod tests {
         assert_eq!(c.transaction.t1_ms, 100);
         assert_eq!(c.transaction.t2_ms, 4000);
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn the_directory_listener_is_on_by_default_and_an_empty_list_turns_it_off() {
+        assert_eq!(Config::default().listen.directory, vec!["0.0.0.0:5443".parse().unwrap()]);
+        let off = Config::load(None, vec![("SIPFRONT_LISTEN_DIRECTORY".into(), String::new())]).unwrap();
+        assert!(off.listen.directory.is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::core::directory::Directory;
+use crate::core::directory_http::DirectorySearch;
 use crate::core::federation::Federation;
 use crate::core::pool::Membership;
 use crate::core::Core;
@@ -28,6 +29,8 @@ pub struct RunningServer {
     pub tcp: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     pub http: SocketAddr,
+    /// Directory search over HTTPS (`listen.directory`; empty when not served).
+    pub directory_search: Vec<SocketAddr>,
     pub transactions: Transactions,
     pub bindings: Arc<Bindings>,
     pub directory: Arc<Directory>,
@@ -102,16 +105,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             Err(e) => return Err(e),
         }
     }
-    let mut tls_listeners = Vec::new();
-    for &addr in &config.listen.tls {
-        match listen::tcp(addr) {
-            Ok(t) => tls_listeners.push(t),
-            Err(e) if listen::is_no_ipv6(addr, &e) => {
-                tracing::warn!(%addr, "no IPv6 on this machine; not listening there")
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let tls_listeners = bind_tcp(&config.listen.tls)?;
+    let directory_listeners = bind_tcp(&config.listen.directory)?;
     let federation_roots = if config.federation.enabled {
         if tls_listeners.is_empty() {
             anyhow::bail!("federation.enabled needs a TLS listener (listen.tls): partners connect over TLS");
@@ -125,12 +120,19 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     } else {
         Some(tls::server_config(&config.tls.cert, &config.tls.key, data_dir, federation_roots.clone())?)
     };
+    // Users' HTTPS clients present no certificate: no federation verifier here.
+    let directory_tls = if directory_listeners.is_empty() {
+        None
+    } else {
+        Some(tls::server_config(&config.tls.cert, &config.tls.key, data_dir, None)?)
+    };
     let http_listener = std::net::TcpListener::bind(config.listen.http)
         .with_context(|| format!("binding HTTP {}", config.listen.http))?;
 
     let udp_addrs: Vec<SocketAddr> = udp_sockets.iter().filter_map(|s| s.local_addr().ok()).collect();
     let tcp_addrs: Vec<SocketAddr> = tcp_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let tls_addrs: Vec<SocketAddr> = tls_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let directory_addrs: Vec<SocketAddr> = directory_listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
     let http_addr = http_listener.local_addr()?;
 
     let (trigger, shutdown) = shutdown::channel();
@@ -212,6 +214,15 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     transactions.set_user(&user);
     // Before anything is served: what this front end held when it last stopped.
     core.restore().await;
+    let directory_search = match directory_tls {
+        None => None,
+        Some(tls) => {
+            let search = DirectorySearch::load(kept_core.clone(), directory.clone())
+                .await
+                .context("reading the store for the directory search")?;
+            Some((Arc::new(search), tls))
+        }
+    };
 
     let drain = Duration::from_secs(config.server.drain_timeout_secs);
     let (archive_trigger, archive_stop) = shutdown::channel();
@@ -267,6 +278,14 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
             tasks.spawn(acceptor.clone().run(l, Some(tls.clone()), handshake));
         }
     }
+    if let Some((search, tls)) = directory_search {
+        let handshake = Duration::from_secs(config.transport.tls_handshake_timeout_secs);
+        let follower = search.clone();
+        tasks.spawn(async move { follower.follow().await });
+        for l in directory_listeners {
+            tasks.spawn(search.clone().serve(l, tls.clone(), handshake, shutdown.clone()));
+        }
+    }
     let (http_stop, http_stopped) = shutdown::channel();
     let (flows, txs, core) = (transports.clone(), transactions.clone(), kept_core.clone());
     let sources = http::Sources {
@@ -286,12 +305,16 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
 
     readiness.set(true);
     readiness.set_store(true);
-    tracing::info!(udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, http = %http_addr, workers, "sipfront listening");
+    tracing::info!(
+        udp = ?udp_addrs, tcp = ?tcp_addrs, tls = ?tls_addrs, http = %http_addr, directory = ?directory_addrs, workers,
+        "sipfront listening"
+    );
     Ok(RunningServer {
         udp: udp_addrs,
         tcp: tcp_addrs,
         tls: tls_addrs,
         http: http_addr,
+        directory_search: directory_addrs,
         transactions,
         bindings,
         directory,
@@ -307,6 +330,22 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         tasks,
         threads,
     })
+}
+
+/// A TCP listener on each address; an IPv6 one is skipped, with a warning, on a machine without
+/// IPv6.
+fn bind_tcp(addrs: &[SocketAddr]) -> anyhow::Result<Vec<tokio::net::TcpListener>> {
+    let mut listeners = Vec::new();
+    for &addr in addrs {
+        match listen::tcp(addr) {
+            Ok(t) => listeners.push(t),
+            Err(e) if listen::is_no_ipv6(addr, &e) => {
+                tracing::warn!(%addr, "no IPv6 on this machine; not listening there")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(listeners)
 }
 
 /// Keeps `/readyz` honest about the store: pinged every two seconds.

@@ -59,12 +59,13 @@ async fn a_bad_environment_value_is_one_clear_error() {
 fn assert_default_ports_free() {
     let taken = |what: &str, r: std::io::Result<()>| {
         if let Err(e) = r {
-            panic!("{what} is taken on this machine ({e}); this test needs the default ports 5060, 5061 and 9090 free");
+            panic!("{what} is taken on this machine ({e}); this test needs the default ports 5060, 5061, 5443 and 9090 free");
         }
     };
     taken("UDP 5060", std::net::UdpSocket::bind("0.0.0.0:5060").map(drop));
     taken("TCP 5060", std::net::TcpListener::bind("0.0.0.0:5060").map(drop));
     taken("TCP 5061", std::net::TcpListener::bind("0.0.0.0:5061").map(drop));
+    taken("TCP 5443", std::net::TcpListener::bind("0.0.0.0:5443").map(drop));
     taken("TCP 127.0.0.1:9090", std::net::TcpListener::bind("127.0.0.1:9090").map(drop));
 }
 
@@ -181,6 +182,7 @@ async fn cli_commands_racing_a_first_start_all_succeed() {
             .arg("--data-dir")
             .arg(&data)
             .args(["serve", "--sip-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .env("SIPFRONT_LISTEN_DIRECTORY", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

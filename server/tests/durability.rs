@@ -140,6 +140,7 @@ async fn a_kill_in_critical_mode_loses_no_delivered_message_from_the_archive() {
         "127.0.0.1:0",
     ])
     .env("SIPFRONT_ARCHIVE_CRITICAL", "true")
+    .env("SIPFRONT_LISTEN_DIRECTORY", "127.0.0.1:0")
     .env("SIPFRONT_LOG_LEVEL", "warn")
     .spawn()
     .unwrap();

@@ -48,6 +48,7 @@ async fn the_soft_file_limit_is_raised_and_a_low_hard_limit_caps_connections() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["serve", "--sip-addr", &sip.to_string(), "--tls-addr", "127.0.0.1:0", "--http-addr", &http.to_string()])
+        .env("SIPFRONT_LISTEN_DIRECTORY", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)

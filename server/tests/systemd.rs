@@ -39,6 +39,7 @@ fn serve_tells_systemd_when_it_is_ready_and_when_it_stops() {
         .arg(dir.path().join("data"))
         .args(["serve", "--sip-addr", "127.0.0.1:0", "--tls-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
         .env("NOTIFY_SOCKET", &socket_path)
+        .env("SIPFRONT_LISTEN_DIRECTORY", "127.0.0.1:0")
         .env("SIPFRONT_LOG_LEVEL", "warn")
         .env("SIPFRONT_SERVER_DRAIN_TIMEOUT_SECS", "1")
         .spawn()

@@ -50,6 +50,7 @@ impl Server {
         c.listen.sip = vec![LOCALHOST];
         c.listen.tls = vec![LOCALHOST];
         c.listen.http = LOCALHOST;
+        c.listen.directory = vec![LOCALHOST];
         c.server.workers = 2;
         c.server.drain_timeout_secs = 1;
         configure(&mut c);

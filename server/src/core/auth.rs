@@ -153,15 +153,23 @@ impl Auth {
     pub fn challenge(&self, req: &Message, code: u16, realm: &str, stale: bool, agent: &str) -> Message {
         let mut r = sipfront_proto::reply::response(req, code, agent);
         let header = if code == 401 { HeaderName::WwwAuthenticate } else { HeaderName::ProxyAuthenticate };
-        let nonce = self.new_nonce();
-        for a in &self.algorithms {
-            let stale = if stale { ", stale=true" } else { "" };
-            r.push_header(
-                header,
-                format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\", algorithm={}{stale}", a.name()),
-            );
+        for value in self.challenges(realm, stale) {
+            r.push_header(header, value);
         }
         r
+    }
+
+    /// The values of a challenge's headers: one per configured algorithm, in order, all with
+    /// the same fresh nonce (SIP's 401/407 above, and HTTP's WWW-Authenticate alike).
+    pub fn challenges(&self, realm: &str, stale: bool) -> Vec<String> {
+        let nonce = self.new_nonce();
+        let stale = if stale { ", stale=true" } else { "" };
+        self.algorithms
+            .iter()
+            .map(|a| {
+                format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", qop=\"auth\", algorithm={}{stale}", a.name())
+            })
+            .collect()
     }
 
     /// Checks the credentials `req` carries in `header` for `realm`.
@@ -173,25 +181,60 @@ impl Auth {
         ip: IpAddr,
         directory: &Directory,
     ) -> Verdict {
+        let method = req.method().map(|m| m.as_str()).unwrap_or_default();
+        let designated = |uri: &[u8]| req.request_uri().is_some_and(|r| designates(uri, r, realm));
+        self.verify_values(req.header_all(header), method, &designated, realm, ip, directory).await
+    }
+
+    /// Checks the credentials of an HTTP request (the directory's HTTPS endpoint): the values
+    /// of its Authorization headers, for `method` and its request-target, which the `uri`
+    /// parameter must repeat byte for byte (RFC 7616 3.4.6, as every HTTP client sends it).
+    /// The same HA1s, nonces, nonce-counts and lockouts as SIP: a failure here counts toward
+    /// the user's lockout there, and the other way round.
+    pub async fn verify_http<'a>(
+        &self,
+        authorization: impl Iterator<Item = &'a [u8]> + Send,
+        method: &str,
+        target: &[u8],
+        realm: &str,
+        ip: IpAddr,
+        directory: &Directory,
+    ) -> Verdict {
+        self.verify_values(authorization, method, &|uri: &[u8]| uri == target, realm, ip, directory).await
+    }
+
+    /// The credentials for `realm` among `values` (header values), checked.
+    async fn verify_values<'a>(
+        &self,
+        values: impl Iterator<Item = &'a [u8]> + Send,
+        method: &str,
+        designated: &(dyn Fn(&[u8]) -> bool + Sync),
+        realm: &str,
+        ip: IpAddr,
+        directory: &Directory,
+    ) -> Verdict {
         let mut ours = None;
-        for creds in req.digests(header) {
-            let Ok(c) = creds else { return self.reject(Refusal::MalformedCredentials) };
+        for value in values {
+            let Ok(c) = DigestParams::parse(value) else { return self.reject(Refusal::MalformedCredentials) };
             if c.is_digest() && c.get("realm").is_some_and(|r| r.eq_ignore_ascii_case(realm.as_bytes())) {
                 ours = Some(c);
                 break;
             }
         }
         let Some(c) = ours else { return self.challenge_for("no_credentials") };
-        match self.check(req, &c, realm, ip, directory).await {
+        match self.check(&c, method, designated, realm, ip, directory).await {
             Ok(user) => Verdict::Authenticated(user),
             Err(v) => v,
         }
     }
 
+    /// Checks credentials for a request of `method` whose resource `designated` tells a `uri`
+    /// parameter from another.
     async fn check(
         &self,
-        req: &Message,
         c: &DigestParams<'_>,
+        method: &str,
+        designated: &(dyn Fn(&[u8]) -> bool + Sync),
         realm: &str,
         ip: IpAddr,
         directory: &Directory,
@@ -226,7 +269,7 @@ impl Auth {
         let response = required(response)?;
         // RFC 7616 3.4.6: the `uri` must designate the resource of the Request-Line, or
         // credentials made for one request would serve for another (400 if not).
-        if !req.request_uri().is_some_and(|r| designates(uri.as_bytes(), r, realm)) {
+        if !designated(uri.as_bytes()) {
             return Err(self.reject(Refusal::UriMismatch));
         }
         let algorithm = match algorithm {
@@ -285,7 +328,6 @@ impl Auth {
             (Some(u), Algorithm::Md5) => &u.ha1_md5,
             (Some(u), _) => &u.ha1_sha256,
         };
-        let method = req.method().map(|m| m.as_str()).unwrap_or_default();
         let expected = digest::response(
             ha1,
             &digest::Challenge {

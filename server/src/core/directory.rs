@@ -85,6 +85,13 @@ impl Directory {
         &self.store
     }
 
+    /// The domains we serve, in order.
+    pub fn domains(&self) -> Vec<String> {
+        let mut domains: Vec<String> = self.domains.read().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        domains.sort_unstable();
+        domains
+    }
+
     /// Whether `domain` (lower case) is one we serve.
     pub fn serves(&self, domain: &str) -> bool {
         self.domains.read().unwrap_or_else(|p| p.into_inner()).contains(domain)

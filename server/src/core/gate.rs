@@ -49,6 +49,12 @@ impl Gate {
         self.auth.run().await
     }
 
+    /// The digest authentication every request passes here, for the directory's HTTPS
+    /// endpoint: one set of nonces and one lockout per user and address, whatever the protocol.
+    pub fn auth(&self) -> &Auth {
+        &self.auth
+    }
+
     /// REGISTER: the AOR's domain must be ours, its owner must authenticate, and may only
     /// register itself (RFC 3261 10.3 steps 1 to 4). The AOR to register, or the refusal.
     pub async fn registrant(&self, req: &Incoming) -> Result<Aor, Message> {

@@ -8,6 +8,7 @@ pub mod archive;
 pub mod auth;
 pub mod date;
 pub mod directory;
+pub mod directory_http;
 pub mod federation;
 pub mod gate;
 pub mod location;
@@ -250,6 +251,12 @@ impl Core {
         let down = std::time::Duration::from_secs(now.saturating_sub(u64::try_from(saved_at).unwrap_or(0)));
         let (b, p, sub) = saved.restore(down, s.registrar.bindings(), &s.presence);
         tracing::info!(bindings = b, publications = p, subscriptions = sub, "dynamic state restored");
+    }
+
+    /// The digest authentication of SIP requests, which the directory's HTTPS endpoint
+    /// shares (`directory_http`): the same nonces and lockouts.
+    pub fn auth(&self) -> &Auth {
+        self.0.gate.auth()
     }
 
     /// Requests waiting on the store or another member now.

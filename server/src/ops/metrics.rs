@@ -58,6 +58,7 @@ pub const POOL_MEMBERS: &str = "sipfront_pool_members";
 pub const POOL_USERS_HOMED: &str = "sipfront_pool_users_homed";
 pub const POOL_RELAYED: &str = "sipfront_pool_relayed_total";
 pub const POOL_HOPS_REFUSED: &str = "sipfront_pool_hops_refused_total";
+pub const DIRECTORY_REQUESTS: &str = "sipfront_directory_requests_total";
 
 /// Runs a store operation and records how long it took (`sipfront_store_operation_seconds{op}`)
 /// and, if it failed, how (`sipfront_store_failures_total{op,kind}`).
@@ -219,6 +220,7 @@ fn describe() {
     describe_counter!(NOTIFIES, "NOTIFYs sent, by the watcher's answer (2xx, 481, timeout...)");
     describe_histogram!(NOTIFY_FANOUT, "Watchers notified of one presence change");
     describe_gauge!(TLS_CERT_EXPIRY, "When the TLS certificate in use expires (its notAfter), in Unix seconds");
+    describe_counter!(DIRECTORY_REQUESTS, "Directory search requests over HTTPS, by result (ok, or why refused)");
     describe_counter!(NOTIFIES_COALESCED, "Presence changes folded into a later NOTIFY by the throttle (RFC 6446)");
 }
 

@@ -37,6 +37,7 @@ pub fn test_config() -> Config {
     c.listen.sip = vec![LOCALHOST];
     c.listen.tls = vec![LOCALHOST];
     c.listen.http = LOCALHOST;
+    c.listen.directory = vec![LOCALHOST];
     c.server.workers = 2;
     c.server.drain_timeout_secs = 2;
     c
