@@ -55,6 +55,8 @@ pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 pub const DEFAULT_LIMIT: usize = 20;
 /// How long a change the store could not answer waits to be read again.
 const RETRY: Duration = Duration::from_secs(1);
+/// A change-log read of one user for the index waits this long for the store at most.
+const STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// The directory search service: its index and what answering needs.
 pub struct DirectorySearch {
@@ -132,9 +134,13 @@ impl DirectorySearch {
             }
             let mut read = Vec::with_capacity(unread.len());
             for aor in &unread {
-                match self.directory.user(aor).await {
-                    Ok(user) => read.push((aor.clone(), user)),
-                    Err(e) => tracing::debug!(error = %e, "store unavailable for the directory search index"),
+                // From the store itself: read through the directory's cache, the index would
+                // fill it with every user the change log names, whom the SIP side has not asked for.
+                let read_one = tokio::time::timeout(STORE_WAIT, self.directory.store().user(aor)).await;
+                match read_one {
+                    Ok(Ok(user)) => read.push((aor.clone(), user.map(Arc::new))),
+                    Ok(Err(e)) => tracing::debug!(error = %e, "store unavailable for the directory search index"),
+                    Err(_) => tracing::debug!("store too slow for the directory search index"),
                 }
             }
             let index = self.index();
