@@ -22,6 +22,8 @@
 # Clients connect to $LB_ADDR:$LB_SIP_PORT (TCP) or :$LB_TLS_PORT (TLS); UDP clients go to a
 # member's own address (10.214.0.1I:5060), as DNS SRV would send them.
 set -euo pipefail
+# Under pipefail a `| grep -q` can fail a match: grep quits at it, the writer gets SIGPIPE and the
+# pipeline's status is the writer's. Every grep here reads its input to the end instead.
 OPS="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$OPS")"
 RUN=${RUN:-/tmp/sipfront-pool}
@@ -94,11 +96,11 @@ net_up() {
     ip link add "$BR" type bridge
     echo "$BR" >>"$RUN/links"
   fi
-  ip addr show dev "$BR" | grep -q "inet $BR_ADDR/24" || ip addr add "$BR_ADDR/24" dev "$BR"
+  ip addr show dev "$BR" | grep "inet $BR_ADDR/24" >/dev/null || ip addr add "$BR_ADDR/24" dev "$BR"
   ip link set "$BR" up
   for i in $(seq 1 "$n"); do
     ns=$NAME$i host=$NAME${i}h peer=$NAME${i}n addr=$(member_addr "$i")
-    if ! ip netns list | grep -qw "^$ns"; then
+    if ! ip netns list | grep -w "^$ns" >/dev/null; then
       ip netns add "$ns"
       echo "$ns" >>"$RUN/namespaces"
     fi
@@ -109,7 +111,7 @@ net_up() {
     ip link set "$host" master "$BR" up
     ip -n "$ns" link set lo up
     ip -n "$ns" link set "$peer" up
-    ip -n "$ns" addr show dev "$peer" | grep -q "inet $addr/24" || ip -n "$ns" addr add "$addr/24" dev "$peer"
+    ip -n "$ns" addr show dev "$peer" | grep "inet $addr/24" >/dev/null || ip -n "$ns" addr add "$addr/24" dev "$peer"
     ip -n "$ns" route replace default via "$BR_ADDR"
   done
 }
@@ -130,7 +132,7 @@ pg_up() {
 member_start() {
   local i=$1 ns addr sf pidf log
   ns=$NAME$i addr=$(member_addr "$i") pidf="$RUN/member$i.pid" log="$RUN/member$i.log"
-  ip netns list | grep -qw "^$ns" || die "no namespace $ns: run '$0 up N' first"
+  ip netns list | grep -w "^$ns" >/dev/null || die "no namespace $ns: run '$0 up N' first"
   if [ -f "$pidf" ] && group_alive "$(cat "$pidf")"; then echo "member $i runs already"; return 0; fi
   sf=$(binary)
   mkdir -p "$RUN/member$i"
@@ -144,7 +146,7 @@ member_start() {
   echo $! >"$pidf"
   for _ in $(seq 1 150); do
     proc_alive "$(cat "$pidf")" || { tail -20 "$log" >&2; rm -f "$pidf"; die "member $i exited while starting"; }
-    ip netns exec "$ns" ss -Hltn "sport = :5060" 2>/dev/null | grep -q "$addr:5060" && {
+    ip netns exec "$ns" ss -Hltn "sport = :5060" 2>/dev/null | grep "$addr:5060" >/dev/null && {
       echo "member $i: $addr (SIP 5060, TLS 5061, HTTP 9090), log $log"
       return 0
     }
@@ -275,7 +277,7 @@ down)
   if [ -d "$RUN/pg" ]; then PGTEST_DIR="$RUN/pg" PGTEST_PORT=$PG_PORT "$OPS/postgres.sh" stop; fi
   rm -f "$RUN/pg.url"
   for ns in $(cat "$RUN/namespaces" 2>/dev/null); do
-    ip netns list | grep -qw "^$ns" || continue
+    ip netns list | grep -w "^$ns" >/dev/null || continue
     left=$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')
     [ -z "${left// /}" ] || kill -KILL $left 2>/dev/null || true
     ip netns del "$ns"
