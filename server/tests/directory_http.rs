@@ -531,3 +531,37 @@ async fn an_empty_listener_list_serves_no_directory() {
     assert!(s.server.directory_search.is_empty());
     s.assert_answers_options().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_of_the_callers_domain_is_expanded_for_it() {
+    let s = directory_server(false, 0, |_| {}).await;
+    let store = sipfront_storage::open("", s.dir.path()).await.expect("open the store");
+    store.add_group(&format!("sales@{DOMAIN}"), "Sales").await.expect("add a group");
+    store.add_group(&format!("north@{DOMAIN}"), "Sales North").await.expect("add a group");
+    for (group, member) in [
+        ("sales", format!("alice@{DOMAIN}")),
+        ("sales", format!("north@{DOMAIN}")),
+        ("north", format!("bob@{DOMAIN}")),
+        ("north", "partner@b.test".to_string()),
+        ("north", format!("sales@{DOMAIN}")),
+    ] {
+        store.add_group_member(&format!("{group}@{DOMAIN}"), &member).await.expect("add a member");
+    }
+    let r = search_as(&s, "alice", PASSWORD, &format!("/directory/v1/groups/sales@{DOMAIN}/members")).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let json: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(json["display_name"], "Sales");
+    let members: Vec<&str> = json["members"].as_array().expect("members").iter().filter_map(|m| m.as_str()).collect();
+    assert_eq!(
+        members,
+        [format!("alice@{DOMAIN}"), format!("bob@{DOMAIN}"), "partner@b.test".to_string()],
+        "nested, each once"
+    );
+    assert_eq!(json["loops"].as_array().map(Vec::len), Some(1), "sales -> north -> sales, not followed");
+    assert_eq!(json["truncated"], false);
+    for target in ["/directory/v1/groups/nobody@example.test/members", "/directory/v1/groups/sales@other.test/members"]
+    {
+        let r = search_as(&s, "alice", PASSWORD, target).await;
+        assert_eq!(r.status, 404, "{target}: unknown, or not of the caller's domain");
+    }
+}

@@ -39,6 +39,11 @@ use tokio::sync::broadcast;
 
 /// The one resource served.
 pub const SEARCH_PATH: &str = "/directory/v1/search";
+/// `GROUPS_PATH` + a group's address + `/members`: the group expanded (issue 21, item 3).
+pub const GROUPS_PATH: &str = "/directory/v1/groups/";
+/// Nested groups are followed this deep, and a group lists this many members at most.
+const GROUP_DEPTH: u32 = 10;
+const GROUP_MEMBERS: usize = 10_000;
 /// Bytes of a request head at most: a longer request line is answered 414, longer headers 431.
 pub const MAX_HEAD: usize = 8192;
 /// A request head must arrive within this (408 if part of it did); an idle connection between
@@ -249,7 +254,8 @@ impl DirectorySearch {
             Some(at) => (&req.target[..at], &req.target[at + 1..]),
             None => (req.target, &b""[..]),
         };
-        if path != SEARCH_PATH.as_bytes() {
+        let group = path.strip_prefix(GROUPS_PATH.as_bytes()).and_then(|rest| rest.strip_suffix(b"/members"));
+        if path != SEARCH_PATH.as_bytes() && group.is_none() {
             return (Answer::Refused(Refused::NotFound), false);
         }
         let Some(realm) = self.realm(req.host) else { return (Answer::Refused(Refused::Misdirected), false) };
@@ -262,6 +268,9 @@ impl DirectorySearch {
             Verdict::Reject(refusal) => return (Answer::Refused(Refused::Credentials(refusal)), false),
             Verdict::Unavailable => return (Answer::Unavailable, false),
         };
+        if let Some(group) = group {
+            return (self.members(group, &user.domain).await, req.keep_alive);
+        }
         let search = match Search::parse(query) {
             Ok(s) => s,
             Err(bad) => return (Answer::Refused(bad), false),
@@ -270,6 +279,29 @@ impl DirectorySearch {
         match self.index().search(&search.q, Scope::Domain(&user.domain), search.offset, search.limit) {
             Ok(page) => (Answer::Found(page), req.keep_alive),
             Err(e) => (Answer::Refused(Refused::Query(e)), false),
+        }
+    }
+
+    /// A group of the caller's domain, expanded: its users and remote addresses, nested
+    /// groups followed ([`GROUP_DEPTH`] deep, [`GROUP_MEMBERS`] at most), loops not followed.
+    /// A group of another domain is not found, as an unknown one.
+    async fn members(&self, group: &[u8], domain: &str) -> Answer {
+        let Ok(group) = decode(group) else { return Answer::Refused(Refused::BadEncoding) };
+        let group = group.strip_prefix("sip:").unwrap_or(&group).to_ascii_lowercase();
+        if sipfront_proto::Aor::domain_of(&group) != domain {
+            return Answer::Refused(Refused::NotFound);
+        }
+        let store = self.directory.store();
+        let found = tokio::time::timeout(STORE_WAIT, async {
+            let Some(g) = store.group(&group).await? else { return Ok(None) };
+            let expansion = sipfront_storage::expand_group(store.as_ref(), &g.aor, GROUP_DEPTH, GROUP_MEMBERS).await?;
+            Ok::<_, StoreError>(Some((g, expansion)))
+        })
+        .await;
+        match found {
+            Ok(Ok(Some((g, e)))) => Answer::Members { group: g.aor, display_name: g.display_name, expansion: e },
+            Ok(Ok(None)) => Answer::Refused(Refused::NotFound),
+            Ok(Err(_)) | Err(_) => Answer::Unavailable,
         }
     }
 
@@ -306,6 +338,13 @@ impl DirectorySearch {
                     .iter()
                     .map(|e| json!({"aor": e.aor, "display_name": e.display_name}))
                     .collect::<Vec<_>>(),
+            }),
+            Answer::Members { group, display_name, expansion } => json!({
+                "group": group,
+                "display_name": display_name,
+                "members": expansion.members,
+                "truncated": expansion.truncated,
+                "loops": expansion.loops,
             }),
             other => json!({ "error": other.label() }),
         }
@@ -358,6 +397,12 @@ async fn read_all(directory: &Directory) -> Result<Index, StoreError> {
 enum Answer {
     /// 200: a page of results.
     Found(Page),
+    /// 200: a group's members.
+    Members {
+        group: String,
+        display_name: String,
+        expansion: sipfront_storage::Expansion,
+    },
     /// 401: the `WWW-Authenticate` values of a fresh challenge.
     Challenge(Vec<String>),
     /// 503: the store is needed for the credentials and did not answer.
@@ -399,7 +444,7 @@ enum Refused {
 impl Answer {
     fn status(&self) -> u16 {
         match self {
-            Answer::Found(_) => 200,
+            Answer::Found(_) | Answer::Members { .. } => 200,
             Answer::Challenge(_) => 401,
             Answer::Unavailable => 503,
             Answer::Refused(bad) => match bad {
@@ -425,6 +470,7 @@ impl Answer {
     fn label(&self) -> &'static str {
         match self {
             Answer::Found(_) => "ok",
+            Answer::Members { .. } => "group",
             Answer::Challenge(_) => "unauthenticated",
             Answer::Unavailable => "unavailable",
             Answer::Refused(bad) => match bad {
