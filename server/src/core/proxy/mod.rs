@@ -104,13 +104,7 @@ impl Proxy {
         }
         let msg = &req.msg;
         let agent = &self.agent;
-        if msg.max_forwards() == Some(0) {
-            return tx.respond(reply::response(msg, 483, agent));
-        }
-        if self.loops.looped(msg) {
-            return tx.respond(reply::response(msg, 482, agent));
-        }
-        let caller = match self.gate.sender(&req).await {
+        let caller = match self.caller(&req).await {
             Ok(caller) => caller,
             Err(refusal) => return tx.respond(refusal),
         };
@@ -144,13 +138,7 @@ impl Proxy {
     pub async fn federate(&self, req: Incoming, tx: ServerTx, domain: String) {
         let msg = &req.msg;
         let agent = &self.agent;
-        if msg.max_forwards() == Some(0) {
-            return tx.respond(reply::response(msg, 483, agent));
-        }
-        if self.loops.looped(msg) {
-            return tx.respond(reply::response(msg, 482, agent));
-        }
-        let caller = match self.gate.sender(&req).await {
+        let caller = match self.caller(&req).await {
             Ok(caller) => caller,
             Err(refusal) => return tx.respond(refusal),
         };
@@ -194,6 +182,22 @@ impl Proxy {
             return tx.respond(if code == 503 { reply::response(msg, 500, agent) } else { upstream_copy(resp) });
         }
         tx.respond(reply::response(msg, 408, agent));
+    }
+
+    /// The sender of a request that starts a dialog, once it has hops left (483), has not
+    /// looped (482) and is one of our users proving it (or a partner's, from its edge); or
+    /// the response that refuses it.
+    // The error is the response that refuses the request, sent next (as the gate's checks).
+    #[allow(clippy::result_large_err)]
+    async fn caller(&self, req: &Incoming) -> Result<Aor, Message> {
+        let msg = &req.msg;
+        if msg.max_forwards() == Some(0) {
+            return Err(reply::response(msg, 483, &self.agent));
+        }
+        if self.loops.looped(msg) {
+            return Err(reply::response(msg, 482, &self.agent));
+        }
+        self.gate.sender(req).await
     }
 
     /// What a dialog's route token seals of the request that starts it: the dialog (Call-ID
