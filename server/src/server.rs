@@ -217,9 +217,8 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
     let directory_search = match directory_tls {
         None => None,
         Some(tls) => {
-            let search = DirectorySearch::load(kept_core.clone(), directory.clone())
-                .await
-                .context("reading the store for the directory search")?;
+            // From the users the directory read at start: the store is not read twice.
+            let search = DirectorySearch::load(kept_core.clone(), directory.clone());
             Some((Arc::new(search), tls))
         }
     };

@@ -118,6 +118,12 @@ impl Directory {
         Ok(user)
     }
 
+    /// Every user the cache holds: at start, before the change log is followed, every user
+    /// of the store (read once, by [`Directory::load`]).
+    pub fn cached_users(&self) -> Vec<Arc<User>> {
+        self.users.iter().filter_map(|e| e.value().clone()).collect()
+    }
+
     /// The cached answer, without touching the store.
     pub fn cached(&self, aor: &str) -> Option<Option<Arc<User>>> {
         self.users.get(&*folded(aor)).map(|e| e.value().clone())

@@ -16,9 +16,9 @@
 //! the digest exchange), and at most [`MAX_CONNECTIONS`] connections at once. Every answer is
 //! counted once in `sipfront_directory_requests_total{result}`.
 //!
-//! The index follows the store: read whole at start, then each user the change log names is
-//! read again through the directory (whose cache the change dropped) and replaced, or removed
-//! when gone or disabled; a change feed that fell behind reads everything again.
+//! The index follows the store: built at start from the users the directory read then, then
+//! each user the change log names is read again from the store and replaced, or removed when
+//! gone or disabled; a change feed that fell behind reads everything again.
 
 use super::auth::Verdict;
 use super::directory::Directory;
@@ -77,19 +77,18 @@ pub struct DirectorySearch {
 }
 
 impl DirectorySearch {
-    /// Reads every user into the index; fails if the store cannot be read at start.
-    pub async fn load(core: Core, directory: Arc<Directory>) -> Result<DirectorySearch, StoreError> {
-        // Subscribed before the read: a change made after it is heard of, one made before is
-        // in it (heard of as well, at worst, and read again to the same effect).
+    /// Indexes every user the directory read at start (before its change log is followed,
+    /// which must not have begun: what changed since is heard of on `changes`).
+    pub fn load(core: Core, directory: Arc<Directory>) -> DirectorySearch {
         let changes = directory.changes();
-        let index = read_all(&directory).await?;
-        Ok(DirectorySearch {
+        let index = index_of(directory.cached_users().iter().map(|u| u.as_ref()));
+        DirectorySearch {
             core,
             directory,
             index: RwLock::new(Arc::new(index)),
             changes: tokio::sync::Mutex::new(changes),
             connections: Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
-        })
+        }
     }
 
     fn index(&self) -> Arc<Index> {
@@ -377,19 +376,23 @@ impl DirectorySearch {
 
 /// Every enabled user of the store, indexed.
 async fn read_all(directory: &Directory) -> Result<Index, StoreError> {
-    let started = Instant::now();
     let users = m::store_op("users", directory.store().users(None)).await?;
+    Ok(index_of(users.iter()))
+}
+
+/// The enabled ones of `users`, indexed.
+fn index_of<'a>(users: impl Iterator<Item = &'a sipfront_storage::User>) -> Index {
+    let started = Instant::now();
     let index = Index::default();
-    let refused = index.apply(
-        users.iter().filter(|u| u.enabled).map(|u| Change::Upsert { aor: &u.aor, display_name: &u.display_name }),
-    );
+    let refused =
+        index.apply(users.filter(|u| u.enabled).map(|u| Change::Upsert { aor: &u.aor, display_name: &u.display_name }));
     tracing::info!(
         users = index.len(),
         refused,
         ms = started.elapsed().as_millis() as u64,
         "directory search index built"
     );
-    Ok(index)
+    index
 }
 
 /// What a request gets: one status, one metric label.
