@@ -26,6 +26,8 @@ pub struct Config {
     pub server: Server,
     pub pool: Pool,
     pub federation: Federation,
+    pub groups: Groups,
+    pub directory: Directory,
     pub log: Log,
 }
 
@@ -343,6 +345,45 @@ impl Default for Federation {
             max_requests_per_partner: 200,
             max_connections_per_partner: 16,
         }
+    }
+}
+
+/// Distribution groups (issue 21): a MESSAGE to a group's address goes to its members, a
+/// SUBSCRIBE with `Supported: eventlist` watches them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Groups {
+    /// A MESSAGE to a group of more members (nested groups expanded) is refused with 403.
+    pub max_members_for_message: usize,
+    /// A subscription to a group of more members is refused with 403 (and a live one whose
+    /// group grows past it ends with `rejected`).
+    pub max_members_for_subscription: usize,
+    /// Users (AORs) who may send to every group besides its members (an announcements
+    /// account); a group's own members always may.
+    pub senders: Vec<String>,
+}
+
+impl Default for Groups {
+    fn default() -> Self {
+        Groups { max_members_for_message: 500, max_members_for_subscription: 500, senders: Vec::new() }
+    }
+}
+
+/// Directory search over HTTPS (`listen.directory`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Directory {
+    /// Off: a search finds the users of the caller's own domain only; on: of every domain
+    /// served here.
+    pub all_domains: bool,
+    /// Each entry carries the user's presence (basic status and note) when the user's
+    /// presence rules let the caller see it.
+    pub presence: bool,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory { all_domains: false, presence: true }
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Directory {
     waiting: tokio::sync::broadcast::Sender<Arc<str>>,
     /// Bumped whenever the change log says the federation policy changed.
     federation: tokio::sync::watch::Sender<u64>,
+    /// Distribution groups: which addresses are groups, and their members.
+    groups: super::groups::Groups,
     /// The change log's end when loaded: every change after it is followed, so that nothing
     /// done once the server has started (a CLI command a moment later) is missed.
     head: i64,
@@ -50,8 +52,15 @@ impl Directory {
             // the store's order is the one a lookup finds, so it is the one kept.
             users.entry(folded(&u.aor).into()).or_insert_with(|| Some(Arc::new(u)));
         }
-        tracing::info!(users = users.len(), ms = started.elapsed().as_millis() as u64, "users loaded");
+        let groups = super::groups::Groups::load(store.clone(), timeout).await?;
+        tracing::info!(
+            users = users.len(),
+            groups = groups.count(),
+            ms = started.elapsed().as_millis() as u64,
+            "users loaded"
+        );
         Ok(Directory {
+            groups,
             head,
             store,
             timeout,
@@ -79,6 +88,11 @@ impl Directory {
     /// Changes whenever the federation policy (domains, mode) changed in the store.
     pub fn federation_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.federation.subscribe()
+    }
+
+    /// Distribution groups, following the change log as the users do.
+    pub fn groups(&self) -> &super::groups::Groups {
+        &self.groups
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -149,6 +163,7 @@ impl Directory {
                     last = c.last;
                     // A new domain, or a user (who may bring a new domain with it).
                     let mut reload_domains = false;
+                    let mut groups_changed = false;
                     for change in &c.entries {
                         match change {
                             Change::Waiting(recipient) => {
@@ -156,13 +171,16 @@ impl Directory {
                             }
                             Change::Domain(_) => reload_domains = true,
                             Change::Federation(_) => self.federation.send_modify(|n| *n += 1),
-                            Change::Group(_) => {} // group caches follow it (issue 21)
+                            Change::Group(_) => groups_changed = true,
                             Change::User(aor) => {
                                 reload_domains = true;
                                 self.users.remove(&*folded(aor));
                                 let _ = self.changes.send(Arc::from(aor.as_str()));
                             }
                         }
+                    }
+                    if groups_changed {
+                        self.groups.changed().await;
                     }
                     if reload_domains {
                         if let Ok(d) = self.store.domains().await {

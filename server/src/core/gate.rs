@@ -179,6 +179,11 @@ impl Gate {
         Ok(from)
     }
 
+    /// The users and groups requests are checked against.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
     /// Whether `domain` (lower case) is one we serve.
     pub fn serves(&self, domain: &str) -> bool {
         self.directory.serves(domain)

@@ -126,6 +126,7 @@ impl Location {
                     replay: false,
                     feed: false,
                     partner: None,
+                    group: None,
                 };
                 self.pool.seal().sign(&mut f, &vouch);
             }

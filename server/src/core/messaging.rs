@@ -1,12 +1,15 @@
 //! Instant messages in pager mode (RFC 3428): a MESSAGE from an authenticated user to an AOR
 //! we serve is forked in parallel to every binding of the recipient, each over the binding's
 //! own flow (RFC 5626: a TCP or TLS client is reached over the connection it registered on,
-//! never a new one), and the sender gets the best final response (RFC 3261 16.7).
+//! never a new one), and the sender gets the best final response (RFC 3261 16.7). A MESSAGE
+//! to a distribution group is copied to each of its members, each copy delivered (or kept) as
+//! a MESSAGE of its own at that member's home, and the sender is answered once.
 
 use super::archive::Archive;
 use super::federation::Outbound;
 use super::gate::Gate;
-use super::location::Location;
+use super::groups::Group;
+use super::location::{Location, Recipient};
 use super::offline::Offline;
 use super::options::SUPPORTED;
 use super::proxy::loops;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 
 pub struct Messaging {
     cfg: config::Messaging,
+    groups: config::Groups,
     gate: Arc<Gate>,
     location: Arc<Location>,
     archive: Arc<Archive>,
@@ -33,6 +37,7 @@ impl Messaging {
     #[allow(clippy::too_many_arguments)] // each is one service or setting messaging works with
     pub fn new(
         cfg: config::Messaging,
+        groups: config::Groups,
         gate: Arc<Gate>,
         location: Arc<Location>,
         archive: Arc<Archive>,
@@ -41,7 +46,7 @@ impl Messaging {
         agent: String,
         loops: loops::Loops,
     ) -> Messaging {
-        Messaging { cfg, gate, location, archive, offline, txs, agent, loops }
+        Messaging { cfg, groups, gate, location, archive, offline, txs, agent, loops }
     }
 
     /// Offline messages: their purge, and following which users have some; runs until dropped.
@@ -51,7 +56,7 @@ impl Messaging {
 
     /// A MESSAGE (RFC 3428) outside a dialog: checked, its sender authenticated, archived,
     /// and relayed to every binding of the recipient, or kept until it registers.
-    pub async fn handle(&self, req: &Incoming) -> Message {
+    pub async fn handle(self: &Arc<Self>, req: &Incoming) -> Message {
         let msg = &req.msg;
         let sender = match self.gate.sender(req).await {
             Ok(sender) => sender,
@@ -66,11 +71,22 @@ impl Messaging {
         if let Some(domain) = self.gate.foreign_domain(msg) {
             return self.federate(msg, &sender, &domain).await;
         }
+        if let Some(group) = self.group_named(msg) {
+            return self.to_group(msg, &sender, &group).await;
+        }
         let to = match self.gate.callee(msg).await {
             Ok(to) => to,
             Err(refusal) => return refusal,
         };
-        let targets = self.location.targets(&to);
+        let group_copy = req.relayed.as_ref().is_some_and(|r| r.group.is_some());
+        self.deliver(msg, &sender, &to, group_copy).await
+    }
+
+    /// A MESSAGE for our user `to` (who exists and is enabled): archived, then relayed to its
+    /// bindings, or kept until it registers. A group's copy (`group_copy`) that the member's
+    /// endpoints do not take (no answer, 480, a 5xx) is kept too, as for a member away.
+    async fn deliver(&self, msg: &Message, sender: &Aor, to: &Recipient, group_copy: bool) -> Message {
+        let targets = self.location.targets(to);
         if targets.is_empty() && !self.offline.enabled() {
             return Self::unavailable(msg, &self.agent);
         }
@@ -80,7 +96,119 @@ impl Messaging {
         if targets.is_empty() {
             return self.offline.keep(msg, to.aor.as_str(), sender.as_str()).await;
         }
-        self.relay(msg, targets).await
+        let resp = self.relay(msg, targets).await;
+        let code = resp.status().unwrap_or(500);
+        if group_copy && self.offline.enabled() && (code == 408 || code == 480 || (500..600).contains(&code)) {
+            return self.offline.keep(msg, to.aor.as_str(), sender.as_str()).await;
+        }
+        resp
+    }
+
+    /// The distribution group a request's Request-URI names, if it names one.
+    fn group_named(&self, msg: &Message) -> Option<Arc<str>> {
+        let uri = msg.request_uri().and_then(|u| Uri::parse(u).ok())?;
+        let aor = Aor::from_uri(&uri)?;
+        self.gate.directory().groups().named(aor.as_str())
+    }
+
+    /// A MESSAGE of `sender` to distribution group `group`: refused unless the sender is one
+    /// of our users and a member (or one of `groups.senders`) and the group is within
+    /// `groups.max_members_for_message`; otherwise answered 202 Accepted at once (RFC 3428 7:
+    /// an exploder's answer), and a copy goes to every other member, archived and delivered
+    /// or kept at that member's home as a MESSAGE to them would be.
+    async fn to_group(self: &Arc<Self>, msg: &Message, sender: &Aor, group: &str) -> Message {
+        let refuse = |code: u16, reason: String| {
+            metrics::counter!(m::GROUP_MESSAGES, "result" => m::code_label(code)).increment(1);
+            let mut r = reply::response(msg, code, &self.agent);
+            r.set_reason(reason);
+            r
+        };
+        if !self.gate.serves(sender.domain()) {
+            return refuse(403, "Forbidden (a group takes messages from its own domain's users)".into());
+        }
+        let group: Arc<Group> = match self.gate.directory().groups().get(group).await {
+            Ok(Some(g)) => g,
+            Ok(None) => return refuse(404, "Not Found".into()),
+            Err(_) => {
+                let mut r = refuse(503, "Service Unavailable".into());
+                r.push_header(HeaderName::RetryAfter, "5");
+                return r;
+            }
+        };
+        let max = self.groups.max_members_for_message;
+        if group.truncated || group.members.len() > max {
+            return refuse(403, format!("Forbidden (the group has more than {max} members)"));
+        }
+        let may_send =
+            group.has(sender.as_str()) || self.groups.senders.iter().any(|s| s.eq_ignore_ascii_case(sender.as_str()));
+        if !may_send {
+            return refuse(403, "Forbidden (only the group's members may send to it)".into());
+        }
+        let recipients: Vec<Arc<str>> =
+            group.members.iter().filter(|m| !m.eq_ignore_ascii_case(sender.as_str())).cloned().collect();
+        tracing::debug!(group = &*group.aor, sender = sender.as_str(), recipients = recipients.len(), "group message");
+        let (this, original, sender) = (self.clone(), msg.clone(), sender.clone());
+        tokio::spawn(async move {
+            let mut copies = tokio::task::JoinSet::new();
+            for to in recipients {
+                let (this, copy, sender, group) =
+                    (this.clone(), copy_for(&original, &to), sender.clone(), group.clone());
+                copies.spawn(async move {
+                    let code = this.deliver_copy(copy, &sender, &to, &group.aor).await;
+                    metrics::counter!(m::GROUP_DELIVERIES, "result" => m::code_label(code)).increment(1);
+                    if code >= 300 && code != 202 {
+                        tracing::info!(group = &*group.aor, member = &*to, code, "group message not delivered");
+                    }
+                });
+            }
+            while copies.join_next().await.is_some() {}
+        });
+        metrics::counter!(m::GROUP_MESSAGES, "result" => "202").increment(1);
+        reply::response(msg, 202, &self.agent)
+    }
+
+    /// Delivers one member's copy of a group message: here, at the member's home in the pool,
+    /// or to a partner's edge for a remote member. The final status.
+    async fn deliver_copy(&self, copy: Message, sender: &Aor, to: &str, group: &str) -> u16 {
+        let domain = Aor::domain_of(to).to_string();
+        if !self.gate.serves(&domain) {
+            if self.gate.foreign_domain(&copy).is_none() {
+                return 403; // a partner's address, and no federation to reach it by
+            }
+            return self.federate(&copy, sender, &domain).await.status().unwrap_or(500);
+        }
+        let pool = self.location.pool();
+        if let Some(home) = pool.home_of(to) {
+            return self.through_home(copy, sender, group, home.addr).await;
+        }
+        match self.gate.callee(&copy).await {
+            Ok(to) => self.deliver(&copy, sender, &to, true).await.status().unwrap_or(500),
+            Err(refusal) => refusal.status().unwrap_or(500),
+        }
+    }
+
+    /// A member's copy to the member of the pool that is its home, which delivers it as a
+    /// MESSAGE from `sender` under the pool's seal.
+    async fn through_home(&self, mut copy: Message, sender: &Aor, group: &str, home: std::net::SocketAddr) -> u16 {
+        let pool = self.location.pool();
+        copy.prepend_header(
+            HeaderName::Via,
+            format!("SIP/2.0/TCP {};branch={}", pool.address(), self.loops.branch(&copy)),
+        );
+        let vouch = super::pool::hop::Vouch {
+            member: pool.id().to_string(),
+            client: None,
+            identity: Some(sender.as_str().to_string()),
+            replay: false,
+            feed: false,
+            partner: None,
+            group: Some(group.to_string()),
+        };
+        pool.seal().sign(&mut copy, &vouch);
+        let flow = pool.connection_to(home, std::time::Duration::from_secs(2)).await;
+        let target =
+            crate::transport::Target { transport: crate::transport::Transport::Tcp, remote: home, flow, local: None };
+        self.txs.final_response(copy, target).await.status().unwrap_or(500)
     }
 
     /// A MESSAGE of our user `sender` for a user of partner domain `domain`: archived like
@@ -213,6 +341,19 @@ impl Messaging {
         r.push_header(HeaderName::Supported, SUPPORTED);
         r
     }
+}
+
+/// A group message's copy for member `to`: a request of its own (no Via yet: whoever sends
+/// it puts theirs), addressed to the member, with the sender's From and the group's To, one
+/// hop less, without the sender's credentials or Route.
+fn copy_for(original: &Message, to: &str) -> Message {
+    let mut copy = original.clone();
+    copy.set_request_uri(format!("sip:{to}"));
+    copy.remove_headers(HeaderName::Via);
+    copy.remove_headers(HeaderName::ProxyAuthorization);
+    copy.remove_headers(HeaderName::Route);
+    copy.set_header(HeaderName::MaxForwards, original.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
+    copy
 }
 
 /// Whether final response `a` beats `b` (RFC 3261 16.7 step 6): 6xx first, then the lowest

@@ -11,6 +11,7 @@ pub mod directory;
 pub mod directory_http;
 pub mod federation;
 pub mod gate;
+pub mod groups;
 pub mod location;
 pub mod lockout;
 pub mod messaging;
@@ -97,6 +98,7 @@ impl Core {
         ));
         let messaging = Arc::new(Messaging::new(
             config.messaging.clone(),
+            config.groups.clone(),
             gate.clone(),
             location.clone(),
             archive.clone(),
@@ -107,6 +109,7 @@ impl Core {
         ));
         let presence = Arc::new(Presence::new(
             config.presence.clone(),
+            config.groups.max_members_for_subscription,
             agent.clone(),
             store,
             std::time::Duration::from_millis(config.database.timeout_ms),

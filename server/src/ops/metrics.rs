@@ -39,6 +39,8 @@ pub const STORE_FAILURES: &str = "sipfront_store_failures_total";
 pub const CHANGE_LAG: &str = "sipfront_store_change_lag_seconds";
 pub const MESSAGES: &str = "sipfront_messages_total";
 pub const MESSAGE_FORKS: &str = "sipfront_message_forks";
+pub const GROUP_MESSAGES: &str = "sipfront_group_messages_total";
+pub const GROUP_DELIVERIES: &str = "sipfront_group_deliveries_total";
 pub const OFFLINE_MESSAGES: &str = "sipfront_offline_messages_total";
 pub const OFFLINE_STORED: &str = "sipfront_offline_messages_stored";
 pub const OFFLINE_NEAR_QUOTA: &str = "sipfront_offline_recipients_near_quota";
@@ -200,6 +202,11 @@ fn describe() {
     );
     describe_counter!(MESSAGES, "MESSAGE requests for our users, by the final status the sender got");
     describe_histogram!(MESSAGE_FORKS, "Bindings a MESSAGE was forked to");
+    describe_counter!(GROUP_MESSAGES, "MESSAGEs to a distribution group, by the answer the sender got");
+    describe_counter!(
+        GROUP_DELIVERIES,
+        "Copies of group MESSAGEs for each member, by the final status of that member's delivery"
+    );
     describe_counter!(OFFLINE_MESSAGES, "Messages for absent users: stored, delivered, expired, refused_full");
     describe_gauge!(OFFLINE_STORED, "Messages kept for absent users in the store (all members share it)");
     describe_gauge!(

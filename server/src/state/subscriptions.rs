@@ -94,6 +94,8 @@ pub struct Throttle {
     pub last_sent: Option<Instant>,
     pub scheduled: bool,
     pub dirty: BTreeSet<Arc<str>>,
+    /// Members a group's list lost since (sent as terminated in its next partial state).
+    pub removed: BTreeSet<Arc<str>>,
 }
 
 impl Subscription {
@@ -109,6 +111,12 @@ impl Subscription {
     pub fn next_cseq(&self) -> u32 {
         self.dialog.cseq.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// A list of a distribution group's members (its resource is the group, not its watcher's
+    /// own contact list).
+    pub fn is_group(&self) -> bool {
+        self.package == Package::List && self.resource != self.watcher
+    }
 }
 
 #[derive(Default)]
@@ -119,6 +127,8 @@ pub struct Subscriptions {
     watching: DashMap<Arc<str>, Vec<u64>>,
     /// Owner -> its winfo subscriptions.
     winfo: DashMap<Arc<str>, Vec<u64>>,
+    /// Group -> the subscriptions to its members' list.
+    groups: DashMap<Arc<str>, Vec<u64>>,
     /// Watcher -> its subscriptions (for the per-watcher cap, and the changes of a user).
     by_watcher: DashMap<Arc<str>, Vec<u64>>,
     /// Subscriptions held by the watchers of each domain (a partner's cap).
@@ -158,6 +168,9 @@ impl Subscriptions {
                 for m in sub.members.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                     self.watching.entry(m.clone()).or_default().push(sub.id);
                 }
+                if sub.is_group() {
+                    self.groups.entry(sub.resource.clone()).or_default().push(sub.id);
+                }
             }
         }
         self.by_watcher.entry(sub.watcher.clone()).or_default().push(sub.id);
@@ -186,6 +199,12 @@ impl Subscriptions {
     /// Subscriptions showing `presentity`.
     pub fn watching(&self, presentity: &str) -> Vec<Arc<Subscription>> {
         self.ids(&self.watching, presentity)
+    }
+
+    /// Every group watched, with the subscriptions to it.
+    pub fn groups(&self) -> Vec<(Arc<str>, Vec<Arc<Subscription>>)> {
+        let groups: Vec<Arc<str>> = self.groups.iter().map(|e| e.key().clone()).collect();
+        groups.into_iter().map(|g| (g.clone(), self.ids(&self.groups, &g))).collect()
     }
 
     /// `owner`'s winfo subscriptions.
@@ -239,6 +258,9 @@ impl Subscriptions {
             Package::List => {
                 for m in sub.members.lock().unwrap_or_else(|p| p.into_inner()).iter() {
                     unindex(&self.watching, m, id);
+                }
+                if sub.is_group() {
+                    unindex(&self.groups, &sub.resource, id);
                 }
             }
         }

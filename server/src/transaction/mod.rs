@@ -52,6 +52,9 @@ pub struct Relayed {
     /// The client is a partner's federation edge whose verified certificate names this domain,
     /// the request's From domain (checked by the member it connected to).
     pub partner: Option<String>,
+    /// A copy of a MESSAGE to this distribution group, for one of its members: kept for the
+    /// member if its endpoints do not take it, as for a member who is away.
+    pub group: Option<String>,
 }
 
 impl Incoming {

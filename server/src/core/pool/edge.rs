@@ -362,6 +362,7 @@ impl Edge {
                 replay: true,
                 feed: false,
                 partner: None,
+                group: None,
             };
             let mut msg = e.msg.clone();
             let left = e.until.saturating_duration_since(now).as_secs().max(1);
@@ -504,6 +505,7 @@ impl Edge {
             replay: false,
             feed: false,
             partner,
+            group: None,
         };
         let Some(branch) = self.push_via(&mut msg, source, Transport::Tcp, &self.address()) else { return };
         if let Some(method) = msg.method().filter(|m| **m != Method::Ack) {

@@ -81,6 +81,10 @@ impl Seal {
             value.push_str(";p=");
             value.push_str(&hex(p.as_bytes()));
         }
+        if let Some(g) = &vouch.group {
+            value.push_str(";g=");
+            value.push_str(&hex(g.as_bytes()));
+        }
         let mac = self.mac(msg, &value);
         value.push_str(";mac=");
         value.push_str(&hex(&mac[..MAC_LEN]));
@@ -102,7 +106,7 @@ impl Seal {
         feed(&mut check, msg, signed);
         check.verify_truncated_left(&mac).map_err(|_| Forged::Bad)?;
         let (mut t, mut member, mut client, mut identity, mut replay) = (None, None, None, None, false);
-        let (mut feed, mut partner) = (false, None);
+        let (mut feed, mut partner, mut group) = (false, None, None);
         for part in signed.split(';') {
             let (k, v) = part.split_once('=').ok_or(Forged::Bad)?;
             match k {
@@ -113,6 +117,7 @@ impl Seal {
                 "r" => replay = v == "1",
                 "f" => feed = v == "1",
                 "p" => partner = unhex_text(v),
+                "g" => group = unhex_text(v),
                 _ => {}
             }
         }
@@ -120,7 +125,7 @@ impl Seal {
         if t.abs_diff(now) > SKEW_SECS {
             return Err(Forged::Stale);
         }
-        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay, feed, partner })
+        Ok(Vouch { member: member.ok_or(Forged::Bad)?, client, identity, replay, feed, partner, group })
     }
 
     fn mac(&self, msg: &Message, signed: &str) -> Vec<u8> {
@@ -197,6 +202,7 @@ mod tests {
             replay: true,
             feed: false,
             partner: Some("partner.example".into()),
+            group: Some("sales@example.test".into()),
         }
     }
 

@@ -291,6 +291,7 @@ impl Membership {
             replay: false,
             feed: false,
             partner: None,
+            group: None,
         };
         self.seal.sign(&mut msg, &vouch);
         msg.ensure_content_length();

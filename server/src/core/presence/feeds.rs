@@ -122,6 +122,7 @@ impl Feeds {
             replay: false,
             feed: true,
             partner: None,
+            group: None,
         };
         self.pool.seal().sign(&mut m, &vouch);
         let flow = self.pool.connection_to(home.addr, Duration::from_secs(2)).await;

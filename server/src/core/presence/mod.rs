@@ -1,6 +1,7 @@
 //! The presence server: PUBLISH (RFC 3903) of `application/pidf+xml`, SUBSCRIBE/NOTIFY (RFC
 //! 6665, RFC 3856) with fetch, watcher authorization by the presentity's rules, watcher
-//! information (RFC 3857/3858) and resource lists of the stored contact list (RFC 4662).
+//! information (RFC 3857/3858) and resource lists (RFC 4662): a user's stored contact list,
+//! and a distribution group's members.
 //! Every change fans out to the watchers through a throttle (RFC 6446) that coalesces rapid
 //! changes into one NOTIFY per interval.
 
@@ -33,6 +34,8 @@ pub const ALLOW_EVENTS: &str = "presence, presence.winfo";
 
 pub struct Presence {
     cfg: config::Presence,
+    /// `groups.max_members_for_subscription`.
+    max_group_members: usize,
     agent: String,
     pub publications: Publications,
     pub subscriptions: Subscriptions,
@@ -73,8 +76,10 @@ pub enum Followup {
 }
 
 impl Presence {
+    #[allow(clippy::too_many_arguments)] // each is one service or setting presence works with
     pub fn new(
         cfg: config::Presence,
+        max_group_members: usize,
         agent: String,
         store: Arc<dyn sipfront_storage::Store>,
         store_timeout: Duration,
@@ -92,6 +97,7 @@ impl Presence {
                 move |domain: &str| gate.serves(domain)
             }),
             cfg,
+            max_group_members,
             agent,
             publications: Publications::default(),
             subscriptions: Subscriptions::default(),
@@ -149,7 +155,14 @@ impl Presence {
                 self.tend_feeds();
             }
         };
+        let follow_groups = async {
+            let mut changes = self.gate.directory().groups().changes();
+            while changes.changed().await.is_ok() {
+                self.groups_changed().await;
+            }
+        };
         tokio::join!(
+            follow_groups,
             self.publications.run_expiry(ended_publication),
             self.subscriptions.run_expiry(ended_subscription),
             follow_changes,
@@ -363,13 +376,26 @@ impl Presence {
         let mut package = package;
         let list_owner = (recipient.aor.user().strip_suffix(self.cfg.list_suffix.as_str()))
             .map(|owner| format!("{owner}@{}", recipient.aor.domain()));
-        if let (Some(owner), Package::Presence) = (list_owner, package) {
+        let group = (package == Package::Presence)
+            .then(|| self.gate.directory().groups().named(recipient.aor.as_str()))
+            .flatten();
+        if (list_owner.is_some() || group.is_some()) && package == Package::Presence {
             // RFC 4662: a list is only sent to a subscriber that supports eventlist.
             if !msg.list_has(HeaderName::Supported, "eventlist") {
                 let (mut r, f) = refuse(421, "");
                 r.push_header(HeaderName::Require, "eventlist");
                 return (r, f);
             }
+        }
+        if let Some(group) = group {
+            // A group's members are watched by its own domain's users (as the directory
+            // expands it for them), each member's rules applied to the watcher.
+            if !sipfront_proto::Aor::domain_of(watcher).eq_ignore_ascii_case(sipfront_proto::Aor::domain_of(&group)) {
+                return refuse(403, "Forbidden (a group is watched by its own domain's users)");
+            }
+            resource = group.to_string();
+            package = Package::List;
+        } else if let (Some(owner), Package::Presence) = (list_owner, package) {
             if !owner.eq_ignore_ascii_case(watcher) {
                 return refuse(403, "Forbidden (a contact list is its owner's)");
             }
@@ -419,6 +445,14 @@ impl Presence {
             Package::List | Package::Winfo => Grant::Active,
         };
         let members = match package {
+            Package::List if resource != watcher => match self.group_members(&resource).await {
+                Ok(members) => members,
+                Err(403) => {
+                    let reason = format!("Forbidden (the group has more than {} members)", self.max_group_members);
+                    return refuse(403, &reason);
+                }
+                Err(code) => return refuse(code, ""),
+            },
             Package::List => match self.rules.contacts(&resource).await {
                 Ok(c) => c.iter().map(|l| l.contact.clone()).collect(),
                 Err(_) => return refuse(503, ""),
@@ -466,6 +500,64 @@ impl Presence {
             self.watchers_changed(&sub);
         }
         (r, Followup::Notify(sub))
+    }
+
+    /// The members of group `group` a subscription shows: `Err` with the status refusing it
+    /// (404 no such group, 403 more than `groups.max_members_for_subscription`, 503 the store
+    /// did not answer).
+    async fn group_members(&self, group: &str) -> Result<Vec<Arc<str>>, u16> {
+        match self.gate.directory().groups().get(group).await {
+            Ok(Some(g)) if g.truncated || g.members.len() > self.max_group_members => Err(403),
+            Ok(Some(g)) => Ok(g.members.clone()),
+            Ok(None) => Err(404),
+            Err(_) => Err(503),
+        }
+    }
+
+    /// Groups changed: each group watched here is read again, and its subscriptions get the
+    /// members it gained and lost as partial state (RFC 4662: a removed resource's
+    /// instance terminated); a group gone, or grown past the limit, ends them.
+    async fn groups_changed(self: &Arc<Self>) {
+        for (group, subs) in self.subscriptions.groups() {
+            let now = match self.group_members(&group).await {
+                Ok(members) => members,
+                Err(503) => {
+                    tracing::warn!(group = &*group, "group not read after a change; its watchers keep its old members");
+                    continue;
+                }
+                Err(code) => {
+                    let reason = if code == 404 { "noresource" } else { "rejected" };
+                    for sub in subs {
+                        if self.subscriptions.remove(sub.id).is_some() {
+                            self.send_final(&sub, reason);
+                        }
+                    }
+                    continue;
+                }
+            };
+            for sub in subs {
+                let before = sub.members.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if before == now {
+                    continue;
+                }
+                let had: std::collections::HashSet<&str> = before.iter().map(|m| &**m).collect();
+                let has: std::collections::HashSet<&str> = now.iter().map(|m| &**m).collect();
+                self.subscriptions.set_members(&sub, now.clone());
+                {
+                    let mut t = sub.throttle.lock().unwrap_or_else(|p| p.into_inner());
+                    for m in now.iter().filter(|m| !had.contains(&***m)) {
+                        t.removed.remove(m);
+                        t.dirty.insert(m.clone());
+                    }
+                    for m in before.iter().filter(|m| !has.contains(&***m)) {
+                        t.dirty.remove(m);
+                        t.removed.insert(m.clone());
+                    }
+                }
+                self.schedule(&sub, None);
+            }
+        }
+        self.tend_feeds();
     }
 
     /// A SUBSCRIBE inside `sub`'s dialog. Only the subscriber may send it, proven as for a new
@@ -613,6 +705,7 @@ impl Presence {
             replay: true,
             feed: false,
             partner: None,
+            group: None,
         };
         pool.seal().sign(&mut m, &vouch);
         let (pool, txs, aor) = (pool.clone(), self.txs.clone(), aor.to_string());
@@ -684,7 +777,7 @@ impl Presence {
                         self.send_full(&sub);
                     }
                 }
-                Package::List if &*sub.watcher == owner => {
+                Package::List if &*sub.watcher == owner && !sub.is_group() => {
                     if let Ok(c) = self.rules.contacts(owner).await {
                         self.subscriptions.set_members(&sub, c.iter().map(|l| l.contact.clone()).collect());
                         self.send_full(&sub);

@@ -16,6 +16,22 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+/// What a list's partial state tells: members whose state changed, and (a group's list)
+/// members it lost.
+#[derive(Default)]
+pub(super) struct Partial {
+    changed: BTreeSet<Arc<str>>,
+    removed: BTreeSet<Arc<str>>,
+}
+
+/// The RLMI instance id of a list member's one instance: the same in every NOTIFY, whatever
+/// else joins or leaves the list, as partial state needs (RFC 4662).
+fn instance_id(aor: &str) -> String {
+    // FNV-1a of the AOR as the list has it.
+    let h = aor.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("r{h:016x}")
+}
+
 /// The Subscription-State of a NOTIFY.
 enum State<'a> {
     Current,
@@ -39,9 +55,9 @@ impl Presence {
         let due = t.last_sent.map_or(now, |l| l + interval);
         if due <= now {
             t.last_sent = Some(now);
-            let dirty = std::mem::take(&mut t.dirty);
+            let partial = Partial { changed: std::mem::take(&mut t.dirty), removed: std::mem::take(&mut t.removed) };
             drop(t);
-            self.send_current(sub, dirty);
+            self.send_current(sub, partial);
             return;
         }
         t.scheduled = true;
@@ -49,14 +65,14 @@ impl Presence {
         let (this, sub) = (self.clone(), sub.clone());
         tokio::spawn(async move {
             tokio::time::sleep_until(due).await;
-            let dirty = {
+            let partial = {
                 let mut t = sub.throttle.lock().unwrap_or_else(|p| p.into_inner());
                 t.scheduled = false;
                 t.last_sent = Some(Instant::now());
-                std::mem::take(&mut t.dirty)
+                Partial { changed: std::mem::take(&mut t.dirty), removed: std::mem::take(&mut t.removed) }
             };
             if this.subscriptions.get(sub.id).is_some() {
-                this.send_current(&sub, dirty);
+                this.send_current(&sub, partial);
             }
         });
     }
@@ -80,17 +96,17 @@ impl Presence {
         });
     }
 
-    fn send_current(self: &Arc<Self>, sub: &Arc<Subscription>, dirty: BTreeSet<Arc<str>>) {
+    fn send_current(self: &Arc<Self>, sub: &Arc<Subscription>, partial: Partial) {
         let (this, sub) = (self.clone(), sub.clone());
         tokio::spawn(async move {
-            let partial = (sub.package == Package::List).then_some(dirty);
+            let partial = (sub.package == Package::List).then_some(partial);
             let body = this.body(&sub, partial).await;
             this.send(&sub, State::Current, body);
         });
     }
 
     /// The body for `sub` now: (Content-Type, bytes). A list sends only `partial` when given.
-    async fn body(&self, sub: &Subscription, partial: Option<BTreeSet<Arc<str>>>) -> Option<(String, Bytes)> {
+    async fn body(&self, sub: &Subscription, partial: Option<Partial>) -> Option<(String, Bytes)> {
         match sub.package {
             Package::Presence => Some((pidf::CONTENT_TYPE.to_string(), self.seen_as(sub.grant(), &sub.resource))),
             Package::Winfo => {
@@ -134,37 +150,55 @@ impl Presence {
     }
 
     /// RFC 4662: multipart/related, the RLMI document first, then one PIDF per member the
-    /// owner may see; full state, or `partial` members only.
-    async fn list_body(&self, sub: &Subscription, partial: Option<BTreeSet<Arc<str>>>) -> (String, Bytes) {
+    /// watcher may see; full state, or `partial`: the members that changed, and those a
+    /// group's list lost (their instance terminated, RFC 4662).
+    async fn list_body(&self, sub: &Subscription, partial: Option<Partial>) -> (String, Bytes) {
         let version = sub.version.fetch_add(1, Ordering::Relaxed);
         let members = sub.members.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let names = self.rules.contacts(&sub.resource).await.ok();
+        // A contact list names its contacts as its owner wrote them; a group's, as the
+        // directory does.
+        let names = if sub.is_group() { None } else { self.rules.contacts(&sub.resource).await.ok() };
+        let directory = self.gate.directory();
+        let name_of = |aor: &str| match &names {
+            Some(c) => c
+                .iter()
+                .find(|l| l.contact.eq_ignore_ascii_case(aor))
+                .and_then(|l| l.name.as_deref().map(str::to_string)),
+            None if sub.is_group() => directory.cached(aor).flatten().map(|u| u.display_name.clone()),
+            None => None,
+        };
         let mut resources = Vec::new();
         let mut parts: Vec<(String, Bytes)> = Vec::new();
-        for (i, aor) in members.iter().enumerate() {
-            if partial.as_ref().is_some_and(|p| !p.contains(aor)) {
+        for aor in &members {
+            if partial.as_ref().is_some_and(|p| !p.changed.contains(aor)) {
                 continue;
             }
-            let id = format!("r{i}");
+            let id = instance_id(aor);
             let state = match self.rules.decide(aor, &sub.watcher).await {
                 Ok(Decision::Block) => rlmi::InstanceState::Terminated { reason: Some("rejected".into()) },
                 Ok(Decision::Pending) => rlmi::InstanceState::Pending,
                 Ok(d) => {
                     let grant = if d == Decision::PoliteBlock { Grant::PoliteBlocked } else { Grant::Active };
-                    parts.push((format!("{id}.{}@{}", sub.id, version), self.seen_as(grant, aor)));
+                    let cid = format!("{id}.{}.{version}@sipfront", sub.id);
+                    parts.push((cid, self.seen_as(grant, aor)));
                     rlmi::InstanceState::Active
                 }
                 Err(_) => rlmi::InstanceState::Pending,
             };
             let cid = matches!(state, rlmi::InstanceState::Active).then(|| parts.last().map(|p| p.0.clone())).flatten();
-            let name = names
-                .as_ref()
-                .and_then(|c| c.iter().find(|l| l.contact.eq_ignore_ascii_case(aor)))
-                .and_then(|l| l.name.as_deref().map(str::to_string));
+            let name = name_of(aor).filter(|n| !n.is_empty());
             resources.push(rlmi::Resource {
                 uri: format!("sip:{aor}"),
                 name,
                 instances: vec![rlmi::Instance { id, state, cid }],
+            });
+        }
+        for aor in partial.iter().flat_map(|p| p.removed.iter()) {
+            let state = rlmi::InstanceState::Terminated { reason: Some("noresource".into()) };
+            resources.push(rlmi::Resource {
+                uri: format!("sip:{aor}"),
+                name: None,
+                instances: vec![rlmi::Instance { id: instance_id(aor), state, cid: None }],
             });
         }
         let list =
