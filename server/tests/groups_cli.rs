@@ -180,6 +180,8 @@ async fn bad_addresses_unknown_groups_and_taken_addresses_are_one_clear_error() 
         assert!(err.contains("sales@example.test: a group already"), "{backend:?}: {err}");
         let err = cli_fails(&s, &["group", "add", "ALICE@example.test"]).await;
         assert!(err.contains("alice@example.test is a user's address"), "{err}");
+        let err = cli_fails(&s, &["group", "add", "bob+Contacts@example.test"]).await;
+        assert!(err.contains("names a contact list (presence.list_suffix)"), "{err}");
         // And the other way: no user takes a group's address, whatever its case.
         let users = s.dir.path().join("users.csv");
         std::fs::write(&users, "carol@example.test,secret\nSales@example.test,secret\n").expect("write the file");

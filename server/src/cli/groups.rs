@@ -94,6 +94,12 @@ pub fn run(config: &Config, data_dir: &Path, command: GroupCommand) -> anyhow::R
     with_store(config, data_dir, async |store| match command {
         GroupCommand::Add { group, display_name } => {
             let group = address(&group)?;
+            // `alice+contacts@...` is Alice's contact list as a SUBSCRIBE names it: a group of
+            // that name could never be reached.
+            let suffix = config.presence.list_suffix.to_ascii_lowercase();
+            if !suffix.is_empty() && group.split('@').next().is_some_and(|user| user.ends_with(&suffix)) {
+                bail!("{group}: a user part ending in {suffix:?} names a contact list (presence.list_suffix)");
+            }
             match store.add_group(&group, &display_name).await {
                 Ok(()) => {
                     println!("{group}: added");
