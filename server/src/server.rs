@@ -218,7 +218,7 @@ pub async fn start(config: &Config, data_dir: &Path) -> anyhow::Result<RunningSe
         None => None,
         Some(tls) => {
             // From the users the directory read at start: the store is not read twice.
-            let search = DirectorySearch::load(kept_core.clone(), directory.clone());
+            let search = DirectorySearch::load(kept_core.clone(), directory.clone(), config.directory.clone());
             Some((Arc::new(search), tls))
         }
     };

@@ -205,7 +205,12 @@ async fn searches_by_name_and_user_part_of_the_callers_domain() {
     assert_eq!(r.header("cache-control"), Some("no-store"));
     assert_eq!(
         r.json(),
-        json!({"total": 1, "truncated": false, "entries": [{"aor": "bob@example.test", "display_name": "Bob Builder"}]}),
+        json!({"total": 1, "truncated": false, "entries": [{
+            "aor": "bob@example.test",
+            "display_name": "Bob Builder",
+            // Bob's rules let a user of his domain see him (`presence.default_policy`).
+            "presence": {"basic": "closed", "note": "offline"},
+        }]}),
     );
     // A prefix of the user part (`bobby.tables` is `bobby` and `tables`) or of a name's word.
     assert_eq!(search(&s, "q=bo").await.aors(), ours(&["bob", "bobby.tables"]));
@@ -515,7 +520,10 @@ async fn curl_searches_with_digest() {
     assert_eq!(code, "200", "{out}");
     let json: Value = serde_json::from_str(body).expect("JSON");
     assert_eq!(json["total"], 2, "{json}");
-    assert_eq!(json["entries"][0], json!({"aor": "bob@example.test", "display_name": "Bob Builder"}));
+    assert_eq!(
+        json["entries"][0],
+        json!({"aor": "bob@example.test", "display_name": "Bob Builder", "presence": {"basic": "closed", "note": "offline"}})
+    );
     // Accents, as curl encodes them.
     let (_, out, err) = run_tool(curl("alice", PASSWORD, url("q=%C3%A9lo%C3%AFse")), Duration::from_secs(30)).await;
     assert!(out.contains("\"edubois@example.test\"") && out.ends_with("200"), "{out} {err}");
@@ -564,4 +572,47 @@ async fn a_group_of_the_callers_domain_is_expanded_for_it() {
         let r = search_as(&s, "alice", PASSWORD, target).await;
         assert_eq!(r.status, 404, "{target}: unknown, or not of the caller's domain");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn entries_carry_the_presence_each_users_rules_let_the_caller_see() {
+    let s = directory_server(true, 0, |_| {}).await;
+    let store = s.server.directory.store().clone();
+    store.set_rule(&format!("carol@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::Block).await.unwrap();
+    store
+        .set_rule(&format!("edubois@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::PoliteBlock)
+        .await
+        .unwrap();
+    let mut bob = online(&s, "bob", PASSWORD).await;
+    let ok = bob.request(&publish(&bob, "bob", Some(&pidf_doc("bob", "t", "open", "at my desk")), None, 600)).await;
+    assert_eq!(ok.status(), Some(200));
+    let mut edubois = online(&s, "edubois", PASSWORD).await;
+    let ok = edubois.request(&publish(&edubois, "edubois", Some(&pidf_doc("edubois", "t", "open", "here")), None, 600)).await;
+    assert_eq!(ok.status(), Some(200));
+    let _carol = online(&s, "carol", PASSWORD).await;
+
+    let entry = |r: Response| r.json()["entries"][0].clone();
+    assert_eq!(entry(search(&s, "q=builder").await)["presence"], json!({"basic": "open", "note": "at my desk"}));
+    let carol = entry(search(&s, "q=carol").await);
+    assert_eq!(carol["aor"], format!("carol@{DOMAIN}"));
+    assert!(carol.get("presence").is_none(), "Carol blocks Alice: nothing of her presence: {carol}");
+    assert_eq!(
+        entry(search(&s, "q=eloise").await)["presence"],
+        json!({"basic": "closed", "note": null}),
+        "a polite block shows offline, as a NOTIFY does"
+    );
+    // Bob as the caller sees Carol (no rule against him), online by her registration.
+    let r = search_as(&s, "bob", PASSWORD, &format!("{SEARCH}?q=carol")).await;
+    assert_eq!(r.json()["entries"][0]["presence"], json!({"basic": "open", "note": null}));
+    drop(bob);
+
+    // Configured: every domain's users, and no presence.
+    let s = directory_server(true, 0, |c| {
+        c.directory.all_domains = true;
+        c.directory.presence = false;
+    })
+    .await;
+    let r = search(&s, "q=ali").await;
+    assert_eq!(r.aors(), vec![format!("alice@{OTHER}"), format!("alice@{DOMAIN}")], "by name: Elsewhere, Liddell");
+    assert!(r.json()["entries"][0].get("presence").is_none());
 }

@@ -1,6 +1,7 @@
 //! Directory search over HTTPS (issue 21): `GET /directory/v1/search?q=ali&limit=20&offset=0`
 //! answers who in the caller's domain is called "ali…", as JSON, from the search index
-//! ([`super::search`]): `{"total": N, "truncated": bool, "entries": [{"aor", "display_name"}]}`.
+//! ([`super::search`]): `{"total": N, "truncated": bool, "entries": [{"aor", "display_name",
+//! "presence"}]}`, the presence as the user's rules let the caller see it.
 //!
 //! The caller proves who it is with HTTP Digest (RFC 7616) and its SIP credentials, checked by
 //! the core's own [`Auth`](super::auth::Auth): one HA1, one set of nonces and nonce-counts, and
@@ -8,7 +9,7 @@
 //! domain we serve, the one the user's HA1 is made with: the domain the Host header names (or
 //! the one a name like `directory.example.test` is under), else the only domain when we serve
 //! exactly one; with several and a Host naming none of them the request is misdirected (421).
-//! The caller sees the users of its own domain only.
+//! The caller sees the users of its own domain only, unless `directory.all_domains` is on.
 //!
 //! HTTP/1.1 kept as small as `ops/http.rs`: GET only, no request bodies, a head of at most
 //! [`MAX_HEAD`] bytes read within [`READ_TIMEOUT`], at most [`MAX_REQUESTS_PER_CONNECTION`]
@@ -65,8 +66,9 @@ const STORE_WAIT: Duration = Duration::from_secs(2);
 
 /// The directory search service: its index and what answering needs.
 pub struct DirectorySearch {
-    /// For its [`Auth`](super::auth::Auth), shared with SIP.
+    /// For its [`Auth`](super::auth::Auth), shared with SIP, and the presence it shows.
     core: Core,
+    cfg: crate::config::Directory,
     directory: Arc<Directory>,
     /// Replaced whole when the change feed fell behind; otherwise changed in place.
     index: RwLock<Arc<Index>>,
@@ -79,11 +81,12 @@ pub struct DirectorySearch {
 impl DirectorySearch {
     /// Indexes every user the directory read at start (before its change log is followed,
     /// which must not have begun: what changed since is heard of on `changes`).
-    pub fn load(core: Core, directory: Arc<Directory>) -> DirectorySearch {
+    pub fn load(core: Core, directory: Arc<Directory>, cfg: crate::config::Directory) -> DirectorySearch {
         let changes = directory.changes();
         let index = index_of(directory.cached_users().iter().map(|u| u.as_ref()));
         DirectorySearch {
             core,
+            cfg,
             directory,
             index: RwLock::new(Arc::new(index)),
             changes: tokio::sync::Mutex::new(changes),
@@ -274,11 +277,19 @@ impl DirectorySearch {
             Ok(s) => s,
             Err(bad) => return (Answer::Refused(bad), false),
         };
-        // The caller's own domain only (the realm it proved itself in).
-        match self.index().search(&search.q, Scope::Domain(&user.domain), search.offset, search.limit) {
-            Ok(page) => (Answer::Found(page), req.keep_alive),
-            Err(e) => (Answer::Refused(Refused::Query(e)), false),
+        // The caller's own domain (the realm it proved itself in), unless configured otherwise.
+        let scope = if self.cfg.all_domains { Scope::AllDomains } else { Scope::Domain(&user.domain) };
+        let page = match self.index().search(&search.q, scope, search.offset, search.limit) {
+            Ok(page) => page,
+            Err(e) => return (Answer::Refused(Refused::Query(e)), false),
+        };
+        let mut presence = Vec::with_capacity(page.entries.len());
+        if self.cfg.presence {
+            for e in &page.entries {
+                presence.push(self.core.presence_seen_by(&e.aor, &user.aor).await);
+            }
         }
+        (Answer::Found(page, presence), req.keep_alive)
     }
 
     /// A group of the caller's domain, expanded: its users and remote addresses, nested
@@ -329,13 +340,23 @@ impl DirectorySearch {
     /// The response's bytes: status line, headers and JSON body.
     fn response(&self, answer: &Answer, keep_alive: bool) -> Vec<u8> {
         let body = match answer {
-            Answer::Found(page) => json!({
+            Answer::Found(page, presence) => json!({
                 "total": page.total,
                 "truncated": page.truncated,
                 "entries": page
                     .entries
                     .iter()
-                    .map(|e| json!({"aor": e.aor, "display_name": e.display_name}))
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let mut entry = json!({"aor": e.aor, "display_name": e.display_name});
+                        if let Some(Some(seen)) = presence.get(i) {
+                            entry["presence"] = json!({
+                                "basic": if seen.open { "open" } else { "closed" },
+                                "note": seen.note,
+                            });
+                        }
+                        entry
+                    })
                     .collect::<Vec<_>>(),
             }),
             Answer::Members { group, display_name, expansion } => json!({
@@ -398,8 +419,9 @@ fn index_of<'a>(users: impl Iterator<Item = &'a sipfront_storage::User>) -> Inde
 /// What a request gets: one status, one metric label.
 #[derive(Debug)]
 enum Answer {
-    /// 200: a page of results.
-    Found(Page),
+    /// 200: a page of results, with what the caller may see of each one's presence (nothing
+    /// when `directory.presence` is off).
+    Found(Page, Vec<Option<super::presence::Seen>>),
     /// 200: a group's members.
     Members {
         group: String,
@@ -447,7 +469,7 @@ enum Refused {
 impl Answer {
     fn status(&self) -> u16 {
         match self {
-            Answer::Found(_) | Answer::Members { .. } => 200,
+            Answer::Found(..) | Answer::Members { .. } => 200,
             Answer::Challenge(_) => 401,
             Answer::Unavailable => 503,
             Answer::Refused(bad) => match bad {
@@ -472,7 +494,7 @@ impl Answer {
     /// The metric label, and the `error` of the JSON body.
     fn label(&self) -> &'static str {
         match self {
-            Answer::Found(_) => "ok",
+            Answer::Found(..) => "ok",
             Answer::Members { .. } => "group",
             Answer::Challenge(_) => "unauthenticated",
             Answer::Unavailable => "unavailable",

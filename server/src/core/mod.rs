@@ -262,6 +262,12 @@ impl Core {
         self.0.gate.auth()
     }
 
+    /// What `watcher` may see of `aor`'s presence now (see [`Presence::seen_by`]), for the
+    /// directory's search entries.
+    pub async fn presence_seen_by(&self, aor: &str, watcher: &str) -> Option<presence::Seen> {
+        self.0.presence.seen_by(aor, watcher).await
+    }
+
     /// Requests waiting on the store or another member now.
     pub fn pending_requests(&self) -> usize {
         self.0.overload.pending()

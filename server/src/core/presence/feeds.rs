@@ -70,6 +70,12 @@ impl Feeds {
         self.docs.get(aor).map(|d| d.clone())
     }
 
+    /// The last document of a presentity homed elsewhere, if a feed here has brought one;
+    /// no feed is started for asking.
+    pub fn known(&self, aor: &str) -> Option<Bytes> {
+        self.docs.get(aor).map(|d| d.clone())
+    }
+
     fn start(self: &Arc<Self>, aor: &str) {
         let Some(home) = self.pool.home_of(aor) else { return };
         let feed = Arc::new(Feed {

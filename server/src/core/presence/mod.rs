@@ -803,6 +803,19 @@ impl Presence {
         }
     }
 
+    /// What `watcher` may see of `aor`'s presence now, as a directory search shows it: `None`
+    /// when its rules leave the watcher pending or blocked (or cannot be read), and for a
+    /// presentity homed on another member that no list here follows (its presence is kept
+    /// there). A polite block shows `closed`, as it does in a NOTIFY.
+    pub async fn seen_by(&self, aor: &str, watcher: &str) -> Option<Seen> {
+        match self.rules.decide(aor, watcher).await.ok()? {
+            Decision::Block | Decision::Pending => None,
+            Decision::PoliteBlock => Some(Seen { open: false, note: None }),
+            Decision::Allow if self.feeds.remote(aor) => summary(&self.feeds.known(aor)?),
+            Decision::Allow => summary(&self.document(aor)),
+        }
+    }
+
     /// The composed PIDF of `aor` for an allowed watcher: its publications, or else its
     /// registration state; for a presentity homed on another member, what its feed brought
     /// (offline until it has).
@@ -833,6 +846,28 @@ impl Presence {
         self.documents.insert(Arc::from(aor), doc.clone());
         doc
     }
+}
+
+/// What a search entry shows of a presentity: `open` if any tuple is, else `closed` if any
+/// says; the note of the document, else of its first open tuple, else of any tuple.
+fn summary(doc: &[u8]) -> Option<Seen> {
+    let d = pidf::parse(doc).ok()?;
+    let open = d.tuples.iter().any(|t| t.basic == Some(pidf::Basic::Open));
+    if !open && !d.tuples.iter().any(|t| t.basic.is_some()) {
+        return None;
+    }
+    let note = d.notes.first().cloned().or_else(|| {
+        let open_note = d.tuples.iter().filter(|t| t.basic == Some(pidf::Basic::Open)).find_map(|t| t.note.clone());
+        open_note.or_else(|| d.tuples.iter().find_map(|t| t.note.clone()))
+    });
+    Some(Seen { open, note })
+}
+
+/// A presentity's presence in a word: its basic status and a note.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub open: bool,
+    pub note: Option<String>,
 }
 
 /// Each AOR once, in order.
