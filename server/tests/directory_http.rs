@@ -578,7 +578,10 @@ async fn a_group_of_the_callers_domain_is_expanded_for_it() {
 async fn entries_carry_the_presence_each_users_rules_let_the_caller_see() {
     let s = directory_server(true, 0, |_| {}).await;
     let store = s.server.directory.store().clone();
-    store.set_rule(&format!("carol@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::Block).await.unwrap();
+    store
+        .set_rule(&format!("carol@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::Block)
+        .await
+        .unwrap();
     store
         .set_rule(&format!("edubois@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::PoliteBlock)
         .await
@@ -587,7 +590,9 @@ async fn entries_carry_the_presence_each_users_rules_let_the_caller_see() {
     let ok = bob.request(&publish(&bob, "bob", Some(&pidf_doc("bob", "t", "open", "at my desk")), None, 600)).await;
     assert_eq!(ok.status(), Some(200));
     let mut edubois = online(&s, "edubois", PASSWORD).await;
-    let ok = edubois.request(&publish(&edubois, "edubois", Some(&pidf_doc("edubois", "t", "open", "here")), None, 600)).await;
+    let ok = edubois
+        .request(&publish(&edubois, "edubois", Some(&pidf_doc("edubois", "t", "open", "here")), None, 600))
+        .await;
     assert_eq!(ok.status(), Some(200));
     let _carol = online(&s, "carol", PASSWORD).await;
 
