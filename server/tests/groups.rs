@@ -288,6 +288,22 @@ async fn a_removed_group_ends_its_subscriptions_and_a_fetch_leaves_nothing() {
     let n = notified(&mut alice).await;
     assert!(state(&n).starts_with("terminated;reason=noresource"), "{}", state(&n));
     assert_eq!(s.metric("sipfront_subscriptions{event=\"presence-list\"}").await, 0.0);
+
+    // A group of 50,000: refused by size (`groups.max_members_for_message` and
+    // `_for_subscription`, 500 by default), its expansion read no further than 10,001.
+    let rows: Vec<(String, String)> = (0..50_000).map(|i| (aor("huge"), format!("m{i}@{DOMAIN}"))).collect();
+    groups_changed(&s, async {
+        store.add_group(&aor("huge"), "Huge").await.unwrap();
+        store.add_group_members(&rows).await.unwrap();
+    })
+    .await;
+    let refused = alice.request(&to_group(&alice, "alice", "huge", "hello all")).await;
+    assert_eq!(refused.status(), Some(403));
+    assert!(reason(&refused).contains("more than 500 members"), "{:?}", refused.reason());
+    let watch = subscribe(&alice, "alice", "huge", "presence", 600).set("Supported", "eventlist");
+    assert_eq!(alice.request(&watch).await.status(), Some(403));
+    let group = s.server.directory.groups().get(&aor("huge")).await.unwrap().unwrap();
+    assert!(group.truncated && group.members.len() == sipfront::core::groups::MAX_MEMBERS);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,6 +347,33 @@ async fn in_a_pool_a_group_message_reaches_members_homed_on_every_member() {
         assert!(got.header_named("X-Sipfront-Pool").is_none(), "the seal stays inside the pool");
         phone.answer(&got, 200, tag).await;
     }
+    // The group watched from B: its subscription is held at the group's home, A, which
+    // follows the member homed on B through its feed.
+    let mut watcher = online(&b, &on(IDS[1], 1), "secret").await;
+    let watcher_name = on(IDS[1], 1);
+    let watch = subscribe(&watcher, &watcher_name, &group, "presence", 600).set("Supported", "eventlist");
+    let (_, n) = subscribed(&mut watcher, &watch).await;
+    assert_eq!(rlmi_of(&n).0.resources.len(), 3);
+    let ok =
+        far_phone.request(&publish(&far_phone, &far, Some(&pidf_doc(&far, "f", "open", "far away")), None, 600)).await;
+    assert_eq!(ok.status(), Some(200));
+    // The feed's first document may come first (it starts with the list's first state).
+    let mut seen = false;
+    for _ in 0..3 {
+        let n = notified(&mut watcher).await;
+        if String::from_utf8_lossy(n.body()).contains("far away") {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "a member homed on B, seen from A");
+    groups_changed(&a, store.remove_group_member(&aor(&group), &aor(&near))).await.unwrap();
+    let (partial, _) = rlmi_of(&notified(&mut watcher).await);
+    assert!(!partial.full_state);
+    assert!(
+        matches!(&resource(&partial, &near).instances[0].state, rlmi::InstanceState::Terminated { reason: Some(r) } if r == "noresource")
+    );
+
     for member in [&near, &far] {
         let store = store.clone();
         assert!(
