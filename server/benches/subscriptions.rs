@@ -58,6 +58,7 @@ async fn main() {
             version: AtomicU32::new(0),
             members: Mutex::new(Vec::new()),
             throttle: Mutex::new(Throttle::default()),
+            notifying: tokio::sync::Mutex::new(false),
         };
         subs.insert(sub);
     }

@@ -361,11 +361,19 @@ pub struct Groups {
     /// Users (AORs) who may send to every group besides its members (an announcements
     /// account); a group's own members always may.
     pub senders: Vec<String>,
+    /// Copies of group MESSAGEs under way at once (each until its member's final response); a
+    /// group MESSAGE that would go past it is refused with 503 and Retry-After.
+    pub max_copies_in_flight: usize,
 }
 
 impl Default for Groups {
     fn default() -> Self {
-        Groups { max_members_for_message: 500, max_members_for_subscription: 500, senders: Vec::new() }
+        Groups {
+            max_members_for_message: 500,
+            max_members_for_subscription: 100,
+            senders: Vec::new(),
+            max_copies_in_flight: 10_000,
+        }
     }
 }
 

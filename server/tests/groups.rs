@@ -94,6 +94,9 @@ async fn a_message_to_a_group_reaches_online_and_offline_members_once_each() {
         assert!(header(&got, HeaderName::From).contains(&aor("alice")), "from the sender");
         assert!(header(&got, HeaderName::To).contains(&aor("team")), "to the group");
         assert!(got.header(HeaderName::ProxyAuthorization).is_none());
+        // A request of the server's own (RFC 3261 8.1.1): not the sender's Call-ID or tag.
+        assert_ne!(header(&got, HeaderName::CallId), msg.header("Call-ID").unwrap());
+        assert!(!header(&got, HeaderName::From).contains(msg.header("From").unwrap().split("tag=").nth(1).unwrap()));
         phone.answer(&got, 200, tag).await;
     }
     nothing_for(&mut alice).await;
@@ -289,9 +292,11 @@ async fn a_removed_group_ends_its_subscriptions_and_a_fetch_leaves_nothing() {
     assert!(state(&n).starts_with("terminated;reason=noresource"), "{}", state(&n));
     assert_eq!(s.metric("sipfront_subscriptions{event=\"presence-list\"}").await, 0.0);
 
-    // A group of 50,000: refused by size (`groups.max_members_for_message` and
-    // `_for_subscription`, 500 by default), its expansion read no further than 10,001.
-    let rows: Vec<(String, String)> = (0..50_000).map(|i| (aor("huge"), format!("m{i}@{DOMAIN}"))).collect();
+    // A group of 50,000: refused by size (`groups.max_members_for_message`, 500 by default,
+    // and `_for_subscription`, 100), its expansion read no further than 10,001.
+    // Alice among them: who may not send learns nothing of its size.
+    let rows: Vec<(String, String)> =
+        (0..50_000).map(|i| (aor("huge"), format!("m{i}@{DOMAIN}"))).chain([(aor("huge"), aor("alice"))]).collect();
     groups_changed(&s, async {
         store.add_group(&aor("huge"), "Huge").await.unwrap();
         store.add_group_members(&rows).await.unwrap();
@@ -302,7 +307,7 @@ async fn a_removed_group_ends_its_subscriptions_and_a_fetch_leaves_nothing() {
     assert!(reason(&refused).contains("more than 500 members"), "{:?}", refused.reason());
     let watch = subscribe(&alice, "alice", "huge", "presence", 600).set("Supported", "eventlist");
     assert_eq!(alice.request(&watch).await.status(), Some(403));
-    let group = s.server.directory.groups().get(&aor("huge")).await.unwrap().unwrap();
+    let group = s.server.directory.group(&aor("huge")).await.unwrap().unwrap();
     assert!(group.truncated && group.members.len() == sipfront::core::groups::MAX_MEMBERS);
 }
 
@@ -384,4 +389,57 @@ async fn in_a_pool_a_group_message_reaches_members_homed_on_every_member() {
             "archived once for {member}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fan_outs_beyond_the_copies_in_flight_are_refused_for_a_while() {
+    let s = TestServer::with_users(&Backend::Sqlite, USERS, |c| c.groups.max_copies_in_flight = 1).await;
+    add_group(&s, "team", &["alice", "bob", "carol"]).await;
+    add_group(&s, "pair", &["alice", "bob"]).await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    let refused = alice.request(&to_group(&alice, "alice", "team", "two copies")).await;
+    assert_eq!(refused.status(), Some(503));
+    assert!(refused.header(HeaderName::RetryAfter).is_some());
+    assert!(reason(&refused).contains("too many group messages"), "{:?}", refused.reason());
+    // One copy fits; once it is delivered (kept for Bob, away) the next one fits too.
+    assert_eq!(alice.request(&to_group(&alice, "alice", "pair", "one copy")).await.status(), Some(202));
+    let store = s.server.directory.store().clone();
+    assert!(
+        eventually(Duration::from_secs(5), async || store.offline_messages(&aor("bob"), 10).await.unwrap().len() == 1)
+            .await
+    );
+    let mut accepted = false;
+    for _ in 0..50 {
+        if alice.request(&to_group(&alice, "alice", "pair", "again")).await.status() == Some(202) {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted, "the copy's permit comes back once it is delivered");
+    assert!(s.metric("sipfront_over_capacity_total{table=\"group_copies\"}").await >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_whose_account_is_spelled_with_capitals_is_reached_and_watched_by_its_account() {
+    let users: Vec<(&str, &str)> = USERS.iter().copied().chain([("Frank", "furter")]).collect();
+    let s = TestServer::with_users(&Backend::Sqlite, &users, |c| c.presence.notify_interval_ms = 50).await;
+    let store = s.server.directory.store().clone();
+    // The group keeps `frank@...`; his rules and bindings are his account's, `Frank@...`.
+    store.set_rule(&aor("Frank"), &aor("alice"), RuleAction::Block).await.unwrap();
+    add_group(&s, "team", &["alice", "Frank", "bob"]).await;
+    let mut frank = online(&s, "Frank", "furter").await;
+    let mut alice = online(&s, "alice", "wonderland").await;
+    assert_eq!(alice.request(&to_group(&alice, "alice", "team", "hi Frank")).await.status(), Some(202));
+    let got = frank.expect_request(Method::Message).await;
+    assert_eq!(got.body(), b"hi Frank");
+    frank.answer(&got, 200, "frank").await;
+
+    let watch = subscribe(&alice, "alice", "team", "presence", 600).set("Supported", "eventlist");
+    let (_, n) = subscribed(&mut alice, &watch).await;
+    let (full, _) = rlmi_of(&n);
+    assert!(
+        matches!(&resource(&full, "Frank").instances[0].state, rlmi::InstanceState::Terminated { reason: Some(r) } if r == "rejected"),
+        "Frank's own rule applies: {full:?}"
+    );
 }

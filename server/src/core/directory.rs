@@ -95,6 +95,12 @@ impl Directory {
         &self.groups
     }
 
+    /// Distribution group `aor` expanded (see [`super::groups::Groups::get`]), its members as
+    /// their accounts spell them.
+    pub async fn group(&self, aor: &str) -> Result<Option<Arc<super::groups::Group>>, StoreError> {
+        self.groups.get(aor, |m| self.cached(m).flatten().map(|u| u.aor.clone())).await
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }

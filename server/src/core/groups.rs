@@ -76,8 +76,14 @@ impl Groups {
     }
 
     /// Group `aor` expanded ([`DEPTH`] deep, [`MAX_MEMBERS`] at most): `Ok(None)` if there is
-    /// no such group, `Err` if the store did not answer in time.
-    pub async fn get(&self, aor: &str) -> Result<Option<Arc<Group>>, StoreError> {
+    /// no such group, `Err` if the store did not answer in time. A group keeps its members in
+    /// lower case; `spelling` gives a user's AOR as its account spells it (rules, bindings and
+    /// publications are keyed so), `None` for an address that is no user of ours.
+    pub async fn get(
+        &self,
+        aor: &str,
+        spelling: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<Arc<Group>>, StoreError> {
         let folded = aor.to_ascii_lowercase();
         if let Some(g) = self.expanded.get(folded.as_str()) {
             return Ok(Some(g.clone()));
@@ -89,7 +95,7 @@ impl Groups {
             Ok(Some(Group {
                 aor: Arc::from(g.aor.as_str()),
                 display_name: g.display_name,
-                members: e.members.into_iter().map(Arc::from).collect(),
+                members: e.members.into_iter().map(|m| Arc::from(spelling(&m).unwrap_or(m))).collect(),
                 truncated: e.truncated,
             }))
         };
@@ -105,6 +111,12 @@ impl Groups {
         Ok(Some(group))
     }
 
+    /// How many batches of group changes have been followed: an expansion read before a
+    /// change, kept by someone after it, is stale when this moved in between.
+    pub fn version(&self) -> u64 {
+        *self.changes.borrow()
+    }
+
     /// Bumped whenever groups changed (after their cache was dropped): whoever keeps an
     /// expansion reads it again.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -116,7 +128,8 @@ impl Groups {
     /// answer; the next change reads them again.
     pub async fn changed(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        match self.store.groups(None).await {
+        let read = tokio::time::timeout(self.timeout, self.store.groups(None)).await;
+        match read.unwrap_or(Err(StoreError::Timeout(self.timeout))) {
             Ok(all) => {
                 *self.names.write().unwrap_or_else(|p| p.into_inner()) =
                     all.into_iter().map(|g| g.aor.into_boxed_str()).collect();

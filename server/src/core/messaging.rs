@@ -24,6 +24,12 @@ use std::sync::Arc;
 pub struct Messaging {
     cfg: config::Messaging,
     groups: config::Groups,
+    /// Group copies under way, at most `groups.max_copies_in_flight`: a group MESSAGE takes
+    /// one permit per copy until its fan-out ends, and is refused 503 when they are out.
+    copies: Arc<tokio::sync::Semaphore>,
+    /// `federation.edge_member`, with federation on: the member a copy for a partner's user
+    /// leaves from, as every request to partners does.
+    federation_edge: Option<String>,
     gate: Arc<Gate>,
     location: Arc<Location>,
     archive: Arc<Archive>,
@@ -38,6 +44,7 @@ impl Messaging {
     pub fn new(
         cfg: config::Messaging,
         groups: config::Groups,
+        federation_edge: Option<String>,
         gate: Arc<Gate>,
         location: Arc<Location>,
         archive: Arc<Archive>,
@@ -46,7 +53,8 @@ impl Messaging {
         agent: String,
         loops: loops::Loops,
     ) -> Messaging {
-        Messaging { cfg, groups, gate, location, archive, offline, txs, agent, loops }
+        let copies = Arc::new(tokio::sync::Semaphore::new(groups.max_copies_in_flight));
+        Messaging { cfg, groups, copies, federation_edge, gate, location, archive, offline, txs, agent, loops }
     }
 
     /// Offline messages: their purge, and following which users have some; runs until dropped.
@@ -72,6 +80,10 @@ impl Messaging {
             return self.federate(msg, &sender, &domain).await;
         }
         if let Some(group) = self.group_named(msg) {
+            if req.relayed.as_ref().is_some_and(|r| r.group.is_some()) {
+                // A group's copy names a member, never a group: it is not expanded again.
+                return reply::response(msg, 482, &self.agent);
+            }
             return self.to_group(msg, &sender, &group).await;
         }
         let to = match self.gate.callee(msg).await {
@@ -84,7 +96,7 @@ impl Messaging {
 
     /// A MESSAGE for our user `to` (who exists and is enabled): archived, then relayed to its
     /// bindings, or kept until it registers. A group's copy (`group_copy`) that the member's
-    /// endpoints do not take (no answer, 480, a 5xx) is kept too, as for a member away.
+    /// endpoints do not take now (no answer, 480, 503) is kept too, as for a member away.
     async fn deliver(&self, msg: &Message, sender: &Aor, to: &Recipient, group_copy: bool) -> Message {
         let targets = self.location.targets(to);
         if targets.is_empty() && !self.offline.enabled() {
@@ -98,7 +110,7 @@ impl Messaging {
         }
         let resp = self.relay(msg, targets).await;
         let code = resp.status().unwrap_or(500);
-        if group_copy && self.offline.enabled() && (code == 408 || code == 480 || (500..600).contains(&code)) {
+        if group_copy && self.offline.enabled() && matches!(code, 408 | 480 | 503) {
             return self.offline.keep(msg, to.aor.as_str(), sender.as_str()).await;
         }
         resp
@@ -113,39 +125,48 @@ impl Messaging {
 
     /// A MESSAGE of `sender` to distribution group `group`: refused unless the sender is one
     /// of our users and a member (or one of `groups.senders`) and the group is within
-    /// `groups.max_members_for_message`; otherwise answered 202 Accepted at once (RFC 3428 7:
-    /// an exploder's answer), and a copy goes to every other member, archived and delivered
-    /// or kept at that member's home as a MESSAGE to them would be.
+    /// `groups.max_members_for_message`, and 503 while `groups.max_copies_in_flight` copies are
+    /// under way; otherwise answered 202 Accepted at once (RFC 3428 7: an exploder's answer),
+    /// and a copy goes to every other member, archived and delivered (or kept) at that
+    /// member's home as a MESSAGE to them would be.
     async fn to_group(self: &Arc<Self>, msg: &Message, sender: &Aor, group: &str) -> Message {
         let refuse = |code: u16, reason: String| {
             metrics::counter!(m::GROUP_MESSAGES, "result" => m::code_label(code)).increment(1);
             let mut r = reply::response(msg, code, &self.agent);
             r.set_reason(reason);
+            if code == 503 {
+                r.push_header(HeaderName::RetryAfter, "5");
+            }
             r
         };
         if !self.gate.serves(sender.domain()) {
             return refuse(403, "Forbidden (a group takes messages from its own domain's users)".into());
         }
-        let group: Arc<Group> = match self.gate.directory().groups().get(group).await {
+        let group: Arc<Group> = match self.gate.directory().group(group).await {
             Ok(Some(g)) => g,
             Ok(None) => return refuse(404, "Not Found".into()),
-            Err(_) => {
-                let mut r = refuse(503, "Service Unavailable".into());
-                r.push_header(HeaderName::RetryAfter, "5");
-                return r;
-            }
+            Err(_) => return refuse(503, "Service Unavailable".into()),
         };
-        let max = self.groups.max_members_for_message;
-        if group.truncated || group.members.len() > max {
-            return refuse(403, format!("Forbidden (the group has more than {max} members)"));
-        }
+        // Who may send first: a sender who may not learns nothing of the group.
         let may_send =
             group.has(sender.as_str()) || self.groups.senders.iter().any(|s| s.eq_ignore_ascii_case(sender.as_str()));
         if !may_send {
             return refuse(403, "Forbidden (only the group's members may send to it)".into());
         }
+        let max = self.groups.max_members_for_message;
+        if group.truncated || group.members.len() > max {
+            return refuse(403, format!("Forbidden (the group has more than {max} members)"));
+        }
         let recipients: Vec<Arc<str>> =
             group.members.iter().filter(|m| !m.eq_ignore_ascii_case(sender.as_str())).cloned().collect();
+        let wanted = u32::try_from(recipients.len()).unwrap_or(u32::MAX);
+        let permits = match self.copies.clone().try_acquire_many_owned(wanted) {
+            Ok(p) => p,
+            Err(_) => {
+                metrics::counter!(m::OVER_CAPACITY, "table" => "group_copies").increment(1);
+                return refuse(503, "Service Unavailable (too many group messages under way)".into());
+            }
+        };
         tracing::debug!(group = &*group.aor, sender = sender.as_str(), recipients = recipients.len(), "group message");
         let (this, original, sender) = (self.clone(), msg.clone(), sender.clone());
         tokio::spawn(async move {
@@ -162,24 +183,39 @@ impl Messaging {
                 });
             }
             while copies.join_next().await.is_some() {}
+            drop(permits);
         });
         metrics::counter!(m::GROUP_MESSAGES, "result" => "202").increment(1);
         reply::response(msg, 202, &self.agent)
     }
 
     /// Delivers one member's copy of a group message: here, at the member's home in the pool,
-    /// or to a partner's edge for a remote member. The final status.
+    /// or toward a partner's edge for a remote member. The final status.
     async fn deliver_copy(&self, copy: Message, sender: &Aor, to: &str, group: &str) -> u16 {
         let domain = Aor::domain_of(to).to_string();
+        let pool = self.location.pool();
         if !self.gate.serves(&domain) {
             if self.gate.foreign_domain(&copy).is_none() {
                 return 403; // a partner's address, and no federation to reach it by
             }
+            // From the member that federates for the pool, as every request to partners goes.
+            let edge = self.federation_edge.as_deref().filter(|e| *e != pool.id()).and_then(|e| pool.peer_named(e));
+            if let Some(edge) = edge {
+                return self.through_member(copy, sender, group, edge.addr).await;
+            }
             return self.federate(&copy, sender, &domain).await.status().unwrap_or(500);
         }
-        let pool = self.location.pool();
         if let Some(home) = pool.home_of(to) {
-            return self.through_home(copy, sender, group, home.addr).await;
+            let code = self.through_member(copy.clone(), sender, group, home.addr).await;
+            // The home did not answer, or could not take it: kept in the shared store from
+            // here, for the member's next registration, rather than lost after our 202.
+            if matches!(code, 408 | 503) && self.offline.enabled() {
+                if !self.archive.keep(&copy, sender.as_str(), to).await {
+                    return 503;
+                }
+                return self.offline.keep(&copy, to, sender.as_str()).await.status().unwrap_or(500);
+            }
+            return code;
         }
         match self.gate.callee(&copy).await {
             Ok(to) => self.deliver(&copy, sender, &to, true).await.status().unwrap_or(500),
@@ -187,9 +223,9 @@ impl Messaging {
         }
     }
 
-    /// A member's copy to the member of the pool that is its home, which delivers it as a
-    /// MESSAGE from `sender` under the pool's seal.
-    async fn through_home(&self, mut copy: Message, sender: &Aor, group: &str, home: std::net::SocketAddr) -> u16 {
+    /// A member's copy to another member of the pool (the member's home, or the federation
+    /// edge), which takes it as a MESSAGE from `sender` under the pool's seal.
+    async fn through_member(&self, mut copy: Message, sender: &Aor, group: &str, to: std::net::SocketAddr) -> u16 {
         let pool = self.location.pool();
         copy.prepend_header(
             HeaderName::Via,
@@ -205,9 +241,13 @@ impl Messaging {
             group: Some(group.to_string()),
         };
         pool.seal().sign(&mut copy, &vouch);
-        let flow = pool.connection_to(home, std::time::Duration::from_secs(2)).await;
-        let target =
-            crate::transport::Target { transport: crate::transport::Transport::Tcp, remote: home, flow, local: None };
+        let Some(flow) = pool.connection_to(to, std::time::Duration::from_secs(2)).await else { return 503 };
+        let target = crate::transport::Target {
+            transport: crate::transport::Transport::Tcp,
+            remote: to,
+            flow: Some(flow),
+            local: None,
+        };
         self.txs.final_response(copy, target).await.status().unwrap_or(500)
     }
 
@@ -343,12 +383,20 @@ impl Messaging {
     }
 }
 
-/// A group message's copy for member `to`: a request of its own (no Via yet: whoever sends
-/// it puts theirs), addressed to the member, with the sender's From and the group's To, one
-/// hop less, without the sender's credentials or Route.
+/// A group message's copy for member `to`: a request of our own (RFC 3261 8.1.1: its own
+/// Call-ID, From tag and CSeq; no Via yet, whoever sends it puts theirs), addressed to the
+/// member, From the sender (its address and display name) and To the group, one hop less,
+/// without the sender's credentials or Route.
 fn copy_for(original: &Message, to: &str) -> Message {
     let mut copy = original.clone();
     copy.set_request_uri(format!("sip:{to}"));
+    if let Some(from) = original.from() {
+        let display = from.display.map(|d| format!("{} ", String::from_utf8_lossy(d))).unwrap_or_default();
+        let uri = String::from_utf8_lossy(from.uri.raw());
+        copy.set_header(HeaderName::From, format!("{display}<{uri}>;tag={}", reply::new_tag()));
+    }
+    copy.set_header(HeaderName::CallId, format!("{}@group.sipfront", reply::new_tag()));
+    copy.set_header(HeaderName::CSeq, "1 MESSAGE");
     copy.remove_headers(HeaderName::Via);
     copy.remove_headers(HeaderName::ProxyAuthorization);
     copy.remove_headers(HeaderName::Route);

@@ -99,6 +99,8 @@ impl Core {
         let messaging = Arc::new(Messaging::new(
             config.messaging.clone(),
             config.groups.clone(),
+            (config.federation.enabled && !config.federation.edge_member.is_empty())
+                .then(|| config.federation.edge_member.clone()),
             gate.clone(),
             location.clone(),
             archive.clone(),
@@ -254,6 +256,8 @@ impl Core {
         let down = std::time::Duration::from_secs(now.saturating_sub(u64::try_from(saved_at).unwrap_or(0)));
         let (b, p, sub) = saved.restore(down, s.registrar.bindings(), &s.presence);
         tracing::info!(bindings = b, publications = p, subscriptions = sub, "dynamic state restored");
+        // Groups may have changed while it was down: their watchers get the difference.
+        s.presence.groups_changed().await;
     }
 
     /// The digest authentication of SIP requests, which the directory's HTTPS endpoint

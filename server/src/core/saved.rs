@@ -198,6 +198,8 @@ impl Saved {
                 version: AtomicU32::new(s.version),
                 members: Mutex::new(s.members.iter().map(|m| Arc::from(m.as_str())).collect()),
                 throttle: Mutex::new(Throttle::default()),
+                // Its watcher had the full state before the restart.
+                notifying: tokio::sync::Mutex::new(true),
             };
             presence.subscriptions.insert(sub);
             counts.2 += 1;

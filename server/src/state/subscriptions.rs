@@ -85,6 +85,10 @@ pub struct Subscription {
     /// The presentities of a List subscription.
     pub members: Mutex<Vec<Arc<str>>>,
     pub throttle: Mutex<Throttle>,
+    /// Held while a NOTIFY's body is made and the NOTIFY sent, so that versions and CSeqs go
+    /// out in one order (RFC 4662: each RLMI version one more than the last); `true` once a
+    /// full state has gone (a partial one before it is sent as full state).
+    pub notifying: tokio::sync::Mutex<bool>,
 }
 
 /// RFC 6446: when the last NOTIFY went, whether one is scheduled, and which presentities
@@ -349,6 +353,7 @@ mod tests {
             version: AtomicU32::new(0),
             members: Mutex::new(members.iter().map(|m| Arc::from(*m)).collect()),
             throttle: Mutex::new(Throttle::default()),
+            notifying: tokio::sync::Mutex::new(false),
         })
         .id
     }

@@ -444,6 +444,7 @@ impl Presence {
             },
             Package::List | Package::Winfo => Grant::Active,
         };
+        let groups_version = self.gate.directory().groups().version();
         let members = match package {
             Package::List if resource != watcher => match self.group_members(&resource).await {
                 Ok(members) => members,
@@ -473,6 +474,7 @@ impl Presence {
             version: AtomicU32::new(0),
             members: Mutex::new(members),
             throttle: Mutex::new(Throttle::default()),
+            notifying: tokio::sync::Mutex::new(false),
         };
         let mut r = reply::response(msg, 200, agent);
         // Our tag, so that the watcher's refreshes find the dialog.
@@ -499,6 +501,11 @@ impl Presence {
         if package == Package::Presence {
             self.watchers_changed(&sub);
         }
+        if sub.is_group() && self.gate.directory().groups().version() != groups_version {
+            // The group changed while this subscription was made: its members are read again.
+            let this = self.clone();
+            tokio::spawn(async move { this.groups_changed().await });
+        }
         (r, Followup::Notify(sub))
     }
 
@@ -506,7 +513,7 @@ impl Presence {
     /// (404 no such group, 403 more than `groups.max_members_for_subscription`, 503 the store
     /// did not answer).
     async fn group_members(&self, group: &str) -> Result<Vec<Arc<str>>, u16> {
-        match self.gate.directory().groups().get(group).await {
+        match self.gate.directory().group(group).await {
             Ok(Some(g)) if g.truncated || g.members.len() > self.max_group_members => Err(403),
             Ok(Some(g)) => Ok(g.members.clone()),
             Ok(None) => Err(404),
@@ -517,7 +524,7 @@ impl Presence {
     /// Groups changed: each group watched here is read again, and its subscriptions get the
     /// members it gained and lost as partial state (RFC 4662: a removed resource's
     /// instance terminated); a group gone, or grown past the limit, ends them.
-    async fn groups_changed(self: &Arc<Self>) {
+    pub async fn groups_changed(self: &Arc<Self>) {
         for (group, subs) in self.subscriptions.groups() {
             let now = match self.group_members(&group).await {
                 Ok(members) => members,
@@ -537,7 +544,8 @@ impl Presence {
             };
             for sub in subs {
                 let before = sub.members.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if before == now {
+                // Ended meanwhile: nothing to index again under its id.
+                if before == now || self.subscriptions.get(sub.id).is_none() {
                     continue;
                 }
                 let had: std::collections::HashSet<&str> = before.iter().map(|m| &**m).collect();

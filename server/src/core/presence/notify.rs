@@ -79,11 +79,19 @@ impl Presence {
 
     /// The full state now (a new or refreshed subscription, a changed grant or list).
     pub(super) fn send_full(self: &Arc<Self>, sub: &Arc<Subscription>) {
-        sub.throttle.lock().unwrap_or_else(|p| p.into_inner()).last_sent = Some(Instant::now());
+        {
+            // The full state tells whatever changed meanwhile.
+            let mut t = sub.throttle.lock().unwrap_or_else(|p| p.into_inner());
+            t.last_sent = Some(Instant::now());
+            t.dirty.clear();
+            t.removed.clear();
+        }
         let (this, sub) = (self.clone(), sub.clone());
         tokio::spawn(async move {
+            let mut full_sent = sub.notifying.lock().await;
             let body = this.body(&sub, None).await;
             this.send(&sub, State::Current, body);
+            *full_sent = true;
         });
     }
 
@@ -91,6 +99,7 @@ impl Presence {
     pub(super) fn send_final(self: &Arc<Self>, sub: &Arc<Subscription>, reason: &'static str) {
         let (this, sub) = (self.clone(), sub.clone());
         tokio::spawn(async move {
+            let _turn = sub.notifying.lock().await;
             let body = if reason == "rejected" { None } else { this.body(&sub, None).await };
             this.send(&sub, State::Terminated(reason), body);
         });
@@ -99,9 +108,12 @@ impl Presence {
     fn send_current(self: &Arc<Self>, sub: &Arc<Subscription>, partial: Partial) {
         let (this, sub) = (self.clone(), sub.clone());
         tokio::spawn(async move {
-            let partial = (sub.package == Package::List).then_some(partial);
+            let mut full_sent = sub.notifying.lock().await;
+            // A list's partial state only follows its full state (RFC 4662).
+            let partial = (sub.package == Package::List && *full_sent).then_some(partial);
             let body = this.body(&sub, partial).await;
             this.send(&sub, State::Current, body);
+            *full_sent = true;
         });
     }
 
