@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod common;
+
+use common::param;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -275,15 +279,6 @@ impl Connection {
         let (status, head, _) = read(&mut self.tls).await?;
         let keep = !head.to_ascii_lowercase().contains("connection: close");
         Some((status, keep))
-    }
-}
-
-fn param(challenge: &str, name: &str) -> Option<String> {
-    let at = challenge.find(&format!(" {name}=")).or_else(|| challenge.find(&format!(",{name}=")))?;
-    let v = &challenge[at + name.len() + 2..];
-    match v.strip_prefix('"') {
-        Some(q) => q.split('"').next().map(str::to_string),
-        None => v.split([',', ' ']).next().map(str::to_string),
     }
 }
 

@@ -18,6 +18,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+mod common;
+
+use common::param;
+
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -223,15 +227,6 @@ impl Client {
                 let _ = arrived.send((round, at));
             }
         }
-    }
-}
-
-fn param(challenge: &str, name: &str) -> Option<String> {
-    let at = challenge.find(&format!(" {name}=")).or_else(|| challenge.find(&format!(",{name}=")))?;
-    let v = &challenge[at + name.len() + 2..];
-    match v.strip_prefix('"') {
-        Some(q) => q.split('"').next().map(str::to_string),
-        None => v.split([',', ' ']).next().map(str::to_string),
     }
 }
 
