@@ -581,11 +581,11 @@ async fn entries_carry_the_presence_each_users_rules_let_the_caller_see() {
     store
         .set_rule(&format!("carol@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::Block)
         .await
-        .unwrap();
+        .expect("Carol's rule");
     store
         .set_rule(&format!("edubois@{DOMAIN}"), &format!("alice@{DOMAIN}"), sipfront_storage::RuleAction::PoliteBlock)
         .await
-        .unwrap();
+        .expect("Éloïse's rule");
     let mut bob = online(&s, "bob", PASSWORD).await;
     let ok = bob.request(&publish(&bob, "bob", Some(&pidf_doc("bob", "t", "open", "at my desk")), None, 600)).await;
     assert_eq!(ok.status(), Some(200));
