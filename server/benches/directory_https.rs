@@ -125,18 +125,8 @@ struct Target {
 }
 
 fn connector(cert: &Path) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_file_iter(cert).expect("read cert.pem") {
-        roots.add(c.expect("a PEM certificate")).expect("a usable trust anchor");
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    let config = sipfront::transport::tls::client_trusting(&cert.to_string_lossy()).expect("the server's certificate");
+    tokio_rustls::TlsConnector::from(config)
 }
 
 /// A query as a search box sends them: a first name's first 1 to 3 letters, or a first name

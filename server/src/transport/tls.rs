@@ -73,6 +73,18 @@ pub fn trust_roots(path: &str) -> anyhow::Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
+/// A client configuration that trusts the authorities of a PEM file and presents no
+/// certificate: what a client of this server needs to reach it (the directory's HTTPS, SIP
+/// over TLS) when it trusts its self-signed certificate; for the tests, benches and tools.
+pub fn client_trusting(path: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(trust_roots(path)?)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
