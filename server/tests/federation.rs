@@ -571,3 +571,42 @@ async fn a_partners_watchers_together_hold_at_most_their_share_of_subscriptions(
     }
     assert_eq!(codes, vec![200, 200, 403], "b.test's third watcher is over its share");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_with_a_partners_user_among_its_members_is_messaged_both_ways() {
+    let (a, b, _dns, _, _) = two_orgs().await;
+    a.store.add_group("team@a.test", "Team").await.unwrap();
+    let rows: Vec<(String, String)> = ["alice@a.test", "amy@a.test", "bob@b.test"]
+        .iter()
+        .map(|m| ("team@a.test".to_string(), m.to_string()))
+        .collect();
+    a.store.add_group_members(&rows).await.unwrap();
+    a.settle().await;
+    let mut alice = a.online("alice").await;
+    let mut amy = a.online("amy").await;
+    let mut bob = b.online("bob").await;
+
+    // Ours to the group: Bob's copy goes to b.test's edge like any message to him.
+    let to_team = message(&alice, "alice@a.test", "team@a.test", "team news");
+    assert_eq!(alice.request(&to_team).await.status(), Some(202));
+    for (phone, tag) in [(&mut amy, "amy"), (&mut bob, "bob")] {
+        let got = phone.expect_request(Method::Message).await;
+        assert_eq!(got.body(), b"team news");
+        assert!(header(&got, HeaderName::From).contains("alice@a.test"));
+        phone.answer(&got, 200, tag).await;
+    }
+
+    // The partner's member to the group: our members get it from him, through our edge.
+    let from_bob = message(&bob, "bob@b.test", "team@a.test", "hello team");
+    assert_eq!(bob.request(&from_bob).await.status(), Some(202));
+    for (phone, tag) in [(&mut alice, "alice"), (&mut amy, "amy")] {
+        let got = phone.expect_request(Method::Message).await;
+        assert_eq!(got.body(), b"hello team");
+        assert!(header(&got, HeaderName::From).contains("bob@b.test"));
+        phone.answer(&got, 200, tag).await;
+    }
+    // Bill, of b.test too but no member, may not.
+    let mut bill = b.online("bill").await;
+    let refused = bill.request(&message(&bill, "bill@b.test", "team@a.test", "me too")).await;
+    assert_eq!(refused.status(), Some(403));
+}

@@ -123,8 +123,9 @@ impl Messaging {
         self.gate.directory().groups().named(aor.as_str())
     }
 
-    /// A MESSAGE of `sender` to distribution group `group`: refused unless the sender is one
-    /// of our users and a member (or one of `groups.senders`) and the group is within
+    /// A MESSAGE of `sender` to distribution group `group`: refused unless the sender is a
+    /// member (a partner's user too, when the group lists it) or one of `groups.senders`, and
+    /// the group is within
     /// `groups.max_members_for_message`, and 503 while `groups.max_copies_in_flight` copies are
     /// under way; otherwise answered 202 Accepted at once (RFC 3428 7: an exploder's answer),
     /// and a copy goes to every other member, archived and delivered (or kept) at that
@@ -139,9 +140,6 @@ impl Messaging {
             }
             r
         };
-        if !self.gate.serves(sender.domain()) {
-            return refuse(403, "Forbidden (a group takes messages from its own domain's users)".into());
-        }
         let group: Arc<Group> = match self.gate.directory().group(group).await {
             Ok(Some(g)) => g,
             Ok(None) => return refuse(404, "Not Found".into()),
@@ -237,7 +235,8 @@ impl Messaging {
             identity: Some(sender.as_str().to_string()),
             replay: false,
             feed: false,
-            partner: None,
+            // A partner's user (a member of the group): its certificate named its domain here.
+            partner: (!self.gate.serves(sender.domain())).then(|| sender.domain().to_string()),
             group: Some(group.to_string()),
         };
         pool.seal().sign(&mut copy, &vouch);
