@@ -33,6 +33,16 @@ pub struct Expansion {
 /// level or above is not read again (the diamond `a` -> `b`, `c` -> `x` reads `x` once), and a
 /// group met again on its own path is a loop, reported and not followed.
 pub async fn expand_group(store: &dyn Store, group: &str, max_depth: u32, max_members: usize) -> Result<Expansion> {
+    let top = group.to_ascii_lowercase();
+    match store.group(&top).await? {
+        Some(g) => expand(store, &g, max_depth, max_members).await,
+        None => Err(StoreError::NotFound(top)),
+    }
+}
+
+/// [`expand_group`] of a group the caller has just read (its display name, its existence):
+/// the store is not asked for it again.
+pub async fn expand(store: &dyn Store, group: &crate::Group, max_depth: u32, max_members: usize) -> Result<Expansion> {
     /// Members read at a time, at most.
     const PAGE: usize = 1000;
 
@@ -44,10 +54,7 @@ pub async fn expand_group(store: &dyn Store, group: &str, max_depth: u32, max_me
         exhausted: bool,
     }
 
-    let top = group.to_ascii_lowercase();
-    if store.group(&top).await?.is_none() {
-        return Err(StoreError::NotFound(top));
-    }
+    let top = group.aor.to_ascii_lowercase();
     let mut out = Expansion::default();
     let mut kept: HashSet<String> = HashSet::new();
     // The shallowest level each group was expanded at: met again no shallower, it has nothing

@@ -13,7 +13,7 @@ mod sql;
 mod sqlite;
 pub mod testing;
 
-pub use groups::{expand_group, Expansion};
+pub use groups::{expand, expand_group, Expansion};
 pub use postgres::PgStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;

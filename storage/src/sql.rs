@@ -692,16 +692,14 @@ where
 
     async fn groups(&self, domain: Option<&str>) -> Result<Vec<Group>> {
         // Addresses collate as bytes on both backends (migration 10): ORDER BY is byte order.
-        let select = "SELECT g.aor, g.display_name, (SELECT COUNT(*) FROM group_members m WHERE m.group_aor = g.aor), \
-                      g.created_at, g.updated_at FROM distribution_groups g";
         let rows: Vec<GroupRow> = match domain {
             Some(d) => {
-                sqlx::query_as(&format!("{select} WHERE g.domain = $1 ORDER BY g.aor"))
+                sqlx::query_as(&format!("{GROUP_SELECT} WHERE g.domain = $1 ORDER BY g.aor"))
                     .bind(d.to_ascii_lowercase())
                     .fetch_all(&self.pool)
                     .await
             }
-            None => sqlx::query_as(&format!("{select} ORDER BY g.aor")).fetch_all(&self.pool).await,
+            None => sqlx::query_as(&format!("{GROUP_SELECT} ORDER BY g.aor")).fetch_all(&self.pool).await,
         }
         .map_err(|e| map_err("groups", e))?;
         Ok(rows.into_iter().map(group_of_row).collect())
@@ -709,14 +707,11 @@ where
 
     async fn group(&self, aor: &str) -> Result<Option<Group>> {
         let aor = aor.to_ascii_lowercase();
-        let row: Option<GroupRow> = sqlx::query_as(
-            "SELECT g.aor, g.display_name, (SELECT COUNT(*) FROM group_members m WHERE m.group_aor = g.aor), \
-             g.created_at, g.updated_at FROM distribution_groups g WHERE g.aor = $1",
-        )
-        .bind(&aor)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| map_err(&aor, e))?;
+        let row: Option<GroupRow> = sqlx::query_as(&format!("{GROUP_SELECT} WHERE g.aor = $1"))
+            .bind(&aor)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(&aor, e))?;
         Ok(row.map(group_of_row))
     }
 
@@ -1010,6 +1005,12 @@ where
 /// A group's row with its count of direct members: AOR, display name, members, created,
 /// updated.
 type GroupRow = (String, String, i64, i64, i64);
+
+/// A group's row as [`GroupRow`] reads it, its direct members counted; a query adds its
+/// `WHERE` and `ORDER BY`.
+const GROUP_SELECT: &str = "SELECT g.aor, g.display_name, \
+    (SELECT COUNT(*) FROM group_members m WHERE m.group_aor = g.aor), g.created_at, g.updated_at \
+    FROM distribution_groups g";
 
 fn group_of_row((aor, display_name, members, created_at, updated_at): GroupRow) -> Group {
     Group { aor, display_name, direct_members: members.max(0) as u64, created_at, updated_at }

@@ -1,13 +1,13 @@
 //! `sipfront group ...`: distribution groups (issue 21), addresses of our domains that stand
 //! for their members: users, other groups (nested) and remote addresses. What a group expands
-//! to is the store's [`expand_group`]; changes reach running servers through the store's
+//! to is the store's [`sipfront_storage::expand_group`]; changes reach running servers through the store's
 //! change log within `database.poll_ms`.
 
 use super::users::{csv_records, parse_aor, with_store};
 use crate::config::Config;
 use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
-use sipfront_storage::{expand_group, Store, StoreError};
+use sipfront_storage::{expand, Store, StoreError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -167,7 +167,7 @@ async fn show(store: &dyn Store, group: &str, max_depth: u32, max_members: usize
             _ => break,
         }
     }
-    let e = expand_group(store, group, max_depth, max_members).await.map_err(|e| explain(e, group))?;
+    let e = expand(store, &g, max_depth, max_members).await.map_err(|e| explain(e, group))?;
     let n = e.members.len();
     let members = if n == 1 { "member" } else { "members" };
     if e.truncated {

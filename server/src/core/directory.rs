@@ -112,6 +112,16 @@ impl Directory {
         domains
     }
 
+    /// The domain we serve when we serve exactly one.
+    pub fn only_domain(&self) -> Option<String> {
+        let domains = self.domains.read().unwrap_or_else(|p| p.into_inner());
+        if domains.len() == 1 {
+            domains.iter().next().cloned()
+        } else {
+            None
+        }
+    }
+
     /// Whether `domain` (lower case) is one we serve.
     pub fn serves(&self, domain: &str) -> bool {
         self.domains.read().unwrap_or_else(|p| p.into_inner()).contains(domain)

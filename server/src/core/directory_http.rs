@@ -23,6 +23,7 @@
 
 use super::auth::Verdict;
 use super::directory::Directory;
+use super::groups;
 use super::refusal::Refusal;
 use super::search::{Change, Index, Page, QueryError, Scope, MAX_PAGE};
 use super::Core;
@@ -42,9 +43,6 @@ use tokio::sync::broadcast;
 pub const SEARCH_PATH: &str = "/directory/v1/search";
 /// `GROUPS_PATH` + a group's address + `/members`: the group expanded (issue 21, item 3).
 pub const GROUPS_PATH: &str = "/directory/v1/groups/";
-/// Nested groups are followed this deep, and a group lists this many members at most.
-const GROUP_DEPTH: u32 = 10;
-const GROUP_MEMBERS: usize = 10_000;
 /// Bytes of a request head at most: a longer request line is answered 414, longer headers 431.
 pub const MAX_HEAD: usize = 8192;
 /// A request head must arrive within this (408 if part of it did); an idle connection between
@@ -293,7 +291,8 @@ impl DirectorySearch {
     }
 
     /// A group of the caller's domain, expanded: its users and remote addresses, nested
-    /// groups followed ([`GROUP_DEPTH`] deep, [`GROUP_MEMBERS`] at most), loops not followed.
+    /// groups followed within the bounds SIP's expansions keep ([`groups::DEPTH`] deep,
+    /// [`groups::MAX_MEMBERS`] at most), loops reported, not followed.
     /// A group of another domain is not found, as an unknown one.
     async fn members(&self, group: &[u8], domain: &str) -> Answer {
         let Ok(group) = decode(group) else { return Answer::Refused(Refused::BadEncoding) };
@@ -304,7 +303,7 @@ impl DirectorySearch {
         let store = self.directory.store();
         let found = tokio::time::timeout(STORE_WAIT, async {
             let Some(g) = store.group(&group).await? else { return Ok(None) };
-            let expansion = sipfront_storage::expand_group(store.as_ref(), &g.aor, GROUP_DEPTH, GROUP_MEMBERS).await?;
+            let expansion = sipfront_storage::expand(store.as_ref(), &g, groups::DEPTH, groups::MAX_MEMBERS).await?;
             Ok::<_, StoreError>(Some((g, expansion)))
         })
         .await;
@@ -330,11 +329,7 @@ impl DirectorySearch {
                 }
             }
         }
-        let mut domains = self.directory.domains();
-        match domains.len() {
-            1 => domains.pop(),
-            _ => None,
-        }
+        self.directory.only_domain()
     }
 
     /// The response's bytes: status line, headers and JSON body.

@@ -91,7 +91,7 @@ impl Groups {
         let generation = self.generation.load(Ordering::Acquire);
         let read = async {
             let Some(g) = self.store.group(&folded).await? else { return Ok(None) };
-            let e = sipfront_storage::expand_group(self.store.as_ref(), &g.aor, DEPTH, MAX_MEMBERS).await?;
+            let e = sipfront_storage::expand(self.store.as_ref(), &g, DEPTH, MAX_MEMBERS).await?;
             Ok(Some(Group {
                 aor: Arc::from(g.aor.as_str()),
                 display_name: g.display_name,

@@ -105,12 +105,7 @@ impl Location {
     /// binding's Path as Route, our Via (with `branch`) on top, our own credentials and the
     /// Route entries naming us removed (the caller checked that only ours were there).
     pub fn fork(&self, req: &Message, b: &Binding, branch: &str) -> (Message, Target) {
-        let mut f = req.clone();
-        f.set_request_uri(b.uri.to_string());
-        f.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
-        // Credentials for our realm were consumed here (RFC 3261 22.3).
-        f.remove_headers(HeaderName::ProxyAuthorization);
-        f.remove_headers(HeaderName::Route);
+        let mut f = forwarded(req, b.uri.to_string());
         for p in b.path.iter().rev() {
             f.prepend_header(HeaderName::Route, p.to_string());
         }
@@ -160,6 +155,17 @@ impl Location {
             t => Target { transport: t, remote: b.source.remote, flow: b.source.flow, local: None },
         }
     }
+}
+
+/// `req` as it goes on from here to `request_uri` (RFC 3261 16.6): one hop less, our own
+/// credentials (consumed here, RFC 3261 22.3) and the Route entries naming us removed.
+pub fn forwarded(req: &Message, request_uri: String) -> Message {
+    let mut f = req.clone();
+    f.set_request_uri(request_uri);
+    f.set_header(HeaderName::MaxForwards, req.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
+    f.remove_headers(HeaderName::ProxyAuthorization);
+    f.remove_headers(HeaderName::Route);
+    f
 }
 
 /// The address a Path entry (`<sip:token@host:port;lr>`) names, if its host is an address.

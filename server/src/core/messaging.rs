@@ -79,8 +79,9 @@ impl Messaging {
         if let Some(domain) = self.gate.foreign_domain(msg) {
             return self.federate(msg, &sender, &domain).await;
         }
+        let group_copy = req.relayed.as_ref().is_some_and(|r| r.group.is_some());
         if let Some(group) = self.group_named(msg) {
-            if req.relayed.as_ref().is_some_and(|r| r.group.is_some()) {
+            if group_copy {
                 // A group's copy names a member, never a group: it is not expanded again.
                 return reply::response(msg, 482, &self.agent);
             }
@@ -90,7 +91,6 @@ impl Messaging {
             Ok(to) => to,
             Err(refusal) => return refusal,
         };
-        let group_copy = req.relayed.as_ref().is_some_and(|r| r.group.is_some());
         self.deliver(msg, &sender, &to, group_copy).await
     }
 
@@ -387,8 +387,7 @@ impl Messaging {
 /// member, From the sender (its address and display name) and To the group, one hop less,
 /// without the sender's credentials or Route.
 fn copy_for(original: &Message, to: &str) -> Message {
-    let mut copy = original.clone();
-    copy.set_request_uri(format!("sip:{to}"));
+    let mut copy = super::location::forwarded(original, format!("sip:{to}"));
     if let Some(from) = original.from() {
         let display = from.display.map(|d| format!("{} ", String::from_utf8_lossy(d))).unwrap_or_default();
         let uri = String::from_utf8_lossy(from.uri.raw());
@@ -397,9 +396,6 @@ fn copy_for(original: &Message, to: &str) -> Message {
     copy.set_header(HeaderName::CallId, format!("{}@group.sipfront", reply::new_tag()));
     copy.set_header(HeaderName::CSeq, "1 MESSAGE");
     copy.remove_headers(HeaderName::Via);
-    copy.remove_headers(HeaderName::ProxyAuthorization);
-    copy.remove_headers(HeaderName::Route);
-    copy.set_header(HeaderName::MaxForwards, original.max_forwards().unwrap_or(70).saturating_sub(1).to_string());
     copy
 }
 

@@ -86,6 +86,9 @@ impl Core {
         let (archive, writer) = Archive::new(config.archive.clone(), store.clone(), timeout);
         let archive = Arc::new(archive);
         let loops = proxy::loops::Loops::default();
+        // The member every request to partners leaves from, if the operator named one.
+        let federation_edge = (config.federation.enabled && !config.federation.edge_member.is_empty())
+            .then(|| config.federation.edge_member.clone());
         let location = Arc::new(Location::new(bindings.clone(), transports.clone(), pool.clone()));
         let gate = Arc::new(Gate::new(
             Auth::new(&config.auth),
@@ -99,8 +102,7 @@ impl Core {
         let messaging = Arc::new(Messaging::new(
             config.messaging.clone(),
             config.groups.clone(),
-            (config.federation.enabled && !config.federation.edge_member.is_empty())
-                .then(|| config.federation.edge_member.clone()),
+            federation_edge.clone(),
             gate.clone(),
             location.clone(),
             archive.clone(),
@@ -130,10 +132,10 @@ impl Core {
                 pool.clone(),
                 transports.clone(),
                 agent.clone(),
-                (config.federation.enabled && !config.federation.edge_member.is_empty()).then(|| {
+                federation_edge.map(|member| {
                     let directory = directory.clone();
                     pool::edge::FederationEdge {
-                        member: config.federation.edge_member.clone(),
+                        member,
                         serves: Box::new(move |domain: &str| directory.serves(domain)),
                     }
                 }),
@@ -256,8 +258,10 @@ impl Core {
         let down = std::time::Duration::from_secs(now.saturating_sub(u64::try_from(saved_at).unwrap_or(0)));
         let (b, p, sub) = saved.restore(down, s.registrar.bindings(), &s.presence);
         tracing::info!(bindings = b, publications = p, subscriptions = sub, "dynamic state restored");
-        // Groups may have changed while it was down: their watchers get the difference.
-        s.presence.groups_changed().await;
+        // Groups may have changed while it was down: their watchers get the difference, read
+        // in the background (a slow store must not hold the start).
+        let presence = s.presence.clone();
+        tokio::spawn(async move { presence.groups_changed().await });
     }
 
     /// The digest authentication of SIP requests, which the directory's HTTPS endpoint

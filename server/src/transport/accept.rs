@@ -163,7 +163,7 @@ impl Acceptor {
                     // A client certificate was verified against federation's trust roots in
                     // the handshake: the partner it names is known by it from now on.
                     if let Some(cert) = s.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-                        transports.flows.set_certificate(flow.0, cert);
+                        transports.flows.set_certificate(flow.0, super::tls::Identities::of(cert.as_ref()));
                     }
                     // Boxed too, the TLS session (above) and this branch's serving: a task is
                     // sized for its largest branch, and a TCP connection's should not carry TLS's.

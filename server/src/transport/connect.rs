@@ -145,17 +145,16 @@ impl Connector {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ConnectError::Timeout),
         };
-        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
+        let ids =
+            tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| super::tls::Identities::of(c.as_ref()));
         // The handshake checked the chain and a DNS name the way the Web does (wildcards too);
         // RFC 5922 asks for the domain among the certificate's SIP identities, exactly.
-        if !cert.as_ref().is_some_and(|c| super::tls::Identities::of(c.as_ref()).names(domain)) {
+        let Some(ids) = ids.filter(|ids| ids.names(domain)) else {
             tracing::info!(%remote, domain, "partner edge's certificate does not identify the domain (RFC 5922 7)");
             return Err(ConnectError::Certificate);
-        }
+        };
         let (flow, queue) = self.transports.flows.open(Transport::Tls, remote, local, self.settings.queue);
-        if let Some(cert) = cert {
-            self.transports.flows.set_certificate(flow, &cert);
-        }
+        self.transports.flows.set_certificate(flow, ids);
         // We chose to open it, to the edge of a domain the policy federates with.
         self.transports.flows.mark_partner(flow);
         // Boxed: a TLS session is several kilobytes, and the task need not carry it inline.

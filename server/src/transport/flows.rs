@@ -6,7 +6,6 @@ use super::tls::Identities;
 use super::{SendError, Transport};
 use bytes::Bytes;
 use dashmap::DashMap;
-use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -95,9 +94,9 @@ impl Flows {
     /// Records the identities of the verified certificate of connection `id`'s peer (see
     /// [`Flows::certificate`]). They prove nothing yet: federation's policy decides whether
     /// the domains they name are partners ([`Flows::mark_partner`]).
-    pub fn set_certificate(&self, id: FlowId, cert: &CertificateDer<'_>) {
+    pub fn set_certificate(&self, id: FlowId, identities: Identities) {
         if self.by_id.contains_key(&id) {
-            self.certificates.insert(id, Arc::new(Identities::of(cert.as_ref())));
+            self.certificates.insert(id, Arc::new(identities));
         }
     }
 

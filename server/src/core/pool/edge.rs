@@ -757,11 +757,7 @@ fn registration_expires(msg: &Message) -> Option<u32> {
 /// A branch for a request relayed statelessly: the same for every retransmission of the
 /// incoming request and for its CANCEL (RFC 3261 16.11), different at every member.
 fn stateless_branch(incoming: &[u8], member: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in incoming.iter().chain(&[0xff]).chain(member.as_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let h = super::fnv1a(incoming.iter().copied().chain([0xff]).chain(member.bytes()));
     format!("{BRANCH_PREFIX}{h:016x}")
 }
 

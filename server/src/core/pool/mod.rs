@@ -453,15 +453,16 @@ pub fn home_among<'a>(ids: impl IntoIterator<Item = &'a str>, aor: &str) -> Opti
 /// SplitMix64 step so that close inputs score far apart. Written out, not `DefaultHasher`,
 /// because every member (of any build) must compute the same.
 fn score(member: &str, aor: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let bytes = member.bytes().chain(std::iter::once(0xff)).chain(aor.bytes().map(|b| b.to_ascii_lowercase()));
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
+    let mut h = fnv1a(member.bytes().chain(std::iter::once(0xff)).chain(aor.bytes().map(|b| b.to_ascii_lowercase())));
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: the same on every member and in every build, for what
+/// members must agree on (scores, branches) and what must not change between NOTIFYs.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// The machine's host name, for default member ids and addresses.

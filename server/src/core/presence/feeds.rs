@@ -67,7 +67,7 @@ impl Feeds {
         if !self.feeds.contains_key(aor) {
             self.start(aor);
         }
-        self.docs.get(aor).map(|d| d.clone())
+        self.known(aor)
     }
 
     /// The last document of a presentity homed elsewhere, if a feed here has brought one;

@@ -542,6 +542,7 @@ impl Presence {
                     continue;
                 }
             };
+            let has: std::collections::HashSet<&str> = now.iter().map(|m| &**m).collect();
             for sub in subs {
                 let before = sub.members.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 // Ended meanwhile: nothing to index again under its id.
@@ -549,7 +550,6 @@ impl Presence {
                     continue;
                 }
                 let had: std::collections::HashSet<&str> = before.iter().map(|m| &**m).collect();
-                let has: std::collections::HashSet<&str> = now.iter().map(|m| &**m).collect();
                 self.subscriptions.set_members(&sub, now.clone());
                 {
                     let mut t = sub.throttle.lock().unwrap_or_else(|p| p.into_inner());

@@ -27,9 +27,7 @@ pub(super) struct Partial {
 /// The RLMI instance id of a list member's one instance: the same in every NOTIFY, whatever
 /// else joins or leaves the list, as partial state needs (RFC 4662).
 fn instance_id(aor: &str) -> String {
-    // FNV-1a of the AOR as the list has it.
-    let h = aor.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
-    format!("r{h:016x}")
+    format!("r{:016x}", crate::core::pool::fnv1a(aor.bytes()))
 }
 
 /// The Subscription-State of a NOTIFY.
